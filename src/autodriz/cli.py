@@ -1,0 +1,237 @@
+"""The ``autodriz`` command.
+
+``autodriz INPUT``         process one dataset (ASN table, RAW name, or one FLT/FLC)
+``autodriz demo``          simulate a small visit with a known true WCS and process it
+``autodriz simulate DIR``  write a synthetic visit to DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from autodriz import __version__
+from autodriz.errors import AutodrizError
+from autodriz.exitcodes import ExitCode
+
+logger = logging.getLogger(__name__)
+
+SUBCOMMANDS = ("demo", "simulate")
+DEMO_MARKER = ".autodriz-demo"
+
+
+def _exit_code_table() -> str:
+    return "\n".join(f"  {int(c):>3}  {c.name}" for c in ExitCode)
+
+
+def _env_table() -> str:
+    from autodriz.config import ENVIRONMENT_VARIABLES
+
+    return "\n".join(f"  {name:<32} {desc}" for name, desc in ENVIRONMENT_VARIABLES)
+
+
+def _add_processing_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where things are")
+    g.add_argument("-o", "--output-dir", type=Path, help="write products, trailer and report here (default: beside the input)")
+    g.add_argument("--config", type=Path, help="TOML file of settings (overrides the packaged defaults; env and flags override it)")
+    g.add_argument("--jref", type=Path, help="folder of ACS reference files (what jref$ in the headers means)")
+    g.add_argument("--iref", type=Path, help="folder of WFC3 reference files (what iref$ in the headers means)")
+    g.add_argument("--catalog", type=Path, help="reference catalog file or folder for a posteriori alignment")
+    g.add_argument("--cache-dir", type=Path, help="cache for downloaded catalogs and solutions")
+    g.add_argument("--headerlet-store", type=Path, help="folder of <rootname>_hlet.fits a priori solutions")
+
+    g = p.add_argument_group("what to do")
+    g.add_argument("--apriori", dest="apply_apriori", action=argparse.BooleanOptionalAction, default=None,
+                   help="try a priori solutions (headerlets); overrides ASTROMETRY_APPLY_APRIORI")
+    g.add_argument("--aposteriori", dest="compute_aposteriori", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit a posteriori solutions to reference catalogs; overrides ASTROMETRY_COMPUTE_APOSTERIORI")
+    g.add_argument("--allow-header-wcs", action="store_const", const=True, default=None,
+                   help="if distortion reference files (IDCTAB …) are missing, drizzle with the header WCS "
+                        "instead of stopping with exit code 4")
+    g.add_argument("--keep-workdirs", action="store_const", const=True, default=None,
+                   help="keep the per-candidate working folders (<root>_default/ …)")
+    g.add_argument("--offline", action="store_const", const=True, default=None,
+                   help="never contact network services")
+    g.add_argument("--strict-services", action="store_const", const=True, default=None,
+                   help="an unreachable network service is an error instead of a warning")
+    g.add_argument("--service-timeout", type=float, help="seconds to wait for a network service (default 10)")
+    g.add_argument("--drizzle-timeout", type=float, help="seconds allowed for one AstroDrizzle/updatewcs run")
+    g.add_argument("--num-cores", type=int, help="cores for AstroDrizzle (default 1)")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="console log level (trailer always has DEBUG)")
+    g.add_argument("-q", "--quiet", action="store_true", help="console shows warnings and errors only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser for ``autodriz INPUT``; ``demo`` and ``simulate`` have their own."""
+    p = argparse.ArgumentParser(
+        prog="autodriz",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Drizzle an HST dataset with the best astrometry available, like STScI's runastrodriz.\n\n"
+            "INPUT is an association table (ie6d07030_asn.fits), a RAW name standing for its calibrated\n"
+            "exposure (ie6d07abq_raw.fits → ie6d07abq_flt/_flc.fits), or one _flt/_flc file.\n"
+            "Products (<root>_drz.fits, <root>_drc.fits from CTE-corrected FLCs), the trailer <root>.tra\n"
+            "and <root>_report.json are written beside the input (or to --output-dir). The chosen WCS is\n"
+            "written into the input exposures at the very end, atomically; any failure before leaves\n"
+            "them byte-identical.\n\n"
+            "other commands:\n"
+            "  autodriz demo [-h]          simulate a small ACS/WFC visit with a known true WCS and process it\n"
+            "  autodriz simulate DIR [-h]  write a synthetic visit (ASN, FLT/FLC, truth, catalog, jref/) to DIR"
+        ),
+        epilog=(
+            "settings: packaged config/autodriz.toml < --config FILE (or AUTODRIZ_CONFIG) < environment < flags\n\n"
+            f"environment variables:\n{_env_table()}\n\n"
+            f"exit codes:\n{_exit_code_table()}"
+        ),
+    )
+    p.add_argument("--version", action="version", version=f"autodriz {__version__}")
+    p.add_argument("input", type=Path, help="ASN table, RAW name, or FLT/FLC file")
+    _add_processing_flags(p)
+    return p
+
+
+def _cli_settings(args: argparse.Namespace) -> dict:
+    keys = (
+        "output_dir", "jref", "iref", "catalog", "cache_dir", "headerlet_store", "apply_apriori",
+        "compute_aposteriori", "allow_header_wcs", "keep_workdirs", "offline", "strict_services",
+        "service_timeout", "drizzle_timeout", "num_cores", "log_level",
+    )
+    cli = {k: getattr(args, k, None) for k in keys}
+    if getattr(args, "quiet", False):
+        cli["log_level"] = "WARNING"
+    return cli
+
+
+def _load(args: argparse.Namespace, **overrides):
+    from autodriz.config import load_settings
+
+    cli = _cli_settings(args)
+    cli.update({k: v for k, v in overrides.items() if cli.get(k) is None})
+    return load_settings(cli=cli, config_file=args.config)
+
+
+def _run_process(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from autodriz.pipeline import process
+
+    settings = _load(args)
+    result = process(args.input, settings, argv=["autodriz", *argv])
+    stream = sys.stdout if result.exit_code == ExitCode.OK else sys.stderr
+    print(f"autodriz: {result.exit_code.name} (exit {int(result.exit_code)}): {result.message}", file=stream)
+    if result.trailer:
+        print(f"autodriz: trailer {result.trailer}", file=stream)
+    return int(result.exit_code)
+
+
+def _simulate_parser(prog: str, default_dir: Path | None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Write a synthetic ACS/WFC visit with a known true WCS.")
+    if default_dir is None:
+        p.add_argument("directory", type=Path, help="folder to write the visit into (created)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same pixels)")
+    p.add_argument("--exposures", type=int, default=2, help="number of exposures (default 2)")
+    p.add_argument("--chip-shape", type=int, nargs=2, metavar=("NY", "NX"), default=(256, 512),
+                   help="pixels per chip (default 256 512; 2048 4096 is a full ACS/WFC detector)")
+    p.add_argument("--pointing-error", type=float, nargs=2, metavar=("EAST_MAS", "NORTH_MAS"), default=(150.0, -100.0),
+                   help="error of the header WCS, in mas on the sky (default 150 -100)")
+    p.add_argument("--rotation-error", type=float, default=0.0, help="roll error of the header WCS in arcsec")
+    p.add_argument("--stars", type=int, default=200, help="number of synthetic stars")
+    return p
+
+
+def _simulation_config(args: argparse.Namespace):
+    from autodriz.simulate import SimulationConfig
+
+    return SimulationConfig(
+        n_exposures=args.exposures,
+        chip_shape=tuple(args.chip_shape),
+        pointing_error_mas=tuple(args.pointing_error),
+        rotation_error_arcsec=args.rotation_error,
+        n_stars=args.stars,
+        seed=args.seed,
+    )
+
+
+def _run_simulate(argv: Sequence[str]) -> int:
+    args = _simulate_parser("autodriz simulate", None).parse_args(argv)
+    from autodriz.simulate import simulate_visit
+
+    visit = simulate_visit(args.directory, _simulation_config(args))
+    print(f"visit written to {visit.directory}")
+    print(f"  association: {visit.asn_path.name}")
+    print(f"  exposures:   {', '.join(p.name for p in (*visit.flt_paths, *visit.flc_paths))}")
+    print(f"  truth:       {visit.truth_path.name}; reference catalog: {visit.catalog_path.name}")
+    print(f"  process it:  autodriz {visit.asn_path} --jref {visit.jref_dir}")
+    return 0
+
+
+def _run_demo(argv: Sequence[str]) -> int:
+    p = _simulate_parser("autodriz demo", Path("autodriz-demo"))
+    p.description = (
+        "Simulate a small ACS/WFC visit with a known true WCS and a known pointing error, process it, "
+        "and say how far the chosen WCS is from the truth."
+    )
+    p.add_argument("-o", "--output-dir", type=Path, default=Path("autodriz-demo"), help="demo folder (default ./autodriz-demo)")
+    _add_processing_flags_demo(p)
+    args = p.parse_args(argv)
+    from autodriz.config import load_settings
+    from autodriz.pipeline import process
+    from autodriz.simulate import simulate_visit
+    from autodriz.truth import load_truth, visit_error
+
+    demo_dir = args.output_dir.resolve()
+    if demo_dir.exists():
+        if not (demo_dir / DEMO_MARKER).exists() and any(demo_dir.iterdir()):
+            print(f"autodriz demo: {demo_dir} exists and is not an autodriz demo folder; choose another --output-dir", file=sys.stderr)
+            return int(ExitCode.USAGE)
+        shutil.rmtree(demo_dir)
+    demo_dir.mkdir(parents=True)
+    (demo_dir / DEMO_MARKER).write_text("made by autodriz demo; safe to delete\n")
+    print(f"autodriz demo: simulating an ACS/WFC visit in {demo_dir} …")
+    visit = simulate_visit(demo_dir, _simulation_config(args))
+    settings = load_settings(
+        cli={"jref": visit.jref_dir, "log_level": "WARNING" if args.quiet else None}, config_file=args.config
+    )
+    result = process(visit.asn_path, settings, argv=["autodriz", "demo", *argv])
+    print(f"autodriz demo: {result.exit_code.name} (exit {int(result.exit_code)}): {result.message}")
+    if result.exit_code != ExitCode.OK:
+        return int(result.exit_code)
+    truth = load_truth(visit.truth_path)
+    err = visit_error(list(visit.flt_paths), truth)
+    print(f"  products:     {', '.join(str(p) for p in result.products)}")
+    print(f"  trailer:      {result.trailer}")
+    print(f"  report:       {result.report}")
+    print(f"  chosen WCS:   {result.wcsname}")
+    print(
+        f"  error vs truth: {err.rms_mas:.1f} mas rms, {err.max_mas:.1f} mas max "
+        f"(mean offset east {err.mean_dx_mas:+.1f}, north {err.mean_dy_mas:+.1f} mas; "
+        f"injected pointing error {args.pointing_error[0]:+.0f}, {args.pointing_error[1]:+.0f} mas)"
+    )
+    return int(result.exit_code)
+
+
+def _add_processing_flags_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML file of settings")
+    p.add_argument("-q", "--quiet", action="store_true", help="console shows warnings and errors only")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``autodriz`` command; return the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "demo":
+            return _run_demo(argv[1:])
+        if argv and argv[0] == "simulate":
+            return _run_simulate(argv[1:])
+        return _run_process(argv)
+    except AutodrizError as exc:  # raised before a run's own handling starts (e.g. bad settings)
+        print(f"autodriz: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("autodriz: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)

@@ -1,0 +1,47 @@
+"""Exceptions that end a run, each carrying the exit code it maps to."""
+
+from __future__ import annotations
+
+from autodriz.exitcodes import ExitCode
+
+
+class AutodrizError(Exception):
+    """Base class: an expected failure with a clear message and a named exit code."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL_ERROR
+
+
+class ConfigError(AutodrizError):
+    """A setting (file, environment variable or flag) has a value we cannot accept."""
+
+    exit_code = ExitCode.USAGE
+
+
+class InputError(AutodrizError):
+    """The input dataset cannot be resolved into calibrated exposures."""
+
+    exit_code = ExitCode.INPUT_ERROR
+
+
+class ReferenceFileError(AutodrizError):
+    """A distortion reference file the headers name is not available."""
+
+    exit_code = ExitCode.REFERENCE_FILES_MISSING
+
+
+class WCSStageError(AutodrizError):
+    """A WCS stage failed and left no usable WCS."""
+
+    exit_code = ExitCode.WCS_FAILED
+
+
+class DrizzleError(AutodrizError):
+    """AstroDrizzle failed or produced no output."""
+
+    exit_code = ExitCode.DRIZZLE_FAILED
+
+
+class UpdateError(AutodrizError):
+    """The chosen WCS could not be written back to the input exposures."""
+
+    exit_code = ExitCode.UPDATE_FAILED

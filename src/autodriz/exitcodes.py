@@ -1,0 +1,37 @@
+"""Process exit codes of ``autodriz``.
+
+The archive's own wrappers act on named stage codes, so every way a run can end has a name
+here and one row in the README's table. Nothing but ``OK`` is returned when no product was
+written.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What a run of ``autodriz`` did, as its process exit status."""
+
+    #: Products written; the chosen WCS was applied to the input exposures.
+    OK = 0
+    #: An unexpected internal error (a bug): see the trailer for the traceback.
+    INTERNAL_ERROR = 1
+    #: Bad command line, configuration file or environment variable value.
+    USAGE = 2
+    #: The input cannot be used: not found, not an HST exposure/association, members missing,
+    #: or not yet calibrated (no FLT/FLC beside a RAW).
+    INPUT_ERROR = 3
+    #: A distortion reference file named in the headers (IDCTAB, NPOLFILE, D2IMFILE) cannot be
+    #: found and the header WCS was not allowed as a fallback (``--allow-header-wcs``).
+    REFERENCE_FILES_MISSING = 4
+    #: DRIZCORR is OMIT for this dataset: nothing to drizzle, by request. No products.
+    DRIZCORR_OMIT = 5
+    #: A WCS stage (updatewcs or an alignment fit) failed in a way that left no usable WCS.
+    WCS_FAILED = 6
+    #: AstroDrizzle failed or wrote no product.
+    DRIZZLE_FAILED = 7
+    #: Products were made but the chosen WCS could not be written back to the inputs.
+    UPDATE_FAILED = 8
+    #: Interrupted (Ctrl-C / SIGINT); inputs are untouched unless the final update had finished.
+    INTERRUPTED = 130

@@ -1,0 +1,599 @@
+"""Resolve what the user named (ASN table, RAW name, FLT or FLC) into calibrated exposures.
+
+This module is pure: it reads FITS primary headers and association tables and never writes.
+Everything the rest of the pipeline needs to know about the input (which files, which
+instrument and detector, which filters, whether drizzling was requested, what the products will
+be called) ends up in one frozen :class:`Dataset`.
+
+Input forms
+-----------
+``<asn_id>_asn.fits``
+    Association table. ``EXP-*`` rows are exposures, whose calibrated files are
+    ``<memname lower>_flt.fits`` / ``_flc.fits`` (WFPC2: ``_c0m.fits``) beside the table; the
+    product root follows :func:`stsci.tools.asnutil.readASNTable`: first ``PROD-DTH``, else
+    ``PROD-RPT``, else ``PROD-CRJ``, else the table's file name stem.
+``<root>_raw.fits``
+    A RAW name: the calibrated ``<root>_flc.fits`` / ``<root>_flt.fits`` beside it are used. The
+    RAW file need not exist when they do.
+``<root>_flt.fits`` / ``<root>_flc.fits`` (and WFPC2 ``<root>_c0m.fits``)
+    A single calibrated exposure; its sibling FLT/FLC is picked up as well. The product root is
+    the file-name stem, not the ROOTNAME keyword (files are often renamed).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from astropy.io import fits
+
+from autodriz.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: Detectors we know how to drizzle, per instrument (primary-header DETECTOR values).
+KNOWN_DETECTORS: dict[str, tuple[str, ...]] = {
+    "ACS": ("WFC", "HRC", "SBC"),
+    "WFC3": ("UVIS", "IR"),
+    "WFPC2": ("WFPC2", "PC", "WF"),
+}
+
+#: Calibration pipeline that turns RAW into FLT/FLC, named in error messages.
+CALIBRATION_PIPELINES: dict[str, str] = {
+    "ACS": "calacs",
+    "WFC3": "calwf3",
+    "WFPC2": "calwp2",
+    "STIS": "calstis",
+}
+
+_SUFFIX_KIND = {
+    "_asn.fits": "asn",
+    "_raw.fits": "raw",
+    "_flt.fits": "flt",
+    "_flc.fits": "flc",
+    # WFPC2 calibrated science images: treated like an FLT.
+    "_c0m.fits": "flt",
+}
+
+# Filter-wheel positions that are not filters: dropped from Exposure.filters.
+_NOT_A_FILTER = re.compile(r"^(CLEAR.*|N/A|NONE|BLANK|)$")
+# Grisms (G141, G102, G280, G800L) and prisms (PR110L, PR130L, PR200L).
+_DISPERSER = re.compile(r"^(G\d{3,4}[A-Z]?|PR\d{3}[A-Z]?)$")
+
+
+def _none_if_na(value: object) -> str | None:
+    """Header reference-file value as written, with ``N/A``/blank/absent mapped to None."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text or text.upper() in ("N/A", "NONE"):
+        return None
+    return text
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One calibrated exposure: its FLT and/or FLC and the primary-header facts we use.
+
+    ``rootname`` is the ASN member name (lower-case) for association input, or the file-name
+    stem for single-exposure input.
+    """
+
+    rootname: str
+    flt: Path | None
+    flc: Path | None
+    instrument: str
+    detector: str
+    filters: tuple[str, ...]
+    exptime: float
+    obstype: str
+    drizcorr: str
+    memtype: str | None = None
+    idctab: str | None = None
+    npolfile: str | None = None
+    d2imfile: str | None = None
+    mdriztab: str | None = None
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """FLT and FLC of this exposure, those that exist, FLT first."""
+        return tuple(p for p in (self.flt, self.flc) if p is not None)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A resolved input: the exposures to process and what the products will be called.
+
+    ``ignored_paths`` lists calibrated files that exist but are deliberately not processed
+    (the FLCs of a set where only some exposures have one); they keep their current WCS, and
+    the report should say so.
+    """
+
+    input: Path
+    kind: str
+    root: str
+    directory: Path
+    exposures: tuple[Exposure, ...]
+    not_present: tuple[str, ...]
+    instrument: str
+    detector: str
+    filters: tuple[str, ...]
+    drizcorr: str
+    asn_built: str | None = None
+    ignored_paths: tuple[Path, ...] = field(default=())
+
+    @property
+    def flt_paths(self) -> tuple[Path, ...]:
+        """FLT (or WFPC2 C0M) files, in member order."""
+        return tuple(e.flt for e in self.exposures if e.flt is not None)
+
+    @property
+    def flc_paths(self) -> tuple[Path, ...]:
+        """FLC files, in member order (empty unless every exposure has one)."""
+        return tuple(e.flc for e in self.exposures if e.flc is not None)
+
+    @property
+    def has_flc(self) -> bool:
+        """Every exposure has an FLC: FLT and FLC are processed in step."""
+        return bool(self.exposures) and all(e.flc is not None for e in self.exposures)
+
+    @property
+    def has_flt(self) -> bool:
+        """Every exposure has an FLT (false only for FLC-only input)."""
+        return bool(self.exposures) and all(e.flt is not None for e in self.exposures)
+
+    @property
+    def drz_name(self) -> str:
+        """Name of the drizzled product made from the FLTs."""
+        return f"{self.root}_drz.fits"
+
+    @property
+    def drc_name(self) -> str | None:
+        """Name of the drizzled product made from the FLCs, or None without FLCs."""
+        return f"{self.root}_drc.fits" if self.has_flc else None
+
+    @property
+    def drizzle_requested(self) -> bool:
+        """DRIZCORR asks for drizzling (anything but OMIT)."""
+        return self.drizcorr.upper() != "OMIT"
+
+    @property
+    def is_spectroscopic(self) -> bool:
+        """Grism/prism data: OBSTYPE SPECTROSCOPIC or a disperser among the filters."""
+        if any(e.obstype.upper().startswith("SPEC") for e in self.exposures):
+            return True
+        return any(_DISPERSER.match(f) for f in self.filters)
+
+    @property
+    def instrument_key(self) -> str:
+        """``INSTRUMENT/DETECTOR`` (``ACS/WFC``, ``WFC3/IR`` …); WFPC2 is just ``WFPC2``."""
+        if self.instrument == "WFPC2":
+            return "WFPC2"
+        return f"{self.instrument}/{self.detector}"
+
+
+# --------------------------------------------------------------------------------------------
+# header reading
+
+
+def _read_primary_header(path: Path) -> fits.Header:
+    """Primary header of ``path``; InputError when the file is missing or not FITS."""
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    try:
+        # lazy_load_hdus: only the primary HDU is parsed, pixel data is never read.
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            return hdul[0].header.copy()
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise InputError(
+            f"{path} is not a readable FITS file ({exc}); give an HST ASN table, RAW, FLT or "
+            "FLC file"
+        ) from exc
+
+
+def _filters_from_header(header: fits.Header, instrument: str) -> tuple[str, ...]:
+    """Real filters named by the primary header, CLEAR*/N/A dropped, wheel order kept."""
+    if instrument == "WFPC2":
+        keys: Sequence[str] = ("FILTNAM1", "FILTNAM2")
+    elif "FILTER1" in header or "FILTER2" in header:
+        keys = ("FILTER1", "FILTER2")
+    else:
+        keys = ("FILTER",)
+    filters = []
+    for key in keys:
+        value = str(header.get(key, "") or "").strip().upper()
+        if not _NOT_A_FILTER.match(value):
+            filters.append(value)
+    return tuple(filters)
+
+
+def _instrument_detector(header: fits.Header, path: Path) -> tuple[str, str]:
+    """INSTRUME/DETECTOR, validated against the instruments we support."""
+    instrument = str(header.get("INSTRUME", "") or "").strip().upper()
+    if not instrument:
+        raise InputError(
+            f"{path} has no INSTRUME keyword in its primary header; it is not an HST exposure "
+            "autodriz can process"
+        )
+    if instrument not in KNOWN_DETECTORS:
+        supported = ", ".join(sorted(KNOWN_DETECTORS))
+        raise InputError(
+            f"{path}: instrument {instrument!r} is not supported (supported: {supported})"
+        )
+    detector = str(header.get("DETECTOR", "") or "").strip().upper()
+    if instrument == "WFPC2":
+        # WFPC2 primary headers carry no single detector (the four chips are per-extension):
+        # treat the camera as one detector so that members always agree.
+        detector = "WFPC2"
+    if detector not in KNOWN_DETECTORS[instrument]:
+        known = ", ".join(KNOWN_DETECTORS[instrument])
+        raise InputError(
+            f"{path}: {instrument} detector {detector or '(none)'!r} is not supported "
+            f"(known: {known})"
+        )
+    return instrument, detector
+
+
+def _exposure(
+    rootname: str,
+    flt: Path | None,
+    flc: Path | None,
+    memtype: str | None = None,
+    check_rootname: bool = False,
+) -> Exposure:
+    """Build an Exposure from the primary header of its FLT (else FLC).
+
+    When both exist they must describe the same exposure (same ROOTNAME, instrument and
+    detector): FLT and FLC are updated in step, so a stray sibling would get the wrong WCS.
+    With ``check_rootname`` (ASN members) a ROOTNAME other than ``rootname`` is warned about.
+    """
+    first = flt if flt is not None else flc
+    if first is None:
+        raise InputError(f"{rootname}: no FLT or FLC file")
+    header = _read_primary_header(first)
+    if check_rootname:
+        header_root = str(header.get("ROOTNAME", "") or "").strip().lower()
+        if header_root and header_root != rootname:
+            log.warning(
+                "%s: ROOTNAME %s does not match ASN member %s", first.name, header_root, rootname
+            )
+    instrument, detector = _instrument_detector(header, first)
+    if flt is not None and flc is not None:
+        other = _read_primary_header(flc)
+        other_inst, other_det = _instrument_detector(other, flc)
+        root_a = str(header.get("ROOTNAME", "") or "").strip().lower()
+        root_b = str(other.get("ROOTNAME", "") or "").strip().lower()
+        if (instrument, detector) != (other_inst, other_det) or (
+            root_a and root_b and root_a != root_b
+        ):
+            raise InputError(
+                f"{flt.name} (ROOTNAME {root_a or '?'}, {instrument}/{detector}) and "
+                f"{flc.name} (ROOTNAME {root_b or '?'}, {other_inst}/{other_det}) are not the "
+                "same exposure; FLT and FLC are updated together, so move the one that does not "
+                "belong out of the folder"
+            )
+    drizcorr = str(header.get("DRIZCORR", "") or "").strip().upper()
+    if not drizcorr:
+        log.warning("%s has no DRIZCORR keyword; assuming PERFORM", first.name)
+        drizcorr = "PERFORM"
+    try:
+        exptime = float(header.get("EXPTIME", 0.0) or 0.0)
+    except (TypeError, ValueError):
+        exptime = 0.0
+    return Exposure(
+        rootname=rootname,
+        flt=flt,
+        flc=flc,
+        instrument=instrument,
+        detector=detector,
+        filters=_filters_from_header(header, instrument),
+        exptime=exptime,
+        obstype=str(header.get("OBSTYPE", "") or "").strip().upper(),
+        drizcorr=drizcorr,
+        memtype=memtype,
+        idctab=_none_if_na(header.get("IDCTAB")),
+        npolfile=_none_if_na(header.get("NPOLFILE")),
+        d2imfile=_none_if_na(header.get("D2IMFILE")),
+        mdriztab=_none_if_na(header.get("MDRIZTAB")),
+    )
+
+
+def _calibrated_files(directory: Path, root: str) -> tuple[Path | None, Path | None]:
+    """Existing ``(flt, flc)`` for ``root`` in ``directory``; WFPC2 ``_c0m`` stands in for FLT."""
+    flt = directory / f"{root}_flt.fits"
+    if not flt.is_file():
+        c0m = directory / f"{root}_c0m.fits"
+        flt = c0m if c0m.is_file() else None
+    flc = directory / f"{root}_flc.fits"
+    return flt, (flc if flc.is_file() else None)
+
+
+# --------------------------------------------------------------------------------------------
+# dataset assembly
+
+
+def _keep_in_step(exposures: list[Exposure]) -> tuple[list[Exposure], tuple[Path, ...]]:
+    """Drop FLCs (or FLTs) that only some exposures have, so the set is processed uniformly.
+
+    Returns the exposures to process and the existing files that will not be processed.
+    """
+    with_flc = [e for e in exposures if e.flc is not None]
+    with_flt = [e for e in exposures if e.flt is not None]
+    if 0 < len(with_flc) < len(exposures):
+        lacking = [e.rootname for e in exposures if e.flc is None]
+        no_flt = [e.rootname for e in exposures if e.flt is None]
+        if no_flt:
+            raise InputError(
+                f"FLC files exist for only some exposures ({', '.join(lacking)} have none) and "
+                f"{', '.join(no_flt)} have no FLT either; provide the missing FLT/FLC files"
+            )
+        log.warning(
+            "FLC files exist for only %d of %d exposures (none for %s): processing FLTs only; "
+            "the existing FLCs are left unchanged",
+            len(with_flc),
+            len(exposures),
+            ", ".join(lacking),
+        )
+        ignored = tuple(e.flc for e in with_flc if e.flc is not None)
+        return [replace(e, flc=None) for e in exposures], ignored
+    if 0 < len(with_flt) < len(exposures):
+        # Every exposure has an FLC (else the branch above), but some lack the FLT.
+        lacking = [e.rootname for e in exposures if e.flt is None]
+        log.warning(
+            "FLT files exist for only %d of %d exposures (none for %s): processing FLCs only; "
+            "the existing FLTs are left unchanged",
+            len(with_flt),
+            len(exposures),
+            ", ".join(lacking),
+        )
+        ignored = tuple(e.flt for e in with_flt if e.flt is not None)
+        return [replace(e, flt=None) for e in exposures], ignored
+    return exposures, ()
+
+
+def _assemble(
+    path: Path,
+    kind: str,
+    root: str,
+    exposures: list[Exposure],
+    not_present: Iterable[str] = (),
+    asn_built: str | None = None,
+) -> Dataset:
+    """Check the exposures agree with each other and build the Dataset."""
+    keys = {(e.instrument, e.detector) for e in exposures}
+    if len(keys) > 1:
+        listing = "; ".join(f"{e.rootname}: {e.instrument}/{e.detector}" for e in exposures)
+        raise InputError(
+            f"{path.name}: members mix instruments/detectors ({listing}); drizzle each "
+            "instrument/detector separately"
+        )
+    exposures, ignored = _keep_in_step(exposures)
+
+    filters: list[str] = []
+    for exposure in exposures:
+        filters.extend(f for f in exposure.filters if f not in filters)
+    if len({e.filters for e in exposures}) > 1:
+        log.warning(
+            "%s: members use different filters (%s); they will be drizzled together",
+            path.name,
+            ", ".join(f"{e.rootname}: {'/'.join(e.filters) or 'none'}" for e in exposures),
+        )
+
+    drizcorr = exposures[0].drizcorr
+    disagreeing = [e.rootname for e in exposures if e.drizcorr != drizcorr]
+    if disagreeing:
+        # runastrodriz reads DRIZCORR from the first member only; do the same, but say so.
+        log.warning(
+            "%s: DRIZCORR differs between members (%s); using %s from the first member %s",
+            path.name,
+            ", ".join(f"{e.rootname}={e.drizcorr}" for e in exposures),
+            drizcorr,
+            exposures[0].rootname,
+        )
+
+    dataset = Dataset(
+        input=path,
+        kind=kind,
+        root=root,
+        directory=path.parent,
+        exposures=tuple(exposures),
+        not_present=tuple(not_present),
+        instrument=exposures[0].instrument,
+        detector=exposures[0].detector,
+        filters=tuple(filters),
+        drizcorr=drizcorr,
+        asn_built=asn_built,
+        ignored_paths=ignored,
+    )
+    log.info(
+        "resolved %s (%s) → root %s: %d exposure(s) %s, %s %s, DRIZCORR=%s, FLC %s%s",
+        path.name,
+        kind,
+        root,
+        len(exposures),
+        ", ".join(e.rootname for e in exposures),
+        dataset.instrument_key,
+        "/".join(dataset.filters) or "no filter",
+        drizcorr,
+        "yes" if dataset.has_flc else "no",
+        ", spectroscopic" if dataset.is_spectroscopic else "",
+    )
+    return dataset
+
+
+def _text(value: object) -> str:
+    """Table cell as stripped text (FITS string columns may come back as bytes)."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    return str(value).strip()
+
+
+def _present(value: object) -> bool:
+    """MEMPRSNT cell as bool (logical column, or 'T'/'F' text in hand-made tables)."""
+    if isinstance(value, bytes | str):
+        return _text(value).upper() in ("T", "TRUE", "Y", "YES", "1")
+    return bool(value)
+
+
+def _resolve_asn(path: Path) -> Dataset:
+    """Resolve an association table."""
+    header = _read_primary_header(path)
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
+                raise InputError(
+                    f"{path} has no association table extension (BINTABLE with MEMNAME/MEMTYPE)"
+                )
+            data = hdul[1].data
+            names = {n.upper(): n for n in data.columns.names}
+            if "MEMNAME" not in names or "MEMTYPE" not in names:
+                raise InputError(
+                    f"{path}: the association table lacks the MEMNAME/MEMTYPE columns"
+                )
+            rows = [
+                (
+                    _text(row[names["MEMNAME"]]).lower(),
+                    _text(row[names["MEMTYPE"]]).upper(),
+                    _present(row[names["MEMPRSNT"]]) if "MEMPRSNT" in names else True,
+                )
+                for row in data
+            ]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read the association table ({exc})") from exc
+
+    directory = path.parent
+    asn_built = _none_if_na(header.get("ASNBUILT"))
+    if asn_built:
+        log.info("%s was built outside the HST archive: %s", path.name, asn_built)
+
+    # Product root as stsci.tools.asnutil.readASNTable chooses it.
+    root = None
+    for prod_type in ("PROD-DTH", "PROD-RPT", "PROD-CRJ"):
+        root = next((name for name, mtype, _ in rows if mtype == prod_type), None)
+        if root:
+            break
+    if not root:
+        root = path.name[: -len("_asn.fits")].lower()
+
+    members = [(name, mtype, present) for name, mtype, present in rows if mtype.startswith("EXP")]
+    not_present = [name for name, _, present in members if not present]
+    if not_present:
+        log.warning(
+            "%s: member(s) %s marked not present (MEMPRSNT=F); skipping them",
+            path.name,
+            ", ".join(not_present),
+        )
+
+    exposures_files = []
+    missing = []
+    for name, mtype, present in members:
+        if not present:
+            continue
+        flt, flc = _calibrated_files(directory, name)
+        if flt is None and flc is None:
+            missing.append(name)
+        else:
+            exposures_files.append((name, flt, flc, mtype))
+    if missing:
+        raise InputError(
+            f"{path.name}: member(s) marked present have no calibrated file in {directory}: "
+            + ", ".join(f"{m} (expected {m}_flt.fits or {m}_flc.fits)" for m in missing)
+            + "; put them beside the ASN table, or set MEMPRSNT=F for members that are gone"
+        )
+    if not exposures_files:
+        raise InputError(
+            f"{path.name}: no usable exposures (EXP-* members present: none"
+            + (f"; not present: {', '.join(not_present)}" if not_present else "")
+            + ")"
+        )
+
+    exposures = [
+        _exposure(name, flt, flc, mtype, check_rootname=True)
+        for name, flt, flc, mtype in exposures_files
+    ]
+    return _assemble(path, "asn", root, exposures, not_present, asn_built)
+
+
+def _resolve_raw(path: Path) -> Dataset:
+    """Resolve a RAW name to the calibrated exposure beside it."""
+    root = path.name[: -len("_raw.fits")].lower()
+    flt, flc = _calibrated_files(path.parent, root)
+    if flt is None and flc is None:
+        if not path.is_file():
+            raise InputError(
+                f"input file not found: {path} (nor {root}_flt.fits / {root}_flc.fits beside it)"
+            )
+        try:
+            header = _read_primary_header(path)
+            instrument = str(header.get("INSTRUME", "") or "").strip().upper()
+        except InputError:
+            instrument = ""
+        if instrument in CALIBRATION_PIPELINES:
+            how = f"run {CALIBRATION_PIPELINES[instrument]} ({instrument} calibration) first"
+        else:
+            how = "run the instrument's calibration (calacs for ACS, calwf3 for WFC3) first"
+        raise InputError(
+            f"{path.name} has no calibrated exposure beside it ({root}_flt.fits / "
+            f"{root}_flc.fits not found in {path.parent}): {how}"
+        )
+    log.info("%s: using calibrated %s", path.name, ", ".join(p.name for p in (flt, flc) if p))
+    return _assemble(path, "raw", root, [_exposure(root, flt, flc)])
+
+
+def _resolve_single(path: Path, kind: str, suffix: str) -> Dataset:
+    """Resolve one FLT/FLC (or WFPC2 C0M), picking up its sibling."""
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    # Product naming follows the file name, not ROOTNAME: renamed files keep their new names.
+    root = path.name[: -len(suffix)].lower()
+    flt, flc = _calibrated_files(path.parent, root)
+    # The named file is used as written (its case may differ from the lower-case sibling names).
+    if kind == "flc":
+        flc = path
+    else:
+        flt = path
+    return _assemble(path, kind, root, [_exposure(root, flt, flc)])
+
+
+def resolve_input(path: str | Path) -> Dataset:
+    """Resolve an ASN table, RAW name, FLT or FLC into a :class:`Dataset`.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``<asn_id>_asn.fits``, ``<root>_raw.fits`` (need not exist if its calibrated files do),
+        ``<root>_flt.fits``, ``<root>_flc.fits`` or (WFPC2) ``<root>_c0m.fits``.
+
+    Returns
+    -------
+    Dataset
+        The exposures to process (FLT and FLC kept in step), instrument, detector, filters,
+        DRIZCORR and product root. DRIZCORR=OMIT is reported, not refused: the caller decides.
+
+    Raises
+    ------
+    InputError
+        The input is missing, not FITS, not an HST instrument/detector we support, a RAW with
+        no calibrated exposure, an ASN whose present members are missing or that has no usable
+        member, members mixing instruments/detectors, or an FLT/FLC pair that does not match.
+    """
+    path = Path(path).expanduser().absolute()
+    lowered = path.name.lower()
+    for suffix, kind in _SUFFIX_KIND.items():
+        if lowered.endswith(suffix):
+            break
+    else:
+        raise InputError(
+            f"{path.name}: not an input autodriz understands; give <asn_id>_asn.fits, "
+            "<root>_raw.fits, <root>_flt.fits or <root>_flc.fits (uncompressed)"
+        )
+    if kind == "asn":
+        if not path.is_file():
+            raise InputError(f"input file not found: {path}")
+        return _resolve_asn(path)
+    if kind == "raw":
+        return _resolve_raw(path)
+    return _resolve_single(path, kind, suffix)

@@ -1,0 +1,163 @@
+"""Logging for a run: console and trailer handlers, and greppable waypoint lines.
+
+Library modules only ever call ``logging.getLogger(__name__)``. The CLI opens a
+:func:`run_logging` context for each dataset; it attaches a console handler and a trailer-file
+handler to the ``autodriz`` logger (and to the in-process loggers of stwcs/drizzlepac so their
+messages reach the trailer too) and removes them on exit, so running many datasets in one process
+never leaks handlers.
+
+Waypoints
+---------
+Operations grep the trailer for lines that begin with a fixed prefix after the timestamp:
+
+``AUTODRIZ-START <root> input=<path>``
+    processing of a dataset starts.
+``AUTODRIZ-STAGE start <stage>`` / ``AUTODRIZ-STAGE end <stage> <status> <seconds>s``
+    a stage starts / ends; status is ``ok``, ``skipped`` or ``failed``.
+``AUTODRIZ-VERDICT <EXITCODE_NAME> exit=<n> ...``
+    the final verdict of the run, always the last waypoint of a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+WAYPOINT_PREFIX = "AUTODRIZ-"
+
+#: Packages whose versions head every trailer.
+VERSIONED_PACKAGES = (
+    "autodriz",
+    "drizzlepac",
+    "stwcs",
+    "tweakwcs",
+    "photutils",
+    "astropy",
+    "numpy",
+    "scipy",
+)
+
+#: Loggers of the libraries we call in-process; their records go to the trailer as well.
+LIBRARY_LOGGERS = ("stwcs", "drizzlepac")
+
+#: Records of child-process output are logged under this name: trailer only, not console.
+CHILD_LOGGER = "autodriz.child"
+
+_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def package_versions() -> dict[str, str]:
+    """Return the installed version of every package in :data:`VERSIONED_PACKAGES`."""
+    found = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+class _NotChildOutput(logging.Filter):
+    """Keep the (long) verbatim child-process logs off the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(CHILD_LOGGER)
+
+
+@contextlib.contextmanager
+def run_logging(
+    trailer: Path | None,
+    *,
+    console_level: int | str = logging.INFO,
+    stream=None,
+) -> Iterator[logging.Logger]:
+    """Attach console and trailer handlers for the duration of one run.
+
+    Parameters
+    ----------
+    trailer : Path or None
+        Trailer file, opened in append mode as the pipeline does; None for console only.
+    console_level : int or str
+        Level of the console handler (the trailer always receives DEBUG and above).
+    stream : file-like, optional
+        Console stream; ``sys.stderr`` by default.
+
+    Yields
+    ------
+    logging.Logger
+        The ``autodriz`` logger.
+    """
+    root = logging.getLogger("autodriz")
+    handlers: list[logging.Handler] = []
+    console = logging.StreamHandler(stream or sys.stderr)
+    console.setLevel(console_level)
+    console.setFormatter(logging.Formatter("%(levelname)-7s %(message)s"))
+    console.addFilter(_NotChildOutput())
+    handlers.append(console)
+    if trailer is not None:
+        trailer.parent.mkdir(parents=True, exist_ok=True)
+        tra = logging.FileHandler(trailer, mode="a", encoding="utf-8")
+        tra.setLevel(logging.DEBUG)
+        tra.setFormatter(logging.Formatter(_FORMAT))
+        handlers.append(tra)
+
+    touched = [root] + [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    saved = [(lg, lg.level, lg.propagate) for lg in touched]
+    try:
+        for lg in touched:
+            lg.setLevel(logging.DEBUG)
+            # Our handlers are the only ones that should see these records during a run.
+            lg.propagate = False
+            for h in handlers:
+                if lg is root or h is not console:
+                    lg.addHandler(h)
+        yield root
+    finally:
+        for lg, level, propagate in saved:
+            for h in handlers:
+                lg.removeHandler(h)
+            lg.setLevel(level)
+            lg.propagate = propagate
+        for h in handlers:
+            h.close()
+
+
+def write_trailer_header(logger: logging.Logger, settings: Mapping[str, Any], argv: list[str]) -> None:
+    """Log the run header: time, command line, package versions and effective settings."""
+    logger.info("=" * 78)
+    logger.info("autodriz run started %s", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    logger.info("command: %s", " ".join(argv))
+    for name, ver in package_versions().items():
+        logger.info("version %-10s %s", name, ver)
+    for key, value in settings.items():
+        logger.info("setting %-20s %s", key, value)
+
+
+def waypoint(logger: logging.Logger, kind: str, *words: object) -> None:
+    """Log one waypoint line, ``AUTODRIZ-<KIND> word word …``, at INFO."""
+    logger.info("%s%s %s", WAYPOINT_PREFIX, kind.upper(), " ".join(str(w) for w in words))
+
+
+@contextlib.contextmanager
+def stage(logger: logging.Logger, name: str) -> Iterator[dict[str, str]]:
+    """Bracket a stage with start/end waypoints; the body may set ``status`` in the yielded dict.
+
+    An exception marks the stage ``failed`` and propagates.
+    """
+    state = {"status": "ok"}
+    waypoint(logger, "STAGE", "start", name)
+    t0 = time.perf_counter()
+    try:
+        yield state
+    except BaseException:
+        state["status"] = "failed"
+        raise
+    finally:
+        waypoint(logger, "STAGE", "end", name, state["status"], f"{time.perf_counter() - t0:.1f}s")

@@ -1,0 +1,249 @@
+"""Process one dataset end to end: resolve, candidates, choice, products.
+
+This is the single-dataset function that the CLI calls and that batch processing maps over many
+datasets. It never changes the working directory or the environment of the calling process, and
+it turns every outcome into an :class:`~autodriz.exitcodes.ExitCode`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autodriz import __version__
+from autodriz.config import Settings
+from autodriz.drizzle import run_astrodrizzle
+from autodriz.errors import AutodrizError
+from autodriz.exitcodes import ExitCode
+from autodriz.inputs import Dataset, resolve_input
+from autodriz.logs import run_logging, stage, waypoint, write_trailer_header
+from autodriz.products import apply_candidate_wcs, publish, write_json_atomic
+from autodriz.solutions.base import Candidate, remove_workdir
+from autodriz.solutions.default import make_default_candidate
+
+logger = logging.getLogger(__name__)
+
+_SUFFIXES = ("_asn", "_raw", "_flt", "_flc", "_c0m")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of processing one dataset."""
+
+    exit_code: ExitCode
+    message: str
+    root: str
+    products: tuple[Path, ...] = ()
+    wcsname: str | None = None
+    updated_inputs: tuple[Path, ...] = ()
+    trailer: Path | None = None
+    report: Path | None = None
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def guess_root(path: Path) -> str:
+    """Product root guessed from a file name (``ib6o23020_asn.fits`` → ``ib6o23020``)."""
+    stem = path.name.split(".")[0]
+    for suffix in _SUFFIXES:
+        if stem.lower().endswith(suffix):
+            return stem[: -len(suffix)].lower()
+    return stem.lower()
+
+
+def reference_folders(settings: Settings) -> dict[str, Path | None]:
+    """Reference-file folders by header prefix."""
+    return {"jref": settings.jref, "iref": settings.iref}
+
+
+def _alignment_plan(dataset: Dataset, settings: Settings) -> list[str]:
+    """Say, in words, which alignment stages run and why the others do not."""
+    if dataset.is_spectroscopic:
+        return [
+            f"alignment skipped: {'/'.join(dataset.filters) or 'these'} exposures are grism/prism "
+            "(spectroscopic) images, which have no point sources to fit; drizzled with the "
+            "pipeline-default WCS, as the HST pipeline does"
+        ]
+    plan = []
+    if settings.apply_apriori:
+        plan.append("a priori stage: not available in this version of autodriz (see issue 6); skipped")
+    else:
+        plan.append(f"a priori stage off ({settings.provenance.get('apply_apriori', 'settings')})")
+    if settings.compute_aposteriori:
+        plan.append("a posteriori stage: not available in this version of autodriz (see issue 7); skipped")
+    else:
+        plan.append(f"a posteriori stage off ({settings.provenance.get('compute_aposteriori', 'settings')})")
+    return plan
+
+
+def _choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
+    # Selection proper (fit quality, verification) arrives with the alignment stages; until
+    # then the pipeline-default WCS is the only candidate.
+    return candidates[0], "the pipeline-default WCS is the only candidate"
+
+
+def process(input_path: str | Path, settings: Settings, *, argv: list[str] | None = None) -> RunResult:
+    """Process one dataset; never raises for expected failures, returns their exit code.
+
+    Parameters
+    ----------
+    input_path : str or Path
+        ASN table, RAW name, or a single FLT/FLC.
+    settings : Settings
+        Effective settings.
+    argv : list of str, optional
+        Command line, recorded in the trailer.
+
+    Returns
+    -------
+    RunResult
+    """
+    input_path = Path(input_path)
+    root = guess_root(input_path)
+    output_dir = (settings.output_dir or input_path.resolve().parent).resolve()
+    trailer = output_dir / f"{root}.tra"
+    t0 = time.perf_counter()
+    workdirs: list[Path] = []
+    with run_logging(trailer, console_level=settings.log_level) as log:
+        write_trailer_header(log, settings.as_dict(), argv or ["autodriz", str(input_path)])
+        waypoint(log, "START", root, f"input={input_path}", f"autodriz={__version__}")
+        try:
+            result = _process(input_path, settings, output_dir, trailer, workdirs)
+        except AutodrizError as exc:
+            logger.error("%s", exc)
+            result = RunResult(exc.exit_code, str(exc), root, trailer=trailer)
+        except KeyboardInterrupt:
+            logger.error("interrupted; the inputs are untouched unless their update had completed")
+            result = RunResult(ExitCode.INTERRUPTED, "interrupted", root, trailer=trailer)
+        except Exception as exc:  # a bug: keep the traceback in the trailer, say so, exit 1
+            logger.exception("internal error: %s", exc)
+            result = RunResult(ExitCode.INTERNAL_ERROR, f"internal error: {exc}", root, trailer=trailer)
+        finally:
+            if not settings.keep_workdirs:
+                for wd in workdirs:
+                    remove_workdir(wd)
+            elif workdirs:
+                logger.info("working folders kept (--keep-workdirs): %s", ", ".join(map(str, workdirs)))
+        seconds = time.perf_counter() - t0
+        result = RunResult(**{**result.__dict__, "seconds": seconds})
+        waypoint(
+            log,
+            "VERDICT",
+            result.exit_code.name,
+            f"exit={int(result.exit_code)}",
+            f"wcsname={result.wcsname or '-'}",
+            f"products={','.join(p.name for p in result.products) or '-'}",
+            f"seconds={seconds:.1f}",
+        )
+    return result
+
+
+def _process(
+    input_path: Path, settings: Settings, output_dir: Path, trailer: Path, workdirs: list[Path]
+) -> RunResult:
+    with stage(logger, "resolve"):
+        dataset = resolve_input(input_path)
+    root = dataset.root
+    logger.info(
+        "dataset %s: %s, %d exposure(s) %s%s, filters %s, DRIZCORR=%s",
+        root, dataset.instrument_key, len(dataset.exposures),
+        ", ".join(e.rootname for e in dataset.exposures),
+        " (FLT + FLC)" if dataset.has_flc else " (FLT)",
+        "/".join(dataset.filters) or "-", dataset.drizcorr,
+    )
+    if dataset.ignored_paths:
+        logger.warning(
+            "not processed, so they keep their WCS and get no product: %s",
+            ", ".join(p.name for p in dataset.ignored_paths),
+        )
+    if dataset.asn_built:
+        logger.info("association table was built outside the archive: %s", dataset.asn_built)
+    if not dataset.drizzle_requested:
+        msg = f"DRIZCORR={dataset.drizcorr} for {root}: drizzling not requested, no products written"
+        logger.info(msg)
+        return RunResult(ExitCode.DRIZCORR_OMIT, msg, root, trailer=trailer)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    folders = reference_folders(settings)
+    originals = [*dataset.flt_paths, *dataset.flc_paths]
+
+    with stage(logger, "default"):
+        workdir = output_dir / f"{root}_default"
+        workdirs.append(workdir)
+        default = make_default_candidate(
+            originals, workdir, folders,
+            allow_header_wcs=settings.allow_header_wcs, timeout=settings.drizzle_timeout,
+        )
+    candidates = [default]
+
+    for line in _alignment_plan(dataset, settings):
+        logger.info(line)
+
+    with stage(logger, "select"):
+        winner, why = _choose(candidates)
+        logger.info("chosen WCS: %s (%s): %s", winner.wcsname, winner.name, why)
+
+    from autodriz.config import astrodrizzle_defaults
+
+    defaults = astrodrizzle_defaults(dataset.instrument_key, len(dataset.exposures))
+    with stage(logger, "drizzle"):
+        # One AstroDrizzle run per kind of calibrated file: FLTs make the DRZ, CTE-corrected
+        # FLCs the DRC, both with the same WCS.
+        runs = [
+            run_astrodrizzle(
+                [winner.copies[p] for p in paths], root, winner.workdir, folders, defaults,
+                num_cores=settings.num_cores, timeout=settings.drizzle_timeout,
+            )
+            for paths in (dataset.flt_paths, dataset.flc_paths)
+            if paths
+        ]
+
+    with stage(logger, "update-inputs"):
+        updated = apply_candidate_wcs(winner)
+
+    with stage(logger, "products"):
+        products = tuple(publish(run.product, output_dir) for run in runs)
+        for p in products:
+            logger.info("product: %s", p)
+        report = write_json_atomic(
+            output_dir / f"{root}_report.json",
+            {
+                "autodriz": __version__,
+                "input": str(input_path),
+                "dataset": {
+                    "root": root,
+                    "instrument": dataset.instrument_key,
+                    "filters": list(dataset.filters),
+                    "exposures": [e.rootname for e in dataset.exposures],
+                    "not_present": list(dataset.not_present),
+                    "has_flc": dataset.has_flc,
+                    "asn_built": dataset.asn_built,
+                },
+                "candidates": [
+                    {"name": c.name, "wcsname": c.wcsname, "source": c.source, "notes": list(c.notes)}
+                    for c in candidates
+                ],
+                "chosen": {"name": winner.name, "wcsname": winner.wcsname, "why": why},
+                "alignment": _alignment_plan(dataset, settings),
+                "drizzle": [
+                    {"product": r.product.name, "parameters": r.parameter_source, "seconds": round(r.seconds, 2)}
+                    for r in runs
+                ],
+                "updated_inputs": [str(p) for p in updated],
+                "products": [str(p) for p in products],
+                "settings": settings.as_dict(),
+            },
+        )
+    return RunResult(
+        ExitCode.OK,
+        f"{root}: {', '.join(p.name for p in products)} with WCS {winner.wcsname}",
+        root,
+        products=products,
+        wcsname=winner.wcsname,
+        updated_inputs=tuple(updated),
+        trailer=trailer,
+        report=report,
+        notes=winner.notes,
+    )

@@ -1,0 +1,101 @@
+"""Write the outcome: the chosen WCS into the original exposures, products into place.
+
+Inputs are sacred: each original is rewritten once, atomically (a temporary file beside it,
+fsync, rename), and only after every temporary file is ready, so a failure before the renames
+leaves all of them byte-identical. Products are moved into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+
+from autodriz.errors import UpdateError
+from autodriz.solutions.base import Candidate
+
+logger = logging.getLogger(__name__)
+
+TMP_SUFFIX = ".autodriz-tmp"
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _hdrname(copy: Path, wcsname: str) -> str:
+    root = copy.name.split("_")[0]
+    return f"{root}_{wcsname}"[:68]
+
+
+def apply_candidate_wcs(candidate: Candidate) -> list[Path]:
+    """Write the candidate's WCS into the original exposures; return the files updated.
+
+    The WCS travels as an stwcs headerlet made from the candidate's working copy; it becomes the
+    primary WCS of the original, and the WCS it replaces is archived as a headerlet so that the
+    change can be reverted (``stwcs.wcsutil.headerlet.restore_from_headerlet``).
+
+    Raises
+    ------
+    UpdateError
+        Any file could not be prepared; no original has been changed.
+    """
+    if not candidate.updated:
+        logger.info("the chosen WCS (%s) is already in the originals: nothing to write back", candidate.wcsname)
+        return []
+    from stwcs.wcsutil import headerlet
+
+    temps: dict[Path, Path] = {}
+    try:
+        for original, copy in candidate.copies.items():
+            hdrlet = headerlet.create_headerlet(
+                str(copy),
+                hdrname=_hdrname(copy, candidate.wcsname),
+                wcsname=candidate.wcsname,
+                descrip=f"autodriz: {candidate.source}",
+                author="autodriz",
+            )
+            tmp = original.with_name(original.name + TMP_SUFFIX)
+            temps[original] = tmp
+            shutil.copyfile(original, tmp)
+            tmp.chmod(0o644)
+            with fits.open(tmp, mode="update") as hdul:
+                hdrlet.apply_as_primary(hdul, attach=True, archive=True, force=True)
+            shutil.copymode(original, tmp)
+            _fsync(tmp)
+    except Exception as exc:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        raise UpdateError(f"could not prepare the WCS update of the inputs: {exc}") from exc
+
+    for original, tmp in temps.items():
+        os.replace(tmp, original)
+        logger.info("updated WCS of %s → %s", original.name, candidate.wcsname)
+    return list(temps)
+
+
+def publish(product: Path, output_dir: Path) -> Path:
+    """Move a finished product into ``output_dir`` atomically; return its new path."""
+    dest = output_dir / product.name
+    tmp = dest.with_name(dest.name + TMP_SUFFIX)
+    shutil.copyfile(product, tmp)
+    _fsync(tmp)
+    os.replace(tmp, dest)
+    product.unlink()
+    return dest
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as indented JSON to ``path`` via a temporary file and a rename."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    _fsync(tmp)
+    os.replace(tmp, path)
+    return path

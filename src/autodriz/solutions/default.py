@@ -1,0 +1,122 @@
+"""The pipeline-default WCS: ``updatewcs`` with the distortion model and no astrometry database.
+
+This is what HST's calibration pipeline starts from, and what every other candidate is judged
+against. It runs in ``<root>_default/`` on copies of the exposures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from astropy.io import fits
+
+from autodriz.childproc import ChildError, reference_env, run_child
+from autodriz.errors import ReferenceFileError, WCSStageError
+from autodriz.reffiles import distortion_files
+from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
+
+logger = logging.getLogger(__name__)
+
+
+def _header_wcsname(path: Path) -> str:
+    with fits.open(path) as hdul:
+        for hdu in hdul:
+            if hdu.name == "SCI":
+                return str(hdu.header.get("WCSNAME", "")).strip() or "header WCS (no WCSNAME)"
+    return "header WCS"
+
+
+def make_default_candidate(
+    originals: list[Path],
+    workdir: Path,
+    folders: Mapping[str, Path | None],
+    *,
+    allow_header_wcs: bool,
+    timeout: float = 3600.0,
+) -> Candidate:
+    """Make the pipeline-default candidate on copies of ``originals`` in ``workdir``.
+
+    Parameters
+    ----------
+    originals : list of Path
+        Every exposure file of the dataset (FLTs and FLCs).
+    workdir : Path
+        The candidate's folder (``<root>_default``); created, or cleared if an earlier run made it.
+    folders : mapping
+        Reference-file folders by header prefix (``jref``, ``iref`` …).
+    allow_header_wcs : bool
+        When distortion reference files are missing, use the header WCS as it is instead of
+        failing.
+    timeout : float
+        Seconds allowed for updatewcs.
+
+    Raises
+    ------
+    ReferenceFileError
+        Reference files are missing and ``allow_header_wcs`` is False; nothing has been copied.
+    WCSStageError
+        updatewcs failed.
+    """
+    headers = [dict(fits.getheader(p, 0)) for p in originals]
+    refs = distortion_files(headers, folders)
+    missing = [r for r in refs if not r.found]
+    for ref in refs:
+        logger.info(
+            "reference file %s = %s: %s", ref.keyword, ref.value, ref.path if ref.found else "NOT FOUND"
+        )
+    if missing:
+        names = ", ".join(f"{r.keyword}={r.value}" for r in missing)
+        prefixes = sorted({r.value.split("$", 1)[0] for r in missing if "$" in r.value})
+        hint = (
+            f"point {'/'.join(prefixes) or 'the reference folder'} at a folder holding them "
+            "(--jref/--iref or the jref/iref environment variables)"
+        )
+        if not allow_header_wcs:
+            raise ReferenceFileError(
+                f"distortion reference files not available: {names}; {hint}, "
+                "or pass --allow-header-wcs to drizzle with the WCS already in the headers"
+            )
+        logger.warning(
+            "distortion reference files not available: %s; using the header WCS as it is "
+            "(--allow-header-wcs); the distortion model in the headers, if any, is kept", names
+        )
+        prepare_workdir(workdir)
+        copies = copy_exposures(originals, workdir)
+        wcsname = _header_wcsname(originals[0])
+        return Candidate(
+            name="default",
+            wcsname=wcsname,
+            workdir=workdir,
+            copies=copies,
+            source="header WCS as delivered (distortion reference files unavailable)",
+            updated=False,
+            notes=(f"missing reference files: {names}",),
+        )
+
+    prepare_workdir(workdir)
+    copies = copy_exposures(originals, workdir)
+    logger.info("updatewcs (distortion model, no astrometry database) on %d copies", len(copies))
+    try:
+        result = run_child(
+            {"task": "updatewcs", "files": [p.name for p in copies.values()]},
+            cwd=workdir,
+            env=reference_env(folders),
+            timeout=timeout,
+        )
+    except ChildError as exc:
+        raise WCSStageError(f"updatewcs failed: {exc}") from exc
+    names = {n for per_file in result.result["wcsnames"].values() for n in per_file}
+    if len(names) != 1:
+        raise WCSStageError(f"updatewcs left inconsistent WCSNAMEs across exposures: {sorted(names)}")
+    wcsname = names.pop()
+    logger.info("pipeline-default WCS: %s (updatewcs took %.1f s)", wcsname, result.seconds)
+    return Candidate(
+        name="default",
+        wcsname=wcsname,
+        workdir=workdir,
+        copies=copies,
+        source="updatewcs: distortion model, no astrometry database",
+        updated=True,
+    )

@@ -1,0 +1,88 @@
+"""End to end on real WFC3/IR exposures (GOODS-S, proposal 11359) with the real drizzlepac.
+
+Their IDCTAB (iref$w3m18525i_idc.fits) is not available offline: the run must stop with a clear
+error and untouched inputs, unless the header WCS is allowed as a fallback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+from autodriz.cli import main
+from autodriz.exitcodes import ExitCode
+
+from realdata import prepare_goodss
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*_flt.fits"))}
+
+
+@pytest.fixture
+def empty_iref(tmp_path) -> Path:
+    folder = tmp_path / "iref"
+    folder.mkdir()
+    return folder
+
+
+def test_missing_idctab_stops_with_clear_error_and_untouched_inputs(shared_data, tmp_path, empty_iref, capsys):
+    asn = prepare_goodss(shared_data, tmp_path / "f140w", "IB6O23020")
+    before = _digests(asn.parent)
+
+    code = main([str(asn), "--iref", str(empty_iref)])
+
+    assert code == ExitCode.REFERENCE_FILES_MISSING == 4
+    err = capsys.readouterr().err
+    assert "IDCTAB=iref$w3m18525i_idc.fits" in err
+    assert "--allow-header-wcs" in err
+    assert _digests(asn.parent) == before
+    assert not list(asn.parent.glob("*_dr?.fits"))
+    assert not (asn.parent / "ib6o23020_default").exists()
+    trailer = (asn.parent / "ib6o23020.tra").read_text()
+    assert "AUTODRIZ-VERDICT REFERENCE_FILES_MISSING exit=4" in trailer
+
+
+def test_f140w_with_header_wcs_makes_a_drz(shared_data, tmp_path, empty_iref):
+    asn = prepare_goodss(shared_data, tmp_path / "f140w", "IB6O23020")
+    before = _digests(asn.parent)
+
+    code = main([str(asn), "--iref", str(empty_iref), "--allow-header-wcs"])
+
+    assert code == ExitCode.OK
+    drz = asn.parent / "ib6o23020_drz.fits"
+    with fits.open(drz) as hdul:
+        sci = hdul["SCI"].data
+        assert sci.shape[0] > 1000 and sci.shape[1] > 1000
+        assert hdul[0].header["NDRIZIM"] == 4
+        wht = hdul["WHT"].data
+        # Four dithers of one 1014 px detector cover most of the output frame …
+        assert (wht > 0).mean() > 0.5
+        # … and the combined image carries real sources there.
+        covered = sci[wht > 0]
+        assert (covered > 0).sum() > 10_000 and float(covered.max()) > 1.0
+    # The header WCS was used as it is, so nothing is written back.
+    assert _digests(asn.parent) == before
+    assert not (asn.parent / "ib6o23020_default").exists(), "working folder must be cleaned up"
+    trailer = (asn.parent / "ib6o23020.tra").read_text()
+    for stage in ("resolve", "default", "select", "drizzle", "update-inputs", "products"):
+        assert f"AUTODRIZ-STAGE end {stage} ok" in trailer
+    assert "AUTODRIZ-VERDICT OK exit=0" in trailer
+    assert "version drizzlepac" in trailer and "setting allow_header_wcs" in trailer
+    assert "association table was built outside the archive" in trailer
+    assert "distortion reference files not available" in trailer
+
+
+def test_g141_grism_is_drizzled_without_alignment(shared_data, tmp_path, empty_iref):
+    asn = prepare_goodss(shared_data, tmp_path / "g141", "IB6O23010")
+
+    code = main([str(asn), "--iref", str(empty_iref), "--allow-header-wcs"])
+
+    assert code == ExitCode.OK
+    assert (asn.parent / "ib6o23010_drz.fits").is_file()
+    trailer = (asn.parent / "ib6o23010.tra").read_text()
+    assert "alignment skipped: G141 exposures are grism/prism" in trailer
+    assert "a posteriori stage" not in trailer
