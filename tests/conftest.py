@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import os
 import shutil
 import socket
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _find_shared_data() -> Path | None:
+    """``$AUTODRIZ_SHARED_DATA``, else the nearest ``shared/data`` beside the project or above it."""
+    if os.environ.get("AUTODRIZ_SHARED_DATA"):
+        return Path(os.environ["AUTODRIZ_SHARED_DATA"])
+    for parent in Path(__file__).resolve().parents[1:]:
+        candidate = parent / "shared" / "data"
+        if (candidate / "README.md").is_file():
+            return candidate
+    return None
 
 
 def _is_loopback(address) -> bool:
@@ -48,9 +59,10 @@ def _no_network(monkeypatch):
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only shared data folder; tests copy from it, never write to it."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared test data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    found = _find_shared_data()
+    if found is None or not found.is_dir():
+        pytest.fail("shared test data not found: expected ../shared/data beside the project, or set AUTODRIZ_SHARED_DATA")
+    return found
 
 
 def copy_decompressed(src: Path, dest_dir: Path) -> Path:
