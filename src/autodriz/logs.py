@@ -49,6 +49,9 @@ LIBRARY_LOGGERS = ("stwcs", "drizzlepac")
 
 #: Records of child-process output are logged under this name: trailer only, not console.
 CHILD_LOGGER = "autodriz.child"
+#: The trailer's run header (versions, settings): trailer only, not console.
+HEADER_LOGGER = "autodriz.trailer"
+_TRAILER_ONLY = (CHILD_LOGGER, HEADER_LOGGER)
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -64,11 +67,11 @@ def package_versions() -> dict[str, str]:
     return found
 
 
-class _NotChildOutput(logging.Filter):
-    """Keep the (long) verbatim child-process logs off the console."""
+class _TrailerOnly(logging.Filter):
+    """Keep the run header and the (long) verbatim child-process logs off the console."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.name.startswith(CHILD_LOGGER)
+        return not record.name.startswith(_TRAILER_ONLY)
 
 
 @contextlib.contextmanager
@@ -99,7 +102,7 @@ def run_logging(
     console = logging.StreamHandler(stream or sys.stderr)
     console.setLevel(console_level)
     console.setFormatter(logging.Formatter("%(levelname)-7s %(message)s"))
-    console.addFilter(_NotChildOutput())
+    console.addFilter(_TrailerOnly())
     handlers.append(console)
     if trailer is not None:
         trailer.parent.mkdir(parents=True, exist_ok=True)
@@ -129,15 +132,22 @@ def run_logging(
             h.close()
 
 
-def write_trailer_header(logger: logging.Logger, settings: Mapping[str, Any], argv: list[str]) -> None:
-    """Log the run header: time, command line, package versions and effective settings."""
+def write_trailer_header(settings: Mapping[str, Any], argv: list[str]) -> None:
+    """Log the run header to the trailer: time, command line, package versions, effective settings.
+
+    ``settings`` is :meth:`Settings.as_dict`; its ``provenance`` entry, if any, says where each
+    value came from and is shown beside it.
+    """
+    logger = logging.getLogger(HEADER_LOGGER)
+    settings = dict(settings)
+    provenance = settings.pop("provenance", {}) or {}
     logger.info("=" * 78)
     logger.info("autodriz run started %s", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     logger.info("command: %s", " ".join(argv))
     for name, ver in package_versions().items():
         logger.info("version %-10s %s", name, ver)
     for key, value in settings.items():
-        logger.info("setting %-20s %s", key, value)
+        logger.info("setting %-20s %s [%s]", key, value, provenance.get(key, "default"))
 
 
 def waypoint(logger: logging.Logger, kind: str, *words: object) -> None:

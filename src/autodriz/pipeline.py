@@ -107,7 +107,7 @@ def process(input_path: str | Path, settings: Settings, *, argv: list[str] | Non
     t0 = time.perf_counter()
     workdirs: list[Path] = []
     with run_logging(trailer, console_level=settings.log_level) as log:
-        write_trailer_header(log, settings.as_dict(), argv or ["autodriz", str(input_path)])
+        write_trailer_header(settings.as_dict(), argv or ["autodriz", str(input_path)])
         waypoint(log, "START", root, f"input={input_path}", f"autodriz={__version__}")
         try:
             result = _process(input_path, settings, output_dir, trailer, workdirs)

@@ -1,0 +1,136 @@
+"""The command line: help, version, exit codes, trailer hygiene."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+import autodriz
+from autodriz import pipeline
+from autodriz.cli import main
+from autodriz.config import ENVIRONMENT_VARIABLES
+from autodriz.exitcodes import ExitCode
+
+from realdata import prepare_goodss
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _sha(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.fits"))}
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"autodriz {autodriz.__version__}"
+
+
+def test_python_dash_m_is_the_same_command():
+    out = subprocess.run(
+        [sys.executable, "-m", "autodriz", "--version"], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == f"autodriz {autodriz.__version__}"
+
+
+def test_help_explains_flags_env_vars_and_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for name, _ in ENVIRONMENT_VARIABLES:
+        assert name in text
+    for code in ExitCode:
+        assert re.search(rf"\b{int(code)}\s+{code.name}\b", text)
+    for flag in ("--allow-header-wcs", "--no-apriori", "--no-aposteriori", "--jref", "--output-dir", "demo", "simulate"):
+        assert flag in text
+
+
+def test_readme_exit_code_table_matches_the_enum():
+    rows = re.findall(r"^\| (\d+) \| `([A-Z_]+)` \|", README.read_text(), flags=re.M)
+    assert {(int(c), n) for c, n in rows} == {(int(c), c.name) for c in ExitCode}
+
+
+def test_readme_lists_every_environment_variable():
+    text = README.read_text()
+    for name, _ in ENVIRONMENT_VARIABLES:
+        assert f"`{name}`" in text, name
+
+
+def test_bad_environment_value_is_a_usage_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("ASTROMETRY_COMPUTE_APOSTERIORI", "perhaps")
+    code = main([str(tmp_path / "x_asn.fits")])
+    assert code == ExitCode.USAGE == 2
+    err = capsys.readouterr().err
+    assert "ASTROMETRY_COMPUTE_APOSTERIORI" in err and "perhaps" in err
+
+
+def test_missing_input_is_an_input_error(tmp_path):
+    code = main([str(tmp_path / "nothere_asn.fits")])
+    assert code == ExitCode.INPUT_ERROR
+    trailer = (tmp_path / "nothere.tra").read_text()
+    assert "AUTODRIZ-VERDICT INPUT_ERROR exit=3" in trailer
+
+
+def test_raw_without_calibrated_exposures_says_calibrate_first(tmp_path, capsys):
+    raw = tmp_path / "ib6o99xxq_raw.fits"
+    fits.PrimaryHDU(header=fits.Header({"INSTRUME": "WFC3", "DETECTOR": "IR"})).writeto(raw)
+    code = main([str(raw)])
+    assert code == ExitCode.INPUT_ERROR
+    assert "calwf3" in capsys.readouterr().err
+
+
+def test_drizcorr_omit_writes_no_product_and_touches_nothing(shared_data, tmp_path, monkeypatch):
+    asn = prepare_goodss(shared_data, tmp_path, "IB6O23020")
+    for flt in tmp_path.glob("*_flt.fits"):
+        fits.setval(flt, "DRIZCORR", value="OMIT")
+    before = _sha(tmp_path)
+    code = main([str(asn), "--allow-header-wcs"])
+    assert code == ExitCode.DRIZCORR_OMIT == 5
+    assert _sha(tmp_path) == before
+    assert not list(tmp_path.glob("*_dr?.fits"))
+    assert "DRIZCORR=OMIT" in (tmp_path / "ib6o23020.tra").read_text()
+
+
+def test_internal_error_exits_1_with_traceback_in_trailer(tmp_path, monkeypatch):
+    def broken(path):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(pipeline, "resolve_input", broken)
+    code = main([str(tmp_path / "x_asn.fits")])
+    assert code == ExitCode.INTERNAL_ERROR == 1
+    trailer = (tmp_path / "x.tra").read_text()
+    assert "Traceback" in trailer and "simulated bug" in trailer
+    assert "AUTODRIZ-VERDICT INTERNAL_ERROR exit=1" in trailer
+
+
+def test_trailer_is_appended_and_handlers_do_not_leak(tmp_path):
+    package_logger = logging.getLogger("autodriz")
+    handlers_before = list(package_logger.handlers)
+    for _ in range(3):
+        assert main([str(tmp_path / "y_asn.fits")]) == ExitCode.INPUT_ERROR
+    assert package_logger.handlers == handlers_before
+    for name in ("stwcs", "drizzlepac"):
+        assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger(name).handlers)
+    text = (tmp_path / "y.tra").read_text()
+    # Appended, not rewritten: three runs, each line written once per run.
+    assert text.count("AUTODRIZ-START y") == 3
+    assert text.count("AUTODRIZ-VERDICT") == 3
+
+
+def test_trailer_records_where_each_setting_came_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("ASTROMETRY_APPLY_APRIORI", "off")
+    monkeypatch.setenv("ASTROMETRY_COMPUTE_APOSTERIORI", "OFF")
+    main([str(tmp_path / "z_asn.fits"), "--apriori"])
+    text = (tmp_path / "z.tra").read_text()
+    assert re.search(r"setting apply_apriori\s+True \[cli\]", text)
+    assert re.search(r"setting compute_aposteriori\s+False \[env:ASTROMETRY_COMPUTE_APOSTERIORI\]", text)
+    for pkg in ("autodriz", "drizzlepac", "stwcs", "tweakwcs", "photutils", "astropy", "numpy"):
+        assert re.search(rf"version {pkg}\s+\S+", text), pkg
