@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 
 def _updatewcs(job: dict) -> dict:
@@ -44,7 +45,7 @@ def _astrodrizzle(job: dict) -> dict:
     return {"products": made}
 
 
-TASKS = {"updatewcs": _updatewcs, "astrodrizzle": _astrodrizzle}
+TASKS = MappingProxyType({"updatewcs": _updatewcs, "astrodrizzle": _astrodrizzle})
 
 
 def main(argv: list[str]) -> int:

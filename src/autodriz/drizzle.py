@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from astropy.io import fits
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 #: Parameters we always set, whatever the MDRIZTAB or config says: reset and flag cosmic rays
 #: with DQ bit 4096 (as the pipeline does), one self-contained product file, no backups of the
 #: (already copied) inputs, intermediate files removed.
-FORCED_PARAMETERS: Mapping[str, Any] = {
+FORCED_PARAMETERS: Mapping[str, Any] = MappingProxyType({
     "build": True,
     "preserve": False,
     "clean": True,
@@ -27,7 +28,7 @@ FORCED_PARAMETERS: Mapping[str, Any] = {
     "resetbits": 4096,
     "crbit": 4096,
     "context": True,
-}
+})
 
 
 @dataclass(frozen=True)

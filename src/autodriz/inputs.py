@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 from astropy.io import fits
 
@@ -35,28 +36,28 @@ from autodriz.errors import InputError
 log = logging.getLogger(__name__)
 
 #: Detectors we know how to drizzle, per instrument (primary-header DETECTOR values).
-KNOWN_DETECTORS: dict[str, tuple[str, ...]] = {
+KNOWN_DETECTORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "ACS": ("WFC", "HRC", "SBC"),
     "WFC3": ("UVIS", "IR"),
     "WFPC2": ("WFPC2", "PC", "WF"),
-}
+})
 
 #: Calibration pipeline that turns RAW into FLT/FLC, named in error messages.
-CALIBRATION_PIPELINES: dict[str, str] = {
+CALIBRATION_PIPELINES: Mapping[str, str] = MappingProxyType({
     "ACS": "calacs",
     "WFC3": "calwf3",
     "WFPC2": "calwp2",
     "STIS": "calstis",
-}
+})
 
-_SUFFIX_KIND = {
+_SUFFIX_KIND: Mapping[str, str] = MappingProxyType({
     "_asn.fits": "asn",
     "_raw.fits": "raw",
     "_flt.fits": "flt",
     "_flc.fits": "flc",
     # WFPC2 calibrated science images: treated like an FLT.
     "_c0m.fits": "flt",
-}
+})
 
 # Filter-wheel positions that are not filters: dropped from Exposure.filters.
 _NOT_A_FILTER = re.compile(r"^(CLEAR.*|N/A|NONE|BLANK|)$")

@@ -15,7 +15,7 @@ from pathlib import Path
 #: Header keywords of the distortion model that updatewcs applies.
 DISTORTION_KEYWORDS = ("IDCTAB", "NPOLFILE", "D2IMFILE")
 
-_UNSET = {"", "N/A", "NONE"}
+_UNSET = frozenset({"", "N/A", "NONE"})
 
 
 @dataclass(frozen=True)
