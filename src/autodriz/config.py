@@ -49,6 +49,7 @@ __all__ = [
     "astrodrizzle_instrument_keys",
     "default_config_dir",
     "load_settings",
+    "parse_switch",
 ]
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,13 @@ class Candidate:
         WCS is used as it is, so there is nothing to write back).
     notes : tuple of str
         Warnings and facts worth reporting.
+    kind : str
+        ``default``, ``apriori`` or ``aposteriori``: the family the selection rules rank.
+    quality : int
+        Fit quality, 1 (good relative + absolute fit) … 5 (fit failed), -1 not attempted;
+        the pipeline default and a priori solutions are not fits and keep -1.
+    details : mapping
+        Strategy-specific facts for the report (fit statistics, headerlet source …).
     """
 
     name: str
@@ -43,6 +52,9 @@ class Candidate:
     source: str
     updated: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
+    kind: str = "default"
+    quality: int = -1
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 def prepare_workdir(path: Path) -> Path:
