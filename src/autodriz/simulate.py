@@ -1,0 +1,1182 @@
+"""Simulate an ACS/WFC visit whose true WCS is known.
+
+:func:`simulate_visit` writes an association of FLT (and FLC) exposures, an ASN table, a
+Gaia-like reference catalog, the distortion reference files (``jref/``) and
+``<asn>_truth.json``. The WCS that matters is made by the same code the pipeline uses:
+
+1. Each exposure gets an "OPUS-like" linear header WCS for the true pointing (reference-chip
+   CRVAL at the IDCTAB reference pixel, PA_V3 in the primary header, CD/ORIENTAT per chip) and
+   names the real ACS/WFC reference files (``jref$0461802ej_idc.fits`` …).
+2. The **truth** is what ``stwcs.updatewcs.updatewcs(use_db=False)`` makes of that unperturbed
+   header (run in memory on a copy whose reference-file keywords are absolute paths, so the
+   calling process's environment is never touched). Stars are rendered where that WCS, with
+   SIP, NPOL and D2IM, puts them.
+3. The files carry a *perturbed* header: every header position is rotated about the reference
+   chip's CRVAL by ``rotation_error_arcsec`` (PA_V3, ORIENTAT and CD rotated alike) and shifted
+   by ``pointing_error_mas`` (+ optional per-exposure jitter) in the tangent plane. Running
+   updatewcs on the written files therefore gives truth + the injected error, which the
+   simulator measures itself (``expected_default_error_mas``).
+
+Geometry: SCI,1 is WFC2 (CCDCHIP=2), SCI,2 is WFC1 (CCDCHIP=1). Chips smaller than the full
+2048x4096 are cut as subarrays centred on each chip's IDCTAB reference pixel, with the same
+LTV1/LTV2 on both chips (the IDCTAB model is defined on the full chips; updatewcs, NPOL and
+D2IM honour LTV only in that arrangement, see :func:`_subarray_ltv`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import math
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from astropy.io import ascii as astropy_ascii
+from astropy.io import fits
+from astropy.table import Table
+from astropy.time import Time
+from astropy.wcs import WCS
+from scipy.special import ndtr
+
+from autodriz import truth as truth_mod
+from autodriz.asn import write_asn_table
+
+logger = logging.getLogger(__name__)
+
+#: Full ACS/WFC chip shape (ny, nx).
+FULL_CHIP_SHAPE: tuple[int, int] = (2048, 4096)
+
+#: Reference files shipped in ``autodriz/data/jref`` and named in the simulated headers.
+REFERENCE_FILES: Mapping[str, str] = MappingProxyType({
+    "IDCTAB": "0461802ej_idc.fits",
+    "NPOLFILE": "02c1450rj_npl.fits",
+    "D2IMFILE": "02c1450oj_d2i.fits",
+})
+
+_INDEF_INT = -2147483647
+
+#: Name of the MDRIZTAB the simulator writes into ``jref/``.
+MDRIZTAB_NAME = "jsim_mdz.fits"
+
+# (EXTVER, CCDCHIP): SCI,1 is WFC2 (the reference chip of updatewcs), SCI,2 is WFC1.
+_CHIPS: tuple[tuple[int, int], ...] = ((1, 2), (2, 1))
+_REF_EXTVER = 1
+
+# Filters on ACS wheel 2; every other WFC filter is on wheel 1 (pairs with CLEAR2L).
+_WHEEL2 = frozenset({"F435W", "F660N", "F814W"})
+
+# Approximate ACS/WFC AB zeropoints (e-/s), pivot wavelengths and RMS bandwidths (Angstrom);
+# good enough to turn magnitudes into plausible counts and fill PHOT* keywords.
+_PHOTOMETRY: Mapping[str, tuple[float, float, float]] = MappingProxyType({
+    "F435W": (25.66, 4330.0, 293.0),
+    "F475W": (26.06, 4747.0, 420.0),
+    "F555W": (25.72, 5361.0, 360.0),
+    "F606W": (26.49, 5922.0, 672.0),
+    "F625W": (25.91, 6311.0, 415.0),
+    "F775W": (25.66, 7693.0, 434.0),
+    "F814W": (25.94, 8045.0, 654.0),
+    "F850LP": (24.84, 9031.0, 525.0),
+})
+
+_MAS_PER_RAD = math.degrees(1.0) * 3.6e6
+_GAIA_EPOCH = 2016.0
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate. All angles in degrees unless the name says otherwise.
+
+    Attributes
+    ----------
+    asn_id : str
+        Nine-character association id; rootnames are derived from it (``jsim01a1q`` …).
+    n_exposures : int
+        Number of dithered exposures.
+    chip_shape : tuple of int
+        ``(ny, nx)`` per chip; (2048, 4096) is full frame, smaller is a subarray centred on
+        each chip (both chips cut alike).
+    filter : str
+        ACS/WFC filter (F606W, F814W, …).
+    exptime : float
+        Seconds per exposure.
+    ra, dec : float
+        Where the centre of the (undithered) two-chip mosaic points.
+    pa_v3 : float
+        True PA_V3.
+    dither_arcsec : tuple of (float, float), optional
+        Per-exposure offset in detector x/y (arcsec). Default: a line dither with steps of
+        (2.5, 1.5) pixels, i.e. half-pixel phases plus few-pixel shifts.
+    pointing_error_mas : (float, float)
+        Common shift of the header WCS (east, north) in the tangent plane, mas.
+    rotation_error_arcsec : float
+        Common roll error of the header (PA_V3, ORIENTAT, CD), arcsec.
+    relative_error_mas : float
+        RMS per-axis random jitter per exposure added to the common shift, mas.
+    n_stars : int
+        Synthetic stars spread over the visit footprint (ignored with ``catalog``).
+    mag_range : (float, float)
+        Magnitude range of the stars (also filters a real catalog).
+    catalog : Path, optional
+        Real catalog (``ascii.commented_header`` with ra, dec, phot_g_mean_mag), recentred on
+        the pointing; None for synthetic stars.
+    sky_electrons : float
+        Sky level per pixel per exposure, electrons.
+    read_noise : float
+        Read noise per pixel, electrons.
+    cosmic_ray_fraction : float
+        Fraction of pixels hit by cosmic rays (not flagged in DQ).
+    write_flc : bool
+        Also write ``_flc.fits`` copies (PCTECORR=COMPLETE).
+    seed : int
+        Random seed; same seed, same bytes.
+    date_obs : str
+        Observation date (ISO). The packaged IDCTAB is valid 2002-2007 (pre-SM4 ACS/WFC).
+    time_obs : str
+        UT start of the first exposure.
+    pm_sigma_mas_yr : float
+        Per-axis RMS proper motion of the stars, mas/yr.
+    psf_fwhm_pix : float
+        FWHM of the PSF core, pixels.
+    gain : float
+        CCD gain written to the header (data are in electrons).
+    vafactor : float
+        Velocity-aberration scale factor written to each SCI header.
+    write_mdriztab : bool
+        Write an ACS/WFC MDRIZTAB into ``jref/`` and name it in the headers.
+    """
+
+    asn_id: str = "JSIM01010"
+    n_exposures: int = 2
+    chip_shape: tuple[int, int] = (256, 512)
+    filter: str = "F606W"
+    exptime: float = 400.0
+    ra: float = 290.22
+    dec: float = 37.80
+    pa_v3: float = 120.0
+    dither_arcsec: tuple[tuple[float, float], ...] | None = None
+    pointing_error_mas: tuple[float, float] = (0.0, 0.0)
+    rotation_error_arcsec: float = 0.0
+    relative_error_mas: float = 0.0
+    n_stars: int = 200
+    mag_range: tuple[float, float] = (18.0, 24.0)
+    catalog: Path | None = None
+    sky_electrons: float = 40.0
+    read_noise: float = 4.5
+    cosmic_ray_fraction: float = 0.007
+    write_flc: bool = True
+    seed: int = 1
+    date_obs: str = "2005-08-12"
+    time_obs: str = "10:00:00"
+    pm_sigma_mas_yr: float = 2.0
+    psf_fwhm_pix: float = 2.0
+    gain: float = 2.0
+    vafactor: float = 1.0000365
+    write_mdriztab: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.asn_id) != 9 or not self.asn_id.isalnum():
+            raise ValueError(f"asn_id must be 9 alphanumeric characters, got {self.asn_id!r}")
+        if not 1 <= self.n_exposures <= 26 * 9:
+            raise ValueError("n_exposures must be between 1 and 234")
+        ny, nx = self.chip_shape
+        if not (16 <= ny <= FULL_CHIP_SHAPE[0] and 64 <= nx <= FULL_CHIP_SHAPE[1]):
+            raise ValueError(f"chip_shape must be within (16..2048, 64..4096), got {self.chip_shape}")
+        if self.filter.upper() not in _PHOTOMETRY:
+            raise ValueError(f"unsupported filter {self.filter!r}; use one of {sorted(_PHOTOMETRY)}")
+        if self.dither_arcsec is not None and len(self.dither_arcsec) != self.n_exposures:
+            raise ValueError("dither_arcsec needs one (x, y) offset per exposure")
+        if self.mag_range[0] >= self.mag_range[1]:
+            raise ValueError("mag_range must be (bright, faint)")
+        if self.exptime <= 0 or self.sky_electrons < 0 or self.read_noise < 0:
+            raise ValueError("exptime must be positive; sky and read noise non-negative")
+        if not 0 <= self.cosmic_ray_fraction < 0.2:
+            raise ValueError("cosmic_ray_fraction must be in [0, 0.2)")
+
+
+@dataclass(frozen=True)
+class SimulatedVisit:
+    """Paths of everything :func:`simulate_visit` wrote."""
+
+    directory: Path
+    asn_path: Path
+    flt_paths: tuple[Path, ...]
+    flc_paths: tuple[Path, ...]
+    truth_path: Path
+    catalog_path: Path
+    jref_dir: Path
+    mdriztab_path: Path | None
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def rootnames(asn_id: str, n_exposures: int) -> list[str]:
+    """Member rootnames for an association id: ``jsim01010`` → ``jsim01a1q``, ``jsim01a2q`` …"""
+    base = asn_id.lower()[:6]
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return [f"{base}{letters[i // 9]}{i % 9 + 1}q" for i in range(n_exposures)]
+
+
+def _filter_keywords(filt: str) -> tuple[str, str]:
+    filt = filt.upper()
+    return ("CLEAR1L", filt) if filt in _WHEEL2 else (filt, "CLEAR2L")
+
+
+def _photometry(filt: str) -> dict[str, float]:
+    zp_ab, plam, bw = _PHOTOMETRY[filt.upper()]
+    # ST and AB systems: ZP_ST = -2.5 log10(PHOTFLAM) - 21.1, AB = ST - 5 log10(PLAM) + 18.692.
+    photflam = 10.0 ** (-0.4 * (zp_ab + 5.0 * math.log10(plam) - 18.6921 + 21.10))
+    return {"ZP_AB": zp_ab, "PHOTFLAM": photflam, "PHOTPLAM": plam, "PHOTBW": bw}
+
+
+def _template(name: str) -> fits.Header:
+    text = (resources.files("autodriz") / "data" / "templates" / name).read_text(encoding="utf-8")
+    header = fits.Header.fromstring(text, sep="\n")
+    # The template files end with a COMMENT saying what they are; not for the products.
+    header.remove("COMMENT", ignore_missing=True, remove_all=True)
+    return header
+
+
+def _copy_reference_files(jref_dir: Path) -> None:
+    jref_dir.mkdir(parents=True, exist_ok=True)
+    source = resources.files("autodriz") / "data" / "jref"
+    for name in REFERENCE_FILES.values():
+        with resources.as_file(source / name) as src:
+            shutil.copyfile(src, jref_dir / name)
+
+
+def _idc_reference_pixels(idctab: Path, filt: str) -> dict[int, tuple[float, float]]:
+    """XREF/YREF of the IDCTAB's forward model per chip (as stwcs selects it)."""
+    # fits.getdata, not Table.read: the IDCTAB's non-FITS unit strings ('chip') only warn.
+    table = Table(fits.getdata(idctab, 1))
+    f1, f2 = _filter_keywords(filt)
+    out: dict[int, tuple[float, float]] = {}
+    for chip in (1, 2):
+        sel = (table["DETCHIP"] == chip) & (np.char.strip(table["DIRECTION"].astype(str)) == "FORWARD")
+        exact = sel & (np.char.strip(table["FILTER1"].astype(str)) == f1) & (
+            np.char.strip(table["FILTER2"].astype(str)) == f2
+        )
+        rows = table[exact] if exact.any() else table[sel]
+        out[chip] = (float(rows["XREF"][0]), float(rows["YREF"][0]))
+    return out
+
+
+def _subarray_ltv(chip_shape: tuple[int, int], ccdchip: int) -> tuple[float, float]:
+    """LTV1/LTV2 of the subarray cut from a chip: centred on the full chip, the same for both.
+
+    Why not next to the inter-chip gap: updatewcs (stwcs 1.7 MakeWCS) evaluates the reference
+    chip's frame at ``CRPIX - IDCXREF`` of *each* chip and re-centres the IDCTAB polynomial at
+    ``CRPIX - LTV``, dropping the constant terms that re-centring creates. That is exact only
+    when both chips share LTV1/LTV2 and sit at ``CRPIX = IDC reference pixel + LTV`` (as real
+    single-chip ACS subarrays and full frames do). Subarrays at the gap (different LTV2 per
+    chip) misplace WFC1 by arcminutes, so the simulator does not make them.
+    """
+    del ccdchip  # same cut on both chips (see above)
+    ny, nx = chip_shape
+    return -float((FULL_CHIP_SHAPE[1] - nx) // 2), -float((FULL_CHIP_SHAPE[0] - ny) // 2)
+
+
+# Gnomonic projection about a centre, in radians; used to shift/rotate header positions in the
+# tangent plane exactly as the error model is defined.
+def _project(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+    a, d, a0, d0 = np.deg2rad(ra), np.deg2rad(dec), math.radians(ra0), math.radians(dec0)
+    cosc = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a - a0)
+    xi = np.cos(d) * np.sin(a - a0) / cosc
+    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a - a0)) / cosc
+    return xi, eta
+
+
+def _deproject(xi: np.ndarray, eta: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+    a0, d0 = math.radians(ra0), math.radians(dec0)
+    xi = np.asarray(xi, dtype=float)
+    eta = np.asarray(eta, dtype=float)
+    rho = np.hypot(xi, eta)
+    c = np.arctan(rho)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dec = np.where(
+            rho > 0, np.arcsin(np.cos(c) * np.sin(d0) + eta * np.sin(c) * np.cos(d0) / rho), d0
+        )
+    ra = a0 + np.arctan2(xi * np.sin(c), rho * np.cos(d0) * np.cos(c) - eta * np.sin(d0) * np.sin(c))
+    return np.rad2deg(ra) % 360.0, np.rad2deg(dec)
+
+
+def _pa_rotation(angle_deg: float) -> np.ndarray:
+    """Matrix acting on (east, north) that increases position angles by ``angle_deg``."""
+    t = math.radians(angle_deg)
+    return np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
+
+
+def perturb_sky(
+    ra: Any,
+    dec: Any,
+    center: tuple[float, float],
+    *,
+    rotation_arcsec: float = 0.0,
+    shift_mas: tuple[float, float] = (0.0, 0.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the simulator's header error model to sky positions.
+
+    Positions are projected on the tangent plane at ``center`` (the reference chip's CRVAL),
+    rotated so that position angles grow by ``rotation_arcsec``, shifted by ``shift_mas``
+    (east, north) and projected back.
+
+    Parameters
+    ----------
+    ra, dec : array_like
+        Positions, degrees.
+    center : (float, float)
+        Rotation centre (ra, dec), degrees.
+    rotation_arcsec : float
+        Roll error, arcsec.
+    shift_mas : (float, float)
+        Tangent-plane shift (east, north), mas.
+
+    Returns
+    -------
+    ra, dec : numpy.ndarray
+        Perturbed positions, degrees.
+    """
+    xi, eta = _project(np.atleast_1d(ra), np.atleast_1d(dec), *center)
+    rot = _pa_rotation(rotation_arcsec / 3600.0)
+    x2 = rot[0, 0] * xi + rot[0, 1] * eta + shift_mas[0] / _MAS_PER_RAD
+    y2 = rot[1, 0] * xi + rot[1, 1] * eta + shift_mas[1] / _MAS_PER_RAD
+    return _deproject(x2, y2, *center)
+
+
+# --------------------------------------------------------------------------------------------
+# headers and updatewcs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _ChipWCS:
+    """Linear header WCS of one chip (what OPUS writes)."""
+
+    crval: np.ndarray
+    crpix: np.ndarray
+    cd: np.ndarray
+
+    def keywords(self) -> dict[str, Any]:
+        return {
+            "CTYPE1": "RA---TAN",
+            "CTYPE2": "DEC--TAN",
+            "CRVAL1": float(self.crval[0]),
+            "CRVAL2": float(self.crval[1]),
+            "CRPIX1": float(self.crpix[0]),
+            "CRPIX2": float(self.crpix[1]),
+            "CD1_1": float(self.cd[0, 0]),
+            "CD1_2": float(self.cd[0, 1]),
+            "CD2_1": float(self.cd[1, 0]),
+            "CD2_2": float(self.cd[1, 1]),
+            "ORIENTAT": float(math.degrees(math.atan2(self.cd[0, 1], self.cd[1, 1]))),
+        }
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any]) -> _ChipWCS:
+        return cls(
+            crval=np.array([header["CRVAL1"], header["CRVAL2"]], dtype=float),
+            crpix=np.array([header["CRPIX1"], header["CRPIX2"]], dtype=float),
+            cd=np.array(
+                [[header["CD1_1"], header["CD1_2"]], [header["CD2_1"], header["CD2_2"]]], dtype=float
+            ),
+        )
+
+
+@dataclass
+class _Pointing:
+    """Header pointing of one exposure: chip WCSs (by EXTVER) and PA_V3."""
+
+    chips: dict[int, _ChipWCS]
+    pa_v3: float
+
+    def moved(self, new_ref_crval: tuple[float, float]) -> _Pointing:
+        """The same layout with the reference chip's CRVAL moved (rigid tangent-plane move)."""
+        old = self.chips[_REF_EXTVER].crval
+        chips = {}
+        for extver, chip in self.chips.items():
+            xi, eta = _project(np.array([chip.crval[0]]), np.array([chip.crval[1]]), old[0], old[1])
+            ra, dec = _deproject(xi, eta, *new_ref_crval)
+            chips[extver] = _ChipWCS(np.array([ra[0], dec[0]]), chip.crpix.copy(), chip.cd.copy())
+        return _Pointing(chips, self.pa_v3)
+
+    def perturbed(self, rotation_arcsec: float, shift_mas: tuple[float, float]) -> _Pointing:
+        """Apply the error model (see :func:`perturb_sky`) to every header position."""
+        center = (float(self.chips[_REF_EXTVER].crval[0]), float(self.chips[_REF_EXTVER].crval[1]))
+        rot = _pa_rotation(rotation_arcsec / 3600.0)
+        chips = {}
+        for extver, chip in self.chips.items():
+            ra, dec = perturb_sky(
+                chip.crval[0], chip.crval[1], center, rotation_arcsec=rotation_arcsec, shift_mas=shift_mas
+            )
+            # CD maps pixels to (east, north); rotating the sky frame is a left product.
+            chips[extver] = _ChipWCS(np.array([ra[0], dec[0]]), chip.crpix.copy(), rot @ chip.cd)
+        return _Pointing(chips, self.pa_v3 + rotation_arcsec / 3600.0)
+
+
+@dataclass(frozen=True)
+class _ExposureInfo:
+    rootname: str
+    index: int
+    expstart: float
+    epoch: float
+    dither_arcsec: tuple[float, float]
+
+
+def _primary_header(
+    config: SimulationConfig,
+    info: _ExposureInfo,
+    pa_v3: float,
+    suffix: str,
+    mdriztab: str,
+) -> fits.Header:
+    hdr = _template("acs_wfc_primary.txt")
+    f1, f2 = _filter_keywords(config.filter)
+    phot = _photometry(config.filter)
+    start = Time(info.expstart, format="mjd", scale="utc")
+    subarray = tuple(config.chip_shape) != FULL_CHIP_SHAPE
+    values: dict[str, Any] = {
+        # DATE is fixed (not the wall clock) so the same seed gives byte-identical files.
+        "DATE": start.isot[:10],
+        "FILENAME": f"{info.rootname}_{suffix}.fits",
+        "ROOTNAME": info.rootname,
+        "RA_TARG": config.ra,
+        "DEC_TARG": config.dec,
+        "DATE-OBS": start.isot[:10],
+        "TIME-OBS": start.isot[11:19],
+        "EXPSTART": info.expstart,
+        "EXPEND": info.expstart + config.exptime / 86400.0,
+        "EXPTIME": config.exptime,
+        "TEXPTIME": config.exptime,
+        "DARKTIME": config.exptime + 3.0,
+        "PA_V3": pa_v3,
+        "POSTARG1": info.dither_arcsec[0],
+        "POSTARG2": info.dither_arcsec[1],
+        "SUBARRAY": subarray,
+        "APERTURE": "WFC" if not subarray else "WFC-SIM-GAP",
+        "PROPAPER": "WFC",
+        "FILTER1": f1,
+        "FILTER2": f2,
+        "PCTECORR": "COMPLETE" if suffix == "flc" else ("PERFORM" if config.write_flc else "OMIT"),
+        "IDCTAB": f"jref${REFERENCE_FILES['IDCTAB']}",
+        "NPOLFILE": f"jref${REFERENCE_FILES['NPOLFILE']}",
+        "D2IMFILE": f"jref${REFERENCE_FILES['D2IMFILE']}",
+        "MDRIZTAB": mdriztab,
+        "ASN_ID": config.asn_id.upper(),
+        "ASN_TAB": f"{config.asn_id.lower()}_asn.fits",
+        "ASN_MTYP": "EXP-DTH",
+        "CCDGAIN": config.gain,
+        "PHOTMODE": f"ACS WFC1 {config.filter.upper()} MJD#{info.expstart:.4f}",
+        "PHOTFLAM": phot["PHOTFLAM"],
+        "PHOTPLAM": phot["PHOTPLAM"],
+        "PHOTBW": phot["PHOTBW"],
+        "PATTERN1": "LINE" if config.n_exposures > 1 else "NONE",
+        "P1_NPTS": config.n_exposures if config.n_exposures > 1 else 0,
+        "PATTSTEP": info.index + 1 if config.n_exposures > 1 else 0,
+        "NEXTEND": 6,
+    }
+    for amp in "ABCD":
+        values[f"ATODGN{amp}"] = config.gain
+        values[f"READNSE{amp}"] = config.read_noise
+    for key, value in values.items():
+        hdr[key] = value
+    return hdr
+
+
+def _sci_header(
+    config: SimulationConfig,
+    info: _ExposureInfo,
+    extver: int,
+    ccdchip: int,
+    chip: _ChipWCS,
+    ltv: tuple[float, float],
+    aperture: tuple[float, float, float],
+) -> fits.Header:
+    hdr = _template("acs_wfc_sci.txt")
+    phot = _photometry(config.filter)
+    ny, nx = config.chip_shape
+    values: dict[str, Any] = {
+        "DATE": Time(info.expstart, format="mjd").isot[:10],
+        "EXTVER": extver,
+        "ROOTNAME": info.rootname,
+        "EXPNAME": info.rootname,
+        "CCDCHIP": ccdchip,
+        "LTV1": ltv[0],
+        "LTV2": ltv[1],
+        "VAFACTOR": config.vafactor,
+        "RA_APER": aperture[0],
+        "DEC_APER": aperture[1],
+        "PA_APER": aperture[2],
+        "PHOTMODE": f"ACS WFC{ccdchip} {config.filter.upper()} MJD#{info.expstart:.4f}",
+        "PHOTFLAM": phot["PHOTFLAM"],
+        "PHOTPLAM": phot["PHOTPLAM"],
+        "PHOTBW": phot["PHOTBW"],
+        "SIZAXIS1": nx,
+        "SIZAXIS2": ny,
+        "CENTERA1": int(-ltv[0] + nx // 2 + 24),  # +24: the serial overscan in raw coordinates
+        "CENTERA2": int(-ltv[1] + ny // 2 + (0 if ccdchip == 1 else 20)),
+        "MEANDARK": 0.0,
+        # All pixels are good (DQ=0); stsci.tools' file check drops files with NGOODPIX=0.
+        "NGOODPIX": nx * ny,
+        "WCSNAME": "OPUS",
+    }
+    values.update(chip.keywords())
+    for key, value in values.items():
+        hdr[key] = value
+    return hdr
+
+
+def _companion_header(sci: fits.Header, extname: str) -> fits.Header:
+    """ERR/DQ header: identification and WCS copied from the SCI header, as calacs writes."""
+    hdr = fits.Header()
+    hdr["EXTNAME"] = extname
+    keep = (
+        "EXTVER ROOTNAME EXPNAME WCSAXES CRPIX1 CRPIX2 CRVAL1 CRVAL2 CTYPE1 CTYPE2 CD1_1 CD1_2 "
+        "CD2_1 CD2_2 LTV1 LTV2 LTM1_1 LTM2_2 PA_APER VAFACTOR ORIENTAT WCSNAME RADESYS"
+    ).split()
+    for key in keep:
+        hdr[key] = (sci[key], sci.comments[key])
+    hdr.set("BUNIT", "ELECTRONS" if extname == "ERR" else "UNITLESS", after="EXPNAME")
+    return hdr
+
+
+def _wcs_only_hdulist(
+    config: SimulationConfig,
+    info: _ExposureInfo,
+    pointing: _Pointing,
+    jref_dir: Path,
+) -> fits.HDUList:
+    """An in-memory exposure with zero pixels, for running updatewcs on its header alone.
+
+    The reference-file keywords are absolute paths, which stwcs resolves without ``jref`` in
+    the environment, so the calling process's environment is left alone.
+    """
+    primary = _primary_header(config, info, pointing.pa_v3, "flt", "N/A")
+    for key, name in REFERENCE_FILES.items():
+        primary[key] = str((jref_dir / name).resolve())
+    hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [fits.PrimaryHDU(header=primary)]
+    # updatewcs only needs the SCI shape (NAXISn); a broadcast zero array costs no memory
+    # even for full-size chips. ERR/DQ just receive a copy of the WCS.
+    zeros = np.broadcast_to(np.float32(0.0), config.chip_shape)
+    for extver, ccdchip in _CHIPS:
+        ltv = _subarray_ltv(config.chip_shape, ccdchip)
+        sci = _sci_header(config, info, extver, ccdchip, pointing.chips[extver], ltv, (0.0, 0.0, 0.0))
+        hdus.append(fits.ImageHDU(zeros, header=sci))
+        hdus.append(fits.ImageHDU(np.zeros((1, 1), np.float32), header=_companion_header(sci, "ERR")))
+        hdus.append(fits.ImageHDU(np.zeros((1, 1), np.int16), header=_companion_header(sci, "DQ")))
+    return fits.HDUList(hdus)
+
+
+def _run_updatewcs(hdul: fits.HDUList) -> fits.HDUList:
+    """Run the real ``updatewcs(use_db=False)`` on an in-memory exposure, in place."""
+    from stwcs.updatewcs import updatewcs
+
+    # stwcs print()s progress and resets its own loggers' levels: capture the former into our
+    # DEBUG log and restore the latter, so that simulating leaves the caller's console and
+    # logging as they were.
+    stwcs_loggers = [logging.getLogger(n) for n in logging.root.manager.loggerDict if n.startswith("stwcs")]
+    levels = [lg.level for lg in stwcs_loggers]
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # checkfiles=False: the HDUList has no file behind it (nothing to convert).
+            updatewcs(hdul, use_db=False, checkfiles=False)
+    finally:
+        for lg, level in zip(stwcs_loggers, levels):
+            lg.setLevel(level)
+        for line in captured.getvalue().splitlines():
+            logger.debug("updatewcs: %s", line)
+    return hdul
+
+
+def _sci_extensions(hdul: fits.HDUList) -> dict[int, int]:
+    """EXTVER → HDU index of the SCI extensions."""
+    return {
+        int(h.header["EXTVER"]): i
+        for i, h in enumerate(hdul)
+        if i > 0 and h.header.get("EXTNAME", "").strip().upper() == "SCI"
+    }
+
+
+def _truth_record(hdul: fits.HDUList) -> dict[str, dict[str, Any]]:
+    """Per SCI extension, the keywords that rebuild the true WCS with astropy alone."""
+    out: dict[str, dict[str, Any]] = {}
+    for extver, idx in _sci_extensions(hdul).items():
+        hdr = hdul[idx].header
+        rec: dict[str, Any] = dict(truth_mod.linear_sip_header(hdr).items())
+        rec["NAXIS1"] = int(hdr["NAXIS1"])
+        rec["NAXIS2"] = int(hdr["NAXIS2"])
+        for key in ("CCDCHIP", "LTV1", "LTV2", "WCSNAME", "IDCXREF", "IDCYREF", "VAFACTOR"):
+            if key in hdr:
+                rec[key] = hdr[key]
+        out[str(extver)] = rec
+    return out
+
+
+def _full_wcs(hdul: fits.HDUList, extver: int) -> WCS:
+    """WCS with SIP + NPOL (CPDIS) + D2IM lookup tables, as the truth for rendering stars."""
+    return WCS(hdul[_sci_extensions(hdul)[extver]].header, fobj=hdul)
+
+
+def _mosaic_centre(hdul: fits.HDUList, chip_shape: tuple[int, int]) -> tuple[float, float]:
+    """Sky position halfway between the centres of the two chips."""
+    ny, nx = chip_shape
+    vecs = []
+    for extver, _ in _CHIPS:
+        ra, dec = _full_wcs(hdul, extver).all_pix2world([(nx - 1) / 2.0], [(ny - 1) / 2.0], 0)
+        a, d = math.radians(float(ra[0])), math.radians(float(dec[0]))
+        vecs.append(np.array([math.cos(d) * math.cos(a), math.cos(d) * math.sin(a), math.sin(d)]))
+    v = vecs[0] + vecs[1]
+    return math.degrees(math.atan2(v[1], v[0])) % 360.0, math.degrees(math.asin(v[2] / np.linalg.norm(v)))
+
+
+def _default_dithers(n: int, scale_arcsec: float) -> tuple[tuple[float, float], ...]:
+    # A line dither: (2.5, 1.5) px steps give half-pixel phases in both axes plus real shifts.
+    return tuple((k * 2.5 * scale_arcsec, k * 1.5 * scale_arcsec) for k in range(n))
+
+
+# --------------------------------------------------------------------------------------------
+# stars and pixels
+# --------------------------------------------------------------------------------------------
+
+
+def _footprint_boxes(
+    chip_wcs: Mapping[int, Sequence[WCS]],
+    chip_shape: tuple[int, int],
+    center: tuple[float, float],
+    orient_deg: float,
+    margin_arcsec: float,
+) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
+    """Per chip, the box holding that chip in every exposure, in a detector-aligned frame.
+
+    Returns the rotation (tangent-plane east/north → box u, v) and one (u0, u1, v0, v1) box per
+    chip, in radians about ``center``.
+    """
+    ny, nx = chip_shape
+    xs = np.array([0, nx - 1, nx - 1, 0], dtype=float)
+    ys = np.array([0, 0, ny - 1, ny - 1], dtype=float)
+    t = math.radians(orient_deg)
+    # v along detector y (position angle ORIENTAT), u orthogonal to it: a tight box.
+    rot = np.array([[-math.cos(t), math.sin(t)], [math.sin(t), math.cos(t)]])
+    m = margin_arcsec / 206264.806
+    boxes = []
+    for wcss in chip_wcs.values():
+        us, vs = [], []
+        for w in wcss:
+            ra, dec = w.all_pix2world(xs, ys, 0)
+            xi, eta = _project(ra, dec, *center)
+            us.append(rot[0, 0] * xi + rot[0, 1] * eta)
+            vs.append(rot[1, 0] * xi + rot[1, 1] * eta)
+        u = np.concatenate(us)
+        v = np.concatenate(vs)
+        boxes.append((u.min() - m, u.max() + m, v.min() - m, v.max() + m))
+    return rot, boxes
+
+
+def _make_stars(
+    config: SimulationConfig,
+    rng: np.random.Generator,
+    footprint: tuple[np.ndarray, list[tuple[float, float, float, float]]],
+    center: tuple[float, float],
+) -> Table:
+    """Star list at the Gaia epoch: true positions, catalog positions with errors, PMs, mags."""
+    rot, boxes = footprint
+    inv = rot.T  # orthogonal
+    if config.catalog is None:
+        n = config.n_stars
+        # Spread the stars over the chip boxes in proportion to their areas.
+        areas = np.array([(b[1] - b[0]) * (b[3] - b[2]) for b in boxes])
+        which = rng.choice(len(boxes), size=n, p=areas / areas.sum())
+        lo_u = np.array([boxes[i][0] for i in which])
+        hi_u = np.array([boxes[i][1] for i in which])
+        lo_v = np.array([boxes[i][2] for i in which])
+        hi_v = np.array([boxes[i][3] for i in which])
+        u = lo_u + rng.uniform(0.0, 1.0, n) * (hi_u - lo_u)
+        v = lo_v + rng.uniform(0.0, 1.0, n) * (hi_v - lo_v)
+        xi = inv[0, 0] * u + inv[0, 1] * v
+        eta = inv[1, 0] * u + inv[1, 1] * v
+        ra, dec = _deproject(xi, eta, *center)
+        # Star counts rise towards faint magnitudes: dN/dm ∝ 10^(0.3 m), by inverse CDF.
+        lo, hi = config.mag_range
+        k = 0.3 * math.log(10.0)
+        r = rng.uniform(0.0, 1.0, n)
+        mag = np.log(np.exp(k * lo) + r * (np.exp(k * hi) - np.exp(k * lo))) / k
+    else:
+        cat = astropy_ascii.read(config.catalog, format="commented_header")
+        cra = np.asarray(cat["ra"], dtype=float)
+        cdec = np.asarray(cat["dec"], dtype=float)
+        cmag = np.asarray(cat["phot_g_mean_mag"], dtype=float)
+        # Recentre the real field onto the pointing: same tangent-plane layout, new centre.
+        c_ra = float(np.median(cra))
+        c_dec = float(np.median(cdec))
+        xi, eta = _project(cra, cdec, c_ra, c_dec)
+        u = rot[0, 0] * xi + rot[0, 1] * eta
+        v = rot[1, 0] * xi + rot[1, 1] * eta
+        inside = np.zeros(u.shape, dtype=bool)
+        for u0, u1, v0, v1 in boxes:
+            inside |= (u >= u0) & (u <= u1) & (v >= v0) & (v <= v1)
+        keep = (
+            inside
+            & np.isfinite(cmag) & (cmag >= config.mag_range[0]) & (cmag <= config.mag_range[1])
+        )
+        ra, dec = _deproject(xi[keep], eta[keep], *center)
+        mag = cmag[keep]
+        n = int(keep.sum())
+        logger.info("catalog %s: %d stars fall in the simulated footprint", config.catalog, n)
+    pmra = rng.normal(0.0, config.pm_sigma_mas_yr, n)
+    pmdec = rng.normal(0.0, config.pm_sigma_mas_yr, n)
+    # Gaia DR3-like position errors (mas) growing with magnitude.
+    err = np.clip(0.02 * 10.0 ** (0.2 * (mag - 15.0)), 0.01, 2.0)
+    ra_err = err * rng.uniform(0.8, 1.2, n)
+    dec_err = err * rng.uniform(0.8, 1.2, n)
+    cos_d = np.cos(np.deg2rad(dec))
+    cat_ra = ra + rng.normal(0.0, 1.0, n) * ra_err / 3.6e6 / cos_d
+    cat_dec = dec + rng.normal(0.0, 1.0, n) * dec_err / 3.6e6
+    base_id = 2051000000000000000 + (config.seed % 1000) * 10**9
+    return Table(
+        {
+            "source_id": np.arange(n, dtype=np.int64) + base_id,
+            "ra_true": ra,
+            "dec_true": dec,
+            "ra": cat_ra,
+            "dec": cat_dec,
+            "ra_error": ra_err,
+            "dec_error": dec_err,
+            "pmra": pmra,
+            "pmdec": pmdec,
+            "ref_epoch": np.full(n, _GAIA_EPOCH),
+            "phot_g_mean_mag": mag,
+        }
+    )
+
+
+def positions_at_epoch(stars: Table, epoch: float) -> tuple[np.ndarray, np.ndarray]:
+    """True star positions propagated from the Gaia epoch to ``epoch`` (decimal year)."""
+    dt = epoch - _GAIA_EPOCH
+    dec = np.asarray(stars["dec_true"]) + np.asarray(stars["pmdec"]) * dt / 3.6e6
+    ra = np.asarray(stars["ra_true"]) + np.asarray(stars["pmra"]) * dt / 3.6e6 / np.cos(
+        np.deg2rad(np.asarray(stars["dec_true"]))
+    )
+    return ra, dec
+
+
+def _psf_components(fwhm: float) -> tuple[tuple[float, float], ...]:
+    """(weight, sigma) of the PSF: a Gaussian core plus a wider halo, like ACS/WFC's wings."""
+    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    return ((0.8, sigma), (0.2, 3.0 * sigma))
+
+
+def _render_stars(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray, fwhm: float
+) -> None:
+    """Add pixel-integrated PSFs (exact, via the Gaussian CDF) centred at 0-based (x, y)."""
+    ny, nx = image.shape
+    comps = _psf_components(fwhm)
+    half = int(math.ceil(5.0 * comps[-1][1]))
+    for xc, yc, f in zip(x, y, flux, strict=True):
+        ix, iy = int(round(xc)), int(round(yc))
+        x0, x1 = max(ix - half, 0), min(ix + half + 1, nx)
+        y0, y1 = max(iy - half, 0), min(iy + half + 1, ny)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        px = np.arange(x0, x1 + 1) - 0.5 - xc  # pixel edges relative to the star
+        py = np.arange(y0, y1 + 1) - 0.5 - yc
+        stamp = np.zeros((y1 - y0, x1 - x0))
+        for weight, sigma in comps:
+            fx = np.diff(ndtr(px / sigma))
+            fy = np.diff(ndtr(py / sigma))
+            stamp += weight * np.outer(fy, fx)
+        image[y0:y1, x0:x1] += f * stamp
+
+
+def _add_cosmic_rays(image: np.ndarray, fraction: float, rng: np.random.Generator) -> int:
+    """Add short cosmic-ray tracks hitting about ``fraction`` of the pixels; return hit count."""
+    if fraction <= 0:
+        return 0
+    ny, nx = image.shape
+    mean_len = 3.0
+    n_events = rng.poisson(fraction * image.size / mean_len)
+    hit = np.zeros(image.shape, dtype=bool)
+    lengths = rng.integers(1, 6, n_events)
+    angles = rng.uniform(0.0, math.pi, n_events)
+    x0 = rng.uniform(0.0, nx, n_events)
+    y0 = rng.uniform(0.0, ny, n_events)
+    energy = rng.lognormal(math.log(1500.0), 0.7, n_events)
+    for length, ang, xs, ys, e in zip(lengths, angles, x0, y0, energy, strict=True):
+        t = np.arange(length)
+        xi = np.clip((xs + t * math.cos(ang)).astype(int), 0, nx - 1)
+        yi = np.clip((ys + t * math.sin(ang)).astype(int), 0, ny - 1)
+        deposit = e / length * rng.uniform(0.5, 1.5, length)
+        np.add.at(image, (yi, xi), deposit)
+        hit[yi, xi] = True
+    return int(hit.sum())
+
+
+# --------------------------------------------------------------------------------------------
+# MDRIZTAB
+# --------------------------------------------------------------------------------------------
+
+
+def write_mdriztab(path: str | Path) -> Path:
+    """Write an ACS/WFC MDRIZTAB (AstroDrizzle pipeline parameters) in the archive's format.
+
+    One ``ANY`` filter block, rows by number of images (1, 2, 4+): a single image gets no
+    median/CR step; two or more use the usual minmed/median CR rejection; values follow the
+    ACS/WFC pipeline defaults (final scale 0.05", pixfrac 1, square kernel, EXP weighting).
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file.
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    # INDEF, as drizzlepac's mdzhandler reads it: NaN in float columns, -2147483647 in ints.
+    nan = float("nan")
+    nimg = [1, 2, 4]
+    n = len(nimg)
+
+    def col(name: str, fmt: str, values: Sequence[Any]) -> fits.Column:
+        return fits.Column(name=name, format=fmt, array=np.array(values))
+
+    def same(value: Any) -> list[Any]:
+        return [value] * n
+
+    cols = [
+        col("filter", "24A", same("ANY")),
+        col("numimages", "J", nimg),
+        col("build", "L", same(True)),
+        col("shiftfile", "24A", same("")),
+        col("staticfile", "24A", same("")),
+        col("static", "L", same(True)),
+        col("static_sig", "E", same(4.0)),
+        col("skysub", "L", same(True)),
+        col("skywidth", "E", same(0.1)),
+        col("skystat", "24A", same("mode")),
+        col("skylower", "E", same(nan)),
+        col("skyupper", "E", same(nan)),
+        col("skyclip", "J", same(5)),
+        col("skylsigma", "E", same(4.0)),
+        col("skyusigma", "E", same(4.0)),
+        col("skymethod", "24A", same("localmin")),
+        col("skyuser", "24A", same("")),
+        col("driz_separate", "L", [False, True, True]),
+        col("driz_sep_outnx", "J", same(_INDEF_INT)),
+        col("driz_sep_outny", "J", same(_INDEF_INT)),
+        col("driz_sep_kernel", "24A", same("turbo")),
+        col("driz_sep_wt_scl", "24A", same("exptime")),
+        col("driz_sep_scale", "E", same(nan)),
+        col("driz_sep_pixfrac", "E", same(1.0)),
+        col("driz_sep_rot", "E", same(nan)),
+        col("driz_sep_fillval", "E", same(nan)),
+        col("driz_sep_bits", "24A", same("16")),
+        col("median", "L", [False, True, True]),
+        col("median_newmasks", "L", same(True)),
+        col("combine_type", "24A", ["minmed", "minmed", "median"]),
+        col("combine_nsigma", "24A", same("4 3")),
+        col("combine_nlow", "J", same(0)),
+        col("combine_nhigh", "J", [0, 0, 1]),
+        col("combine_lthresh", "E", same(nan)),
+        col("combine_hthresh", "E", same(nan)),
+        col("combine_grow", "J", same(1)),
+        col("blot", "L", [False, True, True]),
+        col("blot_interp", "24A", same("poly5")),
+        col("blot_sinscl", "E", same(1.0)),
+        col("driz_cr", "L", [False, True, True]),
+        col("driz_cr_corr", "L", same(False)),
+        col("driz_cr_snr", "24A", same("3.5 3.0")),
+        col("driz_cr_grow", "J", same(1)),
+        col("driz_cr_ctegrow", "J", same(0)),
+        col("driz_cr_scale", "24A", same("1.2 0.7")),
+        col("driz_combine", "L", same(True)),
+        col("final_wht_type", "24A", same("EXP")),
+        col("final_outnx", "J", same(_INDEF_INT)),
+        col("final_outny", "J", same(_INDEF_INT)),
+        col("final_kernel", "24A", same("square")),
+        col("final_wt_scl", "24A", same("exptime")),
+        col("final_scale", "E", same(0.05)),
+        col("final_pixfrac", "E", same(1.0)),
+        col("final_rot", "E", same(0.0)),
+        col("final_fillval", "E", same(nan)),
+        col("final_bits", "24A", same("336")),
+        col("final_units", "24A", same("cps")),
+        col("resetbits", "J", same(4096)),
+    ]
+    primary = fits.PrimaryHDU()
+    ph = primary.header
+    ph["FILENAME"] = path.name
+    ph["FILETYPE"] = "MULTIDRIZZLE PARAMETERS"
+    ph["TELESCOP"] = "HST"
+    ph["INSTRUME"] = "ACS"
+    ph["DETECTOR"] = "WFC"
+    ph["USEAFTER"] = "Mar 01 2002 00:00:00"
+    ph["PEDIGREE"] = "DUMMY"
+    ph["DESCRIP"] = "AstroDrizzle parameters for simulated ACS/WFC visits (autodriz)"
+    fits.HDUList([primary, fits.BinTableHDU.from_columns(cols)]).writeto(path, overwrite=True)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# the visit
+# --------------------------------------------------------------------------------------------
+
+
+def _config_record(config: SimulationConfig) -> dict[str, Any]:
+    rec = dataclasses.asdict(config)
+    rec["catalog"] = str(config.catalog) if config.catalog is not None else None
+    return rec
+
+
+def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConfig()) -> SimulatedVisit:
+    """Write a simulated ACS/WFC visit with a known true WCS.
+
+    Parameters
+    ----------
+    outdir : str or Path
+        Folder to write into (created if missing). It receives ``<asn>_asn.fits``,
+        ``<root>_flt.fits`` / ``_flc.fits``, ``<asn>_truth.json``, ``<asn>_refcat.ecsv`` and
+        ``jref/`` (reference files; point ``jref`` at it with a trailing slash).
+    config : SimulationConfig
+        What to simulate.
+
+    Returns
+    -------
+    SimulatedVisit
+        Paths of the products.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    asn_lower = config.asn_id.lower()
+    jref_dir = outdir / "jref"
+    _copy_reference_files(jref_dir)
+    mdriztab_path: Path | None = None
+    mdriztab_kw = "N/A"
+    if config.write_mdriztab:
+        mdriztab_path = write_mdriztab(jref_dir / MDRIZTAB_NAME)
+        mdriztab_kw = f"jref${MDRIZTAB_NAME}"
+
+    seeds = np.random.SeedSequence(config.seed).spawn(config.n_exposures + 2)
+    rng_stars = np.random.default_rng(seeds[0])
+    rng_jitter = np.random.default_rng(seeds[1])
+
+    names = rootnames(config.asn_id, config.n_exposures)
+    t0 = Time(f"{config.date_obs}T{config.time_obs}", format="isot", scale="utc").mjd
+    # Exposures follow each other with a realistic overhead between them.
+    infos_base = [(names[k], k, t0 + k * (config.exptime + 150.0) / 86400.0) for k in range(config.n_exposures)]
+
+    # Pass 1: where does a seed pointing land? Aim the mosaic centre at (ra, dec).
+    idc_ref = _idc_reference_pixels(jref_dir / REFERENCE_FILES["IDCTAB"], config.filter)
+    scale_deg = 0.05 / 3600.0
+    seed_chips = {}
+    for extver, ccdchip in _CHIPS:
+        ltv = _subarray_ltv(config.chip_shape, ccdchip)
+        xref, yref = idc_ref[ccdchip]
+        t = math.radians(config.pa_v3)
+        # A rough CD (roll only): updatewcs rebuilds CD from PA_V3 and the IDCTAB anyway.
+        cd = scale_deg * np.array([[-math.cos(t), math.sin(t)], [math.sin(t), math.cos(t)]])
+        seed_chips[extver] = _ChipWCS(np.array([config.ra, config.dec]), np.array([xref + ltv[0], yref + ltv[1]]), cd)
+    seed = _Pointing(seed_chips, config.pa_v3)
+    first = _ExposureInfo(names[0], 0, infos_base[0][2], 0.0, (0.0, 0.0))
+    pass1 = _run_updatewcs(_wcs_only_hdulist(config, first, seed, jref_dir))
+    aim = _mosaic_centre(pass1, config.chip_shape)
+    ref_ra, ref_dec = perturb_sky(
+        config.ra, config.dec, (config.ra, config.dec),
+        shift_mas=tuple(-v for v in _offset_mas(aim, (config.ra, config.dec))),  # type: ignore[arg-type]
+    )
+    # The OPUS-like layout: pass-1 linear WCS of both chips, moved to the aimed pointing.
+    layout = _Pointing(
+        {extver: _ChipWCS.from_header(pass1[idx].header) for extver, idx in _sci_extensions(pass1).items()},
+        config.pa_v3,
+    )
+    layout = layout.moved((float(ref_ra[0]), float(ref_dec[0])))
+    base_linear = WCS(naxis=2)
+    ref_chip = layout.chips[_REF_EXTVER]
+    base_linear.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    base_linear.wcs.crval = ref_chip.crval
+    base_linear.wcs.crpix = ref_chip.crpix
+    base_linear.wcs.cd = ref_chip.cd
+    idc_scale = float(pass1[_sci_extensions(pass1)[_REF_EXTVER]].header.get("IDCSCALE", 0.05))
+
+    dithers = config.dither_arcsec or _default_dithers(config.n_exposures, idc_scale)
+
+    exposures: list[dict[str, Any]] = []
+    truth_exposures: dict[str, Any] = {}
+    default_hduls: list[fits.HDUList] = []
+    per_exposure_shift: dict[str, list[float]] = {}
+    for (root, k, expstart), dither in zip(infos_base, dithers, strict=True):
+        epoch = float(Time(expstart, format="mjd").decimalyear)
+        info = _ExposureInfo(root, k, expstart, epoch, (float(dither[0]), float(dither[1])))
+        # Moving the telescope by +d (detector x/y) makes the reference pixel see the sky that
+        # sat at crpix + d before.
+        dpix = np.array(dither, dtype=float) / idc_scale
+        cra, cdec = base_linear.wcs_pix2world([ref_chip.crpix[0] + dpix[0]], [ref_chip.crpix[1] + dpix[1]], 1)
+        opus = layout.moved((float(cra[0]), float(cdec[0])))
+        truth_hdul = _run_updatewcs(_wcs_only_hdulist(config, info, opus, jref_dir))
+
+        jitter = (
+            rng_jitter.normal(0.0, config.relative_error_mas, 2) if config.relative_error_mas > 0 else np.zeros(2)
+        )
+        shift = (config.pointing_error_mas[0] + float(jitter[0]), config.pointing_error_mas[1] + float(jitter[1]))
+        per_exposure_shift[root] = [shift[0], shift[1]]
+        header_pointing = opus.perturbed(config.rotation_error_arcsec, shift)
+        default_hduls.append(_run_updatewcs(_wcs_only_hdulist(config, info, header_pointing, jref_dir)))
+
+        truth_exposures[root] = {
+            "flt": f"{root}_flt.fits",
+            "flc": f"{root}_flc.fits" if config.write_flc else None,
+            "expstart_mjd": expstart,
+            "epoch": epoch,
+            "dither_arcsec": list(info.dither_arcsec),
+            "pa_v3_true": opus.pa_v3,
+            "pa_v3_header": header_pointing.pa_v3,
+            "shift_mas": [shift[0], shift[1]],
+            "opus_true": {str(e): c.keywords() for e, c in opus.chips.items()},
+            "sci": _truth_record(truth_hdul),
+        }
+        exposures.append({"info": info, "truth": truth_hdul, "header": header_pointing})
+
+    truth: dict[str, Any] = {
+        "format": "autodriz-simulation-truth/1",
+        "asn_id": config.asn_id.upper(),
+        "config": _config_record(config),
+        "injected": {
+            "pointing_error_mas": list(config.pointing_error_mas),
+            "rotation_error_arcsec": config.rotation_error_arcsec,
+            "relative_error_mas": config.relative_error_mas,
+            "shift_mas_per_exposure": per_exposure_shift,
+        },
+        "reference_files": {k: f"jref${v}" for k, v in REFERENCE_FILES.items()},
+        "aim": {"ra": config.ra, "dec": config.dec},
+        "exposures": truth_exposures,
+    }
+    default_error = truth_mod.visit_error(default_hduls, truth)
+    truth["expected_default_error_mas"] = default_error.rms_mas
+    truth["expected_default_error"] = dataclasses.asdict(default_error)
+    logger.info(
+        "simulated header WCS error after updatewcs: rms %.2f mas (max %.2f)",
+        default_error.rms_mas, default_error.max_mas,
+    )
+
+    # Stars over the footprint of all exposures: one detector-aligned box per chip.
+    chip_wcs = {extver: [_full_wcs(e["truth"], extver) for e in exposures] for extver, _ in _CHIPS}
+    cd = chip_wcs[_REF_EXTVER][0].wcs.cd
+    orient = math.degrees(math.atan2(cd[0, 1], cd[1, 1]))
+    footprint = _footprint_boxes(chip_wcs, config.chip_shape, (config.ra, config.dec), orient, margin_arcsec=1.0)
+    stars = _make_stars(config, rng_stars, footprint, (config.ra, config.dec))
+    phot = _photometry(config.filter)
+    flux_rate = 10.0 ** (-0.4 * (np.asarray(stars["phot_g_mean_mag"]) - phot["ZP_AB"]))
+
+    flt_paths: list[Path] = []
+    flc_paths: list[Path] = []
+    for exp, seed_seq in zip(exposures, seeds[2:], strict=True):
+        info: _ExposureInfo = exp["info"]
+        rng = np.random.default_rng(seed_seq)
+        ra_t, dec_t = positions_at_epoch(stars, info.epoch)
+        chips_data = []
+        n_cr = 0
+        for extver, ccdchip in _CHIPS:
+            wcs = _full_wcs(exp["truth"], extver)
+            x, y = wcs.all_world2pix(ra_t, dec_t, 0, tolerance=1e-6, maxiter=50, quiet=True)
+            model = np.full(config.chip_shape, config.sky_electrons, dtype=float)
+            ok = np.isfinite(x) & np.isfinite(y)
+            _render_stars(model, x[ok], y[ok], flux_rate[ok] * config.exptime, config.psf_fwhm_pix)
+            sci = rng.poisson(model).astype(float)
+            sci += rng.normal(0.0, config.read_noise, config.chip_shape) if config.read_noise > 0 else 0.0
+            n_cr += _add_cosmic_rays(sci, config.cosmic_ray_fraction, rng)
+            err = np.sqrt(np.maximum(sci, 0.0) + config.read_noise**2)
+            chips_data.append((extver, ccdchip, sci.astype(np.float32), err.astype(np.float32)))
+        logger.debug("%s: %d pixels hit by cosmic rays", info.rootname, n_cr)
+
+        aim_ra, aim_dec = _mosaic_centre(exp["truth"], config.chip_shape)
+        header_pointing: _Pointing = exp["header"]
+        for suffix in ("flt", "flc") if config.write_flc else ("flt",):
+            hdus: list[Any] = [
+                fits.PrimaryHDU(header=_primary_header(config, info, header_pointing.pa_v3, suffix, mdriztab_kw))
+            ]
+            for extver, ccdchip, sci, err in chips_data:
+                ltv = _subarray_ltv(config.chip_shape, ccdchip)
+                chip = header_pointing.chips[extver]
+                pa_aper = chip.keywords()["ORIENTAT"]
+                sci_hdr = _sci_header(config, info, extver, ccdchip, chip, ltv, (aim_ra, aim_dec, pa_aper))
+                sci_hdr["GOODMIN"] = float(sci.min())
+                sci_hdr["GOODMAX"] = float(sci.max())
+                sci_hdr["GOODMEAN"] = float(sci.mean(dtype=np.float64))
+                hdus.append(fits.ImageHDU(sci, header=sci_hdr))
+                hdus.append(fits.ImageHDU(err, header=_companion_header(sci_hdr, "ERR")))
+                hdus.append(fits.ImageHDU(np.zeros(config.chip_shape, np.int16), header=_companion_header(sci_hdr, "DQ")))
+            path = outdir / f"{info.rootname}_{suffix}.fits"
+            fits.HDUList(hdus).writeto(path, overwrite=True)
+            (flt_paths if suffix == "flt" else flc_paths).append(path)
+
+    asn_path = write_asn_table(
+        outdir / f"{asn_lower}_asn.fits",
+        config.asn_id,
+        names,
+        instrument="ACS",
+        detector="WFC",
+        built_by="autodriz.simulate",
+    )
+
+    catalog_path = outdir / f"{asn_lower}_refcat.ecsv"
+    refcat = stars["source_id", "ra", "dec", "ra_error", "dec_error", "pmra", "pmdec", "ref_epoch", "phot_g_mean_mag"]
+    refcat.meta["comments"] = [
+        f"Simulated Gaia-like reference catalog for {config.asn_id.upper()} (autodriz.simulate)",
+        "ra/dec at ref_epoch (J2016.0); pmra includes cos(dec); errors and proper motions in mas(/yr)",
+    ]
+    refcat.write(catalog_path, format="ascii.ecsv", overwrite=True)
+
+    epoch_mid = float(np.mean([e["info"].epoch for e in exposures]))
+    ra_mid, dec_mid = positions_at_epoch(stars, epoch_mid)
+    truth["stars"] = {
+        "epoch": epoch_mid,
+        "source_id": [int(s) for s in stars["source_id"]],
+        "ra": ra_mid.tolist(),
+        "dec": dec_mid.tolist(),
+        "mag": np.asarray(stars["phot_g_mean_mag"]).tolist(),
+    }
+    truth_path = outdir / f"{asn_lower}_truth.json"
+    truth_path.write_text(json.dumps(truth, indent=1, default=_json_default), encoding="utf-8")
+
+    return SimulatedVisit(
+        directory=outdir,
+        asn_path=asn_path,
+        flt_paths=tuple(flt_paths),
+        flc_paths=tuple(flc_paths),
+        truth_path=truth_path,
+        catalog_path=catalog_path,
+        jref_dir=jref_dir,
+        mdriztab_path=mdriztab_path,
+    )
+
+
+def _offset_mas(pos: tuple[float, float], ref: tuple[float, float]) -> tuple[float, float]:
+    """Tangent-plane (east, north) offset of ``pos`` from ``ref``, mas."""
+    xi, eta = _project(np.array([pos[0]]), np.array([pos[1]]), *ref)
+    return float(xi[0] * _MAS_PER_RAD), float(eta[0] * _MAS_PER_RAD)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer | np.bool_):
+        return obj.item()
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,249 @@
+"""Measure how far a WCS is from the known truth of a simulated visit.
+
+:func:`autodriz.simulate.simulate_visit` writes ``<asn>_truth.json``: for every exposure and SCI
+extension, the linear+SIP WCS that ``stwcs.updatewcs`` produces from the *unperturbed* pointing.
+This module rebuilds those WCSs with :class:`astropy.wcs.WCS` (no other file needed) and
+compares them with the *current active* WCS of any exposure file: pixel → sky on a grid over
+each chip, on-sky separations in milliarcseconds.
+
+Both sides are evaluated with their linear+SIP parts only. The NPOL and D2IM lookup tables are
+dropped on purpose: a file that went through ``updatewcs`` carries exactly the same tables as the
+truth (same NPOLFILE/D2IMFILE, same chips), so they displace a given pixel identically on both
+sides and cancel in the difference, apart from a second-order term (table offset, < 0.1 px,
+times the tiny scale/rotation difference between the two WCSs, i.e. far below 1 µas). Keeping
+them would only force every caller to carry the lookup-table extensions around.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+logger = logging.getLogger(__name__)
+
+#: Header keywords (regular expression) that make up the linear+SIP part of a celestial WCS.
+_LINEAR_SIP_KEY = re.compile(
+    r"^(WCSAXES|CTYPE[12]|CUNIT[12]|CRVAL[12]|CRPIX[12]|CD[12]_[12]|RADESYS|EQUINOX|"
+    r"(A|B|AP|BP)_ORDER|(A|B|AP|BP)_\d+_\d+|NAXIS[12])$"
+)
+
+_MAS_PER_DEG = 3.6e6
+
+
+@dataclass(frozen=True)
+class WCSError:
+    """Astrometric error of a WCS against the truth, on a pixel grid.
+
+    Attributes
+    ----------
+    rms_mas : float
+        Root-mean-square on-sky separation, milliarcseconds.
+    max_mas : float
+        Largest separation, milliarcseconds.
+    mean_dx_mas, mean_dy_mas : float
+        Mean offset (tested WCS minus truth) towards east and north, milliarcseconds.
+    n_points : int
+        Number of grid points compared.
+    """
+
+    rms_mas: float
+    max_mas: float
+    mean_dx_mas: float
+    mean_dy_mas: float
+    n_points: int
+
+
+def load_truth(path: str | Path) -> dict[str, Any]:
+    """Read a ``<asn>_truth.json`` written by the simulator.
+
+    Parameters
+    ----------
+    path : str or Path
+        The truth file.
+
+    Returns
+    -------
+    dict
+        The parsed JSON: ``config``, ``injected``, ``expected_default_error_mas`` and
+        ``exposures`` (rootname → ``{"sci": {extver: header-keyword dict}, ...}``).
+    """
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def linear_sip_header(header: Mapping[str, Any]) -> fits.Header:
+    """Keep only the linear+SIP celestial WCS keywords of a header (see module notes)."""
+    out = fits.Header()
+    for key, value in header.items():
+        if _LINEAR_SIP_KEY.match(key):
+            out[key] = value
+    return out
+
+
+def truth_wcs(truth: Mapping[str, Any], rootname: str, extver: int) -> WCS:
+    """Rebuild the true WCS of one SCI extension from the truth record.
+
+    Parameters
+    ----------
+    truth : dict
+        As returned by :func:`load_truth`.
+    rootname : str
+        Exposure rootname (case-insensitive).
+    extver : int
+        SCI extension version.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        Linear+SIP WCS, with ``pixel_shape`` set to the chip shape.
+    """
+    try:
+        keys = truth["exposures"][rootname.lower()]["sci"][str(extver)]
+    except KeyError as exc:
+        raise KeyError(f"truth has no SCI,{extver} for exposure {rootname!r}") from exc
+    return _wcs_from_header(linear_sip_header(keys))
+
+
+def _wcs_from_header(header: fits.Header) -> WCS:
+    wcs = WCS(header)
+    if "NAXIS1" in header and "NAXIS2" in header:
+        wcs.pixel_shape = (int(header["NAXIS1"]), int(header["NAXIS2"]))
+    return wcs
+
+
+def _grid(nx: int, ny: int, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    # 0-based pixel centres spanning the whole chip, edges included.
+    xs = np.linspace(0.0, nx - 1.0, grid)
+    ys = np.linspace(0.0, ny - 1.0, grid)
+    gx, gy = np.meshgrid(xs, ys)
+    return gx.ravel(), gy.ravel()
+
+
+def _offsets_mas(
+    ra: np.ndarray, dec: np.ndarray, ra0: np.ndarray, dec0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """East/north offsets and exact great-circle separations of (ra, dec) from (ra0, dec0)."""
+    r, d, r0, d0 = (np.deg2rad(a) for a in (ra, dec, ra0, dec0))
+    # Vincenty formula: accurate at mas separations where the plain arccos form is not.
+    dra = r - r0
+    num = np.hypot(np.cos(d) * np.sin(dra), np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(dra))
+    den = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(dra)
+    sep = np.rad2deg(np.arctan2(num, den)) * _MAS_PER_DEG
+    east = ((ra - ra0 + 180.0) % 360.0 - 180.0) * np.cos(d0) * _MAS_PER_DEG
+    north = (dec - dec0) * _MAS_PER_DEG
+    return east, north, sep
+
+
+def header_offsets(
+    header: Mapping[str, Any], true_wcs: WCS, *, grid: int = 16
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """East/north offsets and separations (mas) of a header WCS from a true WCS on a grid.
+
+    Parameters
+    ----------
+    header : mapping
+        SCI extension header holding the WCS to test (its active, primary WCS).
+    true_wcs : astropy.wcs.WCS
+        The truth for the same chip.
+    grid : int
+        Points per axis.
+    """
+    test = _wcs_from_header(linear_sip_header(header))
+    nx = int(header.get("NAXIS1", true_wcs.pixel_shape[0]))
+    ny = int(header.get("NAXIS2", true_wcs.pixel_shape[1]))
+    x, y = _grid(nx, ny, grid)
+    ra, dec = test.all_pix2world(x, y, 0)
+    ra0, dec0 = true_wcs.all_pix2world(x, y, 0)
+    return _offsets_mas(ra, dec, ra0, dec0)
+
+
+def _summarise(east: np.ndarray, north: np.ndarray, sep: np.ndarray) -> WCSError:
+    if sep.size == 0:
+        raise ValueError("no grid points to compare")
+    return WCSError(
+        rms_mas=float(np.sqrt(np.mean(sep**2))),
+        max_mas=float(np.max(sep)),
+        mean_dx_mas=float(np.mean(east)),
+        mean_dy_mas=float(np.mean(north)),
+        n_points=int(sep.size),
+    )
+
+
+def _exposure_offsets(
+    exposure: str | Path | fits.HDUList, truth: Mapping[str, Any], grid: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if isinstance(exposure, fits.HDUList):
+        return _hdulist_offsets(exposure, truth, grid)
+    with fits.open(exposure) as hdul:
+        return _hdulist_offsets(hdul, truth, grid)
+
+
+def _hdulist_offsets(
+    hdul: fits.HDUList, truth: Mapping[str, Any], grid: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rootname = str(hdul[0].header["ROOTNAME"]).strip()
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for hdu in hdul[1:]:
+        if hdu.header.get("EXTNAME", "").strip().upper() != "SCI":
+            continue
+        extver = int(hdu.header.get("EXTVER", 1))
+        parts.append(header_offsets(hdu.header, truth_wcs(truth, rootname, extver), grid=grid))
+    if not parts:
+        raise ValueError(f"exposure {rootname!r} has no SCI extension")
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
+def wcs_error(
+    exposure_path: str | Path | fits.HDUList, truth: Mapping[str, Any], *, grid: int = 16
+) -> WCSError:
+    """Error of the active WCS of every SCI extension of one exposure against the truth.
+
+    Parameters
+    ----------
+    exposure_path : str, Path or astropy.io.fits.HDUList
+        An FLT/FLC file of the simulated visit (or an open HDUList); its ``ROOTNAME`` selects
+        the truth record.
+    truth : dict
+        As returned by :func:`load_truth`.
+    grid : int
+        Grid points per axis on each chip.
+
+    Returns
+    -------
+    WCSError
+    """
+    return _summarise(*_exposure_offsets(exposure_path, truth, grid))
+
+
+def visit_error(
+    paths: Iterable[str | Path | fits.HDUList], truth: Mapping[str, Any], *, grid: int = 16
+) -> WCSError:
+    """Error pooled over several exposures (all chips, all grid points together).
+
+    Parameters
+    ----------
+    paths : iterable of str, Path or HDUList
+        Exposure files.
+    truth : dict
+        As returned by :func:`load_truth`.
+    grid : int
+        Grid points per axis on each chip.
+
+    Returns
+    -------
+    WCSError
+    """
+    parts = [_exposure_offsets(p, truth, grid) for p in paths]
+    if not parts:
+        raise ValueError("no exposures given")
+    east, north, sep = (np.concatenate(p) for p in zip(*parts, strict=True))
+    return _summarise(east, north, sep)

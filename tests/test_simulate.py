@@ -1,0 +1,359 @@
+"""Tests of autodriz.simulate: a visit whose true WCS is known, through the real updatewcs."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from autodriz import simulate as S
+from autodriz import truth as T
+
+INJECTED = (30.0, -40.0)
+
+# stwcs copies SIP WCSs onto ERR/DQ through astropy, which warns about it; not our concern.
+pytestmark = pytest.mark.filterwarnings("ignore:Some non-standard WCS keywords were excluded")
+
+
+@pytest.fixture(scope="module")
+def visit(tmp_path_factory) -> S.SimulatedVisit:
+    """Two exposures with a 50 mas pointing error (30 mas east, 40 mas south)."""
+    return S.simulate_visit(
+        tmp_path_factory.mktemp("visit"), S.SimulationConfig(pointing_error_mas=INJECTED, seed=3)
+    )
+
+
+@pytest.fixture(scope="module")
+def exact_visit(tmp_path_factory) -> S.SimulatedVisit:
+    """No injected error: after updatewcs the files carry the truth."""
+    return S.simulate_visit(tmp_path_factory.mktemp("exact"), S.SimulationConfig(seed=4))
+
+
+def _copy_exposures(paths, dest: Path) -> list[Path]:
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in paths:
+        target = dest / p.name
+        shutil.copyfile(p, target)
+        out.append(target)
+    return out
+
+
+def _updatewcs_in_child(files: list[Path], jref_dir: Path) -> None:
+    """Run updatewcs as the pipeline does: own process, ``jref`` in its environment."""
+    env = dict(os.environ, jref=str(jref_dir) + "/")
+    code = textwrap.dedent(
+        """
+        import sys
+        from stwcs.updatewcs import updatewcs
+        updatewcs(sys.argv[1:], use_db=False)
+        """
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, *map(str, files)],
+        env=env, cwd=files[0].parent, check=True, capture_output=True, timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def updated(visit, exact_visit, tmp_path_factory) -> dict[str, list[Path]]:
+    """Copies of both visits' FLTs after updatewcs (one child process for all of them)."""
+    base = tmp_path_factory.mktemp("updated")
+    injected = _copy_exposures(visit.flt_paths, base / "injected")
+    exact = _copy_exposures(exact_visit.flt_paths, base / "exact")
+    # Both visits ship identical reference files; one jref serves both.
+    _updatewcs_in_child(injected + exact, visit.jref_dir)
+    return {"injected": injected, "exact": exact}
+
+
+def test_products_exist(visit):
+    assert visit.asn_path.name == "jsim01010_asn.fits"
+    assert [p.name for p in visit.flt_paths] == ["jsim01a1q_flt.fits", "jsim01a2q_flt.fits"]
+    assert [p.name for p in visit.flc_paths] == ["jsim01a1q_flc.fits", "jsim01a2q_flc.fits"]
+    assert visit.truth_path.is_file() and visit.catalog_path.is_file()
+    for name in S.REFERENCE_FILES.values():
+        assert (visit.jref_dir / name).is_file()
+    assert visit.mdriztab_path is not None and visit.mdriztab_path.is_file()
+
+
+def test_asn_table_lists_members(visit):
+    with fits.open(visit.asn_path) as hdul:
+        names = [n.strip() for n in hdul[1].data["MEMNAME"]]
+        types = [t.strip() for t in hdul[1].data["MEMTYPE"]]
+    assert names == ["JSIM01A1Q", "JSIM01A2Q", "JSIM01010"]
+    assert types == ["EXP-DTH", "EXP-DTH", "PROD-DTH"]
+
+
+def test_exposure_layout_and_keywords(visit):
+    with fits.open(visit.flt_paths[0]) as hdul:
+        assert [(h.name, h.ver) for h in hdul[1:]] == [
+            ("SCI", 1), ("ERR", 1), ("DQ", 1), ("SCI", 2), ("ERR", 2), ("DQ", 2)
+        ]
+        ph = hdul[0].header
+        for key in (
+            "TELESCOP INSTRUME DETECTOR FILTER1 FILTER2 IMAGETYP OBSTYPE OBSMODE EXPTIME EXPSTART "
+            "EXPEND DATE-OBS TIME-OBS PA_V3 RA_TARG DEC_TARG ROOTNAME FILENAME IDCTAB NPOLFILE "
+            "D2IMFILE MDRIZTAB ASN_ID ASN_TAB ASN_MTYP DRIZCORR PCTECORR SUBARRAY APERTURE CCDGAIN "
+            "PHOTFLAM PHOTPLAM PHOTZPT ATODGNA READNSEA CCDAMP"
+        ).split():
+            assert key in ph, key
+        assert (ph["INSTRUME"], ph["DETECTOR"], ph["OBSTYPE"]) == ("ACS", "WFC", "IMAGING")
+        assert (ph["FILTER1"], ph["FILTER2"]) == ("F606W", "CLEAR2L")
+        assert ph["IDCTAB"] == "jref$0461802ej_idc.fits"
+        assert ph["NPOLFILE"] == "jref$02c1450rj_npl.fits"
+        assert ph["D2IMFILE"] == "jref$02c1450oj_d2i.fits"
+        assert ph["MDRIZTAB"] == f"jref${S.MDRIZTAB_NAME}"
+        assert ph["ASN_ID"] == "JSIM01010" and ph["DRIZCORR"] == "PERFORM"
+        assert ph["FILENAME"] == "jsim01a1q_flt.fits"
+        assert hdul["SCI", 1].header["CCDCHIP"] == 2 and hdul["SCI", 2].header["CCDCHIP"] == 1
+        for extver in (1, 2):
+            sci = hdul["SCI", extver]
+            assert sci.header["BITPIX"] == -32 and sci.data.shape == (256, 512)
+            assert hdul["ERR", extver].header["BITPIX"] == -32
+            assert hdul["DQ", extver].header["BITPIX"] == 16
+            assert not hdul["DQ", extver].data.any()  # cosmic rays are left for drizzle to find
+            h = sci.header
+            for key in "LTV1 LTV2 LTM1_1 LTM2_2 VAFACTOR ORIENTAT PA_APER EXPNAME CRVAL1 CD1_1".split():
+                assert key in h, key
+            assert h["BUNIT"] == "ELECTRONS" and h["WCSNAME"] == "OPUS"
+            assert hdul["ERR", extver].header["CRVAL1"] == h["CRVAL1"]
+            # Cosmic rays: a small fraction of pixels far above sky + stars.
+            assert 0.001 < np.mean(sci.data > 40 + 400) < 0.05
+    with fits.open(visit.flc_paths[0]) as flc, fits.open(visit.flt_paths[0]) as flt:
+        assert flc[0].header["PCTECORR"] == "COMPLETE" and flc[0].header["FILENAME"] == "jsim01a1q_flc.fits"
+        for ext in (("SCI", 1), ("ERR", 2), ("DQ", 1)):
+            np.testing.assert_array_equal(flc[ext].data, flt[ext].data)
+
+
+def test_reference_catalog_is_gaia_like(visit):
+    cat = Table.read(visit.catalog_path, format="ascii.ecsv")
+    assert cat.colnames == [
+        "source_id", "ra", "dec", "ra_error", "dec_error", "pmra", "pmdec", "ref_epoch", "phot_g_mean_mag"
+    ]
+    assert len(cat) == 200
+    assert np.all(cat["ref_epoch"] == 2016.0)
+    assert np.all((cat["phot_g_mean_mag"] >= 18) & (cat["phot_g_mean_mag"] <= 24))
+    # Small proper motions, propagated over the 11 years to the 2005 observation.
+    assert 0.5 < np.std(cat["pmra"]) < 5
+
+
+def test_same_seed_same_bytes(tmp_path):
+    cfg = S.SimulationConfig(n_stars=30, n_exposures=1, write_flc=False, seed=11)
+    a = S.simulate_visit(tmp_path / "a", cfg)
+    b = S.simulate_visit(tmp_path / "b", cfg)
+    assert a.flt_paths[0].read_bytes() == b.flt_paths[0].read_bytes()
+    assert a.catalog_path.read_bytes() == b.catalog_path.read_bytes()
+    c = S.simulate_visit(tmp_path / "c", S.SimulationConfig(n_stars=30, n_exposures=1, write_flc=False, seed=12))
+    assert not np.array_equal(fits.getdata(a.flt_paths[0], ("SCI", 1)), fits.getdata(c.flt_paths[0], ("SCI", 1)))
+
+
+def test_truth_record_rebuilds_wcs_and_expected_error(visit):
+    truth = T.load_truth(visit.truth_path)
+    assert truth["injected"]["pointing_error_mas"] == list(INJECTED)
+    assert truth["expected_default_error_mas"] == pytest.approx(50.0, abs=1.0)
+    rec = truth["exposures"]["jsim01a1q"]["sci"]["1"]
+    assert rec["CTYPE1"] == "RA---TAN-SIP" and rec["A_ORDER"] == 5 and "B_3_2" in rec
+    assert rec["WCSNAME"] == "IDC_0461802ej"
+    assert set(truth["exposures"]) == {"jsim01a1q", "jsim01a2q"}
+
+
+def test_updatewcs_gives_truth_plus_injected_error(visit, exact_visit, updated):
+    truth = T.load_truth(visit.truth_path)
+    for path in updated["injected"]:
+        with fits.open(path) as hdul:
+            assert hdul["SCI", 1].header["WCSNAME"] == "IDC_0461802ej"
+            assert hdul["SCI", 2].header["WCSNAME"] == "IDC_0461802ej"
+    err = T.visit_error(updated["injected"], truth)
+    assert err.rms_mas == pytest.approx(50.0, abs=2.0)
+    assert err.mean_dx_mas == pytest.approx(INJECTED[0], abs=2.0)
+    assert err.mean_dy_mas == pytest.approx(INJECTED[1], abs=2.0)
+    # The simulator's own measurement (in memory, absolute reference paths) agrees.
+    assert err.rms_mas == pytest.approx(truth["expected_default_error_mas"], abs=0.1)
+
+    exact = T.visit_error(updated["exact"], T.load_truth(exact_visit.truth_path))
+    assert exact.rms_mas < 1.0
+    # The header as written (linear OPUS WCS, no distortion) is far from the truth.
+    assert T.visit_error(exact_visit.flt_paths, T.load_truth(exact_visit.truth_path)).rms_mas > 5.0
+
+
+def test_rotation_error_is_a_roll_about_the_reference_chip(tmp_path):
+    """updatewcs of a header rolled by 300" equals the truth rolled about the reference CRVAL."""
+    rot = 300.0
+    v = S.simulate_visit(
+        tmp_path / "rot",
+        S.SimulationConfig(rotation_error_arcsec=rot, n_exposures=1, n_stars=20, write_flc=False, seed=5),
+    )
+    truth = T.load_truth(v.truth_path)
+    # Absolute reference paths: stwcs resolves them without jref in the environment.
+    work = _copy_exposures(v.flt_paths, tmp_path / "work")
+    with fits.open(work[0], mode="update") as hdul:
+        for key, name in S.REFERENCE_FILES.items():
+            hdul[0].header[key] = str(v.jref_dir / name)
+    from stwcs.updatewcs import updatewcs
+
+    updatewcs([str(w) for w in work], use_db=False)
+    exp = truth["exposures"]["jsim01a1q"]
+    centre = (exp["opus_true"]["1"]["CRVAL1"], exp["opus_true"]["1"]["CRVAL2"])
+    with fits.open(work[0]) as hdul:
+        for extver in (1, 2):
+            hdr = hdul["SCI", extver].header
+            test = WCS(T.linear_sip_header(hdr))
+            true = T.truth_wcs(truth, "jsim01a1q", extver)
+            x, y = np.meshgrid(np.linspace(0, 511, 6), np.linspace(0, 255, 4))
+            ra, dec = true.all_pix2world(x.ravel(), y.ravel(), 0)
+            pra, pdec = S.perturb_sky(ra, dec, centre, rotation_arcsec=rot)
+            tra, tdec = test.all_pix2world(x.ravel(), y.ravel(), 0)
+            d = np.hypot((tra - pra) * math.cos(math.radians(37.8)), tdec - pdec) * 3.6e6
+            assert d.max() < 1.0, d.max()
+            # The roll is really there, with this sign: the opposite roll or none would be off.
+            nra, ndec = S.perturb_sky(ra, dec, centre, rotation_arcsec=-rot)
+            assert np.hypot((tra - nra) * math.cos(math.radians(37.8)), tdec - ndec).max() * 3.6e6 > 5.0
+            assert np.hypot((tra - ra) * math.cos(math.radians(37.8)), tdec - dec).max() * 3.6e6 > 5.0
+    assert exp["pa_v3_header"] - exp["pa_v3_true"] == pytest.approx(rot / 3600.0)
+
+
+def test_stars_are_where_the_truth_says(exact_visit, updated):
+    """Centroids of bright isolated stars match the full truth WCS (SIP + NPOL + D2IM)."""
+    from photutils.centroids import centroid_2dg, centroid_sources
+
+    truth = T.load_truth(exact_visit.truth_path)
+    stars = truth["stars"]
+    ra, dec, mag = (np.asarray(stars[k]) for k in ("ra", "dec", "mag"))
+    residuals = []
+    for path in updated["exact"]:
+        with fits.open(path) as hdul:
+            for extver in (1, 2):
+                # After updatewcs with no injected error, the file's WCS (with its lookup
+                # tables) is the truth the stars were rendered with.
+                wcs = WCS(hdul["SCI", extver].header, fobj=hdul)
+                data = hdul["SCI", extver].data.astype(float) - 40.0
+                x, y = wcs.all_world2pix(ra, dec, 0, tolerance=1e-6)
+                ny, nx = data.shape
+                inside = (x > 8) & (x < nx - 9) & (y > 8) & (y < ny - 9)
+                for i in np.flatnonzero(inside & (mag < 21.5)):
+                    dist = np.hypot(x - x[i], y - y[i])
+                    dist[i] = np.inf
+                    if dist.min() < 10:
+                        continue
+                    cx, cy = centroid_sources(data, x[i], y[i], box_size=9, centroid_func=centroid_2dg)
+                    residuals.append(math.hypot(cx[0] - x[i], cy[0] - y[i]))
+    residuals = np.array(residuals)
+    assert residuals.size >= 20
+    # A cosmic ray on a star may spoil one centroid; the bulk must be exact.
+    assert np.median(residuals) < 0.02
+    assert np.percentile(residuals, 90) < 0.05
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        S.SimulationConfig(asn_id="SHORT")
+    with pytest.raises(ValueError):
+        S.SimulationConfig(n_exposures=2, dither_arcsec=((0.0, 0.0),))
+    with pytest.raises(ValueError):
+        S.SimulationConfig(filter="F999W")
+    assert S.rootnames("JSIM01010", 3) == ["jsim01a1q", "jsim01a2q", "jsim01a3q"]
+
+
+def test_real_catalog_recentred(shared_data, tmp_path):
+    v = S.simulate_visit(
+        tmp_path / "gaia",
+        S.SimulationConfig(
+            catalog=shared_data / "catalogs" / "gaia.cat", mag_range=(14.0, 21.0),
+            n_exposures=1, write_flc=False, ra=10.0, dec=-30.0,
+        ),
+    )
+    cat = Table.read(v.catalog_path, format="ascii.ecsv")
+    assert len(cat) > 5
+    assert np.all(np.abs(cat["dec"] + 30.0) < 0.05)
+    with fits.open(v.flt_paths[0]) as hdul:
+        assert hdul[0].header["RA_TARG"] == 10.0
+        # Real stars were rendered: the brightest pixels stand well above sky and noise.
+        assert np.percentile(hdul["SCI", 1].data, 99.9) > 1000
+
+
+def test_mdriztab_is_read_by_drizzlepac(visit, tmp_path):
+    """drizzlepac's own MDRIZTAB reader selects our rows by filter (ANY) and image count."""
+    from drizzlepac import mdzhandler
+
+    files = _copy_exposures(visit.flt_paths, tmp_path)
+    for f in files:
+        # An absolute path instead of jref$: no environment variable needed in this process.
+        fits.setval(f, "MDRIZTAB", value=str(visit.mdriztab_path))
+    pars = mdzhandler.getMdriztabParameters([str(f) for f in files])
+    assert pars["combine_type"] == "minmed" and pars["driz_cr"] is True
+    assert pars["final_scale"] == pytest.approx(0.05) and pars["final_rot"] == 0.0
+    assert pars["combine_lthresh"] is None and pars["final_outnx"] is None
+    single = mdzhandler.getMdriztabParameters([str(files[0])])
+    assert single["driz_cr"] is False and single["median"] is False
+
+
+def test_full_frame_chip_gap_and_subarray_cut(tmp_path):
+    """Full chips: ~52 px gap after updatewcs. Subarrays: exactly the full-frame WCS, shifted by LTV."""
+    jref = tmp_path / "jref"
+    S._copy_reference_files(jref)
+
+    def true_hdulist(shape):
+        cfg = S.SimulationConfig(chip_shape=shape)
+        idc = S._idc_reference_pixels(jref / S.REFERENCE_FILES["IDCTAB"], cfg.filter)
+        chips = {}
+        for extver, ccdchip in S._CHIPS:
+            ltv = S._subarray_ltv(shape, ccdchip)
+            xref, yref = idc[ccdchip]
+            cd = 1.4e-5 * np.array([[-1.0, 0.0], [0.0, 1.0]])
+            chips[extver] = S._ChipWCS(np.array([290.22, 37.8]), np.array([xref + ltv[0], yref + ltv[1]]), cd)
+        info = S._ExposureInfo("jsim01a1q", 0, 53594.4, 2005.6, (0.0, 0.0))
+        return S._run_updatewcs(S._wcs_only_hdulist(cfg, info, S._Pointing(chips, 120.0), jref))
+
+    full = true_hdulist(S.FULL_CHIP_SHAPE)
+    sub = true_hdulist((256, 512))
+    wfc2 = S._full_wcs(full, 1)
+    wfc1 = S._full_wcs(full, 2)
+    xs = np.array([100.0, 2048.0, 4000.0])
+    ra, dec = wfc2.all_pix2world(xs, np.full(3, 2047.0), 0)
+    _, y1 = wfc1.all_world2pix(ra, dec, 0)
+    gap = -y1 - 1.0  # rows missing between WFC2's top row and WFC1's first row
+    assert np.all((gap > 49) & (gap < 56)), gap
+
+    ltv1, ltv2 = S._subarray_ltv((256, 512), 1)
+    x = np.array([0.0, 100.0, 511.0])
+    y = np.array([0.0, 200.0, 255.0])
+    for extver in (1, 2):
+        ws = WCS(T.linear_sip_header(sub[S._sci_extensions(sub)[extver]].header))
+        wf = WCS(T.linear_sip_header(full[S._sci_extensions(full)[extver]].header))
+        np.testing.assert_allclose(ws.all_pix2world(x, y, 0), wf.all_pix2world(x - ltv1, y - ltv2, 0), atol=1e-10)
+
+
+@pytest.mark.slow
+def test_astrodrizzle_runs_on_a_simulated_visit(visit, tmp_path):
+    """AstroDrizzle (MDRIZTAB parameters) drizzles the visit and flags its cosmic rays."""
+    files = _copy_exposures(visit.flc_paths, tmp_path)
+    _updatewcs_in_child(files, visit.jref_dir)
+    code = textwrap.dedent(
+        """
+        import sys
+        from drizzlepac import astrodrizzle
+        astrodrizzle.AstroDrizzle(sys.argv[1:], output="jsim01010", mdriztab=True, updatewcs=False,
+                                  build=True, clean=True, num_cores=1)
+        """
+    )
+    env = dict(os.environ, jref=str(visit.jref_dir) + "/")
+    run = subprocess.run(
+        [sys.executable, "-c", code, *[f.name for f in files]],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    with fits.open(tmp_path / "jsim01010_drc.fits") as drc:
+        assert drc["SCI"].header["WCSNAME"] == "IDC_0461802ej"
+        assert abs(np.nanmedian(drc["SCI"].data)) < 0.02  # sky subtracted (e-/s)
+    with fits.open(files[0]) as flc:
+        assert 0.002 < np.mean(flc["DQ", 1].data & 4096 > 0) < 0.03
