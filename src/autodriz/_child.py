@@ -5,7 +5,7 @@ variables (``jref``, ``iref``), and stwcs/drizzlepac configure logging globally.
 child whose working directory is the candidate's folder keeps the calling process free of all
 that: no ``chdir``, no environment changes, no foreign log handlers.
 
-The job is a JSON file: ``{"task": "updatewcs" | "astrodrizzle", ...}``. The child prints
+The job is a JSON file: ``{"task": "updatewcs" | "astrodrizzle" | "apply_headerlets", ...}``. The child prints
 ``AUTODRIZ-CHILD-RESULT <json>`` as its last line on success.
 """
 
@@ -45,7 +45,40 @@ def _astrodrizzle(job: dict) -> dict:
     return {"products": made}
 
 
-TASKS = MappingProxyType({"updatewcs": _updatewcs, "astrodrizzle": _astrodrizzle})
+def _apply_headerlets(job: dict) -> dict:
+    """Copy each original to its temporary file and make the solved copy's WCS primary there.
+
+    The WCS travels as an stwcs headerlet; the WCS it replaces is archived as a headerlet
+    extension so the change can be reverted. The parent fsyncs and renames the temporary files.
+    """
+    import shutil
+
+    from astropy.io import fits
+    from stwcs.wcsutil import headerlet
+
+    done = []
+    for item in job["items"]:
+        hdrlet = headerlet.create_headerlet(
+            item["solved"],
+            hdrname=item["hdrname"],
+            wcsname=job["wcsname"],
+            descrip=job["descrip"],
+            author="autodriz",
+        )
+        shutil.copyfile(item["original"], item["tmp"])
+        Path(item["tmp"]).chmod(0o644)
+        with fits.open(item["tmp"], mode="update") as hdul:
+            hdrlet.apply_as_primary(hdul, attach=True, archive=True, force=True)
+        shutil.copymode(item["original"], item["tmp"])
+        with fits.open(item["tmp"]) as hdul:
+            names = {str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"}
+        if names != {job["wcsname"]}:
+            raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names)} after applying {job['wcsname']}")
+        done.append(item["tmp"])
+    return {"prepared": done}
+
+
+TASKS = MappingProxyType({"updatewcs": _updatewcs, "astrodrizzle": _astrodrizzle, "apply_headerlets": _apply_headerlets})
 
 
 def main(argv: list[str]) -> int:

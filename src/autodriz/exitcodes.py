@@ -31,7 +31,8 @@ class ExitCode(IntEnum):
     WCS_FAILED = 6
     #: AstroDrizzle failed or wrote no product.
     DRIZZLE_FAILED = 7
-    #: Products were made but the chosen WCS could not be written back to the inputs.
+    #: Drizzling worked but the chosen WCS could not be written back to the inputs; the inputs are
+    #: untouched and no product is published (products must match the inputs they came from).
     UPDATE_FAILED = 8
     #: Interrupted (Ctrl-C / SIGINT); inputs are untouched unless the final update had finished.
     INTERRUPTED = 130

@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from astropy.io import fits
-
+from autodriz.childproc import ChildError, run_child
 from autodriz.errors import UpdateError
 from autodriz.solutions.base import Candidate
 
@@ -35,12 +34,13 @@ def _hdrname(copy: Path, wcsname: str) -> str:
     return f"{root}_{wcsname}"[:68]
 
 
-def apply_candidate_wcs(candidate: Candidate) -> list[Path]:
+def apply_candidate_wcs(candidate: Candidate, *, timeout: float = 600.0) -> list[Path]:
     """Write the candidate's WCS into the original exposures; return the files updated.
 
     The WCS travels as an stwcs headerlet made from the candidate's working copy; it becomes the
     primary WCS of the original, and the WCS it replaces is archived as a headerlet so that the
-    change can be reverted (``stwcs.wcsutil.headerlet.restore_from_headerlet``).
+    change can be reverted (``stwcs.wcsutil.headerlet.restore_from_headerlet``). stwcs runs in a
+    child process (it prints and reconfigures logging); this process only renames.
 
     Raises
     ------
@@ -50,27 +50,26 @@ def apply_candidate_wcs(candidate: Candidate) -> list[Path]:
     if not candidate.updated:
         logger.info("the chosen WCS (%s) is already in the originals: nothing to write back", candidate.wcsname)
         return []
-    from stwcs.wcsutil import headerlet
-
-    temps: dict[Path, Path] = {}
+    temps = {original: original.with_name(original.name + TMP_SUFFIX) for original in candidate.copies}
+    job = {
+        "task": "apply_headerlets",
+        "wcsname": candidate.wcsname,
+        "descrip": f"autodriz: {candidate.source}"[:68],
+        "items": [
+            {
+                "original": str(original),
+                "solved": str(copy),
+                "tmp": str(temps[original]),
+                "hdrname": _hdrname(copy, candidate.wcsname),
+            }
+            for original, copy in candidate.copies.items()
+        ],
+    }
     try:
-        for original, copy in candidate.copies.items():
-            hdrlet = headerlet.create_headerlet(
-                str(copy),
-                hdrname=_hdrname(copy, candidate.wcsname),
-                wcsname=candidate.wcsname,
-                descrip=f"autodriz: {candidate.source}",
-                author="autodriz",
-            )
-            tmp = original.with_name(original.name + TMP_SUFFIX)
-            temps[original] = tmp
-            shutil.copyfile(original, tmp)
-            tmp.chmod(0o644)
-            with fits.open(tmp, mode="update") as hdul:
-                hdrlet.apply_as_primary(hdul, attach=True, archive=True, force=True)
-            shutil.copymode(original, tmp)
+        run_child(job, cwd=candidate.workdir, timeout=timeout, label="apply_wcs")
+        for tmp in temps.values():
             _fsync(tmp)
-    except Exception as exc:
+    except (ChildError, OSError) as exc:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
         raise UpdateError(f"could not prepare the WCS update of the inputs: {exc}") from exc

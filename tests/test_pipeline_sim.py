@@ -1,0 +1,120 @@
+"""End to end on a synthetic ACS/WFC visit with a known true WCS (real stwcs and drizzlepac)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+from autodriz import products
+from autodriz.childproc import ChildError
+from autodriz.cli import main
+from autodriz.exitcodes import ExitCode
+from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.truth import load_truth, visit_error
+
+INJECTED_MAS = (40.0, -30.0)
+
+
+def _sha(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*_fl?.fits"))}
+
+
+@pytest.fixture
+def visit(tmp_path):
+    return simulate_visit(tmp_path / "visit", SimulationConfig(pointing_error_mas=INJECTED_MAS, seed=7))
+
+
+def test_demo_command_prints_products_wcs_and_error_vs_truth(tmp_path, capsys):
+    demo = tmp_path / "demo"
+    code = main(["demo", "-o", str(demo), "--pointing-error", "150", "-100"])
+    assert code == ExitCode.OK
+    out = capsys.readouterr().out
+
+    # The products, the WCS chosen and the error vs truth are printed …
+    assert f"{demo / 'jsim01010_drz.fits'}" in out and f"{demo / 'jsim01010_drc.fits'}" in out
+    assert "chosen WCS:   IDC_0461802ej" in out
+    rms = float(re.search(r"error vs truth: ([\d.]+) mas rms", out).group(1))
+    # … and the pipeline-default WCS cannot know the pointing error: 180.3 mas = hypot(150, 100).
+    assert rms == pytest.approx(180.28, abs=5.0)
+
+    # The originals now carry the default WCS, FLT and FLC alike, with the old WCS archived.
+    for path in sorted(demo.glob("jsim01a?q_fl?.fits")):
+        with fits.open(path) as hdul:
+            assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {"IDC_0461802ej"}
+            assert any(h.name == "HDRLET" for h in hdul), f"{path.name}: replaced WCS not archived"
+    # The working folder and temporary files are gone; the report agrees with the log.
+    assert not (demo / "jsim01010_default").exists()
+    assert not list(demo.glob("*.autodriz-tmp"))
+    report = json.loads((demo / "jsim01010_report.json").read_text())
+    assert report["chosen"]["wcsname"] == "IDC_0461802ej"
+    assert sorted(Path(p).name for p in report["products"]) == ["jsim01010_drc.fits", "jsim01010_drz.fits"]
+    trailer = (demo / "jsim01010.tra").read_text()
+    assert "AUTODRIZ-VERDICT OK exit=0 wcsname=IDC_0461802ej products=jsim01010_drz.fits,jsim01010_drc.fits" in trailer
+
+
+def test_default_wcs_error_equals_injected_pointing_error(visit):
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir)])
+    assert code == ExitCode.OK
+    for name in ("jsim01010_drz.fits", "jsim01010_drc.fits", "jsim01010.tra"):
+        assert (visit.directory / name).is_file()
+    truth = load_truth(visit.truth_path)
+    err = visit_error(list(visit.flt_paths) + list(visit.flc_paths), truth)
+    assert err.rms_mas == pytest.approx(50.0, abs=5.0)  # hypot(40, 30)
+    assert err.mean_dx_mas == pytest.approx(INJECTED_MAS[0], abs=5.0)
+    assert err.mean_dy_mas == pytest.approx(INJECTED_MAS[1], abs=5.0)
+    with fits.open(visit.directory / "jsim01010_drc.fits") as hdul:
+        assert hdul[0].header["NDRIZIM"] == 4  # 2 exposures × 2 chips
+        # Both 256 × 512 chip strips are covered (output pixels are the size of input pixels).
+        assert (hdul["WHT"].data > 0).sum() > 0.9 * 2 * 256 * 512
+
+
+def test_drizzle_failure_leaves_inputs_byte_identical(visit):
+    before = _sha(visit.directory)
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--drizzle-timeout", "0.5"])
+    assert code in (ExitCode.WCS_FAILED, ExitCode.DRIZZLE_FAILED)
+    assert _sha(visit.directory) == before
+    assert not list(visit.directory.glob("*_dr?.fits"))
+    assert not (visit.directory / "jsim01010_default").exists()
+
+
+def test_update_failure_leaves_inputs_byte_identical_and_publishes_nothing(visit, monkeypatch):
+    before = _sha(visit.directory)
+    real_run_child = products.run_child
+
+    def half_done(job, **kwargs):
+        # Prepare one temporary file for real, then fail: the update must be all or nothing.
+        item = job["items"][0]
+        Path(item["tmp"]).write_bytes(Path(item["original"]).read_bytes())
+        raise ChildError("simulated failure while preparing the WCS update")
+
+    monkeypatch.setattr(products, "run_child", half_done)
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir)])
+    monkeypatch.setattr(products, "run_child", real_run_child)
+
+    assert code == ExitCode.UPDATE_FAILED == 8
+    assert _sha(visit.directory) == before
+    assert not list(visit.directory.glob("*.autodriz-tmp"))
+    assert not list(visit.directory.glob("*_dr?.fits"))
+
+
+def test_keep_workdirs_keeps_the_default_folder(visit):
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--keep-workdirs", "-o", str(visit.directory / "out")])
+    assert code == ExitCode.OK
+    out = visit.directory / "out"
+    assert (out / "jsim01010_default").is_dir()
+    assert (out / "jsim01010_default" / "updatewcs.log").is_file()
+    assert (out / "jsim01010_drz.fits").is_file()
+
+
+def test_missing_jref_is_exit_4_with_untouched_inputs(visit, tmp_path):
+    before = _sha(visit.directory)
+    empty = tmp_path / "empty_jref"
+    empty.mkdir()
+    code = main([str(visit.asn_path), "--jref", str(empty)])
+    assert code == ExitCode.REFERENCE_FILES_MISSING
+    assert _sha(visit.directory) == before
