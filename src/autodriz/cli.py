@@ -49,6 +49,10 @@ def _add_processing_flags(p: argparse.ArgumentParser) -> None:
                    help="try a priori solutions (headerlets); overrides ASTROMETRY_APPLY_APRIORI")
     g.add_argument("--aposteriori", dest="compute_aposteriori", action=argparse.BooleanOptionalAction, default=None,
                    help="fit a posteriori solutions to reference catalogs; overrides ASTROMETRY_COMPUTE_APOSTERIORI")
+    g.add_argument("--verify", dest="verify", action=argparse.BooleanOptionalAction, default=None,
+                   help="check alignment candidates with drizzled images (focus, similarity) before one may win")
+    g.add_argument("--max-fit-rms", dest="max_fit_rms_mas", type=float, metavar="MAS",
+                   help="a posteriori fits with a larger RMS never win; the best a priori does (default 100)")
     g.add_argument("--allow-header-wcs", action="store_const", const=True, default=None,
                    help="if distortion reference files (IDCTAB …) are missing, drizzle with the header WCS "
                         "instead of stopping with exit code 4")
@@ -100,7 +104,7 @@ def _cli_settings(args: argparse.Namespace) -> dict:
     keys = (
         "output_dir", "jref", "iref", "catalog", "cache_dir", "headerlet_store", "apply_apriori",
         "compute_aposteriori", "allow_header_wcs", "keep_workdirs", "offline", "strict_services",
-        "service_timeout", "drizzle_timeout", "num_cores", "log_level",
+        "service_timeout", "drizzle_timeout", "num_cores", "log_level", "verify", "max_fit_rms_mas",
     )
     cli = {k: getattr(args, k, None) for k in keys}
     if getattr(args, "quiet", False):

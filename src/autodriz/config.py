@@ -124,6 +124,11 @@ class Settings:
         Cores given to AstroDrizzle, >= 1.
     log_level : str
         One of ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR``.
+    verify : bool
+        Check alignment candidates with drizzled images (focus and similarity indices) before
+        one may win.
+    max_fit_rms_mas : float
+        An a posteriori fit with a larger RMS (mas) never wins: the best a priori solution does.
     provenance : Mapping[str, str]
         Read-only map from field name to where its value came from: ``'default'``,
         ``'config:<file>'``, ``'env:<VARIABLE>'`` or ``'cli'``. Not part of equality.
@@ -145,6 +150,8 @@ class Settings:
     drizzle_timeout: float = 3600.0
     num_cores: int = 1
     log_level: str = "INFO"
+    verify: bool = True
+    max_fit_rms_mas: float = 100.0
     # compare=False: two runs with the same values are the same configuration wherever the
     # values came from; it also keeps Settings hashable (a mapping proxy is not).
     provenance: Mapping[str, str] = field(default_factory=_empty_provenance, compare=False)
@@ -251,6 +258,14 @@ _FIELD_SPECS: tuple[_FieldSpec, ...] = (
     _FieldSpec(
         "log_level", "log_level", ("AUTODRIZ_LOG_LEVEL",),
         "DEBUG, INFO, WARNING or ERROR",
+    ),
+    _FieldSpec(
+        "verify", "bool", ("AUTODRIZ_VERIFY",),
+        "check alignment candidates with drizzled images before one may win",
+    ),
+    _FieldSpec(
+        "max_fit_rms_mas", "positive_float", ("AUTODRIZ_MAX_FIT_RMS_MAS",),
+        "a posteriori fits with a larger RMS (mas) never win; the best a priori does (> 0)",
     ),
 )
 
