@@ -20,6 +20,7 @@ from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
 from autodriz.logs import run_logging, stage, waypoint, write_trailer_header
 from autodriz.products import apply_candidate_wcs, publish, write_json_atomic
+from autodriz.select import Selection, choose, rank_candidates
 from autodriz.solutions.base import Candidate, remove_workdir
 from autodriz.solutions.default import make_default_candidate
 
@@ -78,10 +79,18 @@ def _alignment_plan(dataset: Dataset, settings: Settings) -> list[str]:
     return plan
 
 
-def _choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
-    # Selection proper (fit quality, verification) arrives with the alignment stages; until
-    # then the pipeline-default WCS is the only candidate.
-    return candidates[0], "the pipeline-default WCS is the only candidate"
+def _select(candidates: list[Candidate], dataset: Dataset, settings: Settings) -> Selection:
+    """Rank, verify in rank order until one passes, choose; log every verdict at INFO."""
+    ranking = rank_candidates(candidates, max_fit_rms_mas=settings.max_fit_rms_mas)
+    for name, why in ranking.pruned.items():
+        logger.info("candidate %s pruned before drizzling: %s", name, why)
+    verified: dict[str, tuple[bool, str]] = {}
+    # Verification arrives with issue 5; until then no alignment candidate exists to verify.
+    selection = choose(ranking, verified, require_verification=settings.verify)
+    for v in selection.verdicts:
+        logger.info("candidate %s (%s): %s: %s", v.name, v.wcsname or "-", v.status, v.reason)
+    logger.info("chosen WCS: %s (%s): %s", selection.winner.wcsname, selection.winner.name, selection.reason)
+    return selection
 
 
 def process(input_path: str | Path, settings: Settings, *, argv: list[str] | None = None) -> RunResult:
@@ -182,8 +191,8 @@ def _process(
         logger.info(line)
 
     with stage(logger, "select"):
-        winner, why = _choose(candidates)
-        logger.info("chosen WCS: %s (%s): %s", winner.wcsname, winner.name, why)
+        selection = _select(candidates, dataset, settings)
+        winner, why = selection.winner, selection.reason
 
     from autodriz.config import astrodrizzle_defaults
 
@@ -226,6 +235,7 @@ def _process(
                     for c in candidates
                 ],
                 "chosen": {"name": winner.name, "wcsname": winner.wcsname, "why": why},
+                "verdicts": [v.__dict__ for v in selection.verdicts],
                 "alignment": _alignment_plan(dataset, settings),
                 "drizzle": [
                     {"product": r.product.name, "parameters": r.parameter_source, "seconds": round(r.seconds, 2)}
