@@ -156,10 +156,13 @@ def waypoint(logger: logging.Logger, kind: str, *words: object) -> None:
 
 
 @contextlib.contextmanager
-def stage(logger: logging.Logger, name: str) -> Iterator[dict[str, str]]:
+def stage(
+    logger: logging.Logger, name: str, timings: dict[str, float] | None = None
+) -> Iterator[dict[str, str]]:
     """Bracket a stage with start/end waypoints; the body may set ``status`` in the yielded dict.
 
-    An exception marks the stage ``failed`` and propagates.
+    An exception marks the stage ``failed`` and propagates. When ``timings`` is given, the
+    stage's wall time in seconds is stored there under ``name``.
     """
     state = {"status": "ok"}
     waypoint(logger, "STAGE", "start", name)
@@ -170,4 +173,7 @@ def stage(logger: logging.Logger, name: str) -> Iterator[dict[str, str]]:
         state["status"] = "failed"
         raise
     finally:
-        waypoint(logger, "STAGE", "end", name, state["status"], f"{time.perf_counter() - t0:.1f}s")
+        seconds = time.perf_counter() - t0
+        if timings is not None:
+            timings[name] = round(seconds, 3)
+        waypoint(logger, "STAGE", "end", name, state["status"], f"{seconds:.1f}s")

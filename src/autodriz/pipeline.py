@@ -12,14 +12,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from astropy.io import fits
+
 from autodriz import __version__
 from autodriz.config import Settings
 from autodriz.drizzle import run_astrodrizzle
 from autodriz.errors import AutodrizError
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
-from autodriz.logs import run_logging, stage, waypoint, write_trailer_header
+from autodriz.logs import package_versions, run_logging, stage, waypoint, write_trailer_header
 from autodriz.products import apply_candidate_wcs, publish, write_json_atomic
+from autodriz.report import build_report, weight_map_check, write_html
 from autodriz.select import Selection, choose, rank_candidates
 from autodriz.solutions.base import Candidate, remove_workdir
 from autodriz.solutions.default import make_default_candidate
@@ -152,7 +155,9 @@ def process(input_path: str | Path, settings: Settings, *, argv: list[str] | Non
 def _process(
     input_path: Path, settings: Settings, output_dir: Path, trailer: Path, workdirs: list[Path]
 ) -> RunResult:
-    with stage(logger, "resolve"):
+    timings: dict[str, float] = {}
+    verifications: dict[str, object] = {}
+    with stage(logger, "resolve", timings):
         dataset = resolve_input(input_path)
     root = dataset.root
     logger.info(
@@ -178,7 +183,7 @@ def _process(
     folders = reference_folders(settings)
     originals = [*dataset.flt_paths, *dataset.flc_paths]
 
-    with stage(logger, "default"):
+    with stage(logger, "default", timings):
         workdir = output_dir / f"{root}_default"
         workdirs.append(workdir)
         default = make_default_candidate(
@@ -190,14 +195,14 @@ def _process(
     for line in _alignment_plan(dataset, settings):
         logger.info(line)
 
-    with stage(logger, "select"):
+    with stage(logger, "select", timings):
         selection = _select(candidates, dataset, settings)
         winner, why = selection.winner, selection.reason
 
     from autodriz.config import astrodrizzle_defaults
 
     defaults = astrodrizzle_defaults(dataset.instrument_key, len(dataset.exposures))
-    with stage(logger, "drizzle"):
+    with stage(logger, "drizzle", timings):
         # One AstroDrizzle run per kind of calibrated file: FLTs make the DRZ, CTE-corrected
         # FLCs the DRC, both with the same WCS.
         runs = [
@@ -209,43 +214,51 @@ def _process(
             if paths
         ]
 
-    with stage(logger, "update-inputs"):
+    with stage(logger, "update-inputs", timings):
         updated = apply_candidate_wcs(winner)
 
-    with stage(logger, "products"):
+    with stage(logger, "products", timings):
         products = tuple(publish(run.product, output_dir) for run in runs)
         for p in products:
             logger.info("product: %s", p)
-        report = write_json_atomic(
-            output_dir / f"{root}_report.json",
-            {
-                "autodriz": __version__,
-                "input": str(input_path),
-                "dataset": {
-                    "root": root,
-                    "instrument": dataset.instrument_key,
-                    "filters": list(dataset.filters),
-                    "exposures": [e.rootname for e in dataset.exposures],
-                    "not_present": list(dataset.not_present),
-                    "has_flc": dataset.has_flc,
-                    "asn_built": dataset.asn_built,
-                },
-                "candidates": [
-                    {"name": c.name, "wcsname": c.wcsname, "source": c.source, "notes": list(c.notes)}
-                    for c in candidates
-                ],
-                "chosen": {"name": winner.name, "wcsname": winner.wcsname, "why": why},
-                "verdicts": [v.__dict__ for v in selection.verdicts],
-                "alignment": _alignment_plan(dataset, settings),
-                "drizzle": [
-                    {"product": r.product.name, "parameters": r.parameter_source, "seconds": round(r.seconds, 2)}
-                    for r in runs
-                ],
-                "updated_inputs": [str(p) for p in updated],
-                "products": [str(p) for p in products],
-                "settings": settings.as_dict(),
+        qa = {}
+        for p in products:
+            with fits.open(p) as hdul:
+                check = weight_map_check(hdul["WHT"].data)
+            qa[p.name] = check
+            level = logging.WARNING if check.flagged else logging.INFO
+            logger.log(level, "weight map of %s: std/mean %.3f (flagged at ≥ %.2f)%s",
+                       p.name, check.ratio, check.limit, ": FLAGGED" if check.flagged else "")
+        report_data = build_report(
+            version=__version__,
+            versions=package_versions(),
+            input_path=input_path,
+            dataset={
+                "root": root,
+                "instrument": dataset.instrument_key,
+                "filters": list(dataset.filters),
+                "exposures": [e.rootname for e in dataset.exposures],
+                "not_present": list(dataset.not_present),
+                "has_flc": dataset.has_flc,
+                "asn_built": dataset.asn_built,
             },
+            candidates=candidates,
+            verdicts=selection.verdicts,
+            chosen={"name": winner.name, "wcsname": winner.wcsname, "why": why},
+            verifications=verifications,
+            alignment=_alignment_plan(dataset, settings),
+            drizzle_runs=[
+                {"product": r.product.name, "parameters": r.parameter_source, "seconds": round(r.seconds, 2)}
+                for r in runs
+            ],
+            timings=timings,
+            qa=qa,
+            updated_inputs=updated,
+            products=products,
+            settings=settings.as_dict(),
         )
+        report = write_json_atomic(output_dir / f"{root}_report.json", report_data)
+        write_html(report_data, output_dir / f"{root}_report.html")
     return RunResult(
         ExitCode.OK,
         f"{root}: {', '.join(p.name for p in products)} with WCS {winner.wcsname}",

@@ -1,0 +1,271 @@
+"""The run report: ``<root>_report.json`` (documented schema) and ``<root>_report.html``.
+
+JSON schema (``schema`` = 1); every key is always present:
+
+``schema``, ``autodriz``, ``versions``
+    report format version, autodriz version, versions of the packages that did the work.
+``input``, ``dataset``
+    what was asked for and what it resolved to (root, instrument, filters, exposures,
+    members not present, FLC in step, whether the ASN table was built outside the archive).
+``candidates``
+    one entry per candidate: name, kind (default/apriori/aposteriori), WCSNAME, source, fit
+    quality (-1 when not a fit), details (fit statistics …), notes, verification (or null),
+    verdict (chosen/lost/pruned) and its reason.
+``chosen``
+    name, WCSNAME and why it won.
+``alignment``
+    sentences saying which alignment stages ran or why not.
+``drizzle``
+    one entry per AstroDrizzle run: product, where its parameters came from, seconds.
+``astrodrizzle_runs``
+    number of full AstroDrizzle runs in this run (the expensive step, counted).
+``timings``
+    seconds per stage.
+``qa``
+    per product: the weight-map check (std/mean of WHT over the footprint; flagged at ≥ 0.3, as
+    the hand reductions autodriz replaces did).
+``updated_inputs``, ``products``, ``settings``
+    files whose WCS was replaced, products written, effective settings with provenance.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+#: std(WHT)/mean(WHT) over the footprint at or above which the weight map is flagged.
+WEIGHT_RATIO_LIMIT = 0.3
+
+
+@dataclass(frozen=True)
+class WeightCheck:
+    """Uniformity of a drizzle weight map over its footprint."""
+
+    ratio: float
+    limit: float
+    flagged: bool
+    footprint_pixels: int
+
+
+def weight_map_check(wht: np.ndarray, limit: float = WEIGHT_RATIO_LIMIT) -> WeightCheck:
+    """std/mean of the weight map where it is positive; flagged when ≥ ``limit``.
+
+    A strongly non-uniform weight map over the footprint means uneven coverage or many rejected
+    pixels; NaN-only or empty maps give ``ratio = nan`` and are flagged.
+    """
+    w = np.asarray(wht, dtype=float)
+    good = np.isfinite(w) & (w > 0)
+    n = int(good.sum())
+    if n == 0:
+        return WeightCheck(float("nan"), limit, True, 0)
+    values = w[good]
+    ratio = float(values.std() / values.mean())
+    return WeightCheck(ratio, limit, ratio >= limit, n)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly copy of dataclasses, paths, numpy scalars and containers."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return _plain(asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def build_report(
+    *,
+    version: str,
+    versions: Mapping[str, str],
+    input_path: Path,
+    dataset: Mapping[str, Any],
+    candidates: Sequence[Any],
+    verdicts: Sequence[Any],
+    chosen: Mapping[str, Any],
+    verifications: Mapping[str, Any],
+    alignment: Sequence[str],
+    drizzle_runs: Sequence[Mapping[str, Any]],
+    timings: Mapping[str, float],
+    qa: Mapping[str, WeightCheck],
+    updated_inputs: Sequence[Path],
+    products: Sequence[Path],
+    settings: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Assemble the report dictionary (pure). See the module docstring for the schema."""
+    verdict_by_name = {v.name: v for v in verdicts}
+    entries = []
+    for c in candidates:
+        v = verdict_by_name.get(c.name)
+        entries.append(
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "wcsname": c.wcsname,
+                "source": c.source,
+                "quality": c.quality,
+                "details": _plain(c.details),
+                "notes": list(c.notes),
+                "verification": _plain(verifications.get(c.name)),
+                "verdict": v.status if v else "pruned",
+                "reason": v.reason if v else "",
+            }
+        )
+    return _plain(
+        {
+            "schema": SCHEMA_VERSION,
+            "autodriz": version,
+            "versions": dict(versions),
+            "input": input_path,
+            "dataset": dataset,
+            "candidates": entries,
+            "chosen": chosen,
+            "alignment": list(alignment),
+            "drizzle": list(drizzle_runs),
+            "astrodrizzle_runs": len(drizzle_runs),
+            "timings": dict(timings),
+            "qa": {name: check for name, check in qa.items()},
+            "updated_inputs": list(updated_inputs),
+            "products": list(products),
+            "settings": settings,
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# HTML
+# ------------------------------------------------------------------------------------------
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _thumbnails(product: Path) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) of the product's SCI and WHT, downsampled for the page."""
+    from astropy.io import fits
+    from matplotlib.figure import Figure
+
+    out = []
+    with fits.open(product) as hdul:
+        for extname in ("SCI", "WHT"):
+            if extname not in hdul:
+                continue
+            data = np.asarray(hdul[extname].data, dtype=float)
+            step = max(1, int(np.ceil(max(data.shape) / 600)))
+            small = data[::step, ::step]
+            finite = small[np.isfinite(small)]
+            fig = Figure(figsize=(5, 5 * small.shape[0] / max(small.shape[1], 1)))
+            ax = fig.add_subplot()
+            if finite.size:
+                lo, hi = np.percentile(finite, [1, 99.5])
+                if extname == "SCI":
+                    # asinh stretch: faint sky and bright stars both visible
+                    shown = np.arcsinh((small - lo) / max(hi - lo, 1e-12) * 10)
+                    ax.imshow(shown, origin="lower", cmap="gray", interpolation="nearest")
+                else:
+                    ax.imshow(small, origin="lower", cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_title(f"{product.name} [{extname}]")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            out.append((f"{product.name} {extname}", _png(fig)))
+    return out
+
+
+def _residual_plots(candidates: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """Fit residual vectors of every candidate that recorded them (details['residuals'])."""
+    from matplotlib.figure import Figure
+
+    out = []
+    for c in candidates:
+        res = c.get("details", {}).get("residuals")
+        if not res:
+            continue
+        x, y, dx, dy = (np.asarray(res.get(k, []), dtype=float) for k in ("x", "y", "dx", "dy"))
+        if not (len(x) and len(x) == len(y) == len(dx) == len(dy)):
+            continue
+        fig = Figure(figsize=(5, 4))
+        ax = fig.add_subplot()
+        ax.quiver(x, y, dx, dy, angles="xy", scale_units="xy", scale=max(np.hypot(dx, dy).max(), 1e-9) / 50)
+        ax.set_title(f"{c['name']}: fit residuals (arrows ×{50 / max(np.hypot(dx, dy).max(), 1e-9):.0f})")
+        ax.set_aspect("equal")
+        out.append((f"{c['name']} residuals", _png(fig)))
+    return out
+
+
+def write_html(report: Mapping[str, Any], path: Path) -> Path:
+    """Write a self-contained HTML page for ``report`` (images embedded); return ``path``."""
+    esc = html.escape
+    rows = []
+    for c in report["candidates"]:
+        verif = c.get("verification")
+        vtext = "—" if verif is None else esc(str(verif.get("summary", verif)) if isinstance(verif, Mapping) else str(verif))
+        rows.append(
+            "<tr class='{cls}'><td>{name}</td><td>{kind}</td><td>{wcs}</td><td>{q}</td><td>{v}</td>"
+            "<td>{verdict}</td><td>{reason}</td></tr>".format(
+                cls=esc(c["verdict"]), name=esc(c["name"]), kind=esc(c["kind"]), wcs=esc(c["wcsname"]),
+                q=c["quality"], v=vtext, verdict=esc(c["verdict"]), reason=esc(c["reason"]),
+            )
+        )
+    figures = []
+    for product in report["products"]:
+        p = Path(product)
+        if p.is_file():
+            figures.extend(_thumbnails(p))
+    figures.extend(_residual_plots(report["candidates"]))
+    qa_rows = "".join(
+        f"<tr><td>{esc(Path(name).name)}</td><td>{chk['ratio'] if chk['ratio'] is None else round(chk['ratio'], 3)}</td>"
+        f"<td>{chk['limit']}</td><td>{'FLAGGED' if chk['flagged'] else 'ok'}</td></tr>"
+        for name, chk in report["qa"].items()
+    )
+    timing_rows = "".join(f"<tr><td>{esc(k)}</td><td>{v:.1f}</td></tr>" for k, v in report["timings"].items())
+    imgs = "".join(
+        f"<figure><img alt='{esc(cap)}' src='data:image/png;base64,{b64}'><figcaption>{esc(cap)}</figcaption></figure>"
+        for cap, b64 in figures
+    )
+    chosen = report["chosen"]
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>autodriz report {esc(report['dataset']['root'])}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }} table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+td, th {{ border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }}
+tr.chosen {{ background: #dfd; }} tr.pruned {{ color: #777; }} figure {{ display: inline-block; margin: 0.5em; }}
+img {{ max-width: 480px; }}
+</style></head><body>
+<h1>autodriz report: {esc(report['dataset']['root'])}</h1>
+<p>{esc(report['dataset']['instrument'])} {esc('/'.join(report['dataset']['filters']))},
+{len(report['dataset']['exposures'])} exposure(s); autodriz {esc(report['autodriz'])}.</p>
+<h2>Chosen WCS</h2><p id="chosen"><b>{esc(chosen['wcsname'])}</b> ({esc(chosen['name'])}): {esc(chosen['why'])}</p>
+<h2>Candidates</h2>
+<table id="candidates"><tr><th>name</th><th>kind</th><th>WCSNAME</th><th>quality</th><th>verification</th><th>verdict</th><th>reason</th></tr>
+{''.join(rows)}</table>
+<h2>Products</h2><table id="qa"><tr><th>product</th><th>std/mean WHT</th><th>limit</th><th>weight map</th></tr>{qa_rows}</table>
+<div id="figures">{imgs}</div>
+<h2>Timings (s)</h2><table id="timings">{timing_rows}</table>
+<p>AstroDrizzle runs: {report['astrodrizzle_runs']}</p>
+</body></html>
+"""
+    tmp = path.with_name(path.name + ".autodriz-tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
+    return path
