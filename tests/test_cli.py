@@ -134,3 +134,29 @@ def test_trailer_records_where_each_setting_came_from(tmp_path, monkeypatch):
     assert re.search(r"setting compute_aposteriori\s+False \[env:ASTROMETRY_COMPUTE_APOSTERIORI\]", text)
     for pkg in ("autodriz", "drizzlepac", "stwcs", "tweakwcs", "photutils", "astropy", "numpy"):
         assert re.search(rf"version {pkg}\s+\S+", text), pkg
+
+
+def test_second_run_on_a_locked_dataset_is_refused(shared_data, tmp_path, capsys):
+    import json
+
+    from autodriz.locks import lock_path
+
+    asn = prepare_goodss(shared_data, tmp_path, "IB6O23020")
+    before = _sha(tmp_path)
+    # A live process (this one's parent: pid 1 is always alive) holds the lock.
+    lock = lock_path(tmp_path, "ib6o23020")
+    lock.write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": 1}))
+    code = main([str(asn), "--allow-header-wcs"])
+    assert code == ExitCode.LOCKED == 10
+    assert "being processed by another autodriz" in capsys.readouterr().err
+    assert _sha(tmp_path) == before and lock.exists()
+
+    # A lock left by a process that is gone is stale: taken over, and removed at the end.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    dead = dead.pid
+    lock.write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": dead}))
+    code = main([str(asn), "--allow-header-wcs", "--no-aposteriori", "--no-apriori"])
+    assert code == ExitCode.OK
+    assert not lock.exists()
+    assert "removing stale lock" in (tmp_path / "ib6o23020.tra").read_text()

@@ -34,5 +34,7 @@ class ExitCode(IntEnum):
     #: Drizzling worked but the chosen WCS could not be written back to the inputs; the inputs are
     #: untouched and no product is published (products must match the inputs they came from).
     UPDATE_FAILED = 8
+    #: Another autodriz is processing the same dataset (lock file beside the inputs).
+    LOCKED = 10
     #: Interrupted (Ctrl-C / SIGINT); inputs are untouched unless the final update had finished.
     INTERRUPTED = 130

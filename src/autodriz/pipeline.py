@@ -20,6 +20,7 @@ from autodriz.drizzle import run_astrodrizzle
 from autodriz.errors import AutodrizError
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
+from autodriz.locks import dataset_lock
 from autodriz.logs import package_versions, run_logging, stage, waypoint, write_trailer_header
 from autodriz.products import apply_candidate_wcs, publish, write_json_atomic
 from autodriz.report import build_report, weight_map_check, write_html
@@ -156,7 +157,6 @@ def _process(
     input_path: Path, settings: Settings, output_dir: Path, trailer: Path, workdirs: list[Path]
 ) -> RunResult:
     timings: dict[str, float] = {}
-    verifications: dict[str, object] = {}
     with stage(logger, "resolve", timings):
         dataset = resolve_input(input_path)
     root = dataset.root
@@ -179,6 +179,21 @@ def _process(
         logger.info(msg)
         return RunResult(ExitCode.DRIZCORR_OMIT, msg, root, trailer=trailer)
 
+    with dataset_lock(dataset.directory, root):
+        return _process_dataset(dataset, input_path, settings, output_dir, trailer, workdirs, timings)
+
+
+def _process_dataset(
+    dataset: Dataset,
+    input_path: Path,
+    settings: Settings,
+    output_dir: Path,
+    trailer: Path,
+    workdirs: list[Path],
+    timings: dict[str, float],
+) -> RunResult:
+    root = dataset.root
+    verifications: dict[str, object] = {}
     output_dir.mkdir(parents=True, exist_ok=True)
     folders = reference_folders(settings)
     originals = [*dataset.flt_paths, *dataset.flc_paths]
