@@ -357,3 +357,70 @@ def test_astrodrizzle_runs_on_a_simulated_visit(visit, tmp_path):
         assert abs(np.nanmedian(drc["SCI"].data)) < 0.02  # sky subtracted (e-/s)
     with fits.open(files[0]) as flc:
         assert 0.002 < np.mean(flc["DQ", 1].data & 4096 > 0) < 0.03
+
+
+# --------------------------------------------------------------------------------------------
+# embedded a priori headerlets (issue 6)
+
+
+def test_apriori_config_validation():
+    with pytest.raises(ValueError, match="apriori_errors_mas"):
+        S.SimulationConfig(apriori_errors_mas=(("FIT_REL", 1.0, 2.0),))
+    with pytest.raises(ValueError, match="twice"):
+        S.SimulationConfig(apriori_errors_mas=(("GSC240", 1.0, 2.0), ("GSC240", 0.0, 0.0)))
+    with pytest.raises(ValueError, match="apriori_missing"):
+        S.SimulationConfig(apriori_errors_mas=(("GSC240", 1.0, 2.0),), apriori_missing=(("HSC30", 0),))
+    with pytest.raises(ValueError, match="apriori_missing"):
+        S.SimulationConfig(n_exposures=2, apriori_errors_mas=(("GSC240", 1.0, 2.0),), apriori_missing=(("GSC240", 2),))
+
+
+def test_apriori_headerlets_are_embedded_with_known_errors(tmp_path, monkeypatch):
+    import logging
+
+    from autodriz import headerlets as H
+
+    # stwcs writes headerlet.log into the working directory unless told not to: check it was.
+    monkeypatch.chdir(tmp_path)
+
+    config = S.SimulationConfig(
+        seed=21, chip_shape=(64, 128), n_stars=20, cosmic_ray_fraction=0.0,
+        apriori_errors_mas=(("GSC240", 240.0, -180.0), ("HSC30", 0.0, 30.0)),
+        apriori_missing=(("HSC30", 1),),
+    )
+    visit = S.simulate_visit(tmp_path / "a", config)
+    names = {
+        p.name: [h.wcsname for h in H.embedded_headerlets(p)] for p in (*visit.flt_paths, *visit.flc_paths)
+    }
+    assert names == {
+        "jsim01a1q_flt.fits": ["IDC_0461802ej-GSC240", "IDC_0461802ej-HSC30"],
+        "jsim01a1q_flc.fits": ["IDC_0461802ej-GSC240", "IDC_0461802ej-HSC30"],
+        "jsim01a2q_flt.fits": ["IDC_0461802ej-GSC240"],
+        "jsim01a2q_flc.fits": ["IDC_0461802ej-GSC240"],
+    }
+    gsc = next(h for h in H.embedded_headerlets(visit.flc_paths[1]) if h.short == "GSC240")
+    assert gsc.idcroot == "0461802ej" and gsc.destim == "jsim01a2q"
+    assert gsc.distname == "jsim01a2q_0461802ej-02c1450rj-02c1450oj"
+    record = T.load_truth(visit.truth_path)["apriori"]
+    assert record["GSC240"]["error_mas"] == [240.0, -180.0]
+    assert record["GSC240"]["expected_error_mas"] == pytest.approx(300.0, abs=0.5)
+    assert record["HSC30"]["missing"] == ["jsim01a2q"]
+    assert record["HSC30"]["exposures"] == ["jsim01a1q"]
+    assert record["HSC30"]["expected_error_mas"] == pytest.approx(30.0, abs=0.5)
+    # The headerlet's WCS is truth + error, measured independently of the simulator's record.
+    truth = T.load_truth(visit.truth_path)
+    with fits.HDUList.fromstring(H.headerlet_bytes(gsc)) as hlet:
+        offsets = [
+            T.header_offsets(h.header, T.truth_wcs(truth, "jsim01a2q", h.header["TG_EVER"])) for h in hlet if h.name == "SIPWCS"
+        ]
+    east = np.concatenate([o[0] for o in offsets])
+    north = np.concatenate([o[1] for o in offsets])
+    assert np.mean(east) == pytest.approx(240.0, abs=1.0)
+    assert np.mean(north) == pytest.approx(-180.0, abs=1.0)
+    # Same seed, same bytes: nothing in a headerlet may depend on the clock or the folder.
+    with fits.HDUList.fromstring(H.headerlet_bytes(gsc)) as hlet:
+        assert hlet[0].header["DATE"].startswith(config.date_obs)
+        texts = [str(v) for h in hlet for v in h.header.values() if isinstance(v, str)]
+    assert not [t for t in texts if str(tmp_path) in t or t.startswith("/")]
+    assert not (tmp_path / "headerlet.log").exists()
+    stwcs_logger = logging.getLogger("stwcs.wcsutil.headerlet")
+    assert not any(isinstance(h, logging.FileHandler) for h in stwcs_logger.handlers)

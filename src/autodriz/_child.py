@@ -64,6 +64,7 @@ def _apply_headerlets(job: dict) -> dict:
             wcsname=job["wcsname"],
             descrip=job["descrip"],
             author="autodriz",
+            logging=False,  # else stwcs adds a file handler writing headerlet.log into the cwd
         )
         shutil.copyfile(item["original"], item["tmp"])
         Path(item["tmp"]).chmod(0o644)
@@ -78,7 +79,36 @@ def _apply_headerlets(job: dict) -> dict:
     return {"prepared": done}
 
 
-TASKS = MappingProxyType({"updatewcs": _updatewcs, "astrodrizzle": _astrodrizzle, "apply_headerlets": _apply_headerlets})
+def _apply_apriori(job: dict) -> dict:
+    """Make each headerlet file the primary WCS of its working copy (a priori candidates).
+
+    The WCS that was primary is archived (alternate WCS and headerlet extension), as stwcs
+    does; the headerlet itself is attached unless the copy already carries one of that HDRNAME
+    (the embedded case). ``force``: the headerlet's own NPOL/D2IM tables come with it, so a
+    DISTNAME that differs only in those files still gives a self-consistent WCS; the parent has
+    already required the same IDCTAB.
+    """
+    from astropy.io import fits
+    from stwcs.wcsutil import headerlet
+
+    done, errors = {}, {}
+    for item in job["items"]:
+        # One bad headerlet must not cost the other solutions: report it, the parent drops
+        # that solution only.
+        try:
+            hlet = headerlet.Headerlet.fromfile(item["headerlet"])
+            with fits.open(item["copy"], mode="update") as hdul:
+                attached = {n.upper() for n in headerlet.get_headerlet_kw_names(hdul, kw="HDRNAME")}
+                hlet.apply_as_primary(hdul, attach=hlet.hdrname.upper() not in attached, archive=True, force=True)
+            with fits.open(item["copy"]) as hdul:
+                done[item["copy"]] = sorted({str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"})
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides
+            errors[item["copy"]] = f"{type(exc).__name__}: {exc}"
+    return {"wcsnames": done, "errors": errors}
+
+
+TASKS = MappingProxyType({"updatewcs": _updatewcs, "astrodrizzle": _astrodrizzle, "apply_headerlets": _apply_headerlets,
+                         "apply_apriori": _apply_apriori})
 
 
 def main(argv: list[str]) -> int:

@@ -83,6 +83,8 @@ def run_child(
     """
     task = job["task"]
     label = label or task
+    # Absolute: the job file's path is handed to a child that runs inside cwd.
+    cwd = Path(cwd).resolve()
     cwd.mkdir(parents=True, exist_ok=True)
     job_path = cwd / f"{label}.job.json"
     job_path.write_text(json.dumps(job, indent=1, default=str))

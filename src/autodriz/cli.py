@@ -3,6 +3,7 @@
 ``autodriz INPUT``         process one dataset (ASN table, RAW name, or one FLT/FLC)
 ``autodriz demo``          simulate a small visit with a known true WCS and process it
 ``autodriz simulate DIR``  write a synthetic visit to DIR
+``autodriz batch INPUTS``  process many datasets on Dask with a resumable ledger
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from autodriz.exitcodes import ExitCode
 
 logger = logging.getLogger(__name__)
 
-SUBCOMMANDS = ("demo", "simulate")
+SUBCOMMANDS = ("demo", "simulate", "batch")
 DEMO_MARKER = ".autodriz-demo"
 
 
@@ -53,6 +54,11 @@ def _add_processing_flags(p: argparse.ArgumentParser) -> None:
                    help="check alignment candidates with drizzled images (focus, similarity) before one may win")
     g.add_argument("--max-fit-rms", dest="max_fit_rms_mas", type=float, metavar="MAS",
                    help="a posteriori fits with a larger RMS never win; the best a priori does (default 100)")
+    g.add_argument("--astrometry-db", dest="use_astrometry_db", action=argparse.BooleanOptionalAction, default=None,
+                   help="ask the astrometry database service for a priori solutions not found in the files "
+                        "or the headerlet store (default off)")
+    g.add_argument("--astrometry-db-url", dest="astrometry_db_url", metavar="URL",
+                   help="base URL of the astrometry database service")
     g.add_argument("--allow-header-wcs", action="store_const", const=True, default=None,
                    help="if distortion reference files (IDCTAB …) are missing, drizzle with the header WCS "
                         "instead of stopping with exit code 4")
@@ -86,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
             "them byte-identical.\n\n"
             "other commands:\n"
             "  autodriz demo [-h]          simulate a small ACS/WFC visit with a known true WCS and process it\n"
-            "  autodriz simulate DIR [-h]  write a synthetic visit (ASN, FLT/FLC, truth, catalog, jref/) to DIR"
+            "  autodriz simulate DIR [-h]  write a synthetic visit (ASN, FLT/FLC, truth, catalog, jref/) to DIR\n"
+            "  autodriz batch INPUTS [-h]  process many datasets (paths, globs, manifests) on Dask, resumably"
         ),
         epilog=(
             "settings: packaged config/autodriz.toml < --config FILE (or AUTODRIZ_CONFIG) < environment < flags\n\n"
@@ -104,7 +111,7 @@ def _cli_settings(args: argparse.Namespace) -> dict:
     keys = (
         "output_dir", "jref", "iref", "catalog", "cache_dir", "headerlet_store", "apply_apriori",
         "compute_aposteriori", "allow_header_wcs", "keep_workdirs", "offline", "strict_services",
-        "service_timeout", "drizzle_timeout", "num_cores", "log_level", "verify", "max_fit_rms_mas",
+        "service_timeout", "drizzle_timeout", "num_cores", "log_level", "verify", "max_fit_rms_mas", "use_astrometry_db", "astrometry_db_url",
     )
     cli = {k: getattr(args, k, None) for k in keys}
     if getattr(args, "quiet", False):
@@ -219,6 +226,36 @@ def _run_demo(argv: Sequence[str]) -> int:
     return int(result.exit_code)
 
 
+def _batch_parser() -> argparse.ArgumentParser:
+    from autodriz.batch import add_batch_arguments, batch_exit_table
+
+    p = argparse.ArgumentParser(
+        prog="autodriz batch",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Process many datasets with the same single-dataset function as `autodriz INPUT`, each in its\n"
+            "own process, on Dask distributed (a local cluster, or --scheduler ADDRESS). A SQLite ledger\n"
+            "records every dataset's status, so running the same command again resumes: done and skipped\n"
+            "datasets are not run again, failed ones only with --retry-failed."
+        ),
+        epilog=(
+            "ledger statuses: pending, running, done (exit 0), skipped (exit 5, DRIZCORR=OMIT), failed (anything\n"
+            "else, a crash or the --timeout)\n\n"
+            f"exit codes of autodriz batch:\n{batch_exit_table()}"
+        ),
+    )
+    add_batch_arguments(p)
+    _add_processing_flags(p)
+    return p
+
+
+def _run_batch(argv: Sequence[str]) -> int:
+    args = _batch_parser().parse_args(argv)
+    from autodriz.batch import run_batch_command
+
+    return run_batch_command(args, _cli_settings(args), ["autodriz", "batch", *argv])
+
+
 def _add_processing_flags_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML file of settings")
     p.add_argument("-q", "--quiet", action="store_true", help="console shows warnings and errors only")
@@ -232,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_demo(argv[1:])
         if argv and argv[0] == "simulate":
             return _run_simulate(argv[1:])
+        if argv and argv[0] == "batch":
+            return _run_batch(argv[1:])
         return _run_process(argv)
     except AutodrizError as exc:  # raised before a run's own handling starts (e.g. bad settings)
         print(f"autodriz: {exc}", file=sys.stderr)

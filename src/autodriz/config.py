@@ -129,6 +129,10 @@ class Settings:
         one may win.
     max_fit_rms_mas : float
         An a posteriori fit with a larger RMS (mas) never wins: the best a priori solution does.
+    use_astrometry_db : bool
+        Ask the astrometry database web service for a priori solutions missing locally.
+    astrometry_db_url : str
+        Base URL of that service (http or https).
     provenance : Mapping[str, str]
         Read-only map from field name to where its value came from: ``'default'``,
         ``'config:<file>'``, ``'env:<VARIABLE>'`` or ``'cli'``. Not part of equality.
@@ -152,6 +156,8 @@ class Settings:
     log_level: str = "INFO"
     verify: bool = True
     max_fit_rms_mas: float = 100.0
+    use_astrometry_db: bool = False
+    astrometry_db_url: str = "https://mast.stsci.edu/portal/astrometryDB/"
     # compare=False: two runs with the same values are the same configuration wherever the
     # values came from; it also keeps Settings hashable (a mapping proxy is not).
     provenance: Mapping[str, str] = field(default_factory=_empty_provenance, compare=False)
@@ -267,6 +273,15 @@ _FIELD_SPECS: tuple[_FieldSpec, ...] = (
         "max_fit_rms_mas", "positive_float", ("AUTODRIZ_MAX_FIT_RMS_MAS",),
         "a posteriori fits with a larger RMS (mas) never win; the best a priori does (> 0)",
     ),
+    _FieldSpec(
+        "use_astrometry_db", "bool", ("AUTODRIZ_ASTROMETRY_DB",),
+        "ask the astrometry database service for a priori solutions not found locally",
+    ),
+    # stwcs's own variable first, ours second so that it wins when both are set.
+    _FieldSpec(
+        "astrometry_db_url", "url", ("ASTROMETRY_SERVICE_URL", "AUTODRIZ_ASTROMETRY_DB_URL"),
+        "base URL of the astrometry database service (http/https)",
+    ),
 )
 
 SETTING_NAMES: tuple[str, ...] = tuple(spec.name for spec in _FIELD_SPECS)
@@ -356,6 +371,8 @@ def _parse_text(spec: _FieldSpec, text: str, what: str, base_dir: Path | None = 
         return _check_positive_int(number, what)
     if spec.kind == "log_level":
         return _check_log_level(text, what)
+    if spec.kind == "url":
+        return _check_url(text, what)
     raise AssertionError(f"unhandled setting kind {spec.kind!r}")  # a bug in _FIELD_SPECS
 
 
@@ -385,6 +402,10 @@ def _coerce_typed(spec: _FieldSpec, value: Any, what: str, base_dir: Path | None
         if isinstance(value, str):
             return _check_log_level(value, what)
         raise ConfigError(f"{what} must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+    if spec.kind == "url":
+        if isinstance(value, str):
+            return _check_url(value, what)
+        raise ConfigError(f"{what} must be an http(s) URL, not {value!r}")
     raise AssertionError(f"unhandled setting kind {spec.kind!r}")
 
 
@@ -399,6 +420,13 @@ def _to_path(value: str | os.PathLike[str], what: str, base_dir: Path | None) ->
         # paths in a TOML file are relative to that file, elsewhere to the current directory.
         path = (base_dir if base_dir is not None else Path.cwd()) / path
     return path
+
+
+def _check_url(text: str, what: str) -> str:
+    url = text.strip()
+    if not url.lower().startswith(("http://", "https://")) or len(url) < 10:
+        raise ConfigError(f"{what} has value {text!r}; expected an http:// or https:// URL")
+    return url
 
 
 def _check_positive_float(number: float, what: str) -> float:

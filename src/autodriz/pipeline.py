@@ -26,6 +26,7 @@ from autodriz.products import apply_candidate_wcs, publish, write_json_atomic
 from autodriz.report import build_report, weight_map_check, write_html
 from autodriz.select import Selection, choose, rank_candidates
 from autodriz.solutions.base import Candidate, remove_workdir
+from autodriz.solutions.apriori import make_apriori_candidates
 from autodriz.solutions.default import make_default_candidate
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ def _alignment_plan(dataset: Dataset, settings: Settings) -> list[str]:
         ]
     plan = []
     if settings.apply_apriori:
-        plan.append("a priori stage: not available in this version of autodriz (see issue 6); skipped")
+        plan.append("a priori stage on: headerlets embedded in the files, then the headerlet store"
+                    + (", then the astrometry database" if settings.use_astrometry_db and not settings.offline else ""))
     else:
         plan.append(f"a priori stage off ({settings.provenance.get('apply_apriori', 'settings')})")
     if settings.compute_aposteriori:
@@ -209,6 +211,12 @@ def _process_dataset(
 
     for line in _alignment_plan(dataset, settings):
         logger.info(line)
+    aligning = not dataset.is_spectroscopic
+
+    if aligning and settings.apply_apriori:
+        with stage(logger, "apriori", timings):
+            workdirs.append(output_dir / f"{root}_apriori")
+            candidates += make_apriori_candidates(default, dataset, settings, output_dir)
 
     with stage(logger, "select", timings):
         selection = _select(candidates, dataset, settings)

@@ -153,6 +153,14 @@ class SimulationConfig:
         Velocity-aberration scale factor written to each SCI header.
     write_mdriztab : bool
         Write an ACS/WFC MDRIZTAB into ``jref/`` and name it in the headers.
+    apriori_errors_mas : tuple of (str, float, float)
+        A priori solutions to embed as ``HDRLET`` extensions in every FLT/FLC: (solution name
+        such as ``GSC240`` or ``HSC30``, east error mas, north error mas). The solution's WCS is
+        the truth shifted by that error in the tangent plane, with the same distortion
+        (IDCTAB, NPOL, D2IM); its WCSNAME is ``IDC_0461802ej-<name>``. Default: none.
+    apriori_missing : tuple of (str, int)
+        (solution name, 0-based exposure index) pairs whose headerlet is left out of that
+        exposure's FLT and FLC, for mixed-availability tests.
     """
 
     asn_id: str = "JSIM01010"
@@ -182,6 +190,8 @@ class SimulationConfig:
     gain: float = 2.0
     vafactor: float = 1.0000365
     write_mdriztab: bool = True
+    apriori_errors_mas: tuple[tuple[str, float, float], ...] = ()
+    apriori_missing: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.asn_id) != 9 or not self.asn_id.isalnum():
@@ -201,6 +211,21 @@ class SimulationConfig:
             raise ValueError("exptime must be positive; sky and read noise non-negative")
         if not 0 <= self.cosmic_ray_fraction < 0.2:
             raise ValueError("cosmic_ray_fraction must be in [0, 0.2)")
+        names = [entry[0] for entry in self.apriori_errors_mas]
+        for entry in self.apriori_errors_mas:
+            if len(entry) != 3 or not str(entry[0]).isalnum() or str(entry[0]).upper().startswith("FIT"):
+                raise ValueError(
+                    f"apriori_errors_mas entries are (name, east_mas, north_mas) with an alphanumeric "
+                    f"name not starting with FIT (those are a posteriori), got {entry!r}"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError(f"apriori_errors_mas names a solution twice: {names}")
+        for entry in self.apriori_missing:
+            if len(entry) != 2 or entry[0] not in names or not 0 <= int(entry[1]) < self.n_exposures:
+                raise ValueError(
+                    f"apriori_missing entries are (name in apriori_errors_mas, exposure index < "
+                    f"n_exposures), got {entry!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -599,6 +624,95 @@ def _run_updatewcs(hdul: fits.HDUList) -> fits.HDUList:
         for line in captured.getvalue().splitlines():
             logger.debug("updatewcs: %s", line)
     return hdul
+
+
+@contextlib.contextmanager
+def _quiet_stwcs() -> Any:
+    """Silence stwcs for the duration: its print()s go to our DEBUG log, its loggers are off.
+
+    stwcs logs every headerlet it creates at INFO/DEBUG and sets its own loggers' levels;
+    the caller's console must not see that, so its loggers are disabled meanwhile and their
+    level and state restored afterwards. Import stwcs before entering, so its loggers exist.
+    """
+    stwcs_loggers = [
+        lg for n, lg in logging.root.manager.loggerDict.items()
+        if n.startswith("stwcs") and isinstance(lg, logging.Logger)
+    ]
+    states = [(lg.level, lg.disabled) for lg in stwcs_loggers]
+    captured = io.StringIO()
+    try:
+        for lg in stwcs_loggers:
+            lg.disabled = True
+        with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, (level, disabled) in zip(stwcs_loggers, states, strict=True):
+            lg.setLevel(level)
+            lg.disabled = disabled
+        for line in captured.getvalue().splitlines():
+            logger.debug("stwcs: %s", line)
+
+
+def apriori_wcsname(name: str) -> str:
+    """WCSNAME of a simulated a priori solution: ``IDC_0461802ej-<name>``."""
+    return f"IDC_{REFERENCE_FILES['IDCTAB'].split('_')[0]}-{name}"
+
+
+def _apriori_hdulist(truth_hdul: fits.HDUList, wcsname: str, shift_mas: tuple[float, float]) -> fits.HDUList:
+    """A copy of the true in-memory exposure whose SCI WCSs are shifted by ``shift_mas``.
+
+    Every chip's CRVAL moves by the same tangent-plane shift about the reference chip's CRVAL
+    (as :func:`perturb_sky` defines the error); CD, SIP and lookup tables stay those of the truth,
+    i.e. the distortion model in use. Reference-file keywords are put back to ``jref$`` names,
+    which is what the headerlet will record.
+    """
+    hdul = fits.HDUList([h.copy() for h in truth_hdul])
+    for key, name in REFERENCE_FILES.items():
+        hdul[0].header[key] = f"jref${name}"
+    sci = _sci_extensions(hdul)
+    ref = hdul[sci[_REF_EXTVER]].header
+    center = (float(ref["CRVAL1"]), float(ref["CRVAL2"]))
+    for idx in sci.values():
+        hdr = hdul[idx].header
+        ra, dec = perturb_sky(hdr["CRVAL1"], hdr["CRVAL2"], center, shift_mas=shift_mas)
+        hdr["CRVAL1"] = float(ra[0])
+        hdr["CRVAL2"] = float(dec[0])
+        hdr["WCSNAME"] = wcsname
+        # updatewcs recorded where it read the lookup tables (our temporary absolute paths);
+        # a headerlet should name them as the archive does, and the bytes must not depend on
+        # the output folder.
+        for key, ref in (("NPOLEXT", "NPOLFILE"), ("D2IMEXT", "D2IMFILE")):
+            if key in hdr:
+                hdr[key] = f"jref${REFERENCE_FILES[ref]}"
+    return hdul
+
+
+def _apriori_headerlet_hdu(
+    shifted: fits.HDUList, rootname: str, suffix: str, name: str, wcsname: str, extver: int, date: str
+) -> fits.hdu.base.NonstandardExtHDU:
+    """A real stwcs headerlet of ``shifted``, wrapped as an ``HDRLET`` extension."""
+    from stwcs.wcsutil import headerlet
+
+    shifted[0].header["FILENAME"] = f"{rootname}_{suffix}.fits"
+    with _quiet_stwcs():
+        hlet = headerlet.create_headerlet(
+            shifted,
+            sciext="SCI",
+            hdrname=f"{rootname}_{suffix}_{wcsname}-hlet.fits",
+            wcsname=wcsname,
+            author="autodriz.simulate",
+            descrip=f"Simulated a priori WCS ({name}): truth + known error",
+            # stwcs's decorator treats a *missing* ``logging`` keyword as "on": it would add a
+            # FileHandler to its logger and write headerlet.log into the working directory.
+            logging=False,
+        )
+        # Fixed DATE (not the wall clock): same seed, same bytes.
+        hlet[0].header["DATE"] = date
+        hlet[0].header["CATALOG"] = (name, "Astrometric catalog used for headerlet solution")
+        hdu = headerlet.HeaderletHDU.fromheaderlet(hlet)
+    hdu.header["EXTVER"] = extver
+    return hdu
 
 
 def _sci_extensions(hdul: fits.HDUList) -> dict[int, int]:
@@ -1048,7 +1162,12 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
             "opus_true": {str(e): c.keywords() for e, c in opus.chips.items()},
             "sci": _truth_record(truth_hdul),
         }
-        exposures.append({"info": info, "truth": truth_hdul, "header": header_pointing})
+        apriori = {}
+        for name, east, north in config.apriori_errors_mas:
+            if (name, k) in {(m[0], int(m[1])) for m in config.apriori_missing}:
+                continue
+            apriori[name] = _apriori_hdulist(truth_hdul, apriori_wcsname(name), (float(east), float(north)))
+        exposures.append({"info": info, "truth": truth_hdul, "header": header_pointing, "apriori": apriori})
 
     truth: dict[str, Any] = {
         "format": "autodriz-simulation-truth/1",
@@ -1071,6 +1190,23 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
         "simulated header WCS error after updatewcs: rms %.2f mas (max %.2f)",
         default_error.rms_mas, default_error.max_mas,
     )
+
+    if config.apriori_errors_mas:
+        truth["apriori"] = {}
+        for name, east, north in config.apriori_errors_mas:
+            having = [e for e in exposures if name in e["apriori"]]
+            err = truth_mod.visit_error([e["apriori"][name] for e in having], truth) if having else None
+            truth["apriori"][name] = {
+                "wcsname": apriori_wcsname(name),
+                "error_mas": [float(east), float(north)],
+                "exposures": [e["info"].rootname for e in having],
+                "missing": [e["info"].rootname for e in exposures if name not in e["apriori"]],
+                "expected_error_mas": err.rms_mas if err else None,
+            }
+            logger.info(
+                "simulated a priori solution %s: error (%.1f, %.1f) mas, rms vs truth %s mas, in %d exposure(s)",
+                apriori_wcsname(name), east, north, f"{err.rms_mas:.2f}" if err else "-", len(having),
+            )
 
     # Stars over the footprint of all exposures: one detector-aligned box per chip.
     chip_wcs = {extver: [_full_wcs(e["truth"], extver) for e in exposures] for extver, _ in _CHIPS}
@@ -1119,6 +1255,15 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
                 hdus.append(fits.ImageHDU(sci, header=sci_hdr))
                 hdus.append(fits.ImageHDU(err, header=_companion_header(sci_hdr, "ERR")))
                 hdus.append(fits.ImageHDU(np.zeros(config.chip_shape, np.int16), header=_companion_header(sci_hdr, "DQ")))
+            # A priori solutions travel as HDRLET extensions after the science extensions, as
+            # in archive files.
+            for extver, (name, shifted) in enumerate(exp["apriori"].items(), start=1):
+                hdus.append(
+                    _apriori_headerlet_hdu(
+                        shifted, info.rootname, suffix, name, apriori_wcsname(name), extver,
+                        Time(info.expstart, format="mjd").isot[:19],
+                    )
+                )
             path = outdir / f"{info.rootname}_{suffix}.fits"
             fits.HDUList(hdus).writeto(path, overwrite=True)
             (flt_paths if suffix == "flt" else flc_paths).append(path)
