@@ -113,3 +113,10 @@ def test_catalog_preference_breaks_quality_ties():
 def test_exactly_one_default_required():
     with pytest.raises(ValueError):
         rank_candidates([cand("apriori-HSC30", "apriori")], max_fit_rms_mas=100)
+
+
+def test_fit_rms_is_read_from_the_fit_statistics():
+    c = Candidate("fit", "IDC_x-FIT_REL_GAIADR3", WD, dict(COPIES), "test", kind="aposteriori", quality=1,
+                  details={"statistics": {"rms_mas": 250.0}})
+    r = rank_candidates([DEFAULT, c], max_fit_rms_mas=100)
+    assert "fit RMS 250.0 mas exceeds" in r.pruned["fit"]

@@ -206,7 +206,8 @@ def _run_demo(argv: Sequence[str]) -> int:
     print(f"autodriz demo: simulating an ACS/WFC visit in {demo_dir} …")
     visit = simulate_visit(demo_dir, _simulation_config(args))
     settings = load_settings(
-        cli={"jref": visit.jref_dir, "log_level": "WARNING" if args.quiet else None}, config_file=args.config
+        cli={"jref": visit.jref_dir, "catalog": visit.catalog_path, "log_level": "WARNING" if args.quiet else None},
+        config_file=args.config,
     )
     result = process(visit.asn_path, settings, argv=["autodriz", "demo", *argv])
     print(f"autodriz demo: {result.exit_code.name} (exit {int(result.exit_code)}): {result.message}")

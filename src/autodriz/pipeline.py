@@ -26,6 +26,7 @@ from autodriz.products import apply_candidate_wcs, publish, write_json_atomic
 from autodriz.report import build_report, weight_map_check, write_html
 from autodriz.select import Selection, choose, rank_candidates
 from autodriz.solutions.base import Candidate, remove_workdir
+from autodriz.solutions.aposteriori import make_aposteriori_candidates
 from autodriz.solutions.apriori import make_apriori_candidates
 from autodriz.solutions.default import make_default_candidate
 
@@ -79,7 +80,7 @@ def _alignment_plan(dataset: Dataset, settings: Settings) -> list[str]:
     else:
         plan.append(f"a priori stage off ({settings.provenance.get('apply_apriori', 'settings')})")
     if settings.compute_aposteriori:
-        plan.append("a posteriori stage: not available in this version of autodriz (see issue 7); skipped")
+        plan.append("a posteriori stage on: sources → reference catalogs → tweakwcs fits")
     else:
         plan.append(f"a posteriori stage off ({settings.provenance.get('compute_aposteriori', 'settings')})")
     return plan
@@ -217,6 +218,11 @@ def _process_dataset(
         with stage(logger, "apriori", timings):
             workdirs.append(output_dir / f"{root}_apriori")
             candidates += make_apriori_candidates(default, dataset, settings, output_dir)
+
+    if aligning and settings.compute_aposteriori:
+        with stage(logger, "aposteriori", timings):
+            workdirs.append(output_dir / f"{root}_aposteriori")
+            candidates += make_aposteriori_candidates(default, dataset, settings, output_dir)
 
     with stage(logger, "select", timings):
         selection = _select(candidates, dataset, settings)

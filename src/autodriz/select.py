@@ -73,12 +73,24 @@ def _number(value: object, default: float = math.inf) -> float:
     return number if math.isfinite(number) else default
 
 
-def _aposteriori_key(candidate: Candidate) -> tuple[float, float, float, str]:
+def fit_rms_mas(candidate: Candidate) -> float:
+    """The fit RMS (mas) a candidate recorded, inf when it has none.
+
+    A posteriori strategies keep their fit statistics under ``details["statistics"]``; a flat
+    ``details["rms_mas"]`` is accepted too.
+    """
     d = candidate.details
+    stats = d.get("statistics")
+    if isinstance(stats, Mapping) and "rms_mas" in stats:
+        return _number(stats.get("rms_mas"))
+    return _number(d.get("rms_mas"))
+
+
+def _aposteriori_key(candidate: Candidate) -> tuple[float, float, float, str]:
     return (
         float(candidate.quality),
-        _number(d.get("catalog_rank"), 99.0),
-        _number(d.get("rms_mas")),
+        _number(candidate.details.get("catalog_rank"), 99.0),
+        fit_rms_mas(candidate),
         candidate.name,
     )
 
@@ -110,7 +122,7 @@ def rank_candidates(candidates: Iterable[Candidate], *, max_fit_rms_mas: float) 
             pruned[c.name] = "no solution: " + ("; ".join(c.notes) or "the strategy produced no WCS")
             continue
         if c.kind == "aposteriori":
-            rms = _number(c.details.get("rms_mas"))
+            rms = fit_rms_mas(c)
             if c.quality not in (1, 2):
                 why = "; ".join(c.notes) if c.notes else ""
                 pruned[c.name] = f"fit quality {c.quality} (only 1 or 2 may win)" + (f": {why}" if why else "")

@@ -1,0 +1,736 @@
+"""Reference catalogs for a posteriori fits: user file or folder, local cache, network service.
+
+Every catalog in the ordered list (``config/aposteriori.toml``, ``[catalogs] order``; like the
+HST pipeline, Gaia first) is looked for, in this order:
+
+1. the file the user names (``settings.catalog`` is a file): it is *the* reference catalog, and
+   the list is replaced by that one file, named after its ``catalog`` meta keyword, a known
+   catalog name in its file name (``gaia.cat`` → ``GAIA``, ``sdss.cat`` → ``SDSS``), or ``USER``;
+2. a catalog folder (``settings.catalog`` is a folder): files whose stem is the catalog's name,
+   case and punctuation ignored (``GAIAeDR3.ecsv``, ``gaia_edr3.cat``, ``<root>_gaiaedr3.ecsv``);
+   files named after other known catalogs (``sdss.cat``) are tried after the list;
+3. the local cache ``settings.cache_dir/catalogs/<NAME>/``: an earlier download that covers the
+   region;
+4. a network service (VizieR through astroquery), unless ``settings.offline``; each request is
+   bounded by ``settings.service_timeout`` (a worker thread with a deadline *and* the socket
+   timeout), and once the service has failed it is not asked again in the same call, so the
+   total delay for all catalogs is bounded by one timeout.
+
+Every table is normalised to columns ``ra``, ``dec`` (degrees), ``mag`` (NaN when missing; the
+``-9999`` of SDSS extracts becomes NaN), and, when the catalog has them, ``pmra`` (with
+cos δ), ``pmdec`` (mas/yr), ``epoch`` (decimal year), ``ra_error``/``dec_error`` (mas). Proper
+motions are propagated to the epoch of the observation (EXPSTART); catalogs without them are
+used as they are and marked ``has_pm = False``, and their expected error grows with the epoch gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from astropy.table import Table
+
+from autodriz.errors import AutodrizError
+from autodriz.exitcodes import ExitCode
+
+logger = logging.getLogger(__name__)
+
+#: File extensions a catalog file may have (looked for in catalog folders).
+CATALOG_EXTENSIONS: tuple[str, ...] = (".ecsv", ".cat", ".csv", ".txt", ".dat", ".fits", ".fit")
+
+_RA_NAMES = ("ra", "ra_icrs", "raj2000", "_raj2000", "radeg", "ra_deg", "alpha_j2000", "ra2000")
+_DEC_NAMES = ("dec", "de_icrs", "dec_icrs", "dej2000", "_dej2000", "decdeg", "dec_deg", "delta_j2000", "de", "dec2000")
+_PMRA_NAMES = ("pmra", "pm_ra", "pmracosdec")
+_PMDEC_NAMES = ("pmdec", "pmde", "pm_dec")
+_EPOCH_NAMES = ("ref_epoch", "epoch", "epoch_year", "refepoch")
+_RAERR_NAMES = ("ra_error", "e_ra_icrs", "e_raj2000", "era")
+_DECERR_NAMES = ("dec_error", "e_de_icrs", "e_dej2000", "edec", "e_dec_icrs")
+_MAG_NAMES = (
+    "mag", "phot_g_mean_mag", "gmag", "g", "rmag", "r", "jmag", "j", "fpgmag", "mag_auto", "vmag",
+)
+#: Magnitudes at or beyond these values are placeholders for "missing".
+_MISSING_MAG = (-99.0, 99.0)
+
+
+class CatalogServiceError(AutodrizError):
+    """A catalog service was unreachable and ``strict_services`` asks for that to be an error."""
+
+    exit_code = ExitCode.WCS_FAILED
+
+
+class ServiceUnavailable(RuntimeError):
+    """A service request failed or timed out (message says which)."""
+
+
+class CatalogNotServed(LookupError):
+    """The service does not provide this catalog (the service itself may be fine)."""
+
+
+@dataclass(frozen=True)
+class CatalogSpec:
+    """What we know about one named catalog (``[catalog.<NAME>]`` in aposteriori.toml).
+
+    Attributes
+    ----------
+    name : str
+        Canonical name, as written into WCSNAME (``GAIAeDR3``).
+    vizier : str or None
+        VizieR catalog id for the network service (None: no service).
+    columns : tuple of str
+        VizieR columns to fetch (``*`` for the default set).
+    epoch : float or None
+        Epoch of the positions (decimal year) when the table has no epoch column.
+    error_mas : float
+        Typical per-axis position error at ``epoch``, mas (used when the table has no error
+        columns).
+    pm_error_mas_yr : float
+        Typical proper-motion error, mas/yr (grows the error away from ``epoch``).
+    """
+
+    name: str
+    vizier: str | None = None
+    columns: tuple[str, ...] = ("*",)
+    epoch: float | None = None
+    error_mas: float = 50.0
+    pm_error_mas_yr: float = 1.0
+
+
+@dataclass(frozen=True)
+class Region:
+    """A cone on the sky, degrees."""
+
+    ra: float
+    dec: float
+    radius: float
+
+
+@dataclass(frozen=True)
+class ReferenceCatalog:
+    """A reference catalog ready for fitting.
+
+    Attributes
+    ----------
+    name : str
+        Catalog name (``GAIAeDR3``, ``SDSS``, ``USER`` …).
+    table : astropy.table.Table
+        Normalised columns (see module notes), positions at ``epoch`` when ``has_pm``.
+    origin : str
+        Where it came from: ``file:…``, ``folder:…``, ``cache:…``, ``service:…``.
+    has_pm : bool
+        Proper motions were available and applied.
+    epoch : float or None
+        Epoch the positions refer to after propagation (None: unknown).
+    catalog_epoch : float or None
+        Epoch of the catalog's own positions.
+    expected_error_mas : float
+        Expected per-star position error (total, both axes) at the observation epoch, mas.
+    notes : tuple of str
+        Facts worth reporting (missing magnitudes, epoch handling …).
+    """
+
+    name: str
+    table: Table
+    origin: str
+    has_pm: bool
+    epoch: float | None
+    catalog_epoch: float | None
+    expected_error_mas: float
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly description for the report."""
+        return {
+            "catalog": self.name,
+            "origin": self.origin,
+            "n_stars": len(self.table),
+            "has_pm": self.has_pm,
+            "epoch": self.epoch,
+            "catalog_epoch": self.catalog_epoch,
+            "expected_error_mas": round(self.expected_error_mas, 3),
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class CatalogUnavailable:
+    """A catalog that could not be obtained, and why."""
+
+    name: str
+    reason: str
+    seconds: float = 0.0
+
+
+class CatalogService(Protocol):
+    """A network service that returns a catalog around a region (raises ServiceUnavailable)."""
+
+    description: str
+
+    def query(self, spec: CatalogSpec, region: Region, timeout: float) -> Table: ...
+
+
+# --------------------------------------------------------------------------------------------
+# reading and normalising
+
+
+def normalise_name(text: str) -> str:
+    """Lower case without punctuation: ``Gaia_eDR3`` → ``gaiaedr3``."""
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def _find_column(table: Table, names: Sequence[str]) -> str | None:
+    lower = {c.lower(): c for c in table.colnames}
+    for n in names:
+        if n in lower:
+            return lower[n]
+    return None
+
+
+def _as_float(col: Any) -> np.ndarray:
+    data = np.ma.filled(np.ma.asarray(col, dtype=float), np.nan) if np.ma.isMaskedArray(col) or hasattr(col, "mask") else np.asarray(col, dtype=float)
+    return np.asarray(data, dtype=float)
+
+
+def _read_any(path: Path) -> Table:
+    suffix = path.suffix.lower()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if suffix == ".ecsv":
+            return Table.read(path, format="ascii.ecsv")
+        if suffix in (".fits", ".fit"):
+            return Table.read(path, format="fits")
+        if suffix == ".csv":
+            return Table.read(path, format="ascii.csv")
+        # .cat/.txt/.dat: the DrizzlePac notebook extracts are commented_header; fall back on
+        # astropy's guessing for anything else.
+        first = path.read_text(encoding="utf-8", errors="replace").lstrip().splitlines()[:1]
+        if first and first[0].startswith("#") and not first[0].startswith("# %ECSV"):
+            try:
+                return Table.read(path, format="ascii.commented_header")
+            except (ValueError, IndexError):
+                pass
+        return Table.read(path, format="ascii")
+
+
+def normalise_table(raw: Table, *, default_epoch: float | None = None) -> tuple[Table, list[str]]:
+    """Bring a catalog table to the standard columns; return it and notes.
+
+    Raises
+    ------
+    ValueError
+        When no RA/Dec columns can be identified.
+    """
+    notes: list[str] = []
+    ra_name = _find_column(raw, _RA_NAMES)
+    dec_name = _find_column(raw, _DEC_NAMES)
+    if ra_name is None or dec_name is None:
+        raise ValueError(f"no RA/Dec columns among {raw.colnames}")
+    out = Table()
+    out["ra"] = _as_float(raw[ra_name])
+    out["dec"] = _as_float(raw[dec_name])
+    mag_name = _find_column(raw, _MAG_NAMES)
+    if mag_name is not None:
+        mag = _as_float(raw[mag_name])
+        bad = ~np.isfinite(mag) | (mag <= _MISSING_MAG[0]) | (mag >= _MISSING_MAG[1])
+        mag[bad] = np.nan
+        if bad.any():
+            notes.append(f"{int(bad.sum())} of {len(mag)} magnitudes missing ({mag_name})")
+        out["mag"] = mag
+    else:
+        out["mag"] = np.full(len(out), np.nan)
+        notes.append("no magnitude column: brightness ordering and the magnitude cross-check are unavailable")
+    pmra_name = _find_column(raw, _PMRA_NAMES)
+    pmdec_name = _find_column(raw, _PMDEC_NAMES)
+    if pmra_name is not None and pmdec_name is not None:
+        out["pmra"] = _as_float(raw[pmra_name])
+        out["pmdec"] = _as_float(raw[pmdec_name])
+    epoch_name = _find_column(raw, _EPOCH_NAMES)
+    if epoch_name is not None:
+        out["epoch"] = _as_float(raw[epoch_name])
+    elif default_epoch is not None:
+        out["epoch"] = np.full(len(out), float(default_epoch))
+    for names, col in ((_RAERR_NAMES, "ra_error"), (_DECERR_NAMES, "dec_error")):
+        n = _find_column(raw, names)
+        if n is not None:
+            out[col] = _as_float(raw[n])
+    good = np.isfinite(out["ra"]) & np.isfinite(out["dec"])
+    if not good.all():
+        notes.append(f"{int((~good).sum())} rows without a position dropped")
+        out = out[good]
+    out.meta.update({k: v for k, v in raw.meta.items() if isinstance(k, str) and k != "comments"})
+    return out, notes
+
+
+def read_catalog_file(path: str | Path, *, default_epoch: float | None = None) -> tuple[Table, list[str]]:
+    """Read and normalise a catalog file (ECSV, commented-header ascii, CSV, FITS).
+
+    Raises
+    ------
+    ValueError, OSError
+        Unreadable file or no RA/Dec columns.
+    """
+    return normalise_table(_read_any(Path(path)), default_epoch=default_epoch)
+
+
+def propagate(table: Table, epoch: float) -> tuple[Table, int]:
+    """Move positions to ``epoch`` (decimal year) using ``pmra``/``pmdec``/``epoch`` columns.
+
+    Rows without a proper motion or an epoch keep their position. Returns a new table and the
+    number of rows moved. Linear propagation in the tangent plane: errors < 0.1 mas for the
+    ≲ 20 yr and ≲ 1 ″/yr of HST data.
+    """
+    out = table.copy(copy_data=True)
+    if not {"pmra", "pmdec", "epoch"} <= set(out.colnames):
+        return out, 0
+    pmra = np.asarray(out["pmra"], dtype=float)
+    pmdec = np.asarray(out["pmdec"], dtype=float)
+    dt = epoch - np.asarray(out["epoch"], dtype=float)
+    ok = np.isfinite(pmra) & np.isfinite(pmdec) & np.isfinite(dt)
+    dec = np.asarray(out["dec"], dtype=float)
+    ra = np.asarray(out["ra"], dtype=float)
+    new_dec = dec + np.where(ok, pmdec * dt, 0.0) / 3.6e6
+    new_ra = ra + np.where(ok, pmra * dt, 0.0) / 3.6e6 / np.cos(np.deg2rad(dec))
+    out["ra"] = new_ra % 360.0
+    out["dec"] = new_dec
+    return out, int(ok.sum())
+
+
+def cone_select(table: Table, region: Region) -> Table:
+    """Rows within ``region`` (angular distance)."""
+    if len(table) == 0:
+        return table
+    sep = angular_distance(np.asarray(table["ra"]), np.asarray(table["dec"]), region.ra, region.dec)
+    return table[sep <= region.radius]
+
+
+def angular_distance(ra: Any, dec: Any, ra0: float, dec0: float) -> np.ndarray:
+    """Great-circle distance in degrees (haversine)."""
+    r, d = np.deg2rad(np.asarray(ra, dtype=float)), np.deg2rad(np.asarray(dec, dtype=float))
+    r0, d0 = math.radians(ra0), math.radians(dec0)
+    a = np.sin((d - d0) / 2) ** 2 + np.cos(d) * math.cos(d0) * np.sin((r - r0) / 2) ** 2
+    return np.rad2deg(2 * np.arcsin(np.sqrt(np.clip(a, 0, 1))))
+
+
+# --------------------------------------------------------------------------------------------
+# finished catalogs
+
+
+def finish_catalog(
+    name: str,
+    table: Table,
+    origin: str,
+    spec: CatalogSpec,
+    epoch: float | None,
+    notes: Iterable[str] = (),
+    *,
+    unknown_pm_mas_yr: float = 5.0,
+) -> ReferenceCatalog:
+    """Propagate to ``epoch`` and work out the expected per-star error.
+
+    Parameters
+    ----------
+    unknown_pm_mas_yr : float
+        Typical proper motion assumed for stars of a catalog without proper motions (grows the
+        expected error with the epoch gap).
+    """
+    notes = list(notes)
+    catalog_epoch = spec.epoch
+    if "epoch" in table.colnames and np.isfinite(np.asarray(table["epoch"], dtype=float)).any():
+        catalog_epoch = float(np.nanmedian(np.asarray(table["epoch"], dtype=float)))
+    has_pm_cols = "pmra" in table.colnames and "pmdec" in table.colnames
+    n_moved = 0
+    if has_pm_cols and epoch is not None and "epoch" in table.colnames:
+        table, n_moved = propagate(table, epoch)
+    has_pm = n_moved > 0
+    # Per-axis position error at the catalog epoch.
+    if "ra_error" in table.colnames and "dec_error" in table.colnames:
+        e = np.hypot(np.asarray(table["ra_error"], dtype=float), np.asarray(table["dec_error"], dtype=float)) / math.sqrt(2)
+        pos_err = float(np.nanmedian(e)) if np.isfinite(e).any() else spec.error_mas
+    else:
+        pos_err = spec.error_mas
+    gap = abs(epoch - catalog_epoch) if (epoch is not None and catalog_epoch is not None) else None
+    if has_pm:
+        motion_err = spec.pm_error_mas_yr * (gap or 0.0)
+        n_missing = len(table) - n_moved
+        notes.append(
+            f"proper motions of {n_moved} stars propagated from {catalog_epoch:.2f} to the observation "
+            f"epoch {epoch:.3f}" + (f"; {n_missing} stars without proper motion kept at the catalog epoch" if n_missing else "")
+        )
+    else:
+        if gap is None:
+            # Unknown epoch gap: assume a decade of unmodelled motion.
+            motion_err = unknown_pm_mas_yr * 10.0
+            notes.append("no proper motions and no catalog epoch: positions used as they are (epoch gap unknown)")
+        else:
+            motion_err = unknown_pm_mas_yr * gap
+            notes.append(
+                f"no proper motions: positions of epoch {catalog_epoch:.2f} used as they are "
+                f"({gap:.1f} yr from the observation)"
+            )
+    expected = math.sqrt(2.0) * math.hypot(pos_err, motion_err)
+    return ReferenceCatalog(
+        name=name,
+        table=table,
+        origin=origin,
+        has_pm=has_pm,
+        epoch=epoch if has_pm else catalog_epoch,
+        catalog_epoch=catalog_epoch,
+        expected_error_mas=expected,
+        notes=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# where catalogs come from
+
+
+def name_for_file(path: Path, meta: Mapping[str, Any], specs: Mapping[str, CatalogSpec]) -> str:
+    """Catalog name of a user file: meta ``catalog``/``name``, a known name in the file name, else USER."""
+    for key in ("catalog", "CATALOG", "name", "NAME"):
+        value = meta.get(key)
+        if isinstance(value, str) and value.strip():
+            return re.sub(r"[^A-Za-z0-9]", "", value.strip()) or "USER"
+    stem = normalise_name(path.stem)
+    by_norm = {normalise_name(n): n for n in specs}
+    if stem in by_norm:
+        return by_norm[stem]
+    # Longest known name contained in the stem ("field_gaiadr3" → GAIADR3, not GAIA).
+    for norm in sorted(by_norm, key=len, reverse=True):
+        if norm and norm in stem:
+            return by_norm[norm]
+    return "USER"
+
+
+def find_in_folder(folder: Path, name: str) -> Path | None:
+    """A catalog file for ``name`` in ``folder`` (stem equal to the name, or ending ``_<name>``)."""
+    want = normalise_name(name)
+    hits = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.suffix.lower() not in CATALOG_EXTENSIONS:
+            continue
+        stem = p.stem.lower()
+        norm = normalise_name(stem)
+        tail = normalise_name(stem.rsplit("_", 1)[-1]) if "_" in stem else None
+        if norm == want or tail == want:
+            hits.append(p)
+    return hits[0] if hits else None
+
+
+def folder_extras(folder: Path, order: Sequence[str], specs: Mapping[str, CatalogSpec]) -> list[str]:
+    """Known catalogs with a file in ``folder`` that are not in ``order``."""
+    out = []
+    for name in specs:
+        if name in order or name == "USER":
+            continue
+        if find_in_folder(folder, name) is not None:
+            out.append(name)
+    return out
+
+
+def cache_folder(cache_dir: Path, name: str) -> Path:
+    return cache_dir / "catalogs" / name
+
+
+def find_in_cache(cache_dir: Path, name: str, region: Region) -> Path | None:
+    """A cached download of ``name`` whose cone covers ``region``."""
+    folder = cache_folder(cache_dir, name)
+    if not folder.is_dir():
+        return None
+    for p in sorted(folder.glob("*.ecsv")):
+        try:
+            meta = Table.read(p, format="ascii.ecsv").meta
+        except (OSError, ValueError) as exc:
+            logger.info("cache file %s unreadable (%s); ignored", p, exc)
+            continue
+        try:
+            ra, dec, radius = float(meta["region_ra"]), float(meta["region_dec"]), float(meta["region_radius"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if float(angular_distance(ra, dec, region.ra, region.dec)) + region.radius <= radius + 1e-9:
+            return p
+    return None
+
+
+def write_cache(cache_dir: Path, name: str, region: Region, table: Table, origin: str) -> Path | None:
+    """Store a downloaded catalog; failures only log (the cache is an optimisation)."""
+    folder = cache_folder(cache_dir, name)
+    path = folder / f"{region.ra:.5f}_{region.dec:+.5f}_{region.radius * 60:.2f}arcmin.ecsv"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        out = table.copy(copy_data=False)
+        out.meta = {
+            "catalog": name,
+            "region_ra": region.ra,
+            "region_dec": region.dec,
+            "region_radius": region.radius,
+            "origin": origin,
+            "retrieved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        out.write(tmp, format="ascii.ecsv", overwrite=True)
+        tmp.replace(path)
+    except OSError as exc:
+        logger.info("could not write catalog cache %s: %s", path, exc)
+        return None
+    logger.info("catalog %s cached in %s", name, path)
+    return path
+
+
+def call_with_deadline(fn: Callable[[], Any], timeout: float) -> Any:
+    """Run ``fn`` in a daemon thread and wait at most ``timeout`` seconds.
+
+    Raises ServiceUnavailable on a timeout (the thread is abandoned; it ends by itself through
+    its own socket timeout) or with the exception ``fn`` raised.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        # Any failure of the service client (requests, astroquery, parsing) is handed to the
+        # caller as ServiceUnavailable below, with its type in the message.
+        except Exception as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="autodriz-catalog-service", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise ServiceUnavailable(f"no answer within {timeout:g} s")
+    if "error" in box:
+        exc = box["error"]
+        raise ServiceUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    return box.get("value")
+
+
+class VizierService:
+    """Catalogs from VizieR through astroquery (``https://<server>/viz-bin/…``)."""
+
+    def __init__(self, server: str = "vizier.cds.unistra.fr", row_limit: int = 20000) -> None:
+        self.server = server
+        self.row_limit = row_limit
+        self.description = f"VizieR {server}"
+
+    def query(self, spec: CatalogSpec, region: Region, timeout: float) -> Table:
+        if not spec.vizier:
+            raise CatalogNotServed(f"no VizieR id configured for {spec.name}")
+
+        def run() -> Table:
+            import astropy.units as u
+            from astropy.coordinates import SkyCoord
+            from astroquery.vizier import Vizier
+
+            viz = Vizier(
+                columns=list(spec.columns), row_limit=self.row_limit, timeout=timeout, vizier_server=self.server
+            )
+            result = viz.query_region(
+                SkyCoord(region.ra * u.deg, region.dec * u.deg, frame="icrs"),
+                radius=region.radius * u.deg,
+                catalog=spec.vizier,
+                cache=False,
+            )
+            if len(result) == 0:
+                return Table()
+            return result[0]
+
+        return call_with_deadline(run, timeout)
+
+
+def resolve_catalogs(*args: Any, **kwargs: Any) -> list[ReferenceCatalog | CatalogUnavailable]:
+    """All of :func:`iter_catalogs` at once (same arguments)."""
+    return list(iter_catalogs(*args, **kwargs))
+
+
+def iter_catalogs(
+    order: Sequence[str],
+    region: Region,
+    epoch: float | None,
+    *,
+    specs: Mapping[str, CatalogSpec],
+    catalog_path: Path | None = None,
+    cache_dir: Path | None = None,
+    offline: bool = False,
+    timeout: float = 10.0,
+    strict_services: bool = False,
+    service: CatalogService | None = None,
+    unknown_pm_mas_yr: float = 5.0,
+) -> Iterator[ReferenceCatalog | CatalogUnavailable]:
+    """Obtain the catalogs of ``order`` one by one (see module notes for where from).
+
+    A generator, so that the caller can stop asking (and the service is not queried for
+    catalogs that are no longer needed).
+
+    Parameters
+    ----------
+    order : sequence of str
+        Catalog names to try.
+    region : Region
+        Cone covering the exposures (with margin); catalogs are cut to it.
+    epoch : float or None
+        Observation epoch (decimal year) for proper-motion propagation.
+    specs : mapping
+        Known catalogs by name.
+    catalog_path : Path, optional
+        ``settings.catalog``: a file (the only catalog) or a folder.
+    cache_dir : Path, optional
+        ``settings.cache_dir``.
+    offline : bool
+        Never use the service.
+    timeout : float
+        Seconds for the service, for all catalogs together.
+    strict_services : bool
+        Raise CatalogServiceError when the service fails instead of carrying on.
+    service : CatalogService, optional
+        The network service (default VizieR); tests pass a stub or a local server.
+
+    Yields
+    ------
+    ReferenceCatalog or CatalogUnavailable
+        One per catalog tried.
+    """
+
+    def spec_for(name: str) -> CatalogSpec:
+        return specs.get(name) or specs.get("USER") or CatalogSpec(name)
+
+    def finish(name: str, table: Table, origin: str, notes: Iterable[str]) -> ReferenceCatalog | CatalogUnavailable:
+        spec = spec_for(name)
+        cut = cone_select(table, region)
+        if len(cut) == 0:
+            return CatalogUnavailable(name, f"{origin}: no star within {region.radius * 60:.1f}′ of the exposures")
+        cat = finish_catalog(name, cut, origin, spec, epoch, notes, unknown_pm_mas_yr=unknown_pm_mas_yr)
+        logger.info(
+            "reference catalog %s from %s: %d stars in the region, proper motions %s, expected error %.1f mas",
+            name, origin, len(cat.table), "applied" if cat.has_pm else "not available", cat.expected_error_mas,
+        )
+        return cat
+
+    # 1. a file the user names: it is the catalog.
+    if catalog_path is not None and catalog_path.is_file():
+        try:
+            raw = _read_any(catalog_path)
+        except (OSError, ValueError, IndexError) as exc:
+            reason = f"catalog file {catalog_path} unreadable: {exc}"
+            logger.info(reason)
+            yield CatalogUnavailable("USER", reason)
+            return
+        name = name_for_file(catalog_path, raw.meta, specs)
+        try:
+            table, notes = normalise_table(raw, default_epoch=spec_for(name).epoch)
+        except ValueError as exc:
+            reason = f"catalog file {catalog_path}: {exc}"
+            logger.info(reason)
+            yield CatalogUnavailable(name, reason)
+            return
+        logger.info("reference catalog named by the user: %s (used as %s; the catalog list is not searched)", catalog_path, name)
+        yield finish(name, table, f"file:{catalog_path}", notes)
+        return
+    if catalog_path is not None and not catalog_path.exists():
+        logger.info("catalog path %s does not exist; trying the cache and the service", catalog_path)
+
+    folder = catalog_path if (catalog_path is not None and catalog_path.is_dir()) else None
+    names = list(order)
+    if folder is not None:
+        extras = folder_extras(folder, names, specs)
+        if extras:
+            logger.info("catalog folder %s also holds %s: tried after %s", folder, ", ".join(extras), ", ".join(names))
+        names += extras
+
+    service_failed: str | None = None
+    for name in names:
+        spec = spec_for(name)
+        # 2. a folder of catalogs
+        if folder is not None:
+            path = find_in_folder(folder, name)
+            if path is not None:
+                try:
+                    table, notes = read_catalog_file(path, default_epoch=spec.epoch)
+                except (OSError, ValueError, IndexError) as exc:
+                    logger.info("catalog file %s unreadable (%s); trying the cache", path, exc)
+                else:
+                    yield finish(name, table, f"folder:{path}", notes)
+                    continue
+        # 3. the cache
+        if cache_dir is not None:
+            path = find_in_cache(cache_dir, name, region)
+            if path is not None:
+                try:
+                    table, notes = read_catalog_file(path, default_epoch=spec.epoch)
+                except (OSError, ValueError, IndexError) as exc:
+                    logger.info("cache file %s unreadable (%s)", path, exc)
+                else:
+                    yield finish(name, table, f"cache:{path}", notes)
+                    continue
+        # 4. the service
+        if offline:
+            yield CatalogUnavailable(name, "not in the catalog folder or cache, and offline mode forbids the network service")
+            continue
+        if service_failed is not None:
+            yield CatalogUnavailable(name, f"catalog service not asked again: {service_failed}")
+            continue
+        svc = service if service is not None else VizierService()
+        t0 = time.monotonic()
+        logger.info("asking %s for %s within %.2f′ (timeout %.1f s)", svc.description, name, region.radius * 60, timeout)
+        try:
+            raw = svc.query(spec, region, timeout)
+        except CatalogNotServed as exc:
+            yield CatalogUnavailable(name, f"{svc.description}: {exc}")
+            continue
+        except ServiceUnavailable as exc:
+            seconds = time.monotonic() - t0
+            service_failed = f"{svc.description} failed after {seconds:.1f} s ({exc})"
+            logger.info("catalog %s: %s", name, service_failed)
+            if strict_services:
+                raise CatalogServiceError(f"catalog service unavailable (strict services): {service_failed}") from exc
+            yield CatalogUnavailable(name, service_failed, seconds)
+            continue
+        seconds = time.monotonic() - t0
+        if raw is None or len(raw) == 0:
+            yield CatalogUnavailable(name, f"{svc.description} returned no star ({seconds:.1f} s)", seconds)
+            continue
+        try:
+            table, notes = normalise_table(raw, default_epoch=spec.epoch)
+        except ValueError as exc:
+            yield CatalogUnavailable(name, f"{svc.description} answer unusable: {exc}", seconds)
+            continue
+        origin = f"service:{svc.description}"
+        if cache_dir is not None:
+            write_cache(cache_dir, name, region, table, origin)
+        yield finish(name, table, origin, notes)
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """``[catalogs]`` and ``[catalog.*]`` of aposteriori.toml."""
+
+    order: tuple[str, ...] = ("GAIAeDR3", "GAIADR3", "GAIADR2")
+    specs: Mapping[str, CatalogSpec] = field(default_factory=dict)
+    vizier_server: str = "vizier.cds.unistra.fr"
+    unknown_pm_mas_yr: float = 5.0
+    max_reference_stars: int = 3000
+    footprint_margin_arcsec: float = 10.0
+
+    @classmethod
+    def from_toml(cls, data: Mapping[str, Any]) -> CatalogConfig:
+        cats = dict(data.get("catalogs", {}))
+        specs = {}
+        for name, values in dict(data.get("catalog", {})).items():
+            values = dict(values)
+            if "columns" in values:
+                values["columns"] = tuple(values["columns"])
+            specs[name] = CatalogSpec(name=name, **values)
+        return cls(
+            order=tuple(cats.get("order", cls.order)),
+            specs=specs,
+            vizier_server=str(cats.get("vizier_server", cls.vizier_server)),
+            unknown_pm_mas_yr=float(cats.get("unknown_pm_mas_yr", cls.unknown_pm_mas_yr)),
+            max_reference_stars=int(cats.get("max_reference_stars", cls.max_reference_stars)),
+            footprint_margin_arcsec=float(cats.get("footprint_margin_arcsec", cls.footprint_margin_arcsec)),
+        )

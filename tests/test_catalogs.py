@@ -1,0 +1,235 @@
+"""Reference catalogs: reading the real extracts, epochs, file/folder/cache/service order, bounded delays."""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from autodriz import catalogs as cm
+from autodriz.solutions.aposteriori import load_aposteriori_config
+
+SPECS = load_aposteriori_config("ACS/WFC").catalogs.specs
+NGC6791 = cm.Region(290.2211, 37.7875, 0.03)
+
+
+def test_reads_the_real_gaia_extract(shared_data):
+    table, notes = cm.read_catalog_file(shared_data / "catalogs" / "gaia.cat")
+    assert len(table) == 5940
+    assert {"ra", "dec", "mag"} <= set(table.colnames) and "pmra" not in table.colnames
+    assert np.all(np.isfinite(table["mag"]))
+    assert not notes
+
+
+def test_sdss_missing_magnitudes_become_nan(shared_data):
+    table, notes = cm.read_catalog_file(shared_data / "catalogs" / "sdss.cat")
+    assert len(table) == 7999
+    assert int(np.isnan(table["mag"]).sum()) == 241
+    assert "241 of 7999 magnitudes missing" in notes[0]
+
+
+def test_reads_the_real_ecsv_with_upper_case_columns(shared_data):
+    table, _ = cm.read_catalog_file(shared_data / "catalogs" / "ref_cat_None.ecsv")
+    assert len(table) == 2132
+    assert 80 < float(np.median(table["ra"])) < 81 and float(np.median(table["dec"])) < -67
+
+
+def test_no_position_columns_is_an_error(tmp_path):
+    path = tmp_path / "x.ecsv"
+    Table({"a": [1.0], "b": [2.0]}).write(path)
+    with pytest.raises(ValueError, match="no RA/Dec"):
+        cm.read_catalog_file(path)
+
+
+def test_proper_motions_are_propagated_to_the_observation_epoch():
+    t = Table({"ra": [10.0, 10.0], "dec": [60.0, 60.0], "pmra": [100.0, np.nan], "pmdec": [-50.0, np.nan],
+               "epoch": [2016.0, 2016.0], "mag": [18.0, 19.0]})
+    moved, n = cm.propagate(t, 2006.0)
+    assert n == 1
+    # -10 yr: dec -(-50 mas/yr) → +500 mas; ra: -1000 mas / cos(60°) = -2000 mas of RA.
+    assert (moved["dec"][0] - 60.0) * 3.6e6 == pytest.approx(500.0, abs=1e-3)
+    assert (moved["ra"][0] - 10.0) * 3.6e6 == pytest.approx(-2000.0, rel=1e-3)
+    assert moved["ra"][1] == 10.0 and moved["dec"][1] == 60.0
+    cat = cm.finish_catalog("GAIAeDR3", t, "test", SPECS["GAIAeDR3"], 2006.0)
+    assert cat.has_pm and cat.epoch == 2006.0 and cat.catalog_epoch == 2016.0
+    assert "1 stars without proper motion" in cat.notes[0]
+
+
+def test_catalog_without_pm_is_marked_and_its_expected_error_grows_with_the_gap():
+    t = Table({"ra": [10.0], "dec": [60.0], "mag": [18.0]})
+    near = cm.finish_catalog("GAIA", t, "test", SPECS["GAIA"], 2016.0)
+    far = cm.finish_catalog("GAIA", t, "test", SPECS["GAIA"], 2006.0, unknown_pm_mas_yr=5.0)
+    assert not far.has_pm and not near.has_pm
+    assert far.expected_error_mas > 60 > near.expected_error_mas
+    assert "no proper motions" in far.notes[0] and "10.0 yr" in far.notes[0]
+    sdss = cm.finish_catalog("SDSS", t, "test", SPECS["SDSS"], 2005.0)
+    assert sdss.expected_error_mas > 60
+
+
+@pytest.mark.parametrize(
+    ("filename", "meta", "expected"),
+    [
+        ("gaia.cat", {}, "GAIA"),
+        ("sdss.cat", {}, "SDSS"),
+        ("field_gaiadr3.ecsv", {}, "GAIADR3"),
+        ("Gaia_eDR3.ecsv", {}, "GAIAeDR3"),
+        ("jsim01010_refcat.ecsv", {}, "USER"),
+        ("whatever.ecsv", {"catalog": "MY-CAT"}, "MYCAT"),
+    ],
+)
+def test_name_of_a_user_file(tmp_path, filename, meta, expected):
+    assert cm.name_for_file(tmp_path / filename, meta, SPECS) == expected
+
+
+def _write(path, n=50, **extra):
+    rng = np.random.default_rng(0)
+    t = Table({"ra": NGC6791.ra + rng.uniform(-0.01, 0.01, n), "dec": NGC6791.dec + rng.uniform(-0.01, 0.01, n),
+               "mag": rng.uniform(16, 20, n), **extra})
+    t.write(path, format="ascii.ecsv", overwrite=True)
+    return path
+
+
+class _Stub:
+    description = "stub service"
+
+    def __init__(self, table=None, error=None):
+        self.table, self.error, self.calls = table, error, []
+
+    def query(self, spec, region, timeout):
+        self.calls.append(spec.name)
+        if self.error:
+            raise cm.ServiceUnavailable(self.error)
+        return self.table
+
+
+def test_a_named_file_is_the_only_catalog(shared_data):
+    stub = _Stub()
+    out = cm.resolve_catalogs(["GAIAeDR3", "GAIADR2"], NGC6791, 2005.6, specs=SPECS,
+                              catalog_path=shared_data / "catalogs" / "gaia.cat", service=stub)
+    assert [c.name for c in out] == ["GAIA"]
+    assert isinstance(out[0], cm.ReferenceCatalog)
+    assert out[0].origin.startswith("file:") and not out[0].has_pm
+    # Cut to the region.
+    assert 0 < len(out[0].table) < 5940
+    assert stub.calls == []
+
+
+def test_folder_then_cache_then_service_in_order(tmp_path):
+    folder = tmp_path / "cats"
+    folder.mkdir()
+    _write(folder / "gaiadr3.ecsv")
+    _write(folder / "sdss.ecsv")
+    cache = tmp_path / "cache"
+    service_table = Table.read(_write(tmp_path / "svc.ecsv"))
+    stub = _Stub(table=service_table)
+    out = cm.resolve_catalogs(["GAIAeDR3", "GAIADR3"], NGC6791, 2005.6, specs=SPECS, catalog_path=folder,
+                              cache_dir=cache, service=stub, timeout=1.0)
+    names = [(c.name, c.origin.split(":")[0]) for c in out]
+    # GAIAeDR3 is not in the folder: from the service; GAIADR3 from the folder; SDSS, also in
+    # the folder, tried after the list.
+    assert names == [("GAIAeDR3", "service"), ("GAIADR3", "folder"), ("SDSS", "folder")]
+    assert stub.calls == ["GAIAeDR3"]
+    # The download was cached; the next run takes it from the cache without the service.
+    assert list((cache / "catalogs" / "GAIAeDR3").glob("*.ecsv"))
+    stub2 = _Stub(error="must not be called")
+    again = cm.resolve_catalogs(["GAIAeDR3"], NGC6791, 2005.6, specs=SPECS, cache_dir=cache, service=stub2)
+    assert again[0].origin.startswith("cache:") and stub2.calls == []
+    # A cached cone that does not cover the region is not used.
+    far = cm.Region(NGC6791.ra + 1.0, NGC6791.dec, 0.03)
+    assert cm.find_in_cache(cache, "GAIAeDR3", far) is None
+
+
+def test_offline_never_calls_the_service(tmp_path):
+    stub = _Stub(error="must not be called")
+    out = cm.resolve_catalogs(["GAIAeDR3", "GSC242"], NGC6791, 2005.6, specs=SPECS, offline=True, service=stub)
+    assert all(isinstance(c, cm.CatalogUnavailable) and "offline" in c.reason for c in out)
+    assert stub.calls == []
+
+
+def test_failed_service_is_not_asked_again_and_strict_raises():
+    stub = _Stub(error="connection refused")
+    out = cm.resolve_catalogs(["GAIAeDR3", "GAIADR3", "2MASS"], NGC6791, 2005.6, specs=SPECS, service=stub)
+    assert stub.calls == ["GAIAeDR3"]
+    assert "connection refused" in out[0].reason and "not asked again" in out[1].reason
+    with pytest.raises(cm.CatalogServiceError, match="strict"):
+        cm.resolve_catalogs(["GAIAeDR3"], NGC6791, 2005.6, specs=SPECS, service=_Stub(error="down"), strict_services=True)
+
+
+def test_empty_answer_and_empty_file(tmp_path):
+    out = cm.resolve_catalogs(["GAIAeDR3"], NGC6791, 2005.6, specs=SPECS, service=_Stub(table=Table()))
+    assert "no star" in out[0].reason
+    empty = tmp_path / "gaiaedr3.ecsv"
+    Table({"ra": np.zeros(0), "dec": np.zeros(0)}).write(empty)
+    out = cm.resolve_catalogs([], NGC6791, 2005.6, specs=SPECS, catalog_path=empty)
+    assert isinstance(out[0], cm.CatalogUnavailable) and "no star within" in out[0].reason
+    broken = tmp_path / "broken.cat"
+    broken.write_text("# ra dec\n1 2 3 4\nnot a table\n")
+    out = cm.resolve_catalogs([], NGC6791, 2005.6, specs=SPECS, catalog_path=broken)
+    assert isinstance(out[0], cm.CatalogUnavailable)
+
+
+def test_call_with_deadline_is_bounded():
+    t0 = time.monotonic()
+    with pytest.raises(cm.ServiceUnavailable, match="no answer within 0.3"):
+        cm.call_with_deadline(lambda: time.sleep(5), 0.3)
+    assert time.monotonic() - t0 < 0.8
+    with pytest.raises(cm.ServiceUnavailable, match="ZeroDivisionError"):
+        cm.call_with_deadline(lambda: 1 / 0, 1.0)
+    assert cm.call_with_deadline(lambda: 42, 1.0) == 42
+
+
+@pytest.fixture
+def refusing_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there any more: connections are refused
+    return port
+
+
+@pytest.fixture
+def silent_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)  # accepts TCP connections (kernel backlog) but never answers
+    yield s.getsockname()[1]
+    s.close()
+
+
+def _vizier_delay(port: int, timeout: float) -> tuple[float, list]:
+    pytest.importorskip("astroquery")
+    import astroquery.vizier  # noqa: F401  (import time must not count against the timeout)
+
+    service = cm.VizierService(server=f"127.0.0.1:{port}")
+    t0 = time.monotonic()
+    out = cm.resolve_catalogs(["GAIAeDR3", "GAIADR3", "GAIADR2"], NGC6791, 2005.6, specs=SPECS,
+                              service=service, timeout=timeout)
+    return time.monotonic() - t0, out
+
+
+def test_refusing_service_fails_fast(refusing_port):
+    seconds, out = _vizier_delay(refusing_port, 2.0)
+    assert seconds < 2.0
+    assert all(isinstance(c, cm.CatalogUnavailable) for c in out)
+    assert "VizieR 127.0.0.1" in out[0].reason and "not asked again" in out[2].reason
+
+
+def test_silent_service_delay_is_bounded_by_the_timeout(silent_port):
+    seconds, out = _vizier_delay(silent_port, 1.0)
+    # One timeout for all three catalogs (plus scheduling slack), not three.
+    assert seconds < 1.0 + 0.5
+    assert "no answer within 1 s" in out[0].reason
+    assert all(isinstance(c, cm.CatalogUnavailable) for c in out)
+
+
+def test_catalog_config_from_the_packaged_file():
+    cfg = load_aposteriori_config("ACS/WFC").catalogs
+    assert cfg.order[:3] == ("GAIAeDR3", "GAIADR3", "GAIADR2")
+    for name in cfg.order:
+        spec = cfg.specs[name]
+        assert spec.vizier and spec.epoch and spec.error_mas > 0
+    assert math.isclose(cfg.specs["GAIADR2"].epoch, 2015.5)

@@ -1,0 +1,135 @@
+"""Source detection on synthetic chips: stars found, cosmic rays and masked pixels not."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.special import ndtr
+
+from autodriz.detect import (
+    SOURCE_COLUMNS,
+    DetectionParams,
+    confirm_across_exposures,
+    detect_sources,
+)
+
+PARAMS = DetectionParams(fwhm_pix=2.0, nsigma=5.0, box_size=32, min_fwhm_pix=1.4, max_ellipticity=0.3)
+
+
+def _star(image: np.ndarray, xc: float, yc: float, flux: float, fwhm: float = 2.0) -> None:
+    sigma = fwhm / (2 * math.sqrt(2 * math.log(2)))
+    ny, nx = image.shape
+    px = np.arange(nx + 1) - 0.5 - xc
+    py = np.arange(ny + 1) - 0.5 - yc
+    image += flux * np.outer(np.diff(ndtr(py / sigma)), np.diff(ndtr(px / sigma)))
+
+
+@pytest.fixture
+def chip():
+    rng = np.random.default_rng(3)
+    ny, nx = 200, 300
+    model = np.full((ny, nx), 50.0)
+    stars = [(40.3, 50.7), (120.6, 80.2), (250.1, 150.9), (200.5, 30.4), (75.8, 160.2), (160.2, 120.6)]
+    for k, (x, y) in enumerate(stars):
+        _star(model, x, y, 20000.0 + 5000.0 * k)
+    image = rng.poisson(model).astype(float) + rng.normal(0, 4.0, model.shape)
+    # Cosmic rays: single hot pixels and short tracks, bright, unflagged.
+    crs = [(20, 180), (280, 20), (150, 100)]
+    for x, y in crs:
+        image[y, x] += 3000.0
+    for t in range(5):
+        image[60 + t, 220 + t] += 1500.0  # diagonal track
+        image[170, 100 + t] += 1500.0  # horizontal track
+    return image, stars, crs
+
+
+def test_finds_the_stars_and_not_the_cosmic_rays(chip):
+    image, stars, crs = chip
+    table = detect_sources(image, PARAMS)
+    assert table.colnames == list(SOURCE_COLUMNS)
+    xy = np.c_[table["x"], table["y"]]
+    for x, y in stars:
+        d = np.hypot(xy[:, 0] - x, xy[:, 1] - y)
+        assert d.min() < 0.1, f"star at {x},{y} missed or off by {d.min():.2f} px"
+    for x, y in [*crs, (222, 62), (102, 170)]:
+        assert np.hypot(xy[:, 0] - x, xy[:, 1] - y).min() > 3, f"cosmic ray at {x},{y} kept"
+    assert len(table) == len(stars)
+    # Brightest first, shapes measured.
+    assert list(table["flux"]) == sorted(table["flux"], reverse=True)
+    assert np.all(table["fwhm"] > 1.4) and np.all(table["ellipticity"] < 0.3)
+    assert table.meta["n_raw"] >= len(stars)
+
+
+def test_dq_masked_star_is_not_detected(chip):
+    image, stars, _ = chip
+    dq = np.zeros(image.shape, dtype=np.int16)
+    x, y = stars[0]
+    dq[int(y) - 4 : int(y) + 5, int(x) - 4 : int(x) + 5] = 4  # bad pixels
+    table = detect_sources(image, PARAMS, dq=dq)
+    assert np.hypot(np.asarray(table["x"]) - x, np.asarray(table["y"]) - y).min() > 3
+    assert len(table) == len(stars) - 1
+    # The same bit declared harmless: found again.
+    table = detect_sources(image, DetectionParams(**{**PARAMS.__dict__, "dq_ignore_bits": 4}), dq=dq)
+    assert len(table) == len(stars)
+
+
+def test_max_sources_keeps_the_brightest(chip):
+    image, _, _ = chip
+    table = detect_sources(image, DetectionParams(**{**PARAMS.__dict__, "max_sources": 2}))
+    assert len(table) == 2
+    assert table["flux"][0] > 40000
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        (np.full((64, 64), 7.0), "constant"),
+        (np.full((64, 64), np.nan), "no valid pixels"),
+    ],
+)
+def test_empty_or_constant_images_give_empty_tables(image, reason):
+    table = detect_sources(image, PARAMS)
+    assert len(table) == 0 and table.colnames == list(SOURCE_COLUMNS)
+    assert reason in table.meta["reason"]
+
+
+def test_noise_only_gives_nothing():
+    rng = np.random.default_rng(1)
+    table = detect_sources(rng.normal(100, 5, (128, 128)), PARAMS)
+    assert len(table) == 0
+
+
+def test_floored_quantised_data_fall_back_on_the_pixel_spread():
+    # Like the GOODS-S test FLTs: integers, sky floored at 0.
+    image = np.zeros((128, 128))
+    for x, y in [(30.2, 40.7), (90.5, 100.1), (60.3, 20.8)]:
+        _star(image, x, y, 400.0, fwhm=2.0)
+    image = np.floor(image)
+    table = detect_sources(image, DetectionParams(fwhm_pix=2.0, box_size=32, min_fwhm_pix=1.0))
+    assert len(table) == 3
+    assert "no spread" in table.meta["note"]
+
+
+def test_params_from_mapping_rejects_unknown_keys():
+    assert DetectionParams.from_mapping({"fwhm_pix": 1.3}).fwhm_pix == 1.3
+    with pytest.raises(ValueError, match="unknown detection parameter"):
+        DetectionParams.from_mapping({"fwhm": 1.3})
+
+
+def test_confirm_across_exposures_drops_one_off_detections():
+    stars_ra = np.array([10.0, 10.001, 10.002])
+    stars_dec = np.array([20.0, 20.001, 20.0005])
+    cr = (np.array([10.0015]), np.array([20.0015]))
+    exp1 = (np.r_[stars_ra, cr[0]], np.r_[stars_dec, cr[1]])
+    exp2 = (stars_ra + 0.02 / 3600, stars_dec - 0.02 / 3600)  # 20-30 mas apart: same stars
+    masks = confirm_across_exposures([exp1, exp2], tolerance_arcsec=0.1)
+    assert masks[0].tolist() == [True, True, True, False]
+    assert masks[1].tolist() == [True, True, True]
+    # Single exposure: nothing to compare with, everything kept.
+    assert confirm_across_exposures([exp1], 0.1)[0].all()
+    # Empty exposures do not break it.
+    empty = (np.zeros(0), np.zeros(0))
+    out = confirm_across_exposures([exp1, empty], 0.1)
+    assert not out[0].any() and out[1].size == 0
