@@ -37,35 +37,41 @@ def test_demo_command_prints_products_wcs_and_error_vs_truth(tmp_path, capsys):
 
     # The products, the WCS chosen and the error vs truth are printed …
     assert f"{demo / 'jsim01010_drz.fits'}" in out and f"{demo / 'jsim01010_drc.fits'}" in out
-    assert "chosen WCS:   IDC_0461802ej" in out
+    assert "chosen WCS:   IDC_0461802ej-FIT_REL_USER" in out
     rms = float(re.search(r"error vs truth: ([\d.]+) mas rms", out).group(1))
-    # … and the pipeline-default WCS cannot know the pointing error: 180.3 mas = hypot(150, 100).
-    assert rms == pytest.approx(180.28, abs=5.0)
+    # … and the a posteriori fit to the visit's reference catalog removes the 180 mas pointing
+    # error (the pipeline-default WCS keeps all of it).
+    assert rms < 10.0
 
-    # The originals now carry the default WCS, FLT and FLC alike, with the old WCS archived.
+    # The originals now carry the fitted WCS, FLT and FLC alike, with the old WCS archived.
     for path in sorted(demo.glob("jsim01a?q_fl?.fits")):
         with fits.open(path) as hdul:
-            assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {"IDC_0461802ej"}
+            assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {"IDC_0461802ej-FIT_REL_USER"}
             assert any(h.name == "HDRLET" for h in hdul), f"{path.name}: replaced WCS not archived"
     # The working folder and temporary files are gone; the report agrees with the log.
     assert not (demo / "jsim01010_default").exists()
+    assert not (demo / "jsim01010_aposteriori").exists()
     assert not list(demo.glob("*.autodriz-tmp"))
     report = json.loads((demo / "jsim01010_report.json").read_text())
-    assert report["chosen"]["wcsname"] == "IDC_0461802ej"
+    assert report["chosen"]["wcsname"] == "IDC_0461802ej-FIT_REL_USER"
     assert sorted(Path(p).name for p in report["products"]) == ["jsim01010_drc.fits", "jsim01010_drz.fits"]
     assert report["astrodrizzle_runs"] == 2  # one DRZ, one DRC: the final products are drizzled once
-    verdicts = {c["name"]: c["verdict"] for c in report["candidates"]}
-    assert verdicts["default"] == "chosen"
+    by_name = {c["name"]: c for c in report["candidates"]}
+    chosen = [c for c in report["candidates"] if c["verdict"] == "chosen"]
+    assert len(chosen) == 1 and chosen[0]["kind"] == "aposteriori" and chosen[0]["quality"] == 1
+    assert chosen[0]["verification"]["status"] == "pass"
+    assert by_name["default"]["verdict"] == "lost"
     assert not any(check["flagged"] for check in report["qa"].values())
     assert set(report["timings"]) >= {"resolve", "default", "select", "drizzle", "update-inputs"}
     page = (demo / "jsim01010_report.html").read_text()
     assert page.count("data:image/png;base64,") == 4  # SCI and WHT thumbnails of DRZ and DRC
     trailer = (demo / "jsim01010.tra").read_text()
-    assert "AUTODRIZ-VERDICT OK exit=0 wcsname=IDC_0461802ej products=jsim01010_drz.fits,jsim01010_drc.fits" in trailer
+    assert "AUTODRIZ-VERDICT OK exit=0 wcsname=IDC_0461802ej-FIT_REL_USER products=jsim01010_drz.fits,jsim01010_drc.fits" in trailer
 
 
 def test_default_wcs_error_equals_injected_pointing_error(visit):
-    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir)])
+    # Alignment off: the pipeline-default WCS cannot know the pointing error.
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-apriori", "--no-aposteriori"])
     assert code == ExitCode.OK
     for name in ("jsim01010_drz.fits", "jsim01010_drc.fits", "jsim01010.tra"):
         assert (visit.directory / name).is_file()
@@ -82,7 +88,7 @@ def test_default_wcs_error_equals_injected_pointing_error(visit):
 
 def test_drizzle_failure_leaves_inputs_byte_identical(visit):
     before = _sha(visit.directory)
-    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--drizzle-timeout", "0.5"])
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--drizzle-timeout", "0.5", "--no-aposteriori"])
     assert code in (ExitCode.WCS_FAILED, ExitCode.DRIZZLE_FAILED)
     assert _sha(visit.directory) == before
     assert not list(visit.directory.glob("*_dr?.fits"))
@@ -100,7 +106,7 @@ def test_update_failure_leaves_inputs_byte_identical_and_publishes_nothing(visit
         raise ChildError("simulated failure while preparing the WCS update")
 
     monkeypatch.setattr(products, "run_child", half_done)
-    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir)])
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-aposteriori"])
     monkeypatch.setattr(products, "run_child", real_run_child)
 
     assert code == ExitCode.UPDATE_FAILED == 8
@@ -110,7 +116,8 @@ def test_update_failure_leaves_inputs_byte_identical_and_publishes_nothing(visit
 
 
 def test_keep_workdirs_keeps_the_default_folder(visit):
-    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--keep-workdirs", "-o", str(visit.directory / "out")])
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--keep-workdirs", "--no-aposteriori",
+                 "-o", str(visit.directory / "out")])
     assert code == ExitCode.OK
     out = visit.directory / "out"
     assert (out / "jsim01010_default").is_dir()
@@ -125,3 +132,18 @@ def test_missing_jref_is_exit_4_with_untouched_inputs(visit, tmp_path):
     code = main([str(visit.asn_path), "--jref", str(empty)])
     assert code == ExitCode.REFERENCE_FILES_MISSING
     assert _sha(visit.directory) == before
+
+
+def test_best_apriori_headerlet_wins_without_a_catalog(tmp_path):
+    visit = simulate_visit(
+        tmp_path / "apriori",
+        SimulationConfig(pointing_error_mas=(400.0, 250.0), apriori_errors_mas=(("GSC240", 300.0, 0.0), ("HSC30", 0.0, 30.0)), seed=11),
+    )
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-aposteriori"])
+    assert code == ExitCode.OK
+    report = json.loads((visit.directory / "jsim01010_report.json").read_text())
+    assert report["chosen"]["wcsname"] == "IDC_0461802ej-HSC30"
+    verdicts = {c["name"]: c["verdict"] for c in report["candidates"]}
+    assert verdicts == {"default": "lost", "apriori-GSC240": "lost", "apriori-HSC30": "chosen"}
+    err = visit_error(list(visit.flt_paths) + list(visit.flc_paths), load_truth(visit.truth_path))
+    assert err.rms_mas == pytest.approx(30.0, abs=5.0)

@@ -39,7 +39,7 @@ def test_html_page_from_report(tmp_path):
              "details": {}, "notes": [], "verification": None, "verdict": "chosen", "reason": "only <one>"},
             {"name": "fit", "kind": "aposteriori", "wcsname": "IDC_x-FIT_REL_GAIAeDR3", "source": "s", "quality": 1,
              "details": {"residuals": {"x": [1, 2, 3], "y": [1, 3, 2], "dx": [0.1, -0.1, 0.0], "dy": [0.0, 0.1, -0.1]}},
-             "notes": [], "verification": {"summary": "ok"}, "verdict": "lost", "reason": "r"},
+             "notes": [], "verification": {"status": "pass", "reason": "ok"}, "verdict": "lost", "reason": "r"},
         ],
         "chosen": {"name": "default", "wcsname": "IDC_x", "why": "only <one>"},
         "alignment": [], "drizzle": [], "astrodrizzle_runs": 0, "timings": {"resolve": 0.1},

@@ -62,19 +62,19 @@ def test_poor_quality_and_large_rms_fits_are_pruned_with_reasons():
 def test_large_rms_fit_reverts_to_best_apriori():
     cands = [DEFAULT, cand("apriori-GSC240", "apriori", "IDC_x-GSC240"), cand("fit", "aposteriori", quality=1, rms=120.0)]
     r = rank_candidates(cands, max_fit_rms_mas=100)
-    s = choose(r, {"apriori-GSC240": (True, "ok")})
+    s = choose(r, {"apriori-GSC240": ("pass", "ok")})
     assert s.winner.name == "apriori-GSC240"
 
 
 def test_verified_best_wins_and_failed_never_beats_a_pass():
     cands = [DEFAULT, cand("apriori-HSC30", "apriori", "IDC_x-HSC30"), cand("fit", "aposteriori", quality=1, rms=5.0)]
     r = rank_candidates(cands, max_fit_rms_mas=100)
-    s = choose(r, {"fit": (False, "exposure 2 off by 1.3 px"), "apriori-HSC30": (True, "all within 0.1 px")})
+    s = choose(r, {"fit": ("fail", "exposure 2 off by 1.3 px"), "apriori-HSC30": ("pass", "all within 0.1 px")})
     assert s.winner.name == "apriori-HSC30"
     v = {x.name: x for x in s.verdicts}
     assert v["fit"].status == "lost" and "failed verification: exposure 2 off by 1.3 px" in v["fit"].reason
     assert v["default"].status == "lost" and "ranked below the winner apriori-HSC30" in v["default"].reason
-    assert "best-ranked that passed" in s.reason
+    assert "best-ranked verified" in s.reason
 
 
 def test_unverified_candidate_cannot_win_when_verification_is_required():
@@ -93,7 +93,7 @@ def test_verification_off_lets_the_best_ranked_win():
 def test_default_wins_when_everything_failed_and_says_why():
     cands = [DEFAULT, cand("apriori-GSC240", "apriori", "IDC_x-GSC240")]
     r = rank_candidates(cands, max_fit_rms_mas=100)
-    s = choose(r, {"apriori-GSC240": (False, "shifted 3 px")})
+    s = choose(r, {"apriori-GSC240": ("fail", "shifted 3 px")})
     assert s.winner is DEFAULT
     assert "no alignment candidate passed verification (apriori-GSC240)" in s.reason
 
@@ -120,3 +120,15 @@ def test_fit_rms_is_read_from_the_fit_statistics():
                   details={"statistics": {"rms_mas": 250.0}})
     r = rank_candidates([DEFAULT, c], max_fit_rms_mas=100)
     assert "fit RMS 250.0 mas exceeds" in r.pruned["fit"]
+
+
+def test_pass_beats_a_better_ranked_unverified_and_unverified_beats_default():
+    cands = [DEFAULT, cand("apriori-HSC30", "apriori", "IDC_x-HSC30"), cand("fit", "aposteriori", quality=1, rms=5.0)]
+    r = rank_candidates(cands, max_fit_rms_mas=100)
+    s = choose(r, {"fit": ("unverified", "4 common sources"), "apriori-HSC30": ("pass", "ok")})
+    assert s.winner.name == "apriori-HSC30"
+    v = {x.name: x for x in s.verdicts}
+    assert "a better-verified candidate exists" in v["fit"].reason
+    s = choose(r, {"fit": ("unverified", "4 common sources"), "apriori-HSC30": ("fail", "2 px")})
+    assert s.winner.name == "fit" and "stands on its fit statistics" in s.reason
+    assert {x.name: x.status for x in s.verdicts} == {"fit": "chosen", "apriori-HSC30": "lost", "default": "lost"}

@@ -29,6 +29,7 @@ from autodriz.solutions.base import Candidate, remove_workdir
 from autodriz.solutions.aposteriori import make_aposteriori_candidates
 from autodriz.solutions.apriori import make_apriori_candidates
 from autodriz.solutions.default import make_default_candidate
+from autodriz.verifydriz import verify_candidate
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +87,30 @@ def _alignment_plan(dataset: Dataset, settings: Settings) -> list[str]:
     return plan
 
 
-def _select(candidates: list[Candidate], dataset: Dataset, settings: Settings) -> Selection:
-    """Rank, verify in rank order until one passes, choose; log every verdict at INFO."""
+def _select(
+    candidates: list[Candidate], dataset: Dataset, settings: Settings, verifications: dict[str, object]
+) -> Selection:
+    """Rank, verify in rank order until one passes, choose; log every verdict at INFO.
+
+    Verification drizzles (in memory, the lightweight ``drizzle`` library) cost a fraction of
+    an AstroDrizzle run each; stopping at the first pass keeps that to what the choice needs.
+    """
     ranking = rank_candidates(candidates, max_fit_rms_mas=settings.max_fit_rms_mas)
     for name, why in ranking.pruned.items():
         logger.info("candidate %s pruned before drizzling: %s", name, why)
-    verified: dict[str, tuple[bool, str]] = {}
-    # Verification arrives with issue 5; until then no alignment candidate exists to verify.
+    verified: dict[str, tuple[str, str]] = {}
+    if settings.verify:
+        for candidate in ranking.order:
+            if candidate.kind == "default":
+                break
+            result = verify_candidate(candidate, dataset, settings=settings)
+            verifications[candidate.name] = result.as_dict()
+            verified[candidate.name] = (result.status, result.reason)
+            if result.status == "pass":
+                break
+    else:
+        logger.info("verification off (%s): the best-ranked candidate wins on its fit statistics",
+                    settings.provenance.get("verify", "settings"))
     selection = choose(ranking, verified, require_verification=settings.verify)
     for v in selection.verdicts:
         logger.info("candidate %s (%s): %s: %s", v.name, v.wcsname or "-", v.status, v.reason)
@@ -225,7 +243,7 @@ def _process_dataset(
             candidates += make_aposteriori_candidates(default, dataset, settings, output_dir)
 
     with stage(logger, "select", timings):
-        selection = _select(candidates, dataset, settings)
+        selection = _select(candidates, dataset, settings, verifications)
         winner, why = selection.winner, selection.reason
 
     from autodriz.config import astrodrizzle_defaults

@@ -219,7 +219,12 @@ def write_html(report: Mapping[str, Any], path: Path) -> Path:
     rows = []
     for c in report["candidates"]:
         verif = c.get("verification")
-        vtext = "—" if verif is None else esc(str(verif.get("summary", verif)) if isinstance(verif, Mapping) else str(verif))
+        if verif is None:
+            vtext = "—"
+        elif isinstance(verif, Mapping):
+            vtext = esc(f"{verif.get('status', '?')}: {verif.get('reason', '')}")
+        else:
+            vtext = esc(str(verif))
         rows.append(
             "<tr class='{cls}'><td>{name}</td><td>{kind}</td><td>{wcs}</td><td>{q}</td><td>{v}</td>"
             "<td>{verdict}</td><td>{reason}</td></tr>".format(

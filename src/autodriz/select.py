@@ -11,10 +11,13 @@ Rules, in order (documented in the README):
    RMS), then a priori solutions (HSC before GSC before others, the astrometry database's own
    preference; a solution's name breaks ties), then the pipeline default, always last.
 3. **Verify in rank order** (done by the caller, which stops at the first pass so that no more
-   drizzles are spent than needed). The best-ranked candidate that passed wins. A candidate that
-   failed verification can never win over one that passed.
-4. **The default is the fallback**: it wins when no alignment candidate is eligible and passed,
-   whatever its own verification says (it is what the pipeline would have delivered).
+   drizzles are spent than needed). Verification says ``pass``, ``fail`` or ``unverified``
+   (the images could not say, e.g. too few common sources). The best-ranked candidate that
+   passed wins; failing that, the best-ranked unverified one, chosen on its fit statistics or
+   a priori standing alone. A candidate that failed verification never wins.
+4. **The default is the fallback**: it wins when no alignment candidate is eligible and passed
+   or was unverifiable, whatever its own verification says (it is what the pipeline would have
+   delivered).
 """
 
 from __future__ import annotations
@@ -145,9 +148,12 @@ def rank_candidates(candidates: Iterable[Candidate], *, max_fit_rms_mas: float) 
     return Ranking(tuple(order), pruned)
 
 
+PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
+
+
 def choose(
     ranking: Ranking,
-    verified: Mapping[str, tuple[bool, str]],
+    verified: Mapping[str, tuple[str, str]],
     *,
     require_verification: bool = True,
 ) -> Selection:
@@ -158,23 +164,63 @@ def choose(
     ranking : Ranking
         From :func:`rank_candidates`.
     verified : mapping
-        Candidate name → (passed, summary) for the candidates that were verified.
+        Candidate name → (status, summary) for the candidates that were verified; status is
+        ``pass``, ``fail`` or ``unverified``.
     require_verification : bool
-        When False (verification switched off), an unverified candidate counts as passed.
+        When False (verification switched off), a candidate nobody verified counts as passed.
 
     Returns
     -------
     Selection
     """
+    alignment = [c for c in ranking.order if c.kind != "default"]
+    status = {}
+    for c in alignment:
+        outcome = verified.get(c.name)
+        if outcome is None and not require_verification:
+            outcome = (PASS, "verification off")
+        status[c.name] = outcome
+    passing = [c for c in alignment if status[c.name] is not None and status[c.name][0] == PASS]
+    unverifiable = [c for c in alignment if status[c.name] is not None and status[c.name][0] == UNVERIFIED]
+    chosen = passing[0] if passing else (unverifiable[0] if unverifiable else None)
+
     winner: Candidate | None = None
     reason = ""
     verdicts: list[Verdict] = []
     failed: list[str] = []
     for c in ranking.order:
-        if winner is not None:
-            verdicts.append(Verdict(c.name, c.wcsname, c.kind, "lost", f"ranked below the winner {winner.name}"))
+        if c.kind != "default" and c is not chosen:
+            outcome = status[c.name]
+            if outcome is None:
+                why = "not verified" if winner is None else f"ranked below the winner {winner.name}"
+            elif outcome[0] == FAIL:
+                failed.append(c.name)
+                why = f"failed verification: {outcome[1]}"
+            elif winner is not None:
+                why = f"ranked below the winner {winner.name} (verification {outcome[0]}: {outcome[1]})"
+            else:
+                why = f"verification {outcome[0]}: {outcome[1]}; a better-verified candidate exists"
+            verdicts.append(Verdict(c.name, c.wcsname, c.kind, "lost", why))
+            continue
+        if c is chosen:
+            winner = c
+            st, summary = status[c.name]
+            if st == PASS:
+                rank = "best-ranked" if c is alignment[0] else "best-ranked verified"
+                reason = f"{rank} {c.kind} candidate; verification: {summary}"
+            else:
+                reason = (
+                    f"best-ranked {c.kind} candidate that did not fail; the images could not verify it "
+                    f"({summary}), so it stands on its fit statistics"
+                    if c.kind == "aposteriori"
+                    else f"best-ranked {c.kind} candidate that did not fail; the images could not verify it ({summary})"
+                )
+            verdicts.append(Verdict(c.name, c.wcsname, c.kind, "chosen", reason))
             continue
         if c.kind == "default":
+            if winner is not None:
+                verdicts.append(Verdict(c.name, c.wcsname, c.kind, "lost", f"ranked below the winner {winner.name}"))
+                continue
             winner = c
             if failed:
                 reason = "no alignment candidate passed verification (" + ", ".join(failed) + "): pipeline default"
@@ -185,25 +231,9 @@ def choose(
             else:
                 reason = "no alignment candidate passed: pipeline default"
             outcome = verified.get(c.name)
-            if outcome is not None and not outcome[0]:
+            if outcome is not None and outcome[0] == FAIL:
                 reason += f" (its own verification failed: {outcome[1]})"
             verdicts.append(Verdict(c.name, c.wcsname, c.kind, "chosen", reason))
-            continue
-        outcome = verified.get(c.name)
-        if outcome is None and not require_verification:
-            outcome = (True, "verification off")
-        if outcome is None:
-            verdicts.append(Verdict(c.name, c.wcsname, c.kind, "lost", "not verified"))
-            continue
-        passed, summary = outcome
-        if passed:
-            winner = c
-            rank = "best-ranked" if not failed else "best-ranked that passed"
-            reason = f"{rank} {c.kind} candidate; verification: {summary}"
-            verdicts.append(Verdict(c.name, c.wcsname, c.kind, "chosen", reason))
-        else:
-            failed.append(c.name)
-            verdicts.append(Verdict(c.name, c.wcsname, c.kind, "lost", f"failed verification: {summary}"))
     assert winner is not None  # the default is always in the ranking
     for name, why in ranking.pruned.items():
         verdicts.append(Verdict(name, "", "", "pruned", why))
