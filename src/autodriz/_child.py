@@ -69,12 +69,23 @@ def _apply_headerlets(job: dict) -> dict:
         shutil.copyfile(item["original"], item["tmp"])
         Path(item["tmp"]).chmod(0o644)
         with fits.open(item["tmp"], mode="update") as hdul:
+            # Every other candidate travels along as a headerlet, so the user can switch to it.
+            for other in item.get("others", ()):
+                headerlet.create_headerlet(
+                    other["solved"], hdrname=other["hdrname"], wcsname=other["wcsname"],
+                    descrip=other["descrip"], author="autodriz", logging=False,
+                ).attach_to_file(hdul)
             hdrlet.apply_as_primary(hdul, attach=True, archive=True, force=True)
         shutil.copymode(item["original"], item["tmp"])
         with fits.open(item["tmp"]) as hdul:
             names = {str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"}
+            hdrnames = {str(h.header.get("HDRNAME", "")) for h in hdul if h.name == "HDRLET"}
         if names != {job["wcsname"]}:
             raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names)} after applying {job['wcsname']}")
+        # stwcs only logs when it cannot attach a headerlet; a missing one is an error here.
+        missing = {item["hdrname"], *(o["hdrname"] for o in item.get("others", ()))} - hdrnames
+        if missing:
+            raise RuntimeError(f"{item['tmp']}: headerlets not attached: {sorted(missing)}")
         done.append(item["tmp"])
     return {"prepared": done}
 

@@ -21,7 +21,8 @@ How a campaign runs
 4. The driver (this process, the only writer of the ledger) records every outcome in its own
    transaction and shows progress; at the end it prints a summary and writes ``--summary-json``.
 
-A dataset is ``done`` only when its run returned ``OK`` (exit 0); ``DRIZCORR_OMIT`` (exit 5,
+A dataset is ``done`` only when its run wrote products: ``OK`` (exit 0) or ``DEFAULT_ONLY``
+(exit 9, products with the pipeline-default WCS); ``DRIZCORR_OMIT`` (exit 5,
 nothing to drizzle by request) is ``skipped``; every other exit code, a crash and a timeout are
 ``failed``. ``done`` and ``skipped`` are never run again; ``failed`` only with ``--retry-failed``.
 """
@@ -257,8 +258,9 @@ def default_ledger_path(manifests: Sequence[Path]) -> Path:
 
 
 def classify(exit_code: int | None) -> str:
-    """Ledger status for a run's exit code: OK → done, DRIZCORR_OMIT → skipped, else failed."""
-    if exit_code == ExitCode.OK:
+    """Ledger status for a run's exit code: OK or DEFAULT_ONLY → done (products written),
+    DRIZCORR_OMIT → skipped, else failed."""
+    if exit_code in (ExitCode.OK, ExitCode.DEFAULT_ONLY):
         return DONE
     if exit_code == ExitCode.DRIZCORR_OMIT:
         return SKIPPED

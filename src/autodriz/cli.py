@@ -9,14 +9,18 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import shutil
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from autodriz import __version__
-from autodriz.errors import AutodrizError
+from autodriz.errors import AutodrizError, ConfigError, InputError
 from autodriz.exitcodes import ExitCode
 
 logger = logging.getLogger(__name__)
@@ -75,6 +79,8 @@ def _add_processing_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="console log level (trailer always has DEBUG)")
     g.add_argument("-q", "--quiet", action="store_true", help="console shows warnings and errors only")
+    g.add_argument("--debug", action="store_true",
+                   help="console shows DEBUG lines and the traceback of an unexpected error (a bug)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +122,8 @@ def _cli_settings(args: argparse.Namespace) -> dict:
     cli = {k: getattr(args, k, None) for k in keys}
     if getattr(args, "quiet", False):
         cli["log_level"] = "WARNING"
+    if getattr(args, "debug", False):
+        cli["log_level"] = "DEBUG"
     return cli
 
 
@@ -127,13 +135,60 @@ def _load(args: argparse.Namespace, **overrides):
     return load_settings(cli=cli, config_file=args.config)
 
 
+def _probe_writable(folder: Path) -> OSError | None:
+    """The error that creating a file in ``folder`` raises, or None if it can be written.
+
+    A real write, because ``os.access`` says yes to root on a read-only mount and no to a user
+    whose ACLs would allow it.
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=".autodriz-probe-", dir=folder)
+    except OSError as exc:
+        return exc
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
+def _preflight(input_path: Path, output_dir: Path | None) -> None:
+    """Refuse, before a trailer or lock is written, places autodriz cannot write.
+
+    The trailer and lock go beside the input (or into --output-dir) and the chosen WCS is
+    written back into the exposures beside the input, so both folders must be writable; finding
+    out after the drizzling is too late, and finding out while opening the trailer ends in a
+    traceback.
+    """
+    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"--output-dir {output_dir} exists and is not a folder")
+    if not input_path.is_file():
+        return  # resolution says what is wrong with it, in the trailer
+    folder = input_path.absolute().parent
+    exc = _probe_writable(folder)
+    if exc is not None:
+        raise InputError(
+            f"dataset folder {folder} is not writable ({exc.strerror or exc}; "
+            f"{'read-only file system' if exc.errno == errno.EROFS else 'permission denied' if exc.errno in (errno.EACCES, errno.EPERM) else 'cannot create files'}): "
+            "autodriz writes the lock and the chosen WCS into the exposures there; copy the dataset "
+            "to a writable folder"
+        )
+    if output_dir is not None and output_dir.is_dir():
+        exc = _probe_writable(output_dir)
+        if exc is not None:
+            raise ConfigError(f"--output-dir {output_dir} is not writable ({exc.strerror or exc})")
+
+
 def _run_process(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    from autodriz.pipeline import process
+    from autodriz.pipeline import guess_root, process
 
     settings = _load(args)
+    _preflight(args.input, settings.output_dir)
+    trailer = (settings.output_dir or args.input.absolute().parent) / f"{guess_root(args.input)}.tra"
+    if trailer.exists() and not trailer.is_file():
+        raise InputError(f"the trailer {trailer} exists and is not a file; move it away")
     result = process(args.input, settings, argv=["autodriz", *argv])
-    stream = sys.stdout if result.exit_code == ExitCode.OK else sys.stderr
+    wrote_products = result.exit_code in (ExitCode.OK, ExitCode.DEFAULT_ONLY)
+    stream = sys.stdout if wrote_products else sys.stderr
     print(f"autodriz: {result.exit_code.name} (exit {int(result.exit_code)}): {result.message}", file=stream)
     if result.trailer:
         print(f"autodriz: trailer {result.trailer}", file=stream)
@@ -211,7 +266,7 @@ def _run_demo(argv: Sequence[str]) -> int:
     )
     result = process(visit.asn_path, settings, argv=["autodriz", "demo", *argv])
     print(f"autodriz demo: {result.exit_code.name} (exit {int(result.exit_code)}): {result.message}")
-    if result.exit_code != ExitCode.OK:
+    if result.exit_code not in (ExitCode.OK, ExitCode.DEFAULT_ONLY):
         return int(result.exit_code)
     truth = load_truth(visit.truth_path)
     err = visit_error(list(visit.flt_paths), truth)
@@ -260,11 +315,14 @@ def _run_batch(argv: Sequence[str]) -> int:
 def _add_processing_flags_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML file of settings")
     p.add_argument("-q", "--quiet", action="store_true", help="console shows warnings and errors only")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error (a bug)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``autodriz`` command; return the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Read before parsing, so that an error while parsing or loading settings honours it too.
+    debug = "--debug" in argv
     try:
         if argv and argv[0] == "demo":
             return _run_demo(argv[1:])
@@ -279,3 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("autodriz: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # a bug outside a run's own handling: one line, traceback on --debug
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        print(f"autodriz: INTERNAL_ERROR (exit {int(ExitCode.INTERNAL_ERROR)}): internal error: "
+              f"{type(exc).__name__}: {exc}" + ("" if debug else " (run with --debug for the traceback)"),
+              file=sys.stderr)
+        return int(ExitCode.INTERNAL_ERROR)

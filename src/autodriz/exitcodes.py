@@ -34,6 +34,10 @@ class ExitCode(IntEnum):
     #: Drizzling worked but the chosen WCS could not be written back to the inputs; the inputs are
     #: untouched and no product is published (products must match the inputs they came from).
     UPDATE_FAILED = 8
+    #: Products written with the pipeline-default WCS because no alignment candidate was
+    #: eligible or passed verification, although alignment was requested. (When alignment is
+    #: off by request, or the data are grism/prism, the default is what was asked for: OK.)
+    DEFAULT_ONLY = 9
     #: Another autodriz is processing the same dataset (lock file beside the inputs).
     LOCKED = 10
     #: Interrupted (Ctrl-C / SIGINT); inputs are untouched unless the final update had finished.

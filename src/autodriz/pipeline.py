@@ -262,7 +262,7 @@ def _process_dataset(
         ]
 
     with stage(logger, "update-inputs", timings):
-        updated = apply_candidate_wcs(winner)
+        updated = apply_candidate_wcs(winner, others=[c for c in candidates if c is not winner and c.copies])
 
     with stage(logger, "products", timings):
         products = tuple(publish(run.product, output_dir) for run in runs)
@@ -306,9 +306,13 @@ def _process_dataset(
         )
         report = write_json_atomic(output_dir / f"{root}_report.json", report_data)
         write_html(report_data, output_dir / f"{root}_report.html")
+    # Alignment was asked for but the default won: products are fine, the astrometry is only
+    # the pipeline default's, and the exit code says so for the archive's wrappers.
+    default_only = aligning and (settings.apply_apriori or settings.compute_aposteriori) and winner.kind == "default"
     return RunResult(
-        ExitCode.OK,
-        f"{root}: {', '.join(p.name for p in products)} with WCS {winner.wcsname}",
+        ExitCode.DEFAULT_ONLY if default_only else ExitCode.OK,
+        f"{root}: {', '.join(p.name for p in products)} with WCS {winner.wcsname}"
+        + (f" (default only: {why})" if default_only else ""),
         root,
         products=products,
         wcsname=winner.wcsname,

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,17 @@ def _hdrname(copy: Path, wcsname: str) -> str:
     return f"{root}_{wcsname}"[:68]
 
 
-def apply_candidate_wcs(candidate: Candidate, *, timeout: float = 600.0) -> list[Path]:
+def apply_candidate_wcs(
+    candidate: Candidate, *, others: Sequence[Candidate] = (), timeout: float = 600.0
+) -> list[Path]:
     """Write the candidate's WCS into the original exposures; return the files updated.
 
     The WCS travels as an stwcs headerlet made from the candidate's working copy; it becomes the
     primary WCS of the original, and the WCS it replaces is archived as a headerlet so that the
-    change can be reverted (``stwcs.wcsutil.headerlet.restore_from_headerlet``). stwcs runs in a
-    child process (it prints and reconfigures logging); this process only renames.
+    change can be reverted (``stwcs.wcsutil.headerlet.restore_from_headerlet``). The solutions
+    of ``others`` (the candidates that lost) are attached as headerlets too, so that a user can
+    switch to any of them. stwcs runs in a child process (it prints and reconfigures logging);
+    this process only renames.
 
     Raises
     ------
@@ -51,6 +55,20 @@ def apply_candidate_wcs(candidate: Candidate, *, timeout: float = 600.0) -> list
         logger.info("the chosen WCS (%s) is already in the originals: nothing to write back", candidate.wcsname)
         return []
     temps = {original: original.with_name(original.name + TMP_SUFFIX) for original in candidate.copies}
+
+    def others_for(original: Path, copy: Path) -> list[dict[str, str]]:
+        root = copy.name.split("_")[0]
+        return [
+            {
+                "solved": str(o.copies[original]),
+                "hdrname": f"{root}_{o.name}"[:68],
+                "wcsname": o.wcsname,
+                "descrip": f"autodriz {o.kind} candidate: {o.source}"[:68],
+            }
+            for o in others
+            if o is not candidate and o.updated and original in o.copies
+        ]
+
     job = {
         "task": "apply_headerlets",
         "wcsname": candidate.wcsname,
@@ -61,6 +79,7 @@ def apply_candidate_wcs(candidate: Candidate, *, timeout: float = 600.0) -> list
                 "solved": str(copy),
                 "tmp": str(temps[original]),
                 "hdrname": _hdrname(copy, candidate.wcsname),
+                "others": others_for(original, copy),
             }
             for original, copy in candidate.copies.items()
         ],
