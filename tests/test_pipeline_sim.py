@@ -152,3 +152,45 @@ def test_best_apriori_headerlet_wins_without_a_catalog(tmp_path):
     assert verdicts == {"default": "lost", "apriori-GSC240": "lost", "apriori-HSC30": "chosen"}
     err = visit_error(list(visit.flt_paths) + list(visit.flc_paths), load_truth(visit.truth_path))
     assert err.rms_mas == pytest.approx(30.0, abs=5.0)
+
+
+def test_fit_that_looks_good_but_misregisters_an_exposure_is_rejected_by_verification(tmp_path, monkeypatch):
+    """A false-minimum match: one exposure's fit landed 0.5″ (10 px) off, yet its statistics
+    look perfect (quality 1, 3 mas RMS). Verification must reject it; the HSC30 solution wins."""
+    from autodriz import pipeline
+    from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
+
+    visit = simulate_visit(
+        tmp_path / "falsemin",
+        SimulationConfig(pointing_error_mas=(400.0, 250.0), apriori_errors_mas=(("HSC30", 0.0, 30.0),), seed=5),
+    )
+
+    def false_minimum(default, dataset, settings, workroot):
+        workdir = prepare_workdir(workroot / f"{dataset.root}_aposteriori")
+        copies = copy_exposures(list(default.copies.values()), workdir)
+        copies = {orig: copies[work] for orig, work in default.copies.items()}
+        second = dataset.exposures[1].rootname
+        for original, copy in copies.items():
+            with fits.open(copy, mode="update") as hdul:
+                for hdu in hdul:
+                    if hdu.name == "SCI":
+                        hdu.header["WCSNAME"] = "IDC_0461802ej-FIT_IMG_FAKE"
+                        if original.name.startswith(second):
+                            hdu.header["CRVAL2"] += 0.5 / 3600.0
+        return [Candidate("aposteriori-IMG-FAKE-rscale", "IDC_0461802ej-FIT_IMG_FAKE", workdir, copies,
+                          "injected false-minimum fit", kind="aposteriori", quality=1,
+                          details={"statistics": {"rms_mas": 3.0, "n_matches": 150}})]
+
+    monkeypatch.setattr(pipeline, "make_aposteriori_candidates", false_minimum)
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir)])
+
+    assert code == ExitCode.OK
+    report = json.loads((visit.directory / "jsim01010_report.json").read_text())
+    by_name = {c["name"]: c for c in report["candidates"]}
+    fake = by_name["aposteriori-IMG-FAKE-rscale"]
+    assert fake["verdict"] == "lost" and fake["verification"]["status"] == "fail"
+    assert "failed verification" in fake["reason"]
+    assert report["chosen"]["wcsname"] == "IDC_0461802ej-HSC30"
+    assert by_name["apriori-HSC30"]["verification"]["status"] == "pass"
+    err = visit_error(list(visit.flt_paths), load_truth(visit.truth_path))
+    assert err.rms_mas == pytest.approx(30.0, abs=5.0)
