@@ -177,12 +177,31 @@ def _preflight(input_path: Path, output_dir: Path | None) -> None:
             raise ConfigError(f"--output-dir {output_dir} is not writable ({exc.strerror or exc})")
 
 
+def _check_catalog(settings) -> None:
+    """A catalog file the user named must be readable: say so now, not after the drizzling.
+
+    Without this a garbage ``--catalog`` only shows as a warning and a default-WCS run (exit 9).
+    """
+    path = settings.catalog
+    if not settings.compute_aposteriori or path is None or not Path(path).is_file():
+        return
+    from autodriz.catalogs import read_catalog_file
+
+    try:
+        read_catalog_file(path)
+    except AutodrizError:
+        raise
+    except Exception as exc:  # astropy's readers raise many types for a file that is not a table
+        raise ConfigError(f"--catalog {path} is not a readable reference catalog ({type(exc).__name__}: {exc})") from exc
+
+
 def _run_process(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     from autodriz.pipeline import guess_root, process
 
     settings = _load(args)
     _preflight(args.input, settings.output_dir)
+    _check_catalog(settings)
     trailer = (settings.output_dir or args.input.absolute().parent) / f"{guess_root(args.input)}.tra"
     if trailer.exists() and not trailer.is_file():
         raise InputError(f"the trailer {trailer} exists and is not a file; move it away")
@@ -232,7 +251,7 @@ def _run_simulate(argv: Sequence[str]) -> int:
     print(f"  association: {visit.asn_path.name}")
     print(f"  exposures:   {', '.join(p.name for p in (*visit.flt_paths, *visit.flc_paths))}")
     print(f"  truth:       {visit.truth_path.name}; reference catalog: {visit.catalog_path.name}")
-    print(f"  process it:  autodriz {visit.asn_path} --jref {visit.jref_dir}")
+    print(f"  process it:  autodriz {visit.asn_path} --jref {visit.jref_dir} --catalog {visit.catalog_path}")
     return 0
 
 
