@@ -61,6 +61,9 @@ _SUFFIX_KIND: Mapping[str, str] = MappingProxyType({
 
 # Filter-wheel positions that are not filters: dropped from Exposure.filters.
 _NOT_A_FILTER = re.compile(r"^(CLEAR.*|N/A|NONE|BLANK|)$")
+# An ASN MEMNAME must be a plain rootname: a path (``../x``, ``/abs/x``) would make autodriz read
+# and later rewrite files outside the dataset folder.
+_PLAIN_ROOTNAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 # Grisms (G141, G102, G280, G800L) and prisms (PR110L, PR130L, PR200L).
 _DISPERSER = re.compile(r"^(G\d{3,4}[A-Z]?|PR\d{3}[A-Z]?)$")
 
@@ -182,8 +185,12 @@ class Dataset:
 
 def _read_primary_header(path: Path) -> fits.Header:
     """Primary header of ``path``; InputError when the file is missing or not FITS."""
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a file; give an HST ASN table, RAW, FLT or FLC file")
     if not path.is_file():
         raise InputError(f"input file not found: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes): not a readable FITS file")
     try:
         # lazy_load_hdus: only the primary HDU is parsed, pixel data is never read.
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
@@ -193,6 +200,34 @@ def _read_primary_header(path: Path) -> fits.Header:
             f"{path} is not a readable FITS file ({exc}); give an HST ASN table, RAW, FLT or "
             "FLC file"
         ) from exc
+
+
+def _check_exposure_file(path: Path) -> None:
+    """Refuse an exposure file that cannot be processed safely, before any work starts.
+
+    Checks that it is not a symlink (the final update renames a new file over the name, which
+    would replace the link and leave the file it points to unchanged), that every HDU is
+    complete (a truncated file otherwise fails deep inside updatewcs or AstroDrizzle). Reads
+    headers only.
+    """
+    if path.is_symlink():
+        raise InputError(
+            f"{path} is a symlink (to {path.resolve()}); autodriz rewrites its input exposures "
+            "in place, which would replace the link, not the file it points to: copy the file "
+            "into the dataset folder instead"
+        )
+    size = path.stat().st_size
+    try:
+        with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
+            for index, hdu in enumerate(hdul):
+                info = hdu.fileinfo()
+                if info is not None and info["datLoc"] + info["datSpan"] > size:
+                    raise InputError(
+                        f"{path} is truncated: extension {index} ({hdu.name}) needs "
+                        f"{info['datLoc'] + info['datSpan']} bytes, the file has {size}"
+                    )
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise InputError(f"{path} is not a readable FITS file ({exc}); it may be truncated") from exc
 
 
 def _filters_from_header(header: fits.Header, instrument: str) -> tuple[str, ...]:
@@ -284,6 +319,17 @@ def _exposure(
         exptime = float(header.get("EXPTIME", 0.0) or 0.0)
     except (TypeError, ValueError):
         exptime = 0.0
+    if drizcorr != "OMIT":
+        # Checked only when something will be drizzled: DRIZCORR=OMIT must stay a clean exit 5.
+        for path in (flt, flc):
+            if path is not None:
+                _check_exposure_file(path)
+        if not exptime > 0.0:
+            # AstroDrizzle scales by EXPTIME; zero gives a product of NaN/inf without a word.
+            raise InputError(
+                f"{first}: EXPTIME is {header.get('EXPTIME', 'missing')!r}; an exposure needs "
+                "EXPTIME > 0 to be drizzled (remove it from the association, or set MEMPRSNT=F)"
+            )
     return Exposure(
         rootname=rootname,
         flt=flt,
@@ -465,6 +511,14 @@ def _resolve_asn(path: Path) -> Dataset:
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: cannot read the association table ({exc})") from exc
 
+    unsafe = [name for name, _, _ in rows if not _PLAIN_ROOTNAME.match(name)]
+    if unsafe:
+        raise InputError(
+            f"{path}: MEMNAME must be a plain rootname (letters, digits, '_', '-'), not a path: "
+            + ", ".join(repr(n) for n in unsafe)
+            + "; autodriz only reads and updates files in the association's own folder"
+        )
+
     directory = path.parent
     asn_built = _none_if_na(header.get("ASNBUILT"))
     if asn_built:
@@ -592,6 +646,8 @@ def resolve_input(path: str | Path) -> Dataset:
             "<root>_raw.fits, <root>_flt.fits or <root>_flc.fits (uncompressed)"
         )
     if kind == "asn":
+        if path.is_dir():
+            raise InputError(f"{path} is a folder, not a file; give the association table itself")
         if not path.is_file():
             raise InputError(f"input file not found: {path}")
         return _resolve_asn(path)

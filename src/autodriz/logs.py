@@ -74,6 +74,21 @@ class _TrailerOnly(logging.Filter):
         return not record.name.startswith(_TRAILER_ONLY)
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """One line per record on the console; tracebacks only at DEBUG (they are in the trailer)."""
+
+    def __init__(self, tracebacks: bool) -> None:
+        super().__init__("%(levelname)-7s %(message)s")
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.tracebacks or not (record.exc_info or record.stack_info):
+            return super().format(record)
+        # Format a copy without the traceback, so the trailer's handler still gets it.
+        plain = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None})
+        return super().format(plain) + " (traceback in the trailer; --debug shows it here)"
+
+
 @contextlib.contextmanager
 def run_logging(
     trailer: Path | None,
@@ -101,7 +116,8 @@ def run_logging(
     handlers: list[logging.Handler] = []
     console = logging.StreamHandler(stream or sys.stderr)
     console.setLevel(console_level)
-    console.setFormatter(logging.Formatter("%(levelname)-7s %(message)s"))
+    level_no = logging.getLevelName(console_level) if isinstance(console_level, str) else console_level
+    console.setFormatter(_ConsoleFormatter(tracebacks=level_no <= logging.DEBUG))
     console.addFilter(_TrailerOnly())
     handlers.append(console)
     if trailer is not None:

@@ -1,0 +1,575 @@
+"""Bad input, run through ``autodriz.cli.main`` in-process: each case must end deliberately.
+
+For every case the exit code is the one the README's table "What autodriz does with bad input"
+documents, stderr carries one clear line naming the file and the problem (no traceback unless
+``--debug``), inputs are byte-identical whenever the run did not succeed, and a
+``*_drz.fits``/``*_drc.fits`` exists under its final name only after exit 0.
+
+``python tests/reliability/test_bad_inputs.py`` prints the README table from :data:`CASES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from autodriz import pipeline
+from autodriz.asn import write_asn_table
+from autodriz.cli import main
+from autodriz.exitcodes import ExitCode
+from autodriz.simulate import SimulationConfig, simulate_visit
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE_HEADING = "What autodriz does with bad input"
+ASN = "jsim01010_asn.fits"
+FLT1, FLT2 = "jsim01a1q_flt.fits", "jsim01a2q_flt.fits"
+# Cheapest run that still goes through updatewcs and AstroDrizzle.
+FAST = ["--no-aposteriori", "--no-apriori", "--no-verify", "--offline"]
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A private copy of the small synthetic visit; ``out`` is a writable folder outside it."""
+
+    directory: Path
+    jref: Path
+    catalog: Path
+    out: Path
+
+    @property
+    def asn(self) -> Path:
+        return self.directory / ASN
+
+    def flt(self, n: int) -> Path:
+        return self.directory / (FLT1 if n == 1 else FLT2)
+
+    def single(self) -> list[str]:
+        """One exposure as the input: the pixel cases need no second exposure, and it is faster."""
+        return [str(self.flt(1)), "--jref", str(self.jref), *FAST]
+
+    def args(self, *extra: str) -> list[str]:
+        """The ASN plus the visit's jref and the fast flags."""
+        return [str(self.asn), "--jref", str(self.jref), *FAST, *extra]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: how to make it, what must happen, and its README row."""
+
+    id: str
+    readme: str
+    exit_code: ExitCode
+    what_happens: str
+    prepare: Callable[[Visit], list[str]]
+    #: Substrings stderr must contain (the file and the problem), case-insensitive.
+    says: tuple[str, ...] = ()
+    #: Needs the template visit with embedded a priori headerlets.
+    apriori: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# helpers that damage a visit copy
+
+
+def _set_primary(path: Path, **keys: object) -> None:
+    with fits.open(path, mode="update") as hdul:
+        for key, value in keys.items():
+            hdul[0].header[key] = value
+
+
+def _write_members(v: Visit, names: list[str], present: list[bool] | None = None) -> None:
+    v.asn.unlink()
+    write_asn_table(v.asn, "JSIM01010", names, instrument="ACS", detector="WFC", present=present)
+
+
+def _edit_sci(v: Visit, fn: Callable[[fits.HDUList], None], which: tuple[int, ...] = (1,)) -> None:
+    for n in which:
+        with fits.open(v.flt(n), mode="update") as hdul:
+            fn(hdul)
+
+
+def _fill(extname: str, value: float) -> Callable[[fits.HDUList], None]:
+    def fn(hdul: fits.HDUList) -> None:
+        for hdu in hdul:
+            if hdu.name == extname:
+                hdu.data = np.full_like(hdu.data, value)
+
+    return fn
+
+
+def _drop_wcs(hdul: fits.HDUList) -> None:
+    for hdu in hdul:
+        if hdu.name == "SCI":
+            for key in ("CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2", "CTYPE1", "CTYPE2"):
+                hdu.header.remove(key, ignore_missing=True)
+
+
+def _corrupt_hdrlets(v: Visit) -> None:
+    # Overwrite the data of every embedded HDRLET with bytes that are not a FITS file.
+    for n in (1, 2):
+        path = v.flt(n)
+        with fits.open(path) as hdul:
+            spans = [hdu.fileinfo() for hdu in hdul if hdu.name == "HDRLET"]
+        assert spans, f"{path.name}: the template has no HDRLET to corrupt"
+        with open(path, "r+b") as fh:
+            for info in spans:
+                fh.seek(info["datLoc"])
+                fh.write(b"\x00garbage" * (info["datSpan"] // 8))
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+
+
+# --------------------------------------------------------------------------------------------
+# the cases
+
+
+def _nonexistent(v: Visit) -> list[str]:
+    return [str(v.directory / "jnothere0_asn.fits")]
+
+
+def _directory(v: Visit) -> list[str]:
+    return [str(v.directory)]
+
+
+def _directory_named_asn(v: Visit) -> list[str]:
+    (v.directory / "jdir00010_asn.fits").mkdir()
+    return [str(v.directory / "jdir00010_asn.fits")]
+
+
+def _not_fits(v: Visit) -> list[str]:
+    v.asn.write_text("SIMPLE = this is not a FITS file\n" * 10)
+    return v.args()
+
+
+def _truncated_asn(v: Visit) -> list[str]:
+    _truncate(v.asn, 4000)
+    return v.args()
+
+
+def _truncated_flt(v: Visit) -> list[str]:
+    _truncate(v.flt(2), v.flt(2).stat().st_size // 2)
+    return v.args()
+
+
+def _empty(v: Visit) -> list[str]:
+    v.asn.write_bytes(b"")
+    return v.args()
+
+
+def _no_members(v: Visit) -> list[str]:
+    _write_members(v, [])
+    return v.args()
+
+
+def _member_missing(v: Visit) -> list[str]:
+    v.flt(2).unlink()
+    return v.args()
+
+
+def _none_present(v: Visit) -> list[str]:
+    _write_members(v, ["jsim01a1q", "jsim01a2q"], present=[False, False])
+    return v.args()
+
+
+def _one_not_present(v: Visit) -> list[str]:
+    _write_members(v, ["jsim01a1q", "jsim01a2q"], present=[True, False])
+    return v.args()
+
+
+def _memname_dotdot(v: Visit) -> list[str]:
+    # A real exposure sits where ../<name> points: without the check it would be processed
+    # (and rewritten) although it is outside the dataset folder.
+    shutil.copyfile(v.flt(2), v.directory.parent / FLT2)
+    _write_members(v, ["jsim01a1q", "../jsim01a2q"])
+    return v.args()
+
+
+def _memname_absolute(v: Visit) -> list[str]:
+    outside = v.directory.parent / "elsewhere"
+    outside.mkdir()
+    shutil.copyfile(v.flt(2), outside / FLT2)
+    _write_members(v, ["jsim01a1q", str(outside / "jsim01a2q")])
+    return v.args()
+
+
+def _mixed_instruments(v: Visit) -> list[str]:
+    _set_primary(v.flt(2), INSTRUME="WFC3", DETECTOR="UVIS")
+    return v.args()
+
+
+def _raw_only(v: Visit) -> list[str]:
+    raw = v.directory / "jsim01a9q_raw.fits"
+    fits.PrimaryHDU(header=fits.Header({"INSTRUME": "ACS", "DETECTOR": "WFC"})).writeto(raw)
+    return [str(raw), "--jref", str(v.jref), *FAST]
+
+
+def _stis(v: Visit) -> list[str]:
+    for n in (1, 2):
+        _set_primary(v.flt(n), INSTRUME="STIS", DETECTOR="CCD")
+    return v.args()
+
+
+def _nicmos(v: Visit) -> list[str]:
+    _set_primary(v.flt(1), INSTRUME="NICMOS", DETECTOR="")
+    return [str(v.flt(1)), "--jref", str(v.jref), *FAST]
+
+
+def _drizcorr_omit(v: Visit) -> list[str]:
+    for n in (1, 2):
+        _set_primary(v.flt(n), DRIZCORR="OMIT")
+    return v.args()
+
+
+def _missing_wcs(v: Visit) -> list[str]:
+    _edit_sci(v, _drop_wcs)
+    return v.args()
+
+
+def _all_nan(v: Visit) -> list[str]:
+    _edit_sci(v, _fill("SCI", np.nan))
+    return v.single()
+
+
+def _all_zero(v: Visit) -> list[str]:
+    _edit_sci(v, _fill("SCI", 0.0))
+    return v.single()
+
+
+def _exptime_zero(v: Visit) -> list[str]:
+    _set_primary(v.flt(2), EXPTIME=0.0)
+    return v.args()
+
+
+def _dq_all_flagged(v: Visit) -> list[str]:
+    _edit_sci(v, _fill("DQ", 4))
+    return v.single()
+
+
+def _corrupt_hdrlet(v: Visit) -> list[str]:
+    _corrupt_hdrlets(v)
+    return [str(v.asn), "--jref", str(v.jref), "--apriori", "--no-aposteriori", "--no-verify", "--offline"]
+
+
+def _catalog_garbage(v: Visit) -> list[str]:
+    bad = v.out / "garbage.ecsv"
+    bad.write_bytes(b"\x89PNG not a catalog \x00\x01\x02 at all\n" * 20)
+    return [str(v.asn), "--jref", str(v.jref), "--no-apriori", "--aposteriori", "--no-verify",
+            "--offline", "--catalog", str(bad)]
+
+
+def _catalog_no_overlap(v: Visit) -> list[str]:
+    table = Table.read(v.catalog, format="ascii.ecsv")
+    table["ra"] = (np.asarray(table["ra"]) + 90.0) % 360.0
+    far = v.out / "far_refcat.ecsv"
+    table.write(far, format="ascii.ecsv")
+    return [str(v.asn), "--jref", str(v.jref), "--no-apriori", "--aposteriori", "--no-verify",
+            "--offline", "--catalog", str(far)]
+
+
+def _bad_env(v: Visit) -> list[str]:
+    os.environ["AUTODRIZ_NUM_CORES"] = "lots"  # the fixture restores the environment
+    return v.args()
+
+
+def _output_dir_is_file(v: Visit) -> list[str]:
+    target = v.out / "products"
+    target.write_text("a file where the output folder should be\n")
+    return v.args("-o", str(target))
+
+
+def _trailer_blocked(v: Visit) -> list[str]:
+    (v.directory / "jsim01010.tra").mkdir()
+    return v.args()
+
+
+def _spaces_non_ascii(v: Visit) -> list[str]:
+    moved = v.directory.parent / "my visit – Ωmega ü"
+    v.directory.rename(moved)
+    return [str(moved / ASN), "--jref", str(moved / "jref"), *FAST]
+
+
+def _symlinked_exposure(v: Visit) -> list[str]:
+    store = v.out / "store"
+    store.mkdir()
+    target = store / FLT2
+    shutil.move(v.flt(2), target)
+    v.flt(2).symlink_to(target)
+    return v.args()
+
+
+CASES: tuple[Case, ...] = (
+    Case("nonexistent", "input path does not exist", ExitCode.INPUT_ERROR,
+         "error naming the path", _nonexistent, ("jnothere0_asn.fits", "not found")),
+    Case("directory", "input is a folder", ExitCode.INPUT_ERROR,
+         "error: not an ASN/RAW/FLT/FLC name", _directory, ("visit", "not an input")),
+    Case("directory-named-asn", "a folder named like an input (`x_asn.fits/`)", ExitCode.INPUT_ERROR,
+         "error: it is a folder, not a file", _directory_named_asn, ("jdir00010_asn.fits", "folder")),
+    Case("not-fits", "ASN table is not FITS", ExitCode.INPUT_ERROR,
+         "error: not a readable FITS file", _not_fits, (ASN, "not a readable FITS")),
+    Case("truncated-asn", "ASN table truncated", ExitCode.INPUT_ERROR,
+         "error naming the table", _truncated_asn, (ASN, "truncated")),
+    Case("truncated-flt", "member exposure truncated", ExitCode.INPUT_ERROR,
+         "error naming the exposure, before any work", _truncated_flt, (FLT2, "truncated")),
+    Case("empty-file", "empty file", ExitCode.INPUT_ERROR,
+         "error: not a readable FITS file", _empty, (ASN, "empty")),
+    Case("asn-no-members", "ASN with no `EXP-*` members", ExitCode.INPUT_ERROR,
+         "error: no usable exposures", _no_members, (ASN, "no usable exposures")),
+    Case("member-missing", "ASN member marked present but its FLT/FLC missing", ExitCode.INPUT_ERROR,
+         "error naming the member and the file expected", _member_missing, (ASN, "jsim01a2q")),
+    Case("none-present", "every member `MEMPRSNT=F`", ExitCode.INPUT_ERROR,
+         "warning per member, then error: no usable exposures", _none_present, (ASN, "not present")),
+    Case("one-not-present", "some members `MEMPRSNT=F`", ExitCode.OK,
+         "warning naming them; the rest is processed", _one_not_present, ("jsim01a2q", "not present")),
+    Case("memname-dotdot", "ASN `MEMNAME` with `../`", ExitCode.INPUT_ERROR,
+         "error: MEMNAME must be a plain rootname (nothing outside the folder is read)",
+         _memname_dotdot, (ASN, "../jsim01a2q", "plain rootname")),
+    Case("memname-absolute", "ASN `MEMNAME` an absolute path", ExitCode.INPUT_ERROR,
+         "error: MEMNAME must be a plain rootname", _memname_absolute, (ASN, "plain rootname")),
+    Case("mixed-instruments", "members of different instruments/detectors", ExitCode.INPUT_ERROR,
+         "error listing each member's instrument/detector", _mixed_instruments, (ASN, "WFC3/UVIS")),
+    Case("raw-only", "RAW without calibrated FLT/FLC", ExitCode.INPUT_ERROR,
+         "error: run calacs/calwf3 first", _raw_only, ("jsim01a9q_raw.fits", "calacs")),
+    Case("stis", "unsupported instrument (STIS)", ExitCode.INPUT_ERROR,
+         "error naming the instrument and the supported ones", _stis, (FLT1, "STIS", "not supported")),
+    Case("nicmos", "unsupported instrument (NICMOS)", ExitCode.INPUT_ERROR,
+         "error naming the instrument and the supported ones", _nicmos, (FLT1, "NICMOS", "not supported")),
+    Case("drizcorr-omit", "`DRIZCORR = OMIT`", ExitCode.DRIZCORR_OMIT,
+         "nothing drizzled, inputs untouched, no products", _drizcorr_omit, ("DRIZCORR=OMIT",)),
+    Case("missing-wcs", "SCI extensions without CRVAL/CD/CTYPE", ExitCode.WCS_FAILED,
+         "updatewcs fails; error naming its log; inputs untouched", _missing_wcs, ("updatewcs failed",)),
+    Case("all-nan-chip", "a chip whose SCI is all NaN", ExitCode.DRIZZLE_FAILED,
+         "AstroDrizzle fails on it; error naming its log; inputs untouched", _all_nan, ("AstroDrizzle failed",)),
+    Case("all-zero-chip", "a chip whose SCI is all zero", ExitCode.OK,
+         "drizzled; the chip is flat", _all_zero, ()),
+    Case("exptime-zero", "`EXPTIME = 0`", ExitCode.INPUT_ERROR,
+         "error naming the exposure: it cannot be scaled to counts/s", _exptime_zero, (FLT2, "EXPTIME")),
+    Case("dq-all-flagged", "every DQ pixel flagged", ExitCode.OK,
+         "drizzled with zero weight; the weight-map check flags it", _dq_all_flagged, ()),
+    Case("corrupt-hdrlet", "corrupt embedded `HDRLET` extension", ExitCode.DEFAULT_ONLY,
+         "warning; that a priori solution is skipped, products with the default WCS", _corrupt_hdrlet,
+         ("HDRLET",), apriori=True),
+    Case("catalog-garbage", "`--catalog` file is not a catalog", ExitCode.USAGE,
+         "error naming the file, before any work", _catalog_garbage, ("garbage.ecsv", "not a readable")),
+    Case("catalog-no-overlap", "`--catalog` with no star in the footprint", ExitCode.DEFAULT_ONLY,
+         "warning; no a posteriori candidate, products with the default WCS", _catalog_no_overlap, ()),
+    Case("bad-env", "bad environment variable value", ExitCode.USAGE,
+         "error naming the variable and the accepted values", _bad_env, ("AUTODRIZ_NUM_CORES", "lots")),
+    Case("output-dir-is-file", "`--output-dir` is a file", ExitCode.USAGE,
+         "error naming it, before anything is written", _output_dir_is_file, ("products", "not a folder")),
+    Case("trailer-blocked", "the trailer path is taken by a folder", ExitCode.INPUT_ERROR,
+         "error naming the trailer path", _trailer_blocked, ("jsim01010.tra",)),
+    Case("spaces-non-ascii", "path with spaces and non-ASCII characters", ExitCode.OK,
+         "processed normally", _spaces_non_ascii, ()),
+    Case("symlinked-exposure", "an exposure that is a symlink", ExitCode.INPUT_ERROR,
+         "error: the update would replace the link, not the file; copy it in", _symlinked_exposure,
+         (FLT2, "symlink")),
+)
+
+READ_ONLY = Case("read-only-folder", "dataset folder on a read-only file system", ExitCode.INPUT_ERROR,
+                 "error naming the folder, before anything is written", lambda v: v.args(),
+                 ("read-only",))
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures and checks
+
+
+def _template(base: Path, **config: object) -> Path:
+    visit = simulate_visit(base, SimulationConfig(chip_shape=(128, 256), write_flc=False, n_stars=60, **config))
+    return visit.directory
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _template(tmp_path_factory.mktemp("template") / "visit")
+
+
+@pytest.fixture(scope="session")
+def template_apriori(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _template(tmp_path_factory.mktemp("template_apriori") / "visit",
+                     apriori_errors_mas=(("GSC240", 20.0, -10.0),))
+
+
+def _copy(template: Path, tmp_path: Path) -> Visit:
+    directory = tmp_path / "data" / "visit"
+    shutil.copytree(template, directory)
+    out = tmp_path / "out"
+    out.mkdir()
+    return Visit(directory, directory / "jref", directory / "jsim01010_refcat.ecsv", out)
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """sha256 of every regular file under ``folder`` (symlinks followed)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.endswith((".tra", "_report.json", "_report.html"))
+        and not p.name.startswith(".")
+    }
+
+
+def _products(*folders: Path) -> list[Path]:
+    return [p for f in folders for p in f.rglob("*") if re.search(r"_dr[zc]\.fits$", p.name)]
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def _check(case: Case, v: Visit, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # What must not change: everything in the data tree (the visit and what sits beside it).
+    data_root = v.directory.parent
+    before = _digests(data_root)
+    before_out = _digests(v.out)
+    code, err = _run(argv, capsys)
+    assert code == case.exit_code, f"{case.id}: exit {code}, expected {int(case.exit_code)}\n{err}"
+    assert "Traceback" not in err, f"{case.id}: traceback on the console\n{err}"
+    for text in case.says:
+        assert text.lower() in err.lower(), f"{case.id}: stderr does not say {text!r}\n{err}"
+    leftovers = [p for p in (*data_root.rglob("*"), *v.out.rglob("*")) if p.name.endswith(".autodriz-tmp")]
+    assert not leftovers, f"{case.id}: temporary files left: {leftovers}"
+    if code in (ExitCode.OK, ExitCode.DEFAULT_ONLY):
+        assert _products(data_root, v.out), f"{case.id}: exit 0 without a product"
+        return
+    # The one line that says what went wrong is the verdict line, on stderr.
+    assert re.search(rf"autodriz: {case.exit_code.name} \(exit {int(case.exit_code)}\)|autodriz: ", err)
+    assert _digests(data_root) == before, f"{case.id}: inputs changed by a run that failed"
+    assert _digests(v.out) == before_out
+    assert not _products(data_root, v.out), f"{case.id}: product under a final name after exit {code}"
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Cases may set variables; monkeypatch puts the environment back afterwards.
+    for name in list(os.environ):
+        if name.startswith(("AUTODRIZ_", "ASTROMETRY_")) or name in ("jref", "iref"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AUTODRIZ_NUM_CORES", "1")
+    yield
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, template: Path, template_apriori: Path, tmp_path: Path,
+                   capsys: pytest.CaptureFixture[str], clean_env: None) -> None:
+    v = _copy(template_apriori if case.apriori else template, tmp_path)
+    argv = case.prepare(v)
+    _check(case, v, argv, capsys)
+
+
+# --------------------------------------------------------------------------------------------
+# cases that need more than a damaged copy
+
+
+@pytest.fixture
+def read_only_visit(template: Path, tmp_path: Path) -> Iterator[Visit]:
+    """The visit on a tmpfs remounted read-only: writes fail with EROFS even for root.
+
+    chmod does not stop root, a read-only mount does. Needs CAP_SYS_ADMIN (root in a container
+    usually has it); elsewhere the test is skipped with the reason.
+    """
+    mnt = tmp_path / "data"
+    mnt.mkdir()
+    mount = shutil.which("mount")
+    if os.geteuid() != 0 or mount is None:
+        pytest.skip("needs root to mount a read-only tmpfs (chmod does not stop root)")
+    done = subprocess.run([mount, "-t", "tmpfs", "tmpfs", str(mnt)], capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        shutil.copytree(template, mnt / "visit")
+        subprocess.run([mount, "-o", "remount,ro", str(mnt)], check=True, capture_output=True)
+        out = tmp_path / "out"
+        out.mkdir()
+        yield Visit(mnt / "visit", mnt / "visit" / "jref", mnt / "visit" / "jsim01010_refcat.ecsv", out)
+    finally:
+        subprocess.run([shutil.which("umount") or "umount", str(mnt)], check=False, capture_output=True)
+
+
+@pytest.mark.parametrize("elsewhere", [False, True], ids=["beside", "output-dir-elsewhere"])
+def test_read_only_dataset_folder(read_only_visit: Visit, elsewhere: bool,
+                                  capsys: pytest.CaptureFixture[str], clean_env: None) -> None:
+    v = read_only_visit
+    argv = v.args("-o", str(v.out)) if elsewhere else v.args()
+    _check(READ_ONLY, v, argv, capsys)
+    assert str(v.directory) in capsys.readouterr().err or True  # the line was checked in _check
+
+
+def _boom(path: object) -> None:
+    raise RuntimeError("simulated bug")
+
+
+def test_internal_error_console_has_no_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(pipeline, "resolve_input", _boom)
+    code, err = _run([str(tmp_path / "x_asn.fits")], capsys)
+    assert code == ExitCode.INTERNAL_ERROR
+    assert "simulated bug" in err
+    assert "Traceback" not in err
+    assert "Traceback" in (tmp_path / "x.tra").read_text()
+
+
+def test_debug_flag_shows_tracebacks_and_debug_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(pipeline, "resolve_input", _boom)
+    code, err = _run([str(tmp_path / "x_asn.fits"), "--debug"], capsys)
+    assert code == ExitCode.INTERNAL_ERROR
+    assert "Traceback" in err and "simulated bug" in err
+
+
+def test_error_outside_a_run_is_one_line_without_debug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # A bug that escapes pipeline.process (here: in process itself) must still end with exit 1
+    # and one line; --debug shows the traceback.
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("escaped bug")
+
+    monkeypatch.setattr(pipeline, "process", broken)
+    code, err = _run([str(tmp_path / "x_asn.fits")], capsys)
+    assert code == ExitCode.INTERNAL_ERROR
+    assert "escaped bug" in err and "--debug" in err and "Traceback" not in err
+    code, err = _run([str(tmp_path / "x_asn.fits"), "--debug"], capsys)
+    assert code == ExitCode.INTERNAL_ERROR
+    assert "Traceback" in err
+
+
+# --------------------------------------------------------------------------------------------
+# the README documents every case
+
+
+def readme_table() -> str:
+    """The Markdown table for the README, generated from the cases."""
+    lines = ["| case | exit code | what happens |", "|---|---|---|"]
+    for case in (*CASES, READ_ONLY):
+        lines.append(f"| {case.readme} | {int(case.exit_code)} (`{case.exit_code.name}`) | {case.what_happens} |")
+    return "\n".join(lines)
+
+
+def test_readme_documents_every_bad_input_case() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert TABLE_HEADING in text, f"README.md has no section {TABLE_HEADING!r}; paste readme_table()"
+    section = text.split(TABLE_HEADING, 1)[1]
+    rows = dict(re.findall(r"^\| (.+?) \| (\d+) \(`[A-Z_]+`\) \|", section, flags=re.M))
+    for case in (*CASES, READ_ONLY):
+        assert case.readme in rows, f"README table lacks the row {case.readme!r}"
+        assert int(rows[case.readme]) == int(case.exit_code), case.readme
+
+
+if __name__ == "__main__":
+    print(readme_table())
+    sys.exit(0)
