@@ -209,6 +209,8 @@ def _run_process(argv: Sequence[str]) -> int:
     wrote_products = result.exit_code in (ExitCode.OK, ExitCode.DEFAULT_ONLY)
     stream = sys.stdout if wrote_products else sys.stderr
     print(f"autodriz: {result.exit_code.name} (exit {int(result.exit_code)}): {result.message}", file=stream)
+    for line in result.summary:
+        print(f"  candidate {line}", file=stream)
     if result.trailer:
         print(f"autodriz: trailer {result.trailer}", file=stream)
     return int(result.exit_code)
@@ -285,6 +287,8 @@ def _run_demo(argv: Sequence[str]) -> int:
     )
     result = process(visit.asn_path, settings, argv=["autodriz", "demo", *argv])
     print(f"autodriz demo: {result.exit_code.name} (exit {int(result.exit_code)}): {result.message}")
+    for line in result.summary:
+        print(f"  candidate {line}")
     if result.exit_code not in (ExitCode.OK, ExitCode.DEFAULT_ONLY):
         return int(result.exit_code)
     truth = load_truth(visit.truth_path)

@@ -50,6 +50,8 @@ class RunResult:
     report: Path | None = None
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: One line per candidate: its verdict and why (for the command's stdout summary).
+    summary: tuple[str, ...] = field(default_factory=tuple)
 
 
 def guess_root(path: Path) -> str:
@@ -320,4 +322,7 @@ def _process_dataset(
         trailer=trailer,
         report=report,
         notes=winner.notes,
+        summary=tuple(
+            f"{v.status:>6}  {v.name} ({v.wcsname or '-'}): {v.reason}" for v in selection.verdicts
+        ),
     )
