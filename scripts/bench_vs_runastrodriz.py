@@ -1,0 +1,698 @@
+#!/usr/bin/env python
+"""Benchmark autodriz against STScI's ``drizzlepac.runastrodriz`` on the same association.
+
+Each tool gets its own copy of the same inputs and runs in its own subprocess on this machine;
+the script prints, per tool: exit status, wall time (and the ratio autodriz/runastrodriz), the
+number of AstroDrizzle runs, peak RSS, the WCSNAME left in each FLT's SCI,1 and — for the
+synthetic visit, whose true WCS is known — its error against the truth
+(:func:`autodriz.truth.visit_error`). It ends with a Markdown table (also printed to stdout) and
+autodriz's total wall time against its final AstroDrizzle runs alone (issue 10 wants ≤ 1.5×).
+
+runastrodriz wants the network (the astrometry database and MAST's catalog service). Here it runs
+offline through a small wrapper (written next to the data, run as ``python wrapper.py``) that
+patches, *in that subprocess only*:
+
+* ``ASTROMETRY_STEP_CONTROL=off`` in its environment (stwcs' AstrometryDB then never connects)
+  and ``stwcs.updatewcs.astrometry_utils.AstrometryDB.isAvailable`` → ``False`` (belt and braces:
+  offline, the availability check otherwise retries for ~120 s);
+* ``drizzlepac.haputils.astrometric_utils.get_catalog`` / ``get_catalog_from_footprint`` →
+  a cone search in the local reference catalog autodriz also gets (``--catalog``), proper
+  motions propagated to the requested epoch as the MAST service does; Gaia catalog names are
+  served from that file, any other name (GSC242, 2MASS, …) gets an empty table;
+* ``socket.socket.connect`` → raises at once (any other network attempt fails fast; counted);
+* ``drizzlepac.astrodrizzle.AstroDrizzle`` → the same function, counted and timed.
+
+The a priori step of runastrodriz stays on (as in the pipeline); with the database off it finds no
+new solutions but still makes its verification products, as it would offline.
+
+Usage::
+
+    python scripts/bench_vs_runastrodriz.py                   # both datasets, reduced synthetic size
+    python scripts/bench_vs_runastrodriz.py --full            # 4 × 2048×4096-per-chip exposures
+    python scripts/bench_vs_runastrodriz.py --dataset sim --workdir /tmp/bench --keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gzip
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SHARED = Path(os.environ.get("AUTODRIZ_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+GAIA_CAT = SHARED / "catalogs" / "gaia.cat"
+GOODSS_DIR = SHARED / "real" / "wfc3ir_goodss"
+GOODSS_ASN = "IB6O23020"  # F140W direct images
+
+WRAPPER_MARK = "RUNASTRODRIZ-BENCH-RESULT "
+
+# ---------------------------------------------------------------------------------------------
+# The wrapper that runs runastrodriz offline (written to a file, run in its own process)
+# ---------------------------------------------------------------------------------------------
+
+WRAPPER = r'''
+"""runastrodriz, offline, with counted AstroDrizzle runs (written by bench_vs_runastrodriz.py)."""
+import json, math, os, socket, sys, time, traceback
+
+asn, refcat, num_cores, result_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+RESULT = {"patches": [], "astrodrizzle_calls": [], "catalog_queries": [], "network_attempts": [],
+          "status": "not started"}
+
+def dump():
+    with open(result_path, "w") as fh:
+        json.dump(RESULT, fh, indent=1, default=str)
+
+# 1. No network at all: fail fast and record.
+_connect = socket.socket.connect
+def _no_connect(self, address):
+    RESULT["network_attempts"].append(str(address))
+    raise OSError("network disabled by bench_vs_runastrodriz")
+socket.socket.connect = _no_connect
+RESULT["patches"].append("socket.socket.connect -> raises OSError at once (attempts recorded)")
+
+# 2. Astrometry database off.
+RESULT["patches"].append("env ASTROMETRY_STEP_CONTROL=" + os.environ.get("ASTROMETRY_STEP_CONTROL", "<unset>"))
+from stwcs.updatewcs import astrometry_utils as _au
+_au.AstrometryDB.isAvailable = lambda self, *a, **k: False
+RESULT["patches"].append("stwcs.updatewcs.astrometry_utils.AstrometryDB.isAvailable -> False")
+
+# 3. Catalog queries served from the local reference catalog.
+import numpy as np
+from astropy.table import Table
+from drizzlepac.haputils import astrometric_utils as _amu
+
+_REF = None
+def _load_ref():
+    global _REF
+    if _REF is None:
+        if refcat in ("", "-") or not os.path.exists(refcat):
+            _REF = Table()
+            return _REF
+        t = Table.read(refcat, format="ascii.ecsv") if refcat.endswith(".ecsv") else Table.read(refcat, format="ascii.commented_header")
+        cols = {c.lower(): c for c in t.colnames}
+        def col(*names, default=None):
+            for n in names:
+                if n in cols:
+                    return np.asarray(t[cols[n]], dtype=float)
+            return default
+        n = len(t)
+        out = Table()
+        out["ra"] = col("ra")
+        out["dec"] = col("dec")
+        out["ra_error"] = col("ra_error", default=np.full(n, 0.5))
+        out["dec_error"] = col("dec_error", default=np.full(n, 0.5))
+        out["pmra"] = col("pmra", default=np.zeros(n))
+        out["pmdec"] = col("pmdec", default=np.zeros(n))
+        out["pmra_error"] = col("pmra_error", default=np.full(n, 0.1))
+        out["pmdec_error"] = col("pmdec_error", default=np.full(n, 0.1))
+        out["ref_epoch"] = col("ref_epoch", "epoch", default=np.full(n, 2016.0))
+        out["mag"] = col("phot_g_mean_mag", "mag", "g", default=np.full(n, 20.0))
+        ids = col("source_id", "objid")
+        out["objID"] = np.arange(n) if ids is None else ids.astype(np.int64)
+        _REF = out
+    return _REF
+
+def _local_get_catalog(ra, dec, sr=0.1, epoch=None, catalog="GSC241"):
+    ref = _load_ref()
+    entry = {"catalog": catalog, "ra": ra, "dec": dec, "sr": sr, "epoch": epoch}
+    if not str(catalog).upper().startswith("GAIA") or len(ref) == 0:
+        entry["served"] = 0
+        RESULT["catalog_queries"].append(entry)
+        return Table()
+    r = ref.copy()
+    if epoch is not None:
+        dt = float(epoch) - r["ref_epoch"]
+        r["dec"] = r["dec"] + r["pmdec"] * dt / 3.6e6
+        r["ra"] = r["ra"] + r["pmra"] * dt / 3.6e6 / np.cos(np.radians(r["dec"]))
+        r["epoch"] = np.full(len(r), float(epoch))
+    else:
+        r["epoch"] = r["ref_epoch"]
+    d2r = np.radians
+    cossep = (np.sin(d2r(dec)) * np.sin(d2r(r["dec"])) +
+              np.cos(d2r(dec)) * np.cos(d2r(r["dec"])) * np.cos(d2r(r["ra"] - ra)))
+    keep = np.degrees(np.arccos(np.clip(cossep, -1, 1))) <= sr
+    r = r[keep]
+    r.remove_column("ref_epoch")
+    entry["served"] = len(r)
+    RESULT["catalog_queries"].append(entry)
+    return r
+
+def _local_from_footprint(footprint, epoch=None, catalog="GSC241"):
+    fp = np.asarray(footprint, dtype=float)
+    ra, dec = float(fp[:, 0].mean()), float(fp[:, 1].mean())
+    sr = float(np.max(np.hypot((fp[:, 0] - ra) * math.cos(math.radians(dec)), fp[:, 1] - dec)))
+    return _local_get_catalog(ra, dec, sr=sr, epoch=epoch, catalog=catalog)
+
+_amu.get_catalog = _local_get_catalog
+_amu.get_catalog_from_footprint = _local_from_footprint
+RESULT["patches"].append("drizzlepac.haputils.astrometric_utils.get_catalog / get_catalog_from_footprint -> "
+                         "cone search in %s (GAIA* names; other catalogs -> empty table)" % (refcat or "<none>"))
+
+# 4. Count AstroDrizzle.
+import drizzlepac
+import drizzlepac.astrodrizzle as _adm
+_orig = _adm.AstroDrizzle
+def _counted(*args, **kwargs):
+    t0 = time.perf_counter()
+    entry = {"input": str(kwargs.get("input", args[0] if args else None))[:300],
+             "output": str(kwargs.get("output", "")), "cwd": os.getcwd()}
+    try:
+        return _orig(*args, **kwargs)
+    finally:
+        entry["seconds"] = round(time.perf_counter() - t0, 2)
+        RESULT["astrodrizzle_calls"].append(entry)
+        dump()
+_adm.AstroDrizzle = _counted
+if hasattr(drizzlepac, "AstroDrizzle"):
+    drizzlepac.AstroDrizzle = _counted
+RESULT["patches"].append("drizzlepac.astrodrizzle.AstroDrizzle -> counting/timing wrapper around the original")
+
+# 5. Single-drizzle frame = final frame. runastrodriz's focus check (build_focus_dict) indexes the
+#    final product with a mask made from the *_single_sci images, so it needs both on one grid;
+#    an MDRIZTAB whose driz_sep_rot/scale are INDEF (native orientation) and final_rot = 0 (north
+#    up) gives two different grids and an IndexError there. Copy the final grid to driz_sep_*.
+from drizzlepac import mdzhandler as _mdz
+_getpars = _mdz.getMdriztabParameters
+def _same_grid(*args, **kwargs):
+    pars = _getpars(*args, **kwargs)
+    changed = {}
+    for sep, fin in (("driz_sep_rot", "final_rot"), ("driz_sep_scale", "final_scale"),
+                     ("driz_sep_outnx", "final_outnx"), ("driz_sep_outny", "final_outny")):
+        if sep in pars and fin in pars and pars[sep] != pars[fin]:
+            changed[sep] = (pars[sep], pars[fin])
+            pars[sep] = pars[fin]
+    RESULT.setdefault("mdriztab_changes", []).append({k: [str(a), str(b)] for k, (a, b) in changed.items()})
+    return pars
+_mdz.getMdriztabParameters = _same_grid
+RESULT["patches"].append("drizzlepac.mdzhandler.getMdriztabParameters -> driz_sep_rot/scale/outnx/outny := "
+                         "final_rot/scale/outnx/outny (single_sci on the final grid, else build_focus_dict "
+                         "raises IndexError on this MDRIZTAB)")
+
+from drizzlepac import runastrodriz
+RESULT["status"] = "running"
+dump()
+t0 = time.perf_counter()
+try:
+    runastrodriz.process(asn, force=True, num_cores=num_cores)
+    RESULT["status"] = "ok"
+except SystemExit as exc:
+    RESULT["status"] = "ok" if exc.code in (None, 0) else "SystemExit(%r)" % (exc.code,)
+except BaseException as exc:
+    RESULT["status"] = "%s: %s" % (type(exc).__name__, exc)
+    RESULT["traceback"] = traceback.format_exc()[-3000:]
+RESULT["seconds"] = round(time.perf_counter() - t0, 2)
+dump()
+print("''' + WRAPPER_MARK + r'''" + json.dumps({"status": RESULT["status"], "astrodrizzle_runs": len(RESULT["astrodrizzle_calls"])}), flush=True)
+sys.exit(0 if RESULT["status"] == "ok" else 1)
+'''
+
+# ---------------------------------------------------------------------------------------------
+# Measurement
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    returncode: int
+    seconds: float
+    maxrss_mb: float  # largest single process of the tree (wait4 rusage: child + reaped descendants)
+    tree_rss_mb: float | None  # peak of the summed RSS of the process tree, sampled every 0.25 s
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    timed_out: bool = False
+
+
+def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, timeout: float) -> Measured:
+    """Run ``cmd`` in a new session; wall time, peak RSS, load average around it."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil optional
+        psutil = None
+    load_before = os.getloadavg()
+    peak = [0.0]
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def sample() -> None:
+            if psutil is None:
+                return
+            try:
+                root = psutil.Process(proc.pid)
+            except psutil.Error:
+                return
+            while not stop.is_set():
+                total = 0
+                try:
+                    procs = [root, *root.children(recursive=True)]
+                except psutil.Error:
+                    break
+                for p in procs:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                peak[0] = max(peak[0], total / 2**20)
+                stop.wait(0.25)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        timed_out = False
+
+        def kill() -> None:
+            nonlocal timed_out
+            timed_out = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # our own child's session only
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        timer.cancel()
+        seconds = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return Measured(
+        returncode=proc.returncode,
+        seconds=seconds,
+        maxrss_mb=usage.ru_maxrss / 1024.0,
+        tree_rss_mb=peak[0] if psutil is not None else None,
+        load_before=load_before,
+        load_after=os.getloadavg(),
+        timed_out=timed_out,
+    )
+
+
+@dataclass
+class Outcome:
+    dataset: str
+    tool: str
+    m: Measured
+    status: str
+    astrodrizzle_runs: int | None
+    wcsnames: list[str]
+    err_flt_mas: float | None
+    err_flc_mas: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def wcsnames_of(paths: list[Path]) -> list[str]:
+    from astropy.io import fits
+
+    names = []
+    for p in paths:
+        try:
+            names.append(str(fits.getval(p, "WCSNAME", ("SCI", 1))))
+        except KeyError:
+            names.append("(no WCSNAME)")
+        except Exception as exc:  # noqa: BLE001
+            names.append(f"<{type(exc).__name__}>")
+    return names
+
+
+def truth_error(paths: list[Path], truth_path: Path | None) -> float | None:
+    if truth_path is None or not paths:
+        return None
+    from autodriz.truth import load_truth, visit_error
+
+    try:
+        return float(visit_error(paths, load_truth(truth_path)).rms_mas)
+    except Exception as exc:  # noqa: BLE001
+        print(f"    truth comparison failed: {exc}")
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    name: str
+    directory: Path  # pristine copy
+    asn_name: str
+    members: list[str]
+    has_flc: bool
+    ref_env: dict[str, str]  # jref/iref folder names inside the dataset folder (each tool: its own copy)
+    autodriz_flags: list[str]
+    refcat: Path | None
+    truth: Path | None
+    description: str
+
+
+def make_sim(base: Path, full: bool, seed: int) -> Dataset:
+    from autodriz.simulate import SimulationConfig, simulate_visit
+
+    if full:
+        cfg = SimulationConfig(catalog=GAIA_CAT, n_exposures=4, chip_shape=(2048, 4096),
+                               pointing_error_mas=(500, -300), seed=seed)
+    else:
+        cfg = SimulationConfig(catalog=GAIA_CAT, n_exposures=3, chip_shape=(1024, 2048),
+                               pointing_error_mas=(500, -300), seed=seed)
+    t0 = time.perf_counter()
+    visit = simulate_visit(base, cfg)
+    print(f"  simulated {cfg.n_exposures} ACS/WFC exposures, chips {cfg.chip_shape[0]}x{cfg.chip_shape[1]}, "
+          f"FLT+FLC, pointing error {cfg.pointing_error_mas} mas, catalog {GAIA_CAT.name}, seed {seed} "
+          f"in {time.perf_counter() - t0:.0f} s → {base}")
+    return Dataset(
+        name=f"sim ACS/WFC {cfg.n_exposures}×{cfg.chip_shape[0]}×{cfg.chip_shape[1]}",
+        directory=base,
+        asn_name=visit.asn_path.name,
+        members=[p.name.split("_")[0] for p in visit.flt_paths],
+        has_flc=bool(visit.flc_paths),
+        ref_env={"jref": visit.jref_dir.name},
+        autodriz_flags=["--jref", "jref", "--catalog", visit.catalog_path.name],
+        refcat=visit.catalog_path,
+        truth=visit.truth_path,
+        description=(f"synthetic ACS/WFC association {visit.asn_path.name}: {cfg.n_exposures} exposures, "
+                     f"{cfg.chip_shape[0]}×{cfg.chip_shape[1]} per chip, FLT+FLC, Gaia-rich field "
+                     f"({GAIA_CAT}), pointing error {cfg.pointing_error_mas} mas, seed {seed}"),
+    )
+
+
+def make_goodss(base: Path) -> Dataset:
+    """Copy of the real WFC3/IR F140W GOODS-S association, as tests/realdata.py::prepare_goodss."""
+    import numpy as np
+    from astropy.io import fits
+
+    from autodriz.asn import write_asn_table
+
+    base.mkdir(parents=True, exist_ok=True)
+    members = []
+    for src in sorted(GOODSS_DIR.glob("*_flt.fits.gz")):
+        with gzip.open(src) as fh, fits.open(fh) as hdul:
+            if hdul[0].header["ASN_ID"].strip().upper() != GOODSS_ASN:
+                continue
+            for hdu in hdul:
+                if hdu.name in ("SCI", "ERR") and hdu.data is not None:
+                    hdu.data = hdu.data.astype(np.float32)
+                elif hdu.name == "DQ" and hdu.data is not None:
+                    hdu.data = hdu.data.astype(np.int16)
+            hdul.writeto(base / src.name[:-3])
+            members.append(src.name.split("_")[0])
+    asn = write_asn_table(base / f"{GOODSS_ASN.lower()}_asn.fits", GOODSS_ASN, members,
+                          instrument="WFC3", detector="IR", built_by="bench_vs_runastrodriz.py")
+    iref = base / "iref"  # IDCTAB/MDRIZTAB of these files are not available offline
+    iref.mkdir(exist_ok=True)
+    return Dataset(
+        name=f"real WFC3/IR F140W ({len(members)} exp)",
+        directory=base,
+        asn_name=asn.name,
+        members=members,
+        has_flc=False,
+        ref_env={"iref": iref.name},
+        autodriz_flags=["--iref", "iref", "--allow-header-wcs"],
+        refcat=None,
+        truth=None,
+        description=(f"real WFC3/IR F140W association {GOODSS_ASN} (GOODS-S, {len(members)} FLTs "
+                     f"1014×1014, from {GOODSS_DIR}); its IDCTAB/MDRIZTAB are not available; no local "
+                     "reference catalog covers the field"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    # Neither tool may see the other's or a stale setting.
+    for k in ("ASTROMETRY_STEP_CONTROL", "ASTROMETRY_APPLY_APRIORI", "ASTROMETRY_COMPUTE_APOSTERIORI",
+              "jref", "iref", "AUTODRIZ_JREF", "AUTODRIZ_IREF", "AUTODRIZ_CATALOG", "AUTODRIZ_NUM_CORES"):
+        env.pop(k, None)
+    env.setdefault("MPLBACKEND", "Agg")
+    env.update(extra)
+    return env
+
+
+def fresh_copy(ds: Dataset, dest: Path) -> Path:
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(ds.directory, dest)
+    return dest
+
+
+def run_runastrodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) -> Outcome:
+    d = fresh_copy(ds, work / "runastrodriz")
+    wrapper = work / "runastrodriz_offline.py"
+    wrapper.write_text(WRAPPER)
+    result_path = d / "bench_result.json"
+    refcat = str((d / ds.refcat.name).resolve()) if ds.refcat else "-"
+    # runastrodriz expands jref$name by concatenation: absolute folder with a trailing slash.
+    refs = {k: str((d / v).resolve()) + os.sep for k, v in ds.ref_env.items()}
+    env = child_env({**refs, "ASTROMETRY_STEP_CONTROL": "off"})
+    cmd = [sys.executable, str(wrapper), ds.asn_name, refcat, str(num_cores), str(result_path)]
+    print(f"  runastrodriz: {' '.join(cmd)}  (cwd {d}; env ASTROMETRY_STEP_CONTROL=off, "
+          + ", ".join(f"{k}={v}" for k, v in refs.items()) + ")", flush=True)
+    m = run_measured(cmd, cwd=d, env=env, log=d / "bench_stdout.log", timeout=timeout)
+    res = json.loads(result_path.read_text()) if result_path.is_file() else {"status": "no result file"}
+    full_status = "timeout" if m.timed_out else res.get("status", "?")
+    status = full_status if len(full_status) <= 40 else full_status.split(":")[0] + " (see log)"
+    flts = [d / f"{r}_flt.fits" for r in ds.members]
+    flcs = [d / f"{r}_flc.fits" for r in ds.members] if ds.has_flc else []
+    products = sorted(p.name for p in d.glob("*_dr[zc].fits"))
+    out = Outcome(ds.name, "runastrodriz", m, status, len(res.get("astrodrizzle_calls", [])),
+                  wcsnames_of(flts), truth_error(flts, ds.truth), truth_error(flcs, ds.truth),
+                  {"full_status": full_status, "patches": res.get("patches", []), "calls": res.get("astrodrizzle_calls", []),
+                   "catalog_queries": res.get("catalog_queries", []),
+                   "network_attempts": res.get("network_attempts", []),
+                   "mdriztab_changes": res.get("mdriztab_changes", []),
+                   "traceback": res.get("traceback"), "products": products, "dir": str(d)})
+    return out
+
+
+def count_autodriz_children(trailer: Path) -> tuple[int, list[str]]:
+    """AstroDrizzle children started during this run, from the (DEBUG) trailer."""
+    import re
+
+    if not trailer.is_file():
+        return 0, []
+    labels = re.findall(r"child (astrodrizzle\S*): starting", trailer.read_text(errors="replace"))
+    return len(labels), labels
+
+
+def run_autodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) -> Outcome:
+    d = fresh_copy(ds, work / "autodriz")
+    cmd = [sys.executable, "-m", "autodriz", ds.asn_name, *ds.autodriz_flags, "--offline",
+           "--num-cores", str(num_cores)]
+    print(f"  autodriz: {' '.join(cmd)}  (cwd {d})", flush=True)
+    m = run_measured(cmd, cwd=d, env=child_env({}), log=d / "bench_stdout.log", timeout=timeout)
+    root = ds.asn_name.split("_")[0].lower()
+    report_path = d / f"{root}_report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    n_children, labels = count_autodriz_children(d / f"{root}.tra")
+    flts = [d / f"{r}_flt.fits" for r in ds.members]
+    flcs = [d / f"{r}_flc.fits" for r in ds.members] if ds.has_flc else []
+    try:
+        from autodriz.exitcodes import ExitCode
+
+        code_name = ExitCode(m.returncode).name
+    except Exception:  # noqa: BLE001
+        code_name = "?"
+    if m.timed_out:
+        status = "timeout"
+    elif m.returncode == 0:
+        status = "ok"
+    else:
+        status = f"exit {m.returncode} {code_name}" + (" (products written)" if list(d.glob("*_dr[zc].fits")) else "")
+    drizzle_seconds = sum(float(r.get("seconds", 0)) for r in report.get("drizzle", []))
+    n_runs = report.get("astrodrizzle_runs")
+    if n_runs is None or n_runs != n_children:
+        print(f"    note: report astrodrizzle_runs={n_runs}, trailer astrodrizzle children={n_children} {labels}")
+    return Outcome(ds.name, "autodriz", m, status, n_children if n_children else n_runs,
+                   wcsnames_of(flts), truth_error(flts, ds.truth), truth_error(flcs, ds.truth),
+                   {"report_runs": n_runs, "children": labels, "drizzle_seconds": drizzle_seconds,
+                    "timings": report.get("timings", {}), "chosen": report.get("chosen", {}),
+                    "products": sorted(p.name for p in d.glob("*_dr[zc].fits")), "dir": str(d)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def _fmt(v: float | None, f: str = "{:.1f}") -> str:
+    return "—" if v is None else f.format(v)
+
+
+def table_rows(outcomes: list[Outcome]) -> list[list[str]]:
+    rows = []
+    base = {o.dataset: o.m.seconds for o in outcomes if o.tool == "runastrodriz" and o.status == "ok"}
+    for o in outcomes:
+        names = sorted(set(o.wcsnames))
+        ratio = o.m.seconds / base[o.dataset] if o.dataset in base and base[o.dataset] > 0 else None
+        if o.tool == "runastrodriz" and ratio is None:
+            ratio_s = "— (failed)"
+        elif ratio is None:
+            ratio_s = "— (runastrodriz failed)"
+        else:
+            ratio_s = f"{ratio:.2f}×"
+        rows.append([
+            o.dataset, o.tool, o.status, f"{o.m.seconds:.1f}", ratio_s,
+            _fmt(o.astrodrizzle_runs, "{}"), f"{o.m.maxrss_mb:.0f}", _fmt(o.m.tree_rss_mb, "{:.0f}"),
+            ", ".join(names), _fmt(o.err_flt_mas), _fmt(o.err_flc_mas),
+            f"{o.m.load_before[0]:.2f} → {o.m.load_after[0]:.2f}",
+        ])
+    return rows
+
+
+HEADER = ["dataset", "tool", "status", "wall s", "time vs runastrodriz", "AstroDrizzle runs",
+          "peak RSS MB (largest process)", "peak RSS MB (tree, sampled)", "WCSNAME (FLT SCI,1)",
+          "FLT err rms mas", "FLC err rms mas", "load 1-min before → after"]
+
+
+def plain_table(rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))
+    return "\n".join([line(HEADER), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("autodriz", "drizzlepac", "stwcs", "tweakwcs", "astropy", "numpy", "drizzle", "photutils"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def machine() -> str:
+    mem = "?"
+    try:
+        for ln in Path("/proc/meminfo").read_text().splitlines():
+            if ln.startswith("MemTotal"):
+                mem = f"{int(ln.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    cpu = platform.processor() or "?"
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {mem} RAM, {platform.system()} {platform.release()}"
+
+
+def git_state() -> str:
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "src"], capture_output=True,
+                               text=True, check=True).stdout.split("\n")
+        dirty = [ln for ln in dirty if ln.strip()]
+        return f"{repo} at {head}" + (f" + {len(dirty)} uncommitted change(s) under src/" if dirty else " (clean src/)")
+    except (OSError, subprocess.CalledProcessError):
+        return f"{repo} (not a git checkout)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", choices=("sim", "goodss", "both"), default="both")
+    ap.add_argument("--full", action="store_true",
+                    help="synthetic visit at full size: 4 exposures, 2048×4096 chips (default 3 × 1024×2048)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--num-cores", type=int, default=1, help="AstroDrizzle cores for both tools (default 1)")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per tool run before it is killed")
+    ap.add_argument("--workdir", type=Path, default=None, help="default: a new folder under $TMPDIR")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--json", type=Path, default=None, help="also write all figures as JSON here")
+    args = ap.parse_args(argv)
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_vs_runastrodriz_"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"bench_vs_runastrodriz  {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(f"machine: {machine()}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
+    print(f"work folder: {work}; AstroDrizzle num_cores={args.num_cores} for both tools")
+    print(f"autodriz source: {git_state()}")
+
+    datasets: list[Dataset] = []
+    if args.dataset in ("sim", "both"):
+        datasets.append(make_sim(work / "sim" / "input", args.full, args.seed))
+    if args.dataset in ("goodss", "both"):
+        datasets.append(make_goodss(work / "goodss" / "input"))
+
+    outcomes: list[Outcome] = []
+    for ds in datasets:
+        print(f"\n== {ds.name}: {ds.description}")
+        for runner in (run_runastrodriz, run_autodriz):
+            o = runner(ds, ds.directory.parent, args.num_cores, args.timeout)
+            outcomes.append(o)
+            print(f"    {o.tool}: {o.status} in {o.m.seconds:.1f} s, AstroDrizzle runs {o.astrodrizzle_runs}, "
+                  f"peak RSS {o.m.maxrss_mb:.0f} MB (tree {_fmt(o.m.tree_rss_mb, '{:.0f}')} MB), "
+                  f"WCSNAME {sorted(set(o.wcsnames))}, error FLT {_fmt(o.err_flt_mas)} / FLC {_fmt(o.err_flc_mas)} mas, "
+                  f"load {o.m.load_before} → {o.m.load_after}", flush=True)
+            if o.tool == "runastrodriz":
+                if o.extra["full_status"] != o.status:
+                    print(f"      status: {o.extra['full_status']}")
+                for p in o.extra["patches"]:
+                    print(f"      patched: {p}")
+                for c in o.extra["calls"]:
+                    print(f"      AstroDrizzle {c['seconds']:7.1f} s  output={c['output']!r}  in {Path(c['cwd']).name}/")
+                for q in o.extra["catalog_queries"]:
+                    print(f"      catalog query {q['catalog']} sr={q['sr']:.3f}° epoch={q['epoch']}: served {q['served']} rows")
+                for ch in o.extra.get("mdriztab_changes", []):
+                    print(f"      MDRIZTAB values replaced (old, new): {ch}")
+                if o.extra["network_attempts"]:
+                    print(f"      blocked network attempts: {len(o.extra['network_attempts'])} "
+                          f"(e.g. {o.extra['network_attempts'][0]})")
+                if o.extra.get("traceback"):
+                    print("      traceback tail:\n        " + "\n        ".join(o.extra["traceback"].splitlines()[-6:]))
+                print(f"      products: {o.extra['products']}")
+            else:
+                print(f"      chosen: {o.extra['chosen'].get('wcsname')} ({o.extra['chosen'].get('name')}); "
+                      f"products: {o.extra['products']}; report astrodrizzle_runs={o.extra['report_runs']}, "
+                      f"children {o.extra['children']}")
+                print("      stage timings s: " + ", ".join(f"{k} {v:.1f}" for k, v in o.extra["timings"].items()))
+
+    rows = table_rows(outcomes)
+    print("\n" + plain_table(rows))
+    print("\nMarkdown:\n")
+    print(markdown_table(rows))
+    print()
+    for o in outcomes:
+        if o.tool == "autodriz" and o.extra.get("drizzle_seconds"):
+            ds_ = o.extra["drizzle_seconds"]
+            print(f"autodriz on {o.dataset}: total {o.m.seconds:.1f} s vs final AstroDrizzle runs alone "
+                  f"{ds_:.1f} s = {o.m.seconds / ds_:.2f}× (issue 10 target ≤ 1.5×)")
+    if args.json:
+        args.json.write_text(json.dumps([{**o.__dict__, "m": o.m.__dict__} for o in outcomes], indent=1, default=str))
+    if not args.keep and args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"work folder kept: {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
