@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from autodriz import __version__
-from autodriz.exitcodes import ExitCode
+from autodriz.exitcodes import PRODUCT_CODES, ExitCode
 from autodriz.ledger import (
     DONE,
     FAILED,
@@ -260,7 +260,7 @@ def default_ledger_path(manifests: Sequence[Path]) -> Path:
 def classify(exit_code: int | None) -> str:
     """Ledger status for a run's exit code: OK or DEFAULT_ONLY → done (products written),
     DRIZCORR_OMIT → skipped, else failed."""
-    if exit_code in (ExitCode.OK, ExitCode.DEFAULT_ONLY):
+    if exit_code in PRODUCT_CODES:
         return DONE
     if exit_code == ExitCode.DRIZCORR_OMIT:
         return SKIPPED

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from autodriz import __version__
 from autodriz.errors import AutodrizError, ConfigError, InputError
-from autodriz.exitcodes import ExitCode
+from autodriz.exitcodes import PRODUCT_CODES, ExitCode
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def _run_process(argv: Sequence[str]) -> int:
     if trailer.exists() and not trailer.is_file():
         raise InputError(f"the trailer {trailer} exists and is not a file; move it away")
     result = process(args.input, settings, argv=["autodriz", *argv])
-    wrote_products = result.exit_code in (ExitCode.OK, ExitCode.DEFAULT_ONLY)
+    wrote_products = result.exit_code in PRODUCT_CODES
     stream = sys.stdout if wrote_products else sys.stderr
     print(f"autodriz: {result.exit_code.name} (exit {int(result.exit_code)}): {result.message}", file=stream)
     for line in result.summary:
@@ -289,7 +289,7 @@ def _run_demo(argv: Sequence[str]) -> int:
     print(f"autodriz demo: {result.exit_code.name} (exit {int(result.exit_code)}): {result.message}")
     for line in result.summary:
         print(f"  candidate {line}")
-    if result.exit_code not in (ExitCode.OK, ExitCode.DEFAULT_ONLY):
+    if result.exit_code not in PRODUCT_CODES:
         return int(result.exit_code)
     truth = load_truth(visit.truth_path)
     err = visit_error(list(visit.flt_paths), truth)

@@ -42,3 +42,7 @@ class ExitCode(IntEnum):
     LOCKED = 10
     #: Interrupted (Ctrl-C / SIGINT); inputs are untouched unless the final update had finished.
     INTERRUPTED = 130
+
+
+#: The exit codes after which products exist (the one place that knows it).
+PRODUCT_CODES: frozenset[ExitCode] = frozenset({ExitCode.OK, ExitCode.DEFAULT_ONLY})

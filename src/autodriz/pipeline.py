@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from astropy.io import fits
 
 from autodriz import __version__
-from autodriz.config import Settings
+from autodriz.config import Settings, astrodrizzle_defaults
 from autodriz.drizzle import run_astrodrizzle
 from autodriz.errors import AutodrizError
 from autodriz.exitcodes import ExitCode
@@ -163,7 +163,7 @@ def process(input_path: str | Path, settings: Settings, *, argv: list[str] | Non
             elif workdirs:
                 logger.info("working folders kept (--keep-workdirs): %s", ", ".join(map(str, workdirs)))
         seconds = time.perf_counter() - t0
-        result = RunResult(**{**result.__dict__, "seconds": seconds})
+        result = replace(result, seconds=seconds)
         waypoint(
             log,
             "VERDICT",
@@ -247,8 +247,6 @@ def _process_dataset(
     with stage(logger, "select", timings):
         selection = _select(candidates, dataset, settings, verifications)
         winner, why = selection.winner, selection.reason
-
-    from autodriz.config import astrodrizzle_defaults
 
     defaults = astrodrizzle_defaults(dataset.instrument_key, len(dataset.exposures))
     with stage(logger, "drizzle", timings):
