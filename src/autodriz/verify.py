@@ -114,6 +114,18 @@ class Thresholds:
         Systematic floor added in quadrature to every centroid error (pixel-phase effects).
     clip_nsigma : float
         Outlier rejection of per-source offsets, in robust sigma of the normalised residuals.
+    offset_nsigma : float
+        An offset above ``max_offset_px`` fails only when it exceeds it by more than this many
+        standard errors; within that it is ``unverified`` (sparse fields, where a rotation fitted
+        to ~10 sources and extrapolated to the corners is noisy).
+    xcorr_fail_px : float
+        With too few sources, the whole-overlap cross-correlation fails an exposure only beyond
+        this offset: it is coarse (cosmic rays and extended light pull its peak by a few tenths
+        of a pixel), so between ``max_offset_px`` and this it says ``unverified``.
+    consensus_radius_px : float
+        Matched sources must agree on their offset within this radius (after a shift + rotation
+        + scale model grown from the largest agreeing group) before any fit: chance pairs of
+        cosmic rays scatter over the whole search box, real sources move together.
     focus_sources : int
         Brightest confirmed sources used for the focus index.
     min_focus_sources : int
@@ -135,6 +147,9 @@ class Thresholds:
     min_overlap_pixels: int = 400
     centroid_floor_px: float = 0.01
     clip_nsigma: float = 4.0
+    consensus_radius_px: float = 0.5
+    offset_nsigma: float = 2.0
+    xcorr_fail_px: float = 1.0
     focus_sources: int = 40
     min_focus_sources: int = 3
 
@@ -142,7 +157,10 @@ class Thresholds:
         lo, hi = self.flux_ratio_range
         if not 0 < lo < 1 < hi:
             raise ValueError(f"flux_ratio_range must bracket 1, got {self.flux_ratio_range}")
-        for name in ("max_offset_px", "max_profile_diff", "log_sigma_px", "fwhm_px", "detect_nsigma", "min_snr"):
+        for name in (
+            "max_offset_px", "max_profile_diff", "log_sigma_px", "fwhm_px", "detect_nsigma", "min_snr",
+            "consensus_radius_px",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if self.min_sources < 3 or self.max_sources < self.min_sources:
@@ -582,43 +600,55 @@ def _windowed_centroid(
     return x, y, ex, ey, ok
 
 
-def _coarse_offset(s_st: np.ndarray, r_st: np.ndarray, search: int, rt: int) -> tuple[float, float, float]:
-    """Stacked cross-correlation of source stamps: (dx, dy, peak contrast).
+def _coarse_votes(s_st: np.ndarray, r_st: np.ndarray, search: int, rt: int) -> np.ndarray:
+    """One offset vote (dx, dy) per source stamp: the peak of its own cross-correlation.
 
     ``s_st`` are large stamps of the single (radius search + rt), ``r_st`` large stamps of the
-    reference; the template is the reference's central (2rt+1)^2. Every source's correlation is
-    normalised to a maximum of 1 before stacking, so each votes once: a cosmic ray beside one
-    source cannot outvote the coherent peak of the others.
+    reference; the template is the reference's central (2rt+1)^2. Votes, not summed
+    correlation maps: every map adds a broad background, so in a sparse field many chance pairs
+    of cosmic rays (two exposures) outweigh a few stars in a sum, while their votes scatter.
     """
     big = s_st.shape[1] // 2
     c = big - rt
-    stack = np.zeros((2 * search + 1, 2 * search + 1))
+    votes: list[tuple[float, float]] = []
     for s, rr in zip(s_st, r_st, strict=True):
-        tmpl = rr[c : c + 2 * rt + 1, c : c + 2 * rt + 1]
-        tmpl = np.clip(tmpl, 0, None)
+        tmpl = np.clip(rr[c : c + 2 * rt + 1, c : c + 2 * rt + 1], 0, None)
         if not tmpl.sum() > 0:
             continue
         cc = signal.correlate(np.clip(s, 0, None), tmpl, mode="valid", method="fft")
-        m = cc.max()
-        if m > 0:
-            stack += cc / m
-    if not stack.max() > 0:
-        return 0.0, 0.0, 0.0
-    iy, ix = np.unravel_index(np.argmax(stack), stack.shape)
-    contrast = float((stack.max() - np.median(stack)) / max(stack.max(), 1e-30))
-    dy, dx = float(iy - search), float(ix - search)
-    # Sub-pixel by a 3-point parabola in each axis (only a starting point for the centroids).
-    if 0 < iy < stack.shape[0] - 1:
-        a, b, cc_ = stack[iy - 1, ix], stack[iy, ix], stack[iy + 1, ix]
-        den = a - 2 * b + cc_
-        if den < 0:
-            dy += 0.5 * (a - cc_) / den
-    if 0 < ix < stack.shape[1] - 1:
-        a, b, cc_ = stack[iy, ix - 1], stack[iy, ix], stack[iy, ix + 1]
-        den = a - 2 * b + cc_
-        if den < 0:
-            dx += 0.5 * (a - cc_) / den
-    return dx, dy, contrast
+        if not cc.max() > 0:
+            continue
+        iy, ix = np.unravel_index(np.argmax(cc), cc.shape)
+        dy, dx = float(iy - search), float(ix - search)
+        # Sub-pixel by a 3-point parabola in each axis (only a starting point for the centroids).
+        if 0 < iy < cc.shape[0] - 1:
+            a, b, cc_ = cc[iy - 1, ix], cc[iy, ix], cc[iy + 1, ix]
+            den = a - 2 * b + cc_
+            if den < 0:
+                dy += 0.5 * (a - cc_) / den
+        if 0 < ix < cc.shape[1] - 1:
+            a, b, cc_ = cc[iy, ix - 1], cc[iy, ix], cc[iy, ix + 1]
+            den = a - 2 * b + cc_
+            if den < 0:
+                dx += 0.5 * (a - cc_) / den
+        votes.append((dx, dy))
+    return np.array(votes, float).reshape(-1, 2)
+
+
+def _vote_mode(votes: np.ndarray, radius: float = 1.0) -> tuple[float, float, int]:
+    """The offset most votes agree on within ``radius`` px: (dx, dy, number of votes).
+
+    Ties go to the offset nearest zero: the candidate WCS claims alignment, so at equal
+    evidence that claim is the simpler hypothesis.
+    """
+    if votes.size == 0:
+        return 0.0, 0.0, 0
+    d2 = ((votes[:, None, :] - votes[None, :, :]) ** 2).sum(axis=2)
+    near = d2 <= radius**2
+    support = near.sum(axis=1)
+    best = int(np.lexsort((np.hypot(votes[:, 0], votes[:, 1]), -support))[0])
+    group = near[best]
+    return float(np.median(votes[group, 0])), float(np.median(votes[group, 1])), int(group.sum())
 
 
 @dataclass
@@ -642,48 +672,33 @@ class _Matches:
         return np.concatenate(parts) if parts else np.empty(0)
 
 
-def _measure_exposure(
-    prep: _Prepared, i: int, sy: np.ndarray, sx: np.ndarray, th: Thresholds, exptime: float, tile_index: int,
-    out: _Matches,
-) -> None:
-    """Centroids of the detected sources in single ``i`` and in the others' combination."""
-    img_i = prep.images[i]
-    w_i = prep.weights[i]
-    w_o = prep.wsum - w_i
-    overlap = prep.valid[i] & (w_o > 0)
-    out.overlap += int(overlap.sum())
-    if sx.size == 0 or overlap.sum() < th.min_overlap_pixels:
-        return
-    search = th.max_search_px
-    rt = max(2, math.ceil(1.5 * th.fwhm_px))
-    rc = max(3, math.ceil(2.0 * th.fwhm_px) + 1)
-    big = search + rt
-    # Only sources whose search stamp, and centroid stamp moved by up to the search range, lie
-    # inside the array (coverage is checked on the aperture below).
-    margin = search + max(rt, rc) + 1
-    ny, nx = img_i.shape
-    inside = (sy >= margin) & (sy < ny - margin) & (sx >= margin) & (sx < nx - margin)
-    sy, sx, idx = sy[inside], sx[inside], np.nonzero(inside)[0]
-    if sx.size == 0:
-        return
-    # The aperture must be covered in both images; beyond it, holes (DQ-flagged pixels) read as
-    # sky (0 after sky subtraction), which barely moves a windowed centroid.
-    g = np.arange(-rc, rc + 1)
-    rr2 = g[None, :] ** 2 + g[:, None] ** 2
-    ap = rr2 <= (1.5 * th.fwhm_px) ** 2
-    full = (_stamps(overlap, sy, sx, rc) | ~ap).all(axis=(1, 2))
-    n_detected = sx.size
-    sy, sx, idx = sy[full], sx[full], idx[full]
-    if sx.size == 0:
-        return
-    others = [j for j in range(len(prep.images)) if j != i]
+@dataclass
+class _Selection:
+    """Sources of one tile usable for exposure ``i``, and how to cut reference stamps."""
 
-    # Leave-one-out reference, only in the stamps. With three or more others, their per-pixel
-    # median: it ignores cosmic rays and, when another exposure is the misregistered one, keeps
-    # the blame on that exposure instead of sharing it out. With one or two, the weighted mean
-    # (W·comb − w_i·s_i) / (W − w_i).
-    def ref_stamps(r: int) -> tuple[np.ndarray, np.ndarray]:
+    prep: _Prepared
+    i: int
+    sy: np.ndarray
+    sx: np.ndarray
+    idx: np.ndarray  # indices into the tile's detection list
+    n_detected: int
+
+    @property
+    def others(self) -> list[int]:
+        return [j for j in range(len(self.prep.images)) if j != self.i]
+
+    def ref_stamps(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """(reference, single) stamps of radius ``r`` at every selected source.
+
+        Leave-one-out reference. With three or more others, their per-pixel median: it ignores
+        cosmic rays and, when another exposure is the misregistered one, keeps the blame on that
+        exposure instead of sharing it out. With one or two, the weighted mean
+        (W·comb − w_i·s_i) / (W − w_i).
+        """
+        prep, sy, sx = self.prep, self.sy, self.sx
+        img_i, w_i = prep.images[self.i], prep.weights[self.i]
         si = _stamps(img_i, sy, sx, r)
+        others = self.others
         if len(others) >= 3:
             st = np.stack([_stamps(prep.images[j], sy, sx, r) for j in others])
             ok = np.stack([_stamps(prep.valid[j], sy, sx, r) for j in others])
@@ -696,14 +711,83 @@ def _measure_exposure(
             ref = np.where(wo > 0, (wt * cm - wi * si) / wo, 0.0)
         return ref, si
 
-    # Coarse offset from the brightest sources (the detection list is brightest first).
-    nb = min(40, sx.size)
-    ref_big, s_big = ref_stamps(big)
-    dxc, dyc, contrast = _coarse_offset(s_big[:nb], ref_big[:nb], search, rt)
-    out.coarse.append((dxc, dyc, contrast, nb))
-    del ref_big, s_big
 
-    ref_st, s_st = ref_stamps(rc)
+def _aperture(th: Thresholds) -> tuple[int, np.ndarray]:
+    rc = max(3, math.ceil(2.0 * th.fwhm_px) + 1)
+    g = np.arange(-rc, rc + 1)
+    rr2 = g[None, :] ** 2 + g[:, None] ** 2
+    return rc, rr2 <= (1.5 * th.fwhm_px) ** 2
+
+
+def _select(prep: _Prepared, i: int, sy: np.ndarray, sx: np.ndarray, th: Thresholds) -> _Selection | None:
+    """Detected sources whose stamps fit and whose aperture is covered in single ``i`` and the others."""
+    w_o = prep.wsum - prep.weights[i]
+    overlap = prep.valid[i] & (w_o > 0)
+    if sx.size == 0 or overlap.sum() < th.min_overlap_pixels:
+        return None
+    search = th.max_search_px
+    rt = max(2, math.ceil(1.5 * th.fwhm_px))
+    rc, ap = _aperture(th)
+    # Only sources whose search stamp, and centroid stamp moved by up to the search range, lie
+    # inside the array (coverage is checked on the aperture below).
+    margin = search + max(rt, rc) + 1
+    ny, nx = overlap.shape
+    inside = (sy >= margin) & (sy < ny - margin) & (sx >= margin) & (sx < nx - margin)
+    sy, sx, idx = sy[inside], sx[inside], np.nonzero(inside)[0]
+    if sx.size == 0:
+        return None
+    # The aperture must be covered in both images; beyond it, holes (DQ-flagged pixels) read as
+    # sky (0 after sky subtraction), which barely moves a windowed centroid.
+    full = (_stamps(overlap, sy, sx, rc) | ~ap).all(axis=(1, 2))
+    n_detected = sx.size
+    sy, sx, idx = sy[full], sx[full], idx[full]
+    if sx.size == 0:
+        return None
+    return _Selection(prep, i, sy, sx, idx, n_detected)
+
+
+def _coarse_offset_votes(sel: _Selection | None, th: Thresholds, n_brightest: int = 60) -> np.ndarray:
+    """Offset votes of the brightest selected sources that the reference confirms.
+
+    A source whose reference aperture is not significant (a cosmic ray in the single only)
+    has nothing to correlate with and would vote at random.
+    """
+    if sel is None:
+        return np.empty((0, 2))
+    search = th.max_search_px
+    rt = max(2, math.ceil(1.5 * th.fwhm_px))
+    big = search + rt
+    nb = min(n_brightest, sel.sx.size)  # the detection list is brightest first
+    sub = _Selection(sel.prep, sel.i, sel.sy[:nb], sel.sx[:nb], sel.idx[:nb], sel.n_detected)
+    ref_big, s_big = sub.ref_stamps(big)
+    rc, ap = _aperture(th)
+    centre = ref_big[:, big - rc : big + rc + 1, big - rc : big + rc + 1]
+    others = sel.others
+    noise = float(np.sqrt(np.mean([sel.prep.noise[j] ** 2 for j in others])))
+    nother = len(others) / (1.57 if len(others) >= 3 else 1.0)
+    snr = (centre * ap).sum(axis=(1, 2)) / (noise / math.sqrt(nother) * math.sqrt(ap.sum()) or 1.0)
+    confirmed = snr >= th.min_snr
+    return _coarse_votes(s_big[confirmed], ref_big[confirmed], search, rt)
+
+
+def _measure_exposure(
+    sel: _Selection | None, th: Thresholds, exptime: float, tile_index: int, out: _Matches,
+    coarse: tuple[float, float],
+) -> None:
+    """Centroids of the selected sources in single ``i`` and in the others' combination.
+
+    ``coarse`` is the integer-ish offset of the single found by the votes; windowed centroids
+    refine it.
+    """
+    if sel is None:
+        return
+    prep, i, sy, sx, idx = sel.prep, sel.i, sel.sy, sel.sx, sel.idx
+    img_i = prep.images[i]
+    rc, ap = _aperture(th)
+    n_detected = sel.n_detected
+    others = sel.others
+    dxc, dyc = coarse
+    ref_st, s_st = sel.ref_stamps(rc)
     # Sub-stamps of the single centred at the coarse offset (integer part).
     ix, iy = round(dxc), round(dyc)
     s_st = _stamps(img_i, sy + iy, sx + ix, rc)
@@ -761,6 +845,49 @@ def _measure_exposure(
     out.ratio.append(ratio[keep])
     out.pdiff.append(pdiff[keep])
     out.ids.append(np.column_stack([np.full(keep.sum(), tile_index), idx[keep]]))
+
+
+def _consensus(x: np.ndarray, y: np.ndarray, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
+    """Mask of the matched sources that move together.
+
+    With two exposures nothing tells a cosmic ray from a star, and in a sparse field chance
+    pairs of cosmic rays (one in each image, a few pixels apart, similar counts) can outnumber
+    the stars; their offsets scatter over the whole search box while real sources share one
+    offset (up to a small rotation/scale). So: take the offset with the most neighbours within
+    ``radius``, then grow the group with a shift + rotation + scale fitted to it, re-admitting
+    every source whose offset the model predicts within ``radius``.
+    """
+    n = dx.size
+    if n == 0:
+        return np.zeros(0, bool)
+    d2 = (dx[:, None] - dx[None, :]) ** 2 + (dy[:, None] - dy[None, :]) ** 2
+    close = d2 <= radius**2
+    support = close.sum(axis=1)
+    # Among equally supported seeds, the one whose neighbours are tightest.
+    spread = np.where(close, d2, 0.0).sum(axis=1)
+    seed = int(np.lexsort((spread, -support))[0])
+    keep = close[seed].copy()
+    for _ in range(5):
+        xk, yk = x[keep], y[keep]
+        xc, yc = float(xk.mean()), float(yk.mean())
+        span = float(np.sqrt(np.mean((xk - xc) ** 2 + (yk - yc) ** 2)))
+        m = int(keep.sum())
+        if m >= 4 and span > 50.0:
+            ones, zeros = np.ones(m), np.zeros(m)
+            a = np.vstack([
+                np.column_stack([ones, zeros, xk - xc, -(yk - yc)]),
+                np.column_stack([zeros, ones, yk - yc, xk - xc]),
+            ])
+            p, *_ = np.linalg.lstsq(a, np.concatenate([dx[keep], dy[keep]]), rcond=None)
+        else:
+            p = np.array([np.median(dx[keep]), np.median(dy[keep]), 0.0, 0.0])
+        mx = p[0] + p[2] * (x - xc) - p[3] * (y - yc)
+        my = p[1] + p[3] * (x - xc) + p[2] * (y - yc)
+        new_keep = np.hypot(dx - mx, dy - my) <= radius
+        if new_keep.sum() < keep.sum() or np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    return keep
 
 
 def _fit_transform(
@@ -1009,21 +1136,34 @@ def _similarity_from_matches(
             status=UNVERIFIED, reason=f"no usable overlap with the other exposures ({m.overlap} px)", **base
         ), np.empty((0, 2), int)
     x, y, dx, dy, ex, ey = (m.cat(k) for k in ("x", "y", "dx", "dy", "ex", "ey"))
-    if x.size >= th.min_sources:
+    together = _consensus(x, y, dx, dy, th.consensus_radius_px)
+    if together.sum() < x.size:
+        logger.debug(
+            "%s: %d of %d matched sources move together; the others are chance pairs (cosmic rays)",
+            name, int(together.sum()), x.size,
+        )
+    if together.sum() >= th.min_sources:
+        x, y, dx, dy, ex, ey = (a[together] for a in (x, y, dx, dy, ex, ey))
         fit = _fit_transform(x, y, dx, dy, ex, ey, th.clip_nsigma)
         keep = fit["keep"]
         p = fit["params"]
-        pd = float(np.median(m.cat("pdiff")[keep]))
-        ratio = float(np.median(m.cat("ratio")[keep]))
+        pd = float(np.median(m.cat("pdiff")[together][keep]))
+        ratio = float(np.median(m.cat("ratio")[together][keep]))
         off, off_err = fit["worst"], fit["worst_err"]
-        fails = []
-        if off > th.max_offset_px:
-            fails.append(f"offset {off:.3f} px > {th.max_offset_px}")
+        fails, doubts = [], []
+        err = off_err if math.isfinite(off_err) else 0.0
+        if off - th.offset_nsigma * err > th.max_offset_px:
+            fails.append(f"offset {off:.3f} ± {err:.3f} px > {th.max_offset_px}")
+        elif off > th.max_offset_px:
+            # Few sources: rotation and scale extrapolated to the field's corners are noisy.
+            doubts.append(
+                f"offset {off:.3f} ± {err:.3f} px above {th.max_offset_px} by less than {th.offset_nsigma:g} sigma"
+            )
         if pd > th.max_profile_diff:
             fails.append(f"profile difference {pd:.3f} > {th.max_profile_diff}")
-        status = FAIL if fails else PASS
-        reason = "; ".join(fails) if fails else (
-            f"offset {off:.3f} ± {off_err:.3f} px <= {th.max_offset_px}, profile difference {pd:.3f}"
+        status = FAIL if fails else UNVERIFIED if doubts else PASS
+        reason = "; ".join(fails or doubts) or (
+            f"offset {off:.3f} ± {err:.3f} px <= {th.max_offset_px}, profile difference {pd:.3f}"
         )
         res = SimilarityResult(
             status=status, reason=reason, method="sources", offset_px=off, offset_err_px=off_err,
@@ -1031,25 +1171,29 @@ def _similarity_from_matches(
             scale_ppm=float(p[2]) * 1e6, profile_diff=pd, flux_ratio=ratio, n_sources=int(keep.sum()),
             offset_mas=to_mas(off), **base,
         )
-        return res, m.cat("ids").reshape(-1, 2)[keep].astype(int) if x.size else np.empty((0, 2), int)
+        return res, m.cat("ids").reshape(-1, 2)[together][keep].astype(int)
     # Few sources: cross-correlation of the whole overlap.
+    n_together = int(together.sum())
+    few = f"{n_together} matched sources moving together" + (f" (of {x.size})" if x.size > n_together else "")
     xc = _xcorr_fallback(preps, i, th)
     if xc is None or xc[2] < 5.0:
         why = "no significant cross-correlation peak" if xc is not None else "overlap too small"
         return SimilarityResult(
             status=UNVERIFIED,
-            reason=f"registration not measurable: {x.size} matched sources (< {th.min_sources}) and {why}",
-            n_sources=int(x.size), **base,
+            reason=f"registration not measurable: {few} (< {th.min_sources}) and {why}",
+            n_sources=n_together, **base,
         ), np.empty((0, 2), int)
     off = math.hypot(xc[0], xc[1])
-    status = FAIL if off > th.max_offset_px else PASS
-    reason = (
-        f"cross-correlation offset {off:.3f} px {'>' if status == FAIL else '<='} {th.max_offset_px} "
-        f"({x.size} matched sources, too few for a fit)"
-    )
+    if off <= th.max_offset_px:
+        status, cmp = PASS, f"<= {th.max_offset_px}"
+    elif off > max(th.xcorr_fail_px, th.max_offset_px):
+        status, cmp = FAIL, f"> {max(th.xcorr_fail_px, th.max_offset_px)}"
+    else:
+        status, cmp = UNVERIFIED, f"between {th.max_offset_px} and {th.xcorr_fail_px}, too coarse to decide"
+    reason = f"cross-correlation offset {off:.3f} px {cmp} ({few}, too few for a fit)"
     return SimilarityResult(
         status=status, reason=reason, method="cross-correlation", offset_px=off, dx_px=float(xc[0]), dy_px=float(xc[1]),
-        n_sources=int(x.size), offset_mas=to_mas(off), **base,
+        n_sources=n_together, offset_mas=to_mas(off), **base,
     ), np.empty((0, 2), int)
 
 
@@ -1104,9 +1248,19 @@ def verify_tiles(
     rt = max(2, math.ceil(1.5 * th.fwhm_px))
     detections = [_detect(p, th, border=max(search + rt, math.ceil(4 * th.log_sigma_px) + 3)) for p in preps]
     matches = [_Matches() for _ in range(n_exp)]
-    for t, (prep, (sy, sx, _)) in enumerate(zip(preps, detections, strict=True)):
-        for i in range(n_exp):
-            _measure_exposure(prep, i, sy, sx, th, exptimes[i], t, matches[i])
+    for i in range(n_exp):
+        sels = [_select(prep, i, sy, sx, th) for prep, (sy, sx, _) in zip(preps, detections, strict=True)]
+        votes = [_coarse_offset_votes(sel, th) for sel in sels]
+        pooled = _vote_mode(np.concatenate(votes))
+        for t, (prep, sel) in enumerate(zip(preps, sels, strict=True)):
+            matches[i].overlap += int((prep.valid[i] & (prep.wsum - prep.weights[i] > 0)).sum())
+            # A tile's own offset when enough of its sources agree on it (it may differ from the
+            # others' by a rotation); otherwise the offset all tiles vote for: a sparse tile's
+            # few stars can be outvoted by chance pairs of cosmic rays.
+            own = _vote_mode(votes[t])
+            coarse = own if own[2] >= th.min_sources else pooled
+            matches[i].coarse.append(coarse[:2] + (own[2], len(votes[t])))
+            _measure_exposure(sel, th, exptimes[i], t, matches[i], coarse[:2])
     sims: list[SimilarityResult] = []
     used: list[set[tuple[int, int]]] = []
     for i in range(n_exp):
