@@ -223,7 +223,7 @@ def run_ir(seeds: int, rng: np.random.Generator) -> tuple[dict, dict, dict]:
             k = int(rng.integers(len(IR_DITHERS)))
             a = rng.uniform(0, 2 * math.pi)
             tiles, names, exptimes = ir_visit(1000 + seed, k, (d * math.cos(a), d * math.sin(a)))
-            o, lg, worst = decide(tiles, names, exptimes, th, None if statuses is None else statuses.setdefault(d, []))
+            o, lg, worst = decide(tiles, names, exptimes, th)
             ours[d].append(o)
             legacy[d].append(lg)
             blame[d].append(worst == names[k])

@@ -71,7 +71,16 @@ def test_demo_command_prints_products_wcs_and_error_vs_truth(tmp_path, capsys):
     assert not any(check["flagged"] for check in report["qa"].values())
     assert set(report["timings"]) >= {"resolve", "default", "select", "drizzle", "update-inputs"}
     page = (demo / "jsim01010_report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4  # SCI and WHT thumbnails of DRZ and DRC
+    # SCI and WHT thumbnails of DRZ and DRC, the chosen fit's matched stars over the DRZ, and
+    # the residual vectors of each a posteriori fit.
+    fits_with_residuals = [c for c in report["candidates"] if (c["details"] or {}).get("residuals")]
+    assert chosen[0] in fits_with_residuals
+    assert page.count("data:image/png;base64,") == 4 + 1 + len(fits_with_residuals)
+    assert "alt='jsim01010_drz.fits matched sources (aposteriori-REL-USER-general)'" in page
+    res = chosen[0]["details"]["residuals"]
+    assert len(res["dx"]) == chosen[0]["details"]["statistics"]["n_matches"]
+    rms = (sum(dx * dx + dy * dy for dx, dy in zip(res["dx"], res["dy"], strict=True)) / len(res["dx"])) ** 0.5
+    assert rms == pytest.approx(chosen[0]["details"]["statistics"]["rms_mas"], rel=0.01)
     trailer = (demo / "jsim01010.tra").read_text()
     assert "AUTODRIZ-VERDICT OK exit=0 wcsname=IDC_0461802ej-FIT_REL_USER products=jsim01010_drz.fits,jsim01010_drc.fits" in trailer
 
@@ -185,7 +194,7 @@ def test_fit_that_looks_good_but_misregisters_an_exposure_is_rejected_by_verific
                           details={"statistics": {"rms_mas": 3.0, "n_matches": 150}})]
 
     monkeypatch.setattr(pipeline, "make_aposteriori_candidates", false_minimum)
-    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir)])
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--keep-workdirs"])
 
     assert code == ExitCode.OK
     report = json.loads((visit.directory / "jsim01010_report.json").read_text())
@@ -197,6 +206,10 @@ def test_fit_that_looks_good_but_misregisters_an_exposure_is_rejected_by_verific
     assert by_name["apriori-HSC30"]["verification"]["status"] == "pass"
     err = visit_error(list(visit.flt_paths), load_truth(visit.truth_path))
     assert err.rms_mas == pytest.approx(30.0, abs=5.0)
+    # --keep-workdirs keeps the winner's and the losers' folders, never a failed candidate's.
+    assert (visit.directory / "jsim01010_apriori" / "HSC30").is_dir()
+    assert (visit.directory / "jsim01010_default").is_dir()
+    assert not (visit.directory / "jsim01010_aposteriori").exists()
 
 
 def test_sparse_field_with_a_good_hsc30_headerlet_chooses_apriori(tmp_path, capsys):

@@ -76,3 +76,37 @@ def test_report_page_renders_with_its_images(tmp_path, chromium):
     # The two thumbnails (SCI in grey, WHT in colour) are drawn: a page of text alone is almost
     # all white, a rendered figure area is not.
     assert (pixels.mean(axis=2) < 0.9).mean() > 0.10
+
+
+@pytest.fixture(scope="module")
+def demo_page(tmp_path_factory) -> Path:
+    """The report page of a real run: ``autodriz demo`` (simulate, align, drizzle)."""
+    from autodriz.cli import main
+
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "-o", str(out), "-q"]) == 0
+    return out / "jsim01010_report.html"
+
+
+def test_a_real_runs_report_renders_thumbnails_overlay_and_residual_plots(demo_page, chromium, tmp_path):
+    profile = tmp_path / "profile"
+    dom = subprocess.run(
+        [chromium, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", demo_page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    assert "autodriz report: jsim01010" in dom
+    # The browser parsed every embedded image: 4 thumbnails, the matched stars over the DRZ,
+    # and at least the chosen fit's residual vectors.
+    assert dom.count("data:image/png;base64,") >= 6
+    assert "matched sources (aposteriori-REL-USER-general)" in dom
+    assert "aposteriori-REL-USER-general residuals" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [chromium, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1200,2400",
+         demo_page.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )
+    from matplotlib.image import imread
+
+    pixels = imread(shot)[..., :3]
+    assert (pixels.mean(axis=2) < 0.9).mean() > 0.10

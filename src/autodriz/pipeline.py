@@ -120,6 +120,29 @@ def _select(
     return selection
 
 
+def _remove_failed_workdirs(
+    candidates: list[Candidate], selection: Selection, verifications: dict[str, object]
+) -> None:
+    """Delete the folders of candidates that were pruned or failed verification.
+
+    Only a candidate's own folder (one holding its copies) goes; a folder shared with, or
+    holding the folder of, a candidate that did not fail (or the default's) is kept.
+    """
+    pruned = {v.name for v in selection.verdicts if v.status == "pruned"}
+    failed = pruned | {
+        name for name, v in verifications.items() if isinstance(v, dict) and v.get("status") == "fail"
+    }
+    needed = [c.workdir.resolve() for c in candidates if c.name not in failed or c is selection.winner]
+    for c in candidates:
+        wd = c.workdir.resolve()
+        if (
+            c.name in failed and c is not selection.winner and c.copies and wd.is_dir()
+            and not any(n == wd or n.is_relative_to(wd) for n in needed)
+        ):
+            remove_workdir(wd)
+            logger.info("removed the working folder of failed candidate %s: %s", c.name, wd)
+
+
 def process(input_path: str | Path, settings: Settings, *, argv: list[str] | None = None) -> RunResult:
     """Process one dataset; never raises for expected failures, returns their exit code.
 
@@ -263,6 +286,9 @@ def _process_dataset(
 
     with stage(logger, "update-inputs", timings):
         updated = apply_candidate_wcs(winner, others=[c for c in candidates if c is not winner and c.copies])
+    # Their headerlets now travel with the inputs; what is left of a candidate that failed is
+    # noise even for someone debugging with --keep-workdirs.
+    _remove_failed_workdirs(candidates, selection, verifications)
 
     with stage(logger, "products", timings):
         products = tuple(publish(run.product, output_dir) for run in runs)

@@ -198,19 +198,60 @@ def _residual_plots(candidates: Sequence[Mapping[str, Any]]) -> list[tuple[str, 
 
     out = []
     for c in candidates:
-        res = c.get("details", {}).get("residuals")
+        res = (c.get("details") or {}).get("residuals")
         if not res:
             continue
         x, y, dx, dy = (np.asarray(res.get(k, []), dtype=float) for k in ("x", "y", "dx", "dy"))
         if not (len(x) and len(x) == len(y) == len(dx) == len(dy)):
             continue
-        fig = Figure(figsize=(5, 4))
+        longest = max(float(np.hypot(dx, dy).max()), 1e-9)
+        # Arrows scaled so that the longest is 1/10 of the field: residuals are mas, the field arcsec.
+        span = max(float(np.ptp(x)), float(np.ptp(y)), 1e-9)
+        fig = Figure(figsize=(5, 4.5))
         ax = fig.add_subplot()
-        ax.quiver(x, y, dx, dy, angles="xy", scale_units="xy", scale=max(np.hypot(dx, dy).max(), 1e-9) / 50)
-        ax.set_title(f"{c['name']}: fit residuals (arrows ×{50 / max(np.hypot(dx, dy).max(), 1e-9):.0f})")
+        ax.quiver(x, y, dx, dy, angles="xy", scale_units="xy", scale=longest / (0.1 * span), width=0.004)
+        rms = float(np.sqrt(np.mean(dx**2 + dy**2)))
+        ax.set_title(f"{c['name']}: {len(x)} residuals, rms {rms:.1f} mas, longest {longest:.1f} mas", fontsize=9)
+        ax.set_xlabel("east (arcsec)")
+        ax.set_ylabel("north (arcsec)")
+        ax.invert_xaxis()  # east to the left, as on the sky
         ax.set_aspect("equal")
         out.append((f"{c['name']} residuals", _png(fig)))
     return out
+
+
+def _matched_sources_plot(product: Path, candidate: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The chosen fit's matched catalog stars drawn over the product's SCI image."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from matplotlib.figure import Figure
+
+    res = (candidate.get("details") or {}).get("residuals") or {}
+    ra, dec = (np.asarray(res.get(k, []), dtype=float) for k in ("ra", "dec"))
+    if not (ra.size and ra.size == dec.size) or not product.is_file():
+        return []
+    with fits.open(product) as hdul:
+        if "SCI" not in hdul:
+            return []
+        data = np.asarray(hdul["SCI"].data, dtype=float)
+        wcs = WCS(hdul["SCI"].header)
+    x, y = wcs.all_world2pix(ra, dec, 0)
+    step = max(1, int(np.ceil(max(data.shape) / 600)))
+    small = data[::step, ::step]
+    finite = small[np.isfinite(small)]
+    fig = Figure(figsize=(5, 5 * small.shape[0] / max(small.shape[1], 1)))
+    ax = fig.add_subplot()
+    if finite.size:
+        lo, hi = np.percentile(finite, [1, 99.5])
+        ax.imshow(np.arcsinh((small - lo) / max(hi - lo, 1e-12) * 10), origin="lower", cmap="gray",
+                  interpolation="nearest")
+    ax.scatter(x / step, y / step, s=40, facecolors="none", edgecolors="tab:orange", linewidths=0.8)
+    ax.set_xlim(-0.5, small.shape[1] - 0.5)
+    ax.set_ylim(-0.5, small.shape[0] - 0.5)
+    ax.set_title(f"{product.name}: {ra.size} stars matched by {candidate['name']}", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return [(f"{product.name} matched sources ({candidate['name']})", _png(fig))]
 
 
 def write_html(report: Mapping[str, Any], path: Path) -> Path:
@@ -237,6 +278,9 @@ def write_html(report: Mapping[str, Any], path: Path) -> Path:
         p = Path(product)
         if p.is_file():
             figures.extend(_thumbnails(p))
+    chosen_entry = next((c for c in report["candidates"] if c.get("verdict") == "chosen"), None)
+    if chosen_entry is not None and report["products"]:
+        figures.extend(_matched_sources_plot(Path(report["products"][0]), chosen_entry))
     figures.extend(_residual_plots(report["candidates"]))
     qa_rows = "".join(
         f"<tr><td>{esc(Path(name).name)}</td><td>{chk['ratio'] if chk['ratio'] is None else round(chk['ratio'], 3)}</td>"

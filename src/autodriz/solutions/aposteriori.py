@@ -560,7 +560,7 @@ def _post_fit_residuals(
     ref_xy = _tangent(ref["ra"], ref["dec"], region.ra, region.dec)
     tree = cKDTree(ref_xy)
     ref_mag = np.asarray(ref["mag"], dtype=float)
-    all_d, all_img_mag, all_ref_mag = [], [], []
+    all_d, all_img_mag, all_ref_mag, all_xy, all_sky, all_exp = [], [], [], [], [], []
     per = []
     for i, exp in enumerate(exposures):
         d_exp = []
@@ -581,6 +581,9 @@ def _post_fit_residuals(
             sel = src_idx[first]
             d = (xy[sel] - ref_xy[idx[sel]]) * 1000.0
             d_exp.append(d)
+            all_xy.append(ref_xy[idx[sel]])
+            all_sky.append(np.column_stack([np.asarray(ref["ra"], float)[idx[sel]], np.asarray(ref["dec"], float)[idx[sel]]]))
+            all_exp.append(np.full(len(sel), i))
             all_img_mag.append(np.asarray(src["mag"], dtype=float)[sel])
             all_ref_mag.append(ref_mag[idx[sel]])
         d_exp_arr = np.concatenate(d_exp) if d_exp else np.zeros((0, 2))
@@ -615,7 +618,25 @@ def _post_fit_residuals(
             "rms_mas": round(math.sqrt(float(np.mean(np.sum(dd**2, axis=1)))), 3) if len(dd) else None,
             "mean_offset_mas": [round(float(dd[:, 0].mean()), 3), round(float(dd[:, 1].mean()), 3)] if len(dd) else None,
         })
+    xy_kept = np.concatenate(all_xy)[keep] if all_xy else np.zeros((0, 2))
+    sky_kept = np.concatenate(all_sky)[keep] if all_sky else np.zeros((0, 2))
+    exp_kept = np.concatenate(all_exp)[keep] if all_exp else np.zeros(0, int)
+    # Every matched star for the report's residual and overlay plots; a stride keeps very rich
+    # fields to a few thousand points (the JSON stays small).
+    stride = max(1, math.ceil(n / 3000))
+    vectors = {
+        "x": [round(float(v), 4) for v in xy_kept[::stride, 0]],
+        "y": [round(float(v), 4) for v in xy_kept[::stride, 1]],
+        "dx": [round(float(v), 3) for v in d_kept[::stride, 0]],
+        "dy": [round(float(v), 3) for v in d_kept[::stride, 1]],
+        "ra": [round(float(v), 8) for v in sky_kept[::stride, 0]],
+        "dec": [round(float(v), 8) for v in sky_kept[::stride, 1]],
+        "exposure": [exposures[int(k)].rootname for k in exp_kept[::stride]],
+        "units": "x, y: catalog star on the tangent plane at the field centre (arcsec, x east); "
+                 "dx, dy: image minus catalog (mas); ra, dec: catalog (deg)",
+    }
     return {
+        "vectors": vectors,
         "n_matches": n,
         "rms_mas": rms_mas,
         "rms_ra_mas": math.sqrt(float(np.mean(d_kept[:, 0] ** 2))) if n else math.nan,
@@ -778,6 +799,7 @@ def _absolute_fit(
         "rms_dec_mas": round(resid["rms_dec_mas"], 3) if math.isfinite(resid["rms_dec_mas"]) else None,
         "per_exposure": resid["per_exposure"],
         "match_radius_arcsec": round(radius, 4),
+        "residuals": resid["vectors"],
     })
     return _FitOutcome(stats, new_wcs, details)
 
