@@ -205,11 +205,11 @@ def _residual_plots(candidates: Sequence[Mapping[str, Any]]) -> list[tuple[str, 
         if not (len(x) and len(x) == len(y) == len(dx) == len(dy)):
             continue
         longest = max(float(np.hypot(dx, dy).max()), 1e-9)
-        # Arrows scaled so that the longest is 1/10 of the field: residuals are mas, the field arcsec.
+        # Arrows scaled so that the longest is 6 % of the field: residuals are mas, the field arcsec.
         span = max(float(np.ptp(x)), float(np.ptp(y)), 1e-9)
         fig = Figure(figsize=(5, 4.5))
         ax = fig.add_subplot()
-        ax.quiver(x, y, dx, dy, angles="xy", scale_units="xy", scale=longest / (0.1 * span), width=0.004)
+        ax.quiver(x, y, dx, dy, angles="xy", scale_units="xy", scale=longest / (0.06 * span), width=0.003)
         rms = float(np.sqrt(np.mean(dx**2 + dy**2)))
         ax.set_title(f"{c['name']}: {len(x)} residuals, rms {rms:.1f} mas, longest {longest:.1f} mas", fontsize=9)
         ax.set_xlabel("east (arcsec)")
