@@ -7,11 +7,10 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from astropy.io import fits
 
-from autodriz import products
-from autodriz.childproc import ChildError
 from autodriz.cli import main
 from autodriz.exitcodes import ExitCode
 from autodriz.simulate import SimulationConfig, simulate_visit
@@ -112,23 +111,28 @@ def test_drizzle_failure_leaves_inputs_byte_identical(visit):
 
 
 def test_update_failure_leaves_inputs_byte_identical_and_publishes_nothing(visit, monkeypatch):
+    """The WCS update is prepared after each final drizzle, in the drizzle's child; one item
+    of the FLC group fails after the FLT group and the first FLC succeeded: all or nothing."""
+    from autodriz import pipeline
+
     before = _sha(visit.directory)
-    real_run_child = products.run_child
+    real_job = pipeline.wcs_update_job
 
-    def half_done(job, **kwargs):
-        # Prepare one temporary file for real, then fail: the update must be all or nothing.
-        item = job["items"][0]
-        Path(item["tmp"]).write_bytes(Path(item["original"]).read_bytes())
-        raise ChildError("simulated failure while preparing the WCS update")
+    def broken_last_item(candidate, originals, **kwargs):
+        job, temps = real_job(candidate, originals, **kwargs)
+        if job["items"] and job["items"][-1]["original"].endswith("_flc.fits"):
+            job["items"][-1]["solved"] = str(Path(job["items"][-1]["solved"]).with_name("missing_flc.fits"))
+        return job, temps
 
-    monkeypatch.setattr(products, "run_child", half_done)
+    monkeypatch.setattr(pipeline, "wcs_update_job", broken_last_item)
     code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-aposteriori"])
-    monkeypatch.setattr(products, "run_child", real_run_child)
 
     assert code == ExitCode.UPDATE_FAILED == 8
     assert _sha(visit.directory) == before
     assert not list(visit.directory.glob("*.autodriz-tmp"))
     assert not list(visit.directory.glob("*_dr?.fits"))
+    trailer = (visit.directory / "jsim01010.tra").read_text()
+    assert "could not prepare the WCS update of the inputs" in trailer and "missing_flc.fits" in trailer
 
 
 def test_keep_workdirs_keeps_the_default_folder(visit):
@@ -262,3 +266,24 @@ def test_ten_star_field_registered_exactly_is_not_a_false_alarm(tmp_path):
     by_name = {c["name"]: c for c in report["candidates"]}
     assert by_name[report["chosen"]["name"]]["verification"]["status"] == "pass"
     assert visit_error(list(visit.flt_paths), load_truth(visit.truth_path)).rms_mas < 10.0
+
+
+def test_two_cores_drizzle_drz_and_drc_side_by_side_with_the_same_products(tmp_path):
+    config = SimulationConfig(pointing_error_mas=INJECTED_MAS, seed=7)
+    data = {}
+    for cores in (1, 2):
+        visit = simulate_visit(tmp_path / f"cores{cores}", config)
+        code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-apriori", "--no-aposteriori",
+                     "--num-cores", str(cores)])
+        assert code == ExitCode.OK
+        trailer = (visit.directory / "jsim01010.tra").read_text()
+        assert ("2 AstroDrizzle runs side by side" in trailer) == (cores == 2)
+        for kind in ("drz", "drc"):
+            with fits.open(visit.directory / f"jsim01010_{kind}.fits") as hdul:
+                data[cores, kind] = (hdul["SCI"].data.copy(), hdul["WHT"].data.copy(), hdul["SCI"].header["CRVAL1"])
+        assert not list(visit.directory.glob("jsim01010_default"))
+    for kind in ("drz", "drc"):
+        sci1, wht1, crval1 = data[1, kind]
+        sci2, wht2, crval2 = data[2, kind]
+        assert crval1 == crval2
+        assert np.array_equal(np.nan_to_num(sci1), np.nan_to_num(sci2)) and np.array_equal(wht1, wht2)

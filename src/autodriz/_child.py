@@ -6,13 +6,16 @@ child whose working directory is the candidate's folder keeps the calling proces
 that: no ``chdir``, no environment changes, no foreign log handlers.
 
 The job is a JSON file: ``{"task": "updatewcs" | "astrodrizzle" | "apply_headerlets", ...}``. The child prints
-``AUTODRIZ-CHILD-RESULT <json>`` as its last line on success.
+``AUTODRIZ-CHILD-RESULT <json>`` as its last line on success. A job may carry a second job under
+``then``, run in the same process afterwards; its result or error is part of the first's.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+import traceback
 from pathlib import Path
 from types import MappingProxyType
 
@@ -125,6 +128,18 @@ TASKS = MappingProxyType({"updatewcs": _updatewcs, "astrodrizzle": _astrodrizzle
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[1]).read_text())
     result = TASKS[job["task"]](job)
+    then = job.get("then")
+    if then:
+        # A second task in the same process (it has drizzlepac/stwcs imported already). Its
+        # failure is reported, not raised: the parent maps it to its own exit code (e.g. the
+        # WCS update after a final drizzle that succeeded is an update failure, not a drizzle one).
+        t0 = time.perf_counter()
+        try:
+            result["then"] = TASKS[then["task"]](then)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides
+            traceback.print_exc()
+            result["then_error"] = f"{type(exc).__name__}: {exc}"
+        result["then_seconds"] = time.perf_counter() - t0
     sys.stdout.flush()
     print("AUTODRIZ-CHILD-RESULT " + json.dumps(result), flush=True)
     return 0

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -39,6 +42,9 @@ class DrizzleRun:
     inputs: tuple[Path, ...]
     parameter_source: str
     seconds: float
+    #: The result of the job run after AstroDrizzle in the same child (``then``), or its error.
+    then_result: Mapping[str, Any] | None = None
+    then_error: str | None = None
 
 
 def choose_parameters(
@@ -73,8 +79,13 @@ def run_astrodrizzle(
     *,
     num_cores: int = 1,
     timeout: float = 3600.0,
+    then: Mapping[str, Any] | None = None,
 ) -> DrizzleRun:
     """Drizzle ``inputs`` (files inside ``workdir``) into ``workdir/<output_root>_drz|drc.fits``.
+
+    ``then``: a child job to run in the same child process once AstroDrizzle has succeeded (its
+    outcome is in the returned run's ``then_result``/``then_error``; it does not count in
+    ``seconds``).
 
     Raises
     ------
@@ -88,15 +99,18 @@ def run_astrodrizzle(
         "AstroDrizzle: %d exposures → %s_%s.fits; parameters from %s",
         len(inputs), output_root, kind, source,
     )
+    job: dict[str, Any] = {
+        "task": "astrodrizzle",
+        "input": [p.name for p in inputs],
+        "output": output_root,
+        "params": params,
+        "runfile": f"astrodrizzle_{kind}.log",
+    }
+    if then is not None:
+        job["then"] = dict(then)
     try:
         result = run_child(
-            {
-                "task": "astrodrizzle",
-                "input": [p.name for p in inputs],
-                "output": output_root,
-                "params": params,
-                "runfile": f"astrodrizzle_{kind}.log",
-            },
+            job,
             cwd=workdir,
             env=reference_env(folders),
             timeout=timeout,
@@ -109,5 +123,82 @@ def run_astrodrizzle(
         raise DrizzleError(
             f"AstroDrizzle finished but wrote no {product.name} (it made: {result.result.get('products')})"
         )
-    logger.info("AstroDrizzle made %s in %.1f s", product.name, result.seconds)
-    return DrizzleRun(product, tuple(inputs), source, result.seconds)
+    then_seconds = float(result.result.get("then_seconds", 0.0))
+    seconds = result.seconds - then_seconds
+    logger.info("AstroDrizzle made %s in %.1f s", product.name, seconds)
+    return DrizzleRun(
+        product, tuple(inputs), source, seconds,
+        then_result=result.result.get("then"), then_error=result.result.get("then_error"),
+    )
+
+
+def _link_or_copy(src: Path, dest: Path) -> Path:
+    """Hard-link ``src`` to ``dest`` (same data, no copy), or copy when links are impossible."""
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+    return dest
+
+
+def run_final_drizzles(
+    groups: Sequence[Sequence[Path]],
+    output_root: str,
+    workdir: Path,
+    folders: Mapping[str, Path | None],
+    defaults: Mapping[str, Any],
+    *,
+    num_cores: int = 1,
+    timeout: float = 3600.0,
+    then: Sequence[Mapping[str, Any] | None] = (),
+) -> list[DrizzleRun]:
+    """The final products: one AstroDrizzle run per group (FLTs → DRZ, FLCs → DRC).
+
+    ``then[k]``, if given, is a child job run after group k's AstroDrizzle in the same child
+    (see :func:`run_astrodrizzle`).
+
+    With ``num_cores`` ≥ 2 and two groups, the runs go side by side, each in its own child
+    process with ``num_cores // 2`` AstroDrizzle cores: DRZ and DRC share nothing but the WCS.
+    Every group after the first runs in a subfolder of ``workdir`` on hard links of its
+    inputs, so that intermediate files of the same output root (median, masks, logs) can never
+    collide.
+
+    Raises
+    ------
+    DrizzleError
+        A run failed; the other runs were waited for (no orphan children), their products stay
+        in ``workdir`` (not published).
+    """
+    followups = list(then) + [None] * (len(groups) - len(then))
+    jobs: list[tuple[list[Path], Path, Mapping[str, Any] | None]] = []
+    for group, followup in zip(groups, followups, strict=True):
+        if not group:
+            continue
+        if not jobs:
+            jobs.append((list(group), workdir, followup))
+            continue
+        sub = workdir / f"drizzle{len(jobs) + 1}"
+        sub.mkdir(exist_ok=True)
+        jobs.append(([_link_or_copy(p, sub / p.name) for p in group], sub, followup))
+    side_by_side = min(len(jobs), max(1, num_cores))
+    cores_each = max(1, num_cores // side_by_side)
+
+    def one(job: tuple[list[Path], Path, Mapping[str, Any] | None]) -> DrizzleRun:
+        inputs, cwd, followup = job
+        return run_astrodrizzle(
+            inputs, output_root, cwd, folders, defaults, num_cores=cores_each, timeout=timeout, then=followup
+        )
+
+    if side_by_side <= 1:
+        return [one(job) for job in jobs]
+    logger.info(
+        "%d AstroDrizzle runs side by side (num_cores=%d: %d core(s) each)", len(jobs), num_cores, cores_each
+    )
+    with ThreadPoolExecutor(max_workers=side_by_side, thread_name_prefix="astrodrizzle") as pool:
+        futures = [pool.submit(one, job) for job in jobs]
+        wait(futures)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    return [f.result() for f in futures]

@@ -16,13 +16,13 @@ from astropy.io import fits
 
 from autodriz import __version__
 from autodriz.config import Settings, astrodrizzle_defaults
-from autodriz.drizzle import run_astrodrizzle
-from autodriz.errors import AutodrizError
+from autodriz.drizzle import run_final_drizzles
+from autodriz.errors import AutodrizError, UpdateError
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
 from autodriz.locks import dataset_lock
 from autodriz.logs import package_versions, run_logging, stage, waypoint, write_trailer_header
-from autodriz.products import apply_candidate_wcs, publish, write_json_atomic
+from autodriz.products import commit_wcs_update, discard_temps, publish, wcs_update_job, write_json_atomic
 from autodriz.report import build_report, weight_map_check, write_html
 from autodriz.select import Selection, choose, rank_candidates
 from autodriz.solutions.base import Candidate, remove_workdir
@@ -272,20 +272,36 @@ def _process_dataset(
         winner, why = selection.winner, selection.reason
 
     defaults = astrodrizzle_defaults(dataset.instrument_key, len(dataset.exposures))
-    with stage(logger, "drizzle", timings):
-        # One AstroDrizzle run per kind of calibrated file: FLTs make the DRZ, CTE-corrected
-        # FLCs the DRC, both with the same WCS.
-        runs = [
-            run_astrodrizzle(
-                [winner.copies[p] for p in paths], root, winner.workdir, folders, defaults,
+    groups = [list(paths) for paths in (dataset.flt_paths, dataset.flc_paths)]
+    # The WCS update of the originals is prepared (temporary files beside them) by the same
+    # child that drizzles them, after AstroDrizzle: one child start-up less, and DRZ + update of
+    # the FLTs can run beside DRC + update of the FLCs. Nothing is renamed before both succeed.
+    others = [c for c in candidates if c is not winner and c.copies]
+    updates = [wcs_update_job(winner, g, others=others) if winner.updated else (None, {}) for g in groups]
+    temps = {o: t for _, group_temps in updates for o, t in group_temps.items()}
+    try:
+        with stage(logger, "drizzle", timings):
+            # One AstroDrizzle run per kind of calibrated file: FLTs make the DRZ, CTE-corrected
+            # FLCs the DRC, both with the same WCS.
+            runs = run_final_drizzles(
+                [[winner.copies[p] for p in g] for g in groups],
+                root, winner.workdir, folders, defaults,
                 num_cores=settings.num_cores, timeout=settings.drizzle_timeout,
+                then=[job for job, _ in updates],
             )
-            for paths in (dataset.flt_paths, dataset.flc_paths)
-            if paths
-        ]
 
-    with stage(logger, "update-inputs", timings):
-        updated = apply_candidate_wcs(winner, others=[c for c in candidates if c is not winner and c.copies])
+        with stage(logger, "update-inputs", timings):
+            failures = [r.then_error for r in runs if r.then_error]
+            if failures:
+                raise UpdateError("could not prepare the WCS update of the inputs: " + "; ".join(failures))
+            if winner.updated:
+                updated = commit_wcs_update(winner, temps)
+            else:
+                logger.info("the chosen WCS (%s) is already in the originals: nothing to write back", winner.wcsname)
+                updated = []
+    finally:
+        # Whatever failed (drizzle, preparation, interruption): no temporary file is left.
+        discard_temps(temps)
     # Their headerlets now travel with the inputs; what is left of a candidate that failed is
     # noise even for someone debugging with --keep-workdirs.
     _remove_failed_workdirs(candidates, selection, verifications)
