@@ -580,7 +580,8 @@ def table_rows(outcomes: list[Outcome]) -> list[list[str]]:
         if o.tool == "runastrodriz" and ratio is None:
             ratio_s = "— (failed)"
         elif ratio is None:
-            ratio_s = "— (runastrodriz failed)"
+            ran = any(x.tool == "runastrodriz" and x.dataset == o.dataset for x in outcomes)
+            ratio_s = "— (runastrodriz failed)" if ran else "— (runastrodriz not run)"
         else:
             ratio_s = f"{ratio:.2f}×"
         rows.append([
