@@ -74,7 +74,8 @@ def _add_processing_flags(p: argparse.ArgumentParser) -> None:
                    help="an unreachable network service is an error instead of a warning")
     g.add_argument("--service-timeout", type=float, help="seconds to wait for a network service (default 10)")
     g.add_argument("--drizzle-timeout", type=float, help="seconds allowed for one AstroDrizzle/updatewcs run")
-    g.add_argument("--num-cores", type=int, help="cores for AstroDrizzle (default 1)")
+    g.add_argument("--num-cores", type=int,
+                   help="cores (default 1); with 2 or more the DRZ and DRC are drizzled side by side")
 
     g = p.add_argument_group("output")
     g.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="console log level (trailer always has DEBUG)")
