@@ -74,13 +74,16 @@ def dump():
     with open(result_path, "w") as fh:
         json.dump(RESULT, fh, indent=1, default=str)
 
-# 1. No network at all: fail fast and record.
+# 1. No network at all: fail fast and record. Local (AF_UNIX) sockets stay: AstroDrizzle with
+#    num_cores > 1 talks to its multiprocessing workers through them.
 _connect = socket.socket.connect
 def _no_connect(self, address):
+    if self.family == getattr(socket, "AF_UNIX", None):
+        return _connect(self, address)
     RESULT["network_attempts"].append(str(address))
     raise OSError("network disabled by bench_vs_runastrodriz")
 socket.socket.connect = _no_connect
-RESULT["patches"].append("socket.socket.connect -> raises OSError at once (attempts recorded)")
+RESULT["patches"].append("socket.socket.connect (internet families) -> raises OSError at once (attempts recorded)")
 
 # 2. Astrometry database off.
 RESULT["patches"].append("env ASTROMETRY_STEP_CONTROL=" + os.environ.get("ASTROMETRY_STEP_CONTROL", "<unset>"))
