@@ -73,8 +73,14 @@ def run_astrodrizzle(
     *,
     num_cores: int = 1,
     timeout: float = 3600.0,
+    overrides: Mapping[str, Any] | None = None,
 ) -> DrizzleRun:
     """Drizzle ``inputs`` (files inside ``workdir``) into ``workdir/<output_root>_drz|drc.fits``.
+
+    ``overrides`` are AstroDrizzle parameters that win over the MDRIZTAB and the defaults (but
+    not over :data:`FORCED_PARAMETERS`), e.g. the ``final_*`` output grid that
+    :mod:`autodriz.visit` shares between the filters of a visit; AstroDrizzle re-applies
+    parameters given by the caller after reading the MDRIZTAB.
 
     Raises
     ------
@@ -82,6 +88,12 @@ def run_astrodrizzle(
         AstroDrizzle failed, timed out, or wrote no product.
     """
     params, source = choose_parameters(inputs[0], folders, defaults)
+    if overrides:
+        clash = sorted(set(overrides) & set(FORCED_PARAMETERS))
+        if clash:
+            raise ValueError(f"AstroDrizzle parameters {clash} cannot be overridden")
+        params.update(overrides)
+        source += f"; overridden by the caller: {', '.join(sorted(overrides))}"
     params["num_cores"] = num_cores
     kind = "drc" if inputs[0].name.endswith("_flc.fits") else "drz"
     logger.info(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from astropy.io import fits
 
@@ -120,7 +122,13 @@ def _select(
     return selection
 
 
-def process(input_path: str | Path, settings: Settings, *, argv: list[str] | None = None) -> RunResult:
+def process(
+    input_path: str | Path,
+    settings: Settings,
+    *,
+    argv: list[str] | None = None,
+    drizzle_overrides: Mapping[str, Any] | None = None,
+) -> RunResult:
     """Process one dataset; never raises for expected failures, returns their exit code.
 
     Parameters
@@ -131,6 +139,9 @@ def process(input_path: str | Path, settings: Settings, *, argv: list[str] | Non
         Effective settings.
     argv : list of str, optional
         Command line, recorded in the trailer.
+    drizzle_overrides : mapping, optional
+        AstroDrizzle parameters for the final products that win over the MDRIZTAB, e.g. the
+        shared ``final_*`` output grid of a multi-filter visit (:mod:`autodriz.visit`).
 
     Returns
     -------
@@ -146,7 +157,7 @@ def process(input_path: str | Path, settings: Settings, *, argv: list[str] | Non
         write_trailer_header(settings.as_dict(), argv or ["autodriz", str(input_path)])
         waypoint(log, "START", root, f"input={input_path}", f"autodriz={__version__}")
         try:
-            result = _process(input_path, settings, output_dir, trailer, workdirs)
+            result = _process(input_path, settings, output_dir, trailer, workdirs, drizzle_overrides)
         except AutodrizError as exc:
             logger.error("%s", exc)
             result = RunResult(exc.exit_code, str(exc), root, trailer=trailer)
@@ -177,7 +188,12 @@ def process(input_path: str | Path, settings: Settings, *, argv: list[str] | Non
 
 
 def _process(
-    input_path: Path, settings: Settings, output_dir: Path, trailer: Path, workdirs: list[Path]
+    input_path: Path,
+    settings: Settings,
+    output_dir: Path,
+    trailer: Path,
+    workdirs: list[Path],
+    drizzle_overrides: Mapping[str, Any] | None = None,
 ) -> RunResult:
     timings: dict[str, float] = {}
     with stage(logger, "resolve", timings):
@@ -203,7 +219,9 @@ def _process(
         return RunResult(ExitCode.DRIZCORR_OMIT, msg, root, trailer=trailer)
 
     with dataset_lock(dataset.directory, root):
-        return _process_dataset(dataset, input_path, settings, output_dir, trailer, workdirs, timings)
+        return _process_dataset(
+            dataset, input_path, settings, output_dir, trailer, workdirs, timings, drizzle_overrides
+        )
 
 
 def _process_dataset(
@@ -214,6 +232,7 @@ def _process_dataset(
     trailer: Path,
     workdirs: list[Path],
     timings: dict[str, float],
+    drizzle_overrides: Mapping[str, Any] | None = None,
 ) -> RunResult:
     root = dataset.root
     verifications: dict[str, object] = {}
@@ -256,6 +275,7 @@ def _process_dataset(
             run_astrodrizzle(
                 [winner.copies[p] for p in paths], root, winner.workdir, folders, defaults,
                 num_cores=settings.num_cores, timeout=settings.drizzle_timeout,
+                overrides=drizzle_overrides,
             )
             for paths in (dataset.flt_paths, dataset.flc_paths)
             if paths
