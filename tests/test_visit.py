@@ -2,7 +2,9 @@
 
 The acceptance case is a synthetic ACS/WFC visit in F606W and F814W: the same stars (one star
 list, no proper motions), different dithers and different pointing errors per filter, processed
-with the real stwcs/tweakwcs/drizzlepac from loose FLT/FLC files in one folder.
+with the real stwcs/tweakwcs/drizzlepac from loose FLT/FLC files in one folder. A G800L grism
+group (point sources, see autodriz.simulate) follows the F814W images with their pointing error:
+it must be drizzled onto the same grid with the F814W correction applied.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ from autodriz.truth import load_truth, visit_error
 from autodriz.visit import (
     BUILT_BY,
     OutputGrid,
+    apply_correction,
     collect_datasets,
     common_grid,
     consistency,
+    correct_sky,
+    direct_images_for,
+    fit_correction,
     group_datasets,
+    mean_expstart,
     product_sources,
     worst_exit_code,
     write_group_asn,
@@ -200,13 +207,53 @@ def test_consistency_without_enough_matches_cannot_judge():
 
 
 # --------------------------------------------------------------------------------------------
+# the direct images' correction, for grism/prism groups (pure)
+# --------------------------------------------------------------------------------------------
+
+
+def test_fit_correction_recovers_shift_and_rotation_and_moves_a_header_alike():
+    ra, dec = _box(53.07, -27.71, 120.0, 120.0)
+    truth = fit_correction((ra, dec), (ra, dec))
+    assert truth.east_arcsec == pytest.approx(0.0, abs=1e-9) and truth.rotation_deg == pytest.approx(0.0, abs=1e-12)
+    # Build "after" by applying a known correction, then fit it back.
+    known = truth.__class__("W", "F140W", truth.pivot_ra, truth.pivot_dec, 0.35, -0.2, 0.01, 0.0, len(ra))
+    ra2, dec2 = correct_sky(ra, dec, known)
+    fitted = fit_correction((ra, dec), (ra2, dec2), wcsname="W")
+    assert fitted.east_arcsec == pytest.approx(0.35, abs=1e-6)
+    assert fitted.north_arcsec == pytest.approx(-0.2, abs=1e-6)
+    assert fitted.rotation_deg == pytest.approx(0.01, abs=1e-8)
+    assert fitted.rms_mas < 1e-3
+    # A chip header moved by the correction maps its pixels where the correction puts them.
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [53.06, -27.70]
+    w.wcs.crpix = [512.0, 512.0]
+    w.wcs.cd = np.array([[-3.1e-5, 1.2e-5], [1.2e-5, 3.1e-5]])
+    header = fits.Header({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 53.06, "CRVAL2": -27.70,
+                          "CRPIX1": 512.0, "CRPIX2": 512.0, "CD1_1": -3.1e-5, "CD1_2": 1.2e-5, "CD2_1": 1.2e-5,
+                          "CD2_2": 3.1e-5})  # HST SCI headers carry CD, not PC/CDELT
+    apply_correction(header, fitted)
+    x, y = np.meshgrid(np.linspace(0, 1013, 5), np.linspace(0, 1013, 5))
+    before = w.all_pix2world(x.ravel(), y.ravel(), 0)
+    after = WCS(header).all_pix2world(x.ravel(), y.ravel(), 0)
+    expected = correct_sky(*before, fitted)
+    sep = np.hypot((after[0] - expected[0]) * np.cos(np.radians(after[1])), after[1] - expected[1]) * 3.6e6
+    assert sep.max() < 0.5  # mas
+
+
+# --------------------------------------------------------------------------------------------
 # synthetic two-filter visit (I/O, real stwcs/tweakwcs/drizzlepac)
 # --------------------------------------------------------------------------------------------
 
 CONFIGS = {
-    "F606W": {"asn_id": "JSIM01010", "pointing_error_mas": (120.0, -80.0), "seed": 11},
-    "F814W": {"asn_id": "JSIM02010", "pointing_error_mas": (-60.0, 140.0), "seed": 12,
+    "F606W": {"asn_id": "JSIM01010", "pointing_error_mas": (120.0, -80.0), "seed": 11, "time_obs": "09:00:00"},
+    "F814W": {"asn_id": "JSIM02010", "pointing_error_mas": (-60.0, 140.0), "seed": 12, "time_obs": "10:00:00",
               "dither_arcsec": ((0.0, 0.0), (0.31, -0.17))},
+    # The grism follows the F814W direct images in the same pointing (same guide stars, so the
+    # same pointing error), with its own dither; G800L is simulated as point sources, so that
+    # where its WCS puts the stars can be measured.
+    "G800L": {"asn_id": "JSIM03010", "pointing_error_mas": (-60.0, 140.0), "seed": 13, "time_obs": "10:20:00",
+              "dither_arcsec": ((0.1, 0.05), (0.22, 0.2))},
 }
 
 
@@ -222,8 +269,8 @@ def _write_star_field(path: Path, ra0: float, dec0: float) -> Path:
     return path
 
 
-def simulate_two_filters(folder: Path) -> dict[str, object]:
-    """Both filters in one folder; the simulator recentres a catalog on (ra, dec) by its median,
+def simulate_visit_folder(folder: Path) -> dict[str, object]:
+    """Every group in one folder; the simulator recentres a catalog on (ra, dec) by its median,
     so aiming at that median keeps every star at its own sky position in both visits."""
     folder.mkdir(parents=True)
     stars = _write_star_field(folder.parent / "stars.cat", 290.22, 37.80)
@@ -240,7 +287,7 @@ def simulate_two_filters(folder: Path) -> dict[str, object]:
 def two_filter_run(tmp_path_factory):
     """Simulate, remove the ASN tables (loose exposures, as hand reductions get them), run once."""
     base = tmp_path_factory.mktemp("visit")
-    visits = simulate_two_filters(base / "visit")
+    visits = simulate_visit_folder(base / "visit")
     folder = base / "visit"
     for v in visits.values():
         v.asn_path.unlink()
@@ -252,16 +299,22 @@ def two_filter_run(tmp_path_factory):
 
 
 def test_collect_datasets_from_a_folder(tmp_path):
-    visits = simulate_two_filters(tmp_path / "v")
+    visits = simulate_visit_folder(tmp_path / "v")
     for v in visits.values():
         v.asn_path.unlink()
     datasets = collect_datasets([tmp_path / "v"])
     # One dataset per exposure (FLC travels with its FLT); the jref/ folder and catalogs are ignored.
-    assert [d.root for d in datasets] == ["jsim01a1q", "jsim01a2q", "jsim02a1q", "jsim02a2q"]
+    assert [d.root for d in datasets] == ["jsim01a1q", "jsim01a2q", "jsim02a1q", "jsim02a2q", "jsim03a1q", "jsim03a2q"]
     assert all(d.has_flc for d in datasets)
     groups = group_datasets(datasets, "jsim01")
-    assert [(g.key, g.root) for g in groups] == [(("ACS/WFC", "F606W"), "jsim01_f606w"),
-                                                 (("ACS/WFC", "F814W"), "jsim01_f814w")]
+    assert [(g.key, g.root, g.spectroscopic) for g in groups] == [
+        (("ACS/WFC", "F606W"), "jsim01_f606w", False),
+        (("ACS/WFC", "F814W"), "jsim01_f814w", False),
+        (("ACS/WFC", "G800L"), "jsim01_g800l", True),
+    ]
+    # The grism gets the correction of the direct images closest in time: F814W, not F606W.
+    starts = {g.root: mean_expstart(g) for g in groups}
+    assert direct_images_for(groups[2], groups[:2], starts) is groups[1]
     asn = write_group_asn(groups[1])
     assert asn.name == "jsim01_f814w_asn.fits"
     assert fits.getval(asn, "ASNBUILT") == BUILT_BY and fits.getval(asn, "FILENAME") == asn.name
@@ -280,9 +333,10 @@ def test_two_filter_visit_products_share_one_grid_exactly(two_filter_run):
     folder = two_filter_run["folder"]
     report = json.loads((folder / "jsim01_visit_report.json").read_text())
     grid = report["grid"]
-    products = sorted(folder.glob("jsim01_f*_dr?.fits"))
+    products = sorted(folder.glob("jsim01_*_dr?.fits"))
     assert [p.name for p in products] == ["jsim01_f606w_drc.fits", "jsim01_f606w_drz.fits",
-                                          "jsim01_f814w_drc.fits", "jsim01_f814w_drz.fits"]
+                                          "jsim01_f814w_drc.fits", "jsim01_f814w_drz.fits",
+                                          "jsim01_g800l_drc.fits", "jsim01_g800l_drz.fits"]
     keys = ("CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2", "CRPIX1", "CRPIX2", "NAXIS1", "NAXIS2")
     headers = {p.name: fits.getheader(p, "SCI") for p in products}
     values = {name: tuple(h[k] for k in keys) for name, h in headers.items()}
@@ -302,7 +356,7 @@ def test_two_filter_visit_products_share_one_grid_exactly(two_filter_run):
             # Nothing was cut at the edges of the grid.
             assert not wht[0].any() and not wht[-1].any() and not wht[:, 0].any() and not wht[:, -1].any()
     # Loose exposures got an association table each, marked as built.
-    for name in ("jsim01_f606w_asn.fits", "jsim01_f814w_asn.fits"):
+    for name in ("jsim01_f606w_asn.fits", "jsim01_f814w_asn.fits", "jsim01_g800l_asn.fits"):
         assert fits.getval(folder / name, "ASNBUILT") == BUILT_BY
     assert not (folder / "jsim01_visit").exists(), "the grid's working folder is removed"
 
@@ -350,5 +404,30 @@ def test_two_filter_visit_each_filter_aligned_to_the_absolute_frame(two_filter_r
     assert [(g["filter"], g["exit_name"], g["wcsname"], g["asn_built"]) for g in report["groups"]] == [
         ("F606W", "OK", "IDC_0461802ej-FIT_REL_USER", True),
         ("F814W", "OK", "IDC_0461802ej-FIT_REL_USER", True),
+        ("G800L", "OK", "IDC_0461802ej-FIT_REL_USER", True),
     ]
-    assert two_filter_run["seconds"] < 150
+    assert two_filter_run["seconds"] < 200
+
+
+def test_grism_is_drizzled_on_the_grid_with_the_direct_images_solution(two_filter_run):
+    folder = two_filter_run["folder"]
+    grism = two_filter_run["visits"]["G800L"]
+    truth = load_truth(grism.truth_path)
+    assert truth["expected_default_error_mas"] > 100  # its own default WCS is 152 mas off …
+    err = visit_error([*grism.flt_paths, *grism.flc_paths], truth)
+    assert err.rms_mas < 5.0, err  # … and the F814W correction, transferred, removes it.
+    report = json.loads((folder / "jsim01_visit_report.json").read_text())
+    g800l = report["groups"][2]
+    assert g800l["spectroscopic"] and "of F814W (jsim01_f814w) transferred" in g800l["wcs_transfer"]
+    page = (folder / "jsim01_visit_report.html").read_text()
+    assert 'id="grism"' in page and "F814W (jsim01_f814w) transferred" in page
+    trailer = (folder / "jsim01_g800l.tra").read_text()
+    assert "alignment skipped: G800L exposures are grism/prism" in trailer
+    assert "grism/prism WCS: IDC_0461802ej-FIT_REL_USER of F814W (jsim01_f814w) transferred" in trailer
+    # The stand-in grism shows its stars where the truth puts them on the common grid.
+    with fits.open(folder / "jsim01_g800l_drc.fits") as hdul:
+        grid_wcs = WCS(hdul["SCI"].header)
+    stars = load_truth(two_filter_run["visits"]["F606W"].truth_path)["stars"]
+    tx, ty = grid_wcs.all_world2pix(stars["ra"], stars["dec"], 0)
+    vs_truth = consistency(np.column_stack([tx, ty]), product_sources(folder / "jsim01_g800l_drc.fits", "ACS/WFC"))
+    assert vs_truth.n_matched >= 50 and vs_truth.offset_pix < 0.1, vs_truth

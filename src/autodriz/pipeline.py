@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,7 @@ def process(
     *,
     argv: list[str] | None = None,
     drizzle_overrides: Mapping[str, Any] | None = None,
+    spectroscopic_wcs: Callable[[Candidate], Candidate] | None = None,
 ) -> RunResult:
     """Process one dataset; never raises for expected failures, returns their exit code.
 
@@ -142,6 +143,10 @@ def process(
     drizzle_overrides : mapping, optional
         AstroDrizzle parameters for the final products that win over the MDRIZTAB, e.g. the
         shared ``final_*`` output grid of a multi-filter visit (:mod:`autodriz.visit`).
+    spectroscopic_wcs : callable, optional
+        For grism/prism data only: turns the default candidate (its working copies) into the
+        candidate to drizzle and write back, e.g. with the WCS correction that the direct
+        images of the same visit received (:mod:`autodriz.visit`).
 
     Returns
     -------
@@ -157,7 +162,9 @@ def process(
         write_trailer_header(settings.as_dict(), argv or ["autodriz", str(input_path)])
         waypoint(log, "START", root, f"input={input_path}", f"autodriz={__version__}")
         try:
-            result = _process(input_path, settings, output_dir, trailer, workdirs, drizzle_overrides)
+            result = _process(
+                input_path, settings, output_dir, trailer, workdirs, drizzle_overrides, spectroscopic_wcs
+            )
         except AutodrizError as exc:
             logger.error("%s", exc)
             result = RunResult(exc.exit_code, str(exc), root, trailer=trailer)
@@ -194,6 +201,7 @@ def _process(
     trailer: Path,
     workdirs: list[Path],
     drizzle_overrides: Mapping[str, Any] | None = None,
+    spectroscopic_wcs: Callable[[Candidate], Candidate] | None = None,
 ) -> RunResult:
     timings: dict[str, float] = {}
     with stage(logger, "resolve", timings):
@@ -220,7 +228,8 @@ def _process(
 
     with dataset_lock(dataset.directory, root):
         return _process_dataset(
-            dataset, input_path, settings, output_dir, trailer, workdirs, timings, drizzle_overrides
+            dataset, input_path, settings, output_dir, trailer, workdirs, timings, drizzle_overrides,
+            spectroscopic_wcs,
         )
 
 
@@ -233,6 +242,7 @@ def _process_dataset(
     workdirs: list[Path],
     timings: dict[str, float],
     drizzle_overrides: Mapping[str, Any] | None = None,
+    spectroscopic_wcs: Callable[[Candidate], Candidate] | None = None,
 ) -> RunResult:
     root = dataset.root
     verifications: dict[str, object] = {}
@@ -247,6 +257,8 @@ def _process_dataset(
             originals, workdir, folders,
             allow_header_wcs=settings.allow_header_wcs, timeout=settings.drizzle_timeout,
         )
+    if dataset.is_spectroscopic and spectroscopic_wcs is not None:
+        default = spectroscopic_wcs(default)
     candidates = [default]
 
     for line in _alignment_plan(dataset, settings):

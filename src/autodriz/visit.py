@@ -37,12 +37,13 @@ their own (see :func:`autodriz.pipeline._alignment_plan`).
 from __future__ import annotations
 
 import html
+import json
 import logging
 import math
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -603,6 +604,223 @@ def product_sources(product: Path, instrument_key: str, native_scale_arcsec: flo
 
 
 # --------------------------------------------------------------------------------------------
+# grism/prism: the direct images' WCS correction, transferred
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WCSCorrection:
+    """What alignment did to a group's WCS: a rotation about a pivot, then a shift.
+
+    In the tangent plane about ``pivot`` (east, north in arcsec): ``after = R(rotation) @ before
+    + (east, north)``. Exposures of one visit share the telescope's pointing (same guide
+    stars), so a grism/prism group receives the correction that its direct images got, as the
+    HST pipeline gives grism exposures the direct images' solution.
+    """
+
+    wcsname: str
+    source_group: str
+    pivot_ra: float
+    pivot_dec: float
+    east_arcsec: float
+    north_arcsec: float
+    rotation_deg: float
+    rms_mas: float
+    n_points: int
+
+    def describe(self) -> str:
+        """One sentence for the log and the report."""
+        return (f"{self.wcsname} of {self.source_group} transferred: shift east {self.east_arcsec * 1e3:+.1f} mas, "
+                f"north {self.north_arcsec * 1e3:+.1f} mas, rotation {self.rotation_deg * 3600:+.3f}\" "
+                f"({self.n_points} points, {self.rms_mas:.2f} mas rms about the fit)")
+
+
+def fit_correction(
+    before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray], *, wcsname: str = "",
+    source_group: str = "",
+) -> WCSCorrection:
+    """Fit the rotation + shift that takes sky positions ``before`` to ``after`` (pure).
+
+    Parameters
+    ----------
+    before, after : (ra, dec) arrays, degrees
+        The same pixels evaluated with the WCS before and after alignment.
+    """
+    ra_b, dec_b = (np.asarray(v, dtype=float).ravel() for v in before)
+    ra_a, dec_a = (np.asarray(v, dtype=float).ravel() for v in after)
+    v = _unit_vectors(ra_b, dec_b).sum(axis=0)
+    ra0 = math.degrees(math.atan2(v[1], v[0])) % 360.0
+    dec0 = math.degrees(math.asin(v[2] / np.linalg.norm(v)))
+    xb, yb = _tangent(ra_b, dec_b, ra0, dec0)
+    xa, ya = _tangent(ra_a, dec_a, ra0, dec0)
+    mb, ma = np.array([xb.mean(), yb.mean()]), np.array([xa.mean(), ya.mean()])
+    cxb, cyb, cxa, cya = xb - mb[0], yb - mb[1], xa - ma[0], ya - ma[1]
+    theta = math.atan2(float(np.sum(cxb * cya - cyb * cxa)), float(np.sum(cxb * cxa + cyb * cya)))
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    shift = ma - rot @ mb
+    model = rot @ np.vstack([xb, yb]) + shift[:, None]
+    rms = float(np.sqrt(np.mean((model[0] - xa) ** 2 + (model[1] - ya) ** 2))) * 1e3
+    return WCSCorrection(wcsname, source_group, ra0, dec0, float(shift[0]), float(shift[1]), math.degrees(theta),
+                         rms, len(ra_b))
+
+
+def correct_sky(ra: np.ndarray, dec: np.ndarray, corr: WCSCorrection) -> tuple[np.ndarray, np.ndarray]:
+    """Apply a correction to sky positions (pure)."""
+    x, y = _tangent(np.atleast_1d(ra), np.atleast_1d(dec), corr.pivot_ra, corr.pivot_dec)
+    t = math.radians(corr.rotation_deg)
+    xn = math.cos(t) * x - math.sin(t) * y + corr.east_arcsec
+    yn = math.sin(t) * x + math.cos(t) * y + corr.north_arcsec
+    out = [_untangent(float(a), float(b), corr.pivot_ra, corr.pivot_dec) for a, b in zip(xn, yn, strict=True)]
+    return np.array([o[0] for o in out]), np.array([o[1] for o in out])
+
+
+def apply_correction(header: fits.Header, corr: WCSCorrection) -> None:
+    """Move a chip's primary WCS by ``corr``: CRVAL corrected, CD rotated (in place).
+
+    SIP and lookup-table distortion act in pixel space and are kept. Exact for the shift; the
+    rotation is applied in the chip's own tangent plane, which differs from the pivot's by far
+    less than a milliarcsecond over an HST field.
+    """
+    if "CD1_1" not in header or "CD2_2" not in header:
+        raise ValueError("apply_correction needs a CD-matrix WCS (as HST SCI headers have)")
+    ra, dec = correct_sky(np.array([float(header["CRVAL1"])]), np.array([float(header["CRVAL2"])]), corr)
+    header["CRVAL1"], header["CRVAL2"] = float(ra[0]), float(dec[0])
+    t = math.radians(corr.rotation_deg)
+    rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    cd = np.array([[float(header.get("CD1_1", 0.0)), float(header.get("CD1_2", 0.0))],
+                   [float(header.get("CD2_1", 0.0)), float(header.get("CD2_2", 0.0))]])
+    new = rot @ cd
+    for i in range(2):
+        for j in range(2):
+            header[f"CD{i + 1}_{j + 1}"] = float(new[i, j])
+
+
+def _chip_wcs(keywords: Mapping[str, Any], shape: tuple[int, int]) -> WCS:
+    from autodriz.truth import linear_sip_header
+
+    w = WCS(linear_sip_header(keywords))
+    w.pixel_shape = (shape[1], shape[0])
+    return w
+
+
+def _sample(shape: tuple[int, int], n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.meshgrid(np.linspace(0, shape[0] - 1, n), np.linspace(0, shape[1] - 1, n), indexing="ij")
+    return xs.ravel(), ys.ravel()
+
+
+def snapshot_sci_wcs(paths: Sequence[Path]) -> dict[Path, dict[int, dict[str, Any]]]:
+    """The SCI headers' WCS keywords (with NAXIS) per file and EXTVER, read before a run (I/O)."""
+    from autodriz.headerlets import wcs_keywords
+
+    out: dict[Path, dict[int, dict[str, Any]]] = {}
+    for path in paths:
+        with fits.open(path) as hdul:
+            out[path] = {
+                int(h.header.get("EXTVER", 1)): {**wcs_keywords(h.header), "NAXIS1": h.header["NAXIS1"],
+                                                  "NAXIS2": h.header["NAXIS2"]}
+                for h in hdul if h.name == "SCI"
+            }
+    return out
+
+
+def measure_correction(
+    outcome: GroupOutcome, before_run: Mapping[Path, Mapping[int, Mapping[str, Any]]]
+) -> WCSCorrection | None:
+    """What alignment did to a direct-image group: its chosen WCS against its default (I/O).
+
+    The default is the ``<root>_default`` headerlet the pipeline attached to each exposure, or,
+    when the default was the header WCS as it was (nothing to attach), the WCS read before the
+    run. None when the group kept its default (nothing to transfer).
+    """
+    from autodriz.headerlets import (
+        embedded_headerlets,
+        headerlet_bytes,
+        headerlet_chip_wcs,
+        wcs_keywords,
+    )
+
+    if outcome.report is None or not outcome.report.is_file():
+        return None
+    chosen = json.loads(outcome.report.read_text(encoding="utf-8")).get("chosen", {})
+    if chosen.get("name") == "default":
+        return None
+    before_ra, before_dec, after_ra, after_dec = [], [], [], []
+    for path in outcome.group.flt_paths or outcome.group.paths:
+        snapshot = before_run.get(path, {})
+        default_name = f"{path.name.split('_')[0]}_default".lower()
+        archived = next((h for h in embedded_headerlets(path) if h.hdrname.lower() == default_name), None)
+        defaults = {ev: kw for (_, ev), kw in headerlet_chip_wcs(headerlet_bytes(archived)).items()} if archived else {}
+        with fits.open(path) as hdul:
+            for hdu in hdul:
+                if hdu.name != "SCI":
+                    continue
+                extver = int(hdu.header.get("EXTVER", 1))
+                shape = (int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"]))
+                before_kw = defaults.get(extver) or snapshot.get(extver)
+                if before_kw is None:
+                    continue
+                xs, ys = _sample(shape)
+                rb, db = _chip_wcs(before_kw, shape).all_pix2world(xs, ys, 0)
+                ra, da = _chip_wcs(wcs_keywords(hdu.header), shape).all_pix2world(xs, ys, 0)
+                before_ra.append(rb), before_dec.append(db), after_ra.append(ra), after_dec.append(da)
+    if not before_ra:
+        return None
+    return fit_correction(
+        (np.concatenate(before_ra), np.concatenate(before_dec)), (np.concatenate(after_ra), np.concatenate(after_dec)),
+        wcsname=outcome.wcsname or chosen.get("wcsname", ""), source_group=f"{outcome.group.filter} ({outcome.group.root})",
+    )
+
+
+def mean_expstart(group: VisitGroup) -> float:
+    """Mean EXPSTART (MJD) of a group's exposures, NaN when none has one (I/O)."""
+    values = []
+    for path in group.flt_paths or group.paths:
+        value = fits.getheader(path, 0).get("EXPSTART")
+        if value is not None:
+            values.append(float(value))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def direct_images_for(spectra: VisitGroup, imaging: Sequence[VisitGroup], starts: Mapping[str, float]) -> VisitGroup | None:
+    """The direct-image group whose correction a grism/prism group gets (pure).
+
+    Same instrument/detector, closest in time (mean EXPSTART); the first such group when the
+    times are unknown.
+    """
+    same = [g for g in imaging if g.instrument_key == spectra.instrument_key]
+    if not same:
+        return None
+    t = starts.get(spectra.root, float("nan"))
+    if not math.isfinite(t):
+        return same[0]
+    return min(same, key=lambda g: abs(starts.get(g.root, float("inf")) - t) if math.isfinite(
+        starts.get(g.root, float("nan"))) else float("inf"))
+
+
+def transfer_to(corr: WCSCorrection) -> Any:
+    """The ``spectroscopic_wcs`` hook of :func:`autodriz.pipeline.process`: move the default
+    candidate's working copies by ``corr`` and name the result after the direct images' WCS."""
+    from autodriz.solutions.base import Candidate
+
+    def transfer(candidate: Candidate) -> Candidate:
+        for copy in candidate.copies.values():
+            with fits.open(copy, mode="update") as hdul:
+                for hdu in hdul:
+                    if hdu.name == "SCI":
+                        apply_correction(hdu.header, corr)
+                        hdu.header["WCSNAME"] = corr.wcsname
+        logger.info("grism/prism WCS: %s", corr.describe())
+        return replace(
+            candidate, wcsname=corr.wcsname, updated=True,
+            source=f"{candidate.source}; then the direct images' correction ({corr.wcsname} of {corr.source_group})",
+            notes=(*candidate.notes, corr.describe()),
+            details={**dict(candidate.details), "wcs_transfer": asdict(corr)},
+        )
+
+    return transfer
+
+
+# --------------------------------------------------------------------------------------------
 # running a visit
 # --------------------------------------------------------------------------------------------
 
@@ -629,6 +847,8 @@ class GroupOutcome:
     products: tuple[Path, ...]
     report: Path | None
     trailer: Path | None
+    #: For grism/prism groups: the direct images' correction applied, or why none was.
+    wcs_transfer: str = ""
 
 
 @dataclass(frozen=True)
@@ -720,12 +940,18 @@ def process_visit(
         shutil.rmtree(workdir, ignore_errors=True)
         return VisitResult(exc.exit_code, root, None, message=str(exc))
 
-    outcomes = []
+    outcomes: list[GroupOutcome] = []
+    imaging = [g for g in groups if not g.spectroscopic]
+    before_run = snapshot_sci_wcs([p for g in imaging for p in g.flt_paths or g.paths]) if len(imaging) < len(groups) else {}
+    starts = {g.root: mean_expstart(g) for g in groups} if len(imaging) < len(groups) else {}
     try:
         for group, input_path in zip(groups, inputs, strict=True):
-            result = process(input_path, settings, argv=argv, drizzle_overrides=overrides)
+            hook, transfer_note = None, ""
+            if group.spectroscopic:
+                hook, transfer_note = _grism_hook(group, imaging, starts, outcomes, before_run)
+            result = process(input_path, settings, argv=argv, drizzle_overrides=overrides, spectroscopic_wcs=hook)
             outcomes.append(GroupOutcome(group, input_path, result.exit_code, result.message, result.wcsname,
-                                         result.products, result.report, result.trailer))
+                                         result.products, result.report, result.trailer, transfer_note))
     finally:
         if not settings.keep_workdirs:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -748,6 +974,34 @@ def process_visit(
            else "cross-filter check " + (", ".join(f"{c.product} {c.status}" for c in checks) or "not run"))
     )
     return VisitResult(code, root, grid, tuple(outcomes), tuple(checks), report, message)
+
+
+def _grism_hook(
+    group: VisitGroup,
+    imaging: Sequence[VisitGroup],
+    starts: Mapping[str, float],
+    outcomes: Sequence[GroupOutcome],
+    before_run: Mapping[Path, Mapping[int, Mapping[str, Any]]],
+) -> tuple[Any, str]:
+    """The WCS hook for a grism/prism group and a sentence for the report, logged at INFO."""
+    direct = direct_images_for(group, imaging, starts)
+    done = next((o for o in outcomes if direct is not None and o.group.root == direct.root), None)
+    if direct is None or done is None:
+        note = f"no direct images of {group.instrument_key} in this visit: the grism keeps its pipeline-default WCS"
+    elif done.exit_code not in PRODUCT_CODES:
+        note = f"the direct images ({direct.filter}) failed ({done.exit_code.name}): the grism keeps its pipeline-default WCS"
+    else:
+        corr = measure_correction(done, before_run)
+        if corr is None:
+            note = (f"the direct images ({direct.filter}) kept their pipeline-default WCS ({done.wcsname}): "
+                    "the grism keeps its own default WCS, made the same way")
+        else:
+            note = corr.describe()
+            logger.info("%s %s: drizzled on the common grid with the direct images' WCS solution: %s",
+                        group.instrument_key, group.filter, note)
+            return transfer_to(corr), note
+    logger.info("%s %s: drizzled on the common grid; %s", group.instrument_key, group.filter, note)
+    return None, note
 
 
 def _imaging_product(outcome: GroupOutcome) -> Path | None:
@@ -787,8 +1041,6 @@ def _write_visit_report(
     settings: Settings,
 ) -> Path:
     """``<root>_visit_report.json`` and ``.html`` (combined report; per-group reports linked)."""
-    from dataclasses import asdict
-
     from autodriz.products import write_json_atomic
     from autodriz.report import _plain
 
@@ -807,6 +1059,7 @@ def _write_visit_report(
                 "input": o.input,
                 "asn_built": o.group.asn is None,
                 "spectroscopic": o.group.spectroscopic,
+                "wcs_transfer": o.wcs_transfer or None,
                 "exposures": [e.rootname for e in o.group.exposures],
                 "exit_code": int(o.exit_code),
                 "exit_name": o.exit_code.name,
@@ -851,6 +1104,11 @@ def _write_visit_html(data: Mapping[str, Any], path: Path) -> Path:
         f"<td>{_report_link(x['report'])}</td></tr>"
         for x in data["groups"]
     )
+    grism_rows = "".join(
+        f"<li>{esc(x['instrument'])} {esc(x['filter'])} ({esc(x['root'])}): drizzled on the common grid; "
+        f"{esc(x['wcs_transfer'] or '')}</li>"
+        for x in data["groups"] if x["spectroscopic"]
+    )
     check_rows = "".join(
         f"<tr class='{esc(c['status'])}'><td>{esc(c['product'])}</td><td>{esc(c['reference'])}</td><td>{c['n_matched']}</td>"
         f"<td>{_fmt(c['dx_pix'])}</td><td>{_fmt(c['dy_pix'])}</td><td>{_fmt(c['offset_pix'])}</td>"
@@ -868,6 +1126,7 @@ tr.pass {{ background: #dfd; }}</style></head><body>
 CRVAL {g['crval'][0]:.8f} {g['crval'][1]:.8f}, CRPIX {g['crpix'][0]} {g['crpix'][1]}</p>
 <h2>Groups</h2><table id="groups"><tr><th>instrument</th><th>filter</th><th>root</th><th>exposures</th>
 <th>exit</th><th>WCSNAME</th><th>products</th><th>report</th></tr>{group_rows}</table>
+{'<h2>Grism/prism</h2><ul id="grism">' + grism_rows + '</ul>' if grism_rows else ''}
 <h2>Cross-filter consistency</h2>
 <p>Sources matched between each product and the first filter's; the median offset must be ≤
 {data['consistency']['tolerance_pix']} px.</p>
