@@ -431,3 +431,41 @@ def test_grism_is_drizzled_on_the_grid_with_the_direct_images_solution(two_filte
     tx, ty = grid_wcs.all_world2pix(stars["ra"], stars["dec"], 0)
     vs_truth = consistency(np.column_stack([tx, ty]), product_sources(folder / "jsim01_g800l_drc.fits", "ACS/WFC"))
     assert vs_truth.n_matched >= 50 and vs_truth.offset_pix < 0.1, vs_truth
+
+
+# --------------------------------------------------------------------------------------------
+# real WFC3/IR: F140W direct images and their G141 grism companion (GOODS-S, proposal 11359)
+# --------------------------------------------------------------------------------------------
+
+
+def test_real_f140w_and_g141_share_one_grid(shared_data, tmp_path):
+    from realdata import prepare_goodss
+
+    folder = tmp_path / "goodss"
+    prepare_goodss(shared_data, folder, "IB6O23020")
+    prepare_goodss(shared_data, folder, "IB6O23010")
+    iref = tmp_path / "iref"
+    iref.mkdir()
+    before = {p.name: p.read_bytes() for p in folder.glob("*_flt.fits")}
+
+    # Offline there is no reference catalog, and the IDCTAB is not shipped: the F140W keeps its
+    # header WCS (DEFAULT_ONLY), and so must the grism.
+    code = main(["visit", str(folder), "--iref", str(iref), "--allow-header-wcs", "-q"])
+
+    assert code == ExitCode.DEFAULT_ONLY
+    report = json.loads((folder / "ib6o23_visit_report.json").read_text())
+    assert [(g["filter"], g["root"], g["spectroscopic"], g["asn_built"]) for g in report["groups"]] == [
+        ("F140W", "ib6o23020", False, False),
+        ("G141", "ib6o23010", True, False),
+    ]
+    keys = ("CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2", "CRPIX1", "CRPIX2", "NAXIS1", "NAXIS2")
+    f140w, g141 = (fits.getheader(folder / f"{r}_drz.fits", "SCI") for r in ("ib6o23020", "ib6o23010"))
+    assert [f140w[k] for k in keys] == [g141[k] for k in keys]
+    assert f140w["CD2_2"] * 3600 == pytest.approx(0.128, rel=1e-12) and f140w["CD1_2"] == 0.0
+    grism = report["groups"][1]["wcs_transfer"]
+    assert "direct images (F140W) kept their pipeline-default WCS" in grism
+    page = (folder / "ib6o23_visit_report.html").read_text()
+    assert 'id="grism"' in page and "G141 (ib6o23010): drizzled on the common grid" in page
+    assert "alignment skipped: G141 exposures are grism/prism" in (folder / "ib6o23010.tra").read_text()
+    # The header WCS was used as it is: nothing was written back.
+    assert {p.name: p.read_bytes() for p in folder.glob("*_flt.fits")} == before
