@@ -469,3 +469,15 @@ def test_real_f140w_and_g141_share_one_grid(shared_data, tmp_path):
     assert "alignment skipped: G141 exposures are grism/prism" in (folder / "ib6o23010.tra").read_text()
     # The header WCS was used as it is: nothing was written back.
     assert {p.name: p.read_bytes() for p in folder.glob("*_flt.fits")} == before
+
+
+def test_visit_command_refuses_bad_input_with_the_usual_exit_codes(tmp_path, capsys):
+    assert main(["visit", str(tmp_path / "missing_flt.fits")]) == ExitCode.INPUT_ERROR
+    assert "input file not found" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["visit", str(empty)]) == ExitCode.INPUT_ERROR
+    assert "no association table or calibrated exposure" in capsys.readouterr().err
+    assert main(["visit", str(empty), "--final-scale", "0"]) == ExitCode.USAGE
+    assert main(["visit", str(empty), "--pixfrac", "1.5"]) == ExitCode.USAGE
+    assert not list(tmp_path.rglob("*_dr?.fits"))
