@@ -423,6 +423,9 @@ def test_grism_is_drizzled_on_the_grid_with_the_direct_images_solution(two_filte
     assert 'id="grism"' in page and "F814W (jsim01_f814w) transferred" in page
     trailer = (folder / "jsim01_g800l.tra").read_text()
     assert "alignment skipped: G800L exposures are grism/prism" in trailer
+    g800l_report = json.loads((folder / "jsim01_g800l_report.json").read_text())
+    (plan,) = g800l_report["alignment"]
+    assert "drizzled with IDC_0461802ej-FIT_REL_USER: " in plan and "correction" in plan and "pipeline-default WCS, as" not in plan
     assert "grism/prism WCS: IDC_0461802ej-FIT_REL_USER of F814W (jsim01_f814w) transferred" in trailer
     # The stand-in grism shows its stars where the truth puts them on the common grid.
     with fits.open(folder / "jsim01_g800l_drc.fits") as hdul:

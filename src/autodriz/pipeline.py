@@ -70,13 +70,17 @@ def reference_folders(settings: Settings) -> dict[str, Path | None]:
     return {"jref": settings.jref, "iref": settings.iref}
 
 
-def _alignment_plan(dataset: Dataset, settings: Settings) -> list[str]:
-    """Say, in words, which alignment stages run and why the others do not."""
+def _alignment_plan(dataset: Dataset, settings: Settings, spectroscopic_wcs: str | None = None) -> list[str]:
+    """Say, in words, which alignment stages run and why the others do not.
+
+    ``spectroscopic_wcs`` says where a grism/prism dataset's WCS came from when it is not the
+    pipeline default (e.g. the direct images' correction, in a visit).
+    """
     if dataset.is_spectroscopic:
         return [
             f"alignment skipped: {'/'.join(dataset.filters) or 'these'} exposures are grism/prism "
-            "(spectroscopic) images, which have no point sources to fit; drizzled with the "
-            "pipeline-default WCS, as the HST pipeline does"
+            "(spectroscopic) images, which have no point sources to fit; drizzled with "
+            + (spectroscopic_wcs or "the pipeline-default WCS, as the HST pipeline does")
         ]
     plan = []
     if settings.apply_apriori:
@@ -257,11 +261,14 @@ def _process_dataset(
             originals, workdir, folders,
             allow_header_wcs=settings.allow_header_wcs, timeout=settings.drizzle_timeout,
         )
+    grism_wcs = None
     if dataset.is_spectroscopic and spectroscopic_wcs is not None:
         default = spectroscopic_wcs(default)
+        grism_wcs = f"{default.wcsname}: {default.source}"
     candidates = [default]
+    plan = _alignment_plan(dataset, settings, grism_wcs)
 
-    for line in _alignment_plan(dataset, settings):
+    for line in plan:
         logger.info(line)
     aligning = not dataset.is_spectroscopic
 
@@ -325,7 +332,7 @@ def _process_dataset(
             verdicts=selection.verdicts,
             chosen={"name": winner.name, "wcsname": winner.wcsname, "why": why},
             verifications=verifications,
-            alignment=_alignment_plan(dataset, settings),
+            alignment=plan,
             drizzle_runs=[
                 {"product": r.product.name, "parameters": r.parameter_source, "seconds": round(r.seconds, 2)}
                 for r in runs
