@@ -484,3 +484,15 @@ def test_visit_command_refuses_bad_input_with_the_usual_exit_codes(tmp_path, cap
     assert main(["visit", str(empty), "--final-scale", "0"]) == ExitCode.USAGE
     assert main(["visit", str(empty), "--pixfrac", "1.5"]) == ExitCode.USAGE
     assert not list(tmp_path.rglob("*_dr?.fits"))
+
+
+def test_visit_command_refuses_a_folder_it_cannot_write(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from autodriz import cli
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    monkeypatch.setattr(cli, "_probe_writable", lambda path: OSError(errno.EROFS, "Read-only file system"))
+    assert main(["visit", str(folder)]) == ExitCode.INPUT_ERROR
+    assert f"visit folder {folder} is not writable (Read-only file system)" in capsys.readouterr().err

@@ -386,6 +386,10 @@ def _run_visit(argv: Sequence[str]) -> int:
     settings = _load(args)
     for path in args.paths:
         _preflight(path, settings.output_dir)
+        if path.is_dir() and (exc := _probe_writable(path)) is not None:
+            # Built ASN tables, locks and the chosen WCS are written there.
+            raise InputError(f"visit folder {path} is not writable ({exc.strerror or exc}); copy the visit to a "
+                             "writable folder")
     _check_catalog(settings)
     result = process_visit(
         args.paths, settings, visit_root=args.visit_root, final_scale=args.final_scale, pixfrac=args.pixfrac,
