@@ -369,6 +369,8 @@ def test_two_filter_visit_sources_agree_between_filters_and_with_the_truth(two_f
     assert check["n_matched"] >= 50
     assert check["offset_pix"] <= 0.1
     assert check["product"] == "jsim01_f814w_drc.fits" and check["reference"] == "jsim01_f606w_drc.fits"
+    for group in report["groups"]:
+        assert len(group["weight_maps"]) == 2 and not any(c["flagged"] for c in group["weight_maps"].values())
     page = (folder / "jsim01_visit_report.html").read_text()
     assert "id=\"consistency\"" in page and "jsim01_f814w_drc.fits" in page and ">pass<" in page
     trailer = (folder / "jsim01_visit.tra").read_text()
@@ -453,7 +455,8 @@ def test_real_f140w_and_g141_share_one_grid(shared_data, tmp_path):
 
     # Offline there is no reference catalog, and the IDCTAB is not shipped: the F140W keeps its
     # header WCS (DEFAULT_ONLY), and so must the grism.
-    code = main(["visit", str(folder), "--iref", str(iref), "--allow-header-wcs", "-q"])
+    code = main(["visit", str(folder), "--iref", str(iref), "--allow-header-wcs", "-q", "--wht-type", "ivm",
+                 "--pixfrac", "0.8"])
 
     assert code == ExitCode.DEFAULT_ONLY
     report = json.loads((folder / "ib6o23_visit_report.json").read_text())
@@ -470,6 +473,13 @@ def test_real_f140w_and_g141_share_one_grid(shared_data, tmp_path):
     page = (folder / "ib6o23_visit_report.html").read_text()
     assert 'id="grism"' in page and "G141 (ib6o23010): drizzled on the common grid" in page
     assert "alignment skipped: G141 exposures are grism/prism" in (folder / "ib6o23010.tra").read_text()
+    # Inverse-variance weights and the pixfrac asked for reached both AstroDrizzle runs …
+    for root in ("ib6o23020", "ib6o23010"):
+        assert fits.getval(folder / f"{root}_drz.fits", "D001PIXF") == 0.8
+        assert "'wht_type': 'IVM'" in (folder / f"{root}.tra").read_text()
+    # … and the weight-map check of every product is in the visit report.
+    assert set(report["groups"][0]["weight_maps"]) == {"ib6o23020_drz.fits"}
+    assert report["groups"][0]["weight_maps"]["ib6o23020_drz.fits"]["ratio"] > 0
     # The header WCS was used as it is: nothing was written back.
     assert {p.name: p.read_bytes() for p in folder.glob("*_flt.fits")} == before
 

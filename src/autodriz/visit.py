@@ -1040,9 +1040,19 @@ def _write_visit_report(
     code: ExitCode,
     settings: Settings,
 ) -> Path:
-    """``<root>_visit_report.json`` and ``.html`` (combined report; per-group reports linked)."""
+    """``<root>_visit_report.json`` and ``.html`` (combined report; per-group reports linked).
+
+    Per group: its outcome, products, the weight-map check of each product (from the group's
+    own report), the grism WCS transfer; then the grid and the cross-filter checks.
+    """
     from autodriz.products import write_json_atomic
     from autodriz.report import _plain
+
+    def weight_checks(o: GroupOutcome) -> dict[str, Any]:
+        # The weight-map check of each product, as its own report recorded it.
+        if o.report is None or not o.report.is_file():
+            return {}
+        return json.loads(o.report.read_text(encoding="utf-8")).get("qa", {})
 
     data = _plain({
         "schema": 1,
@@ -1066,6 +1076,7 @@ def _write_visit_report(
                 "message": o.message,
                 "wcsname": o.wcsname,
                 "products": list(o.products),
+                "weight_maps": weight_checks(o),
                 "report": o.report,
                 "trailer": o.trailer,
             }
@@ -1087,6 +1098,16 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value))
 
 
+def _weight_text(checks: Mapping[str, Any]) -> str:
+    """``name ratio ok|FLAGGED`` per product, for the groups table."""
+    parts = []
+    for name, chk in checks.items():
+        ratio = chk.get("ratio")
+        parts.append(f"{html.escape(Path(name).name)} {'—' if ratio is None else f'{ratio:.3f}'} "
+                     f"{'FLAGGED' if chk.get('flagged') else 'ok'}")
+    return "<br>".join(parts) or "-"
+
+
 def _report_link(report: str | None) -> str:
     if not report:
         return "-"
@@ -1100,7 +1121,7 @@ def _write_visit_html(data: Mapping[str, Any], path: Path) -> Path:
     group_rows = "".join(
         f"<tr><td>{esc(x['instrument'])}</td><td>{esc(x['filter'])}</td><td>{esc(x['root'])}</td>"
         f"<td>{len(x['exposures'])}</td><td>{esc(x['exit_name'])}</td><td>{esc(x['wcsname'] or '-')}</td>"
-        f"<td>{', '.join(esc(Path(p).name) for p in x['products'])}</td>"
+        f"<td>{', '.join(esc(Path(p).name) for p in x['products'])}</td><td>{_weight_text(x['weight_maps'])}</td>"
         f"<td>{_report_link(x['report'])}</td></tr>"
         for x in data["groups"]
     )
@@ -1125,7 +1146,7 @@ tr.pass {{ background: #dfd; }}</style></head><body>
 <h2>Common grid</h2><p id="grid">north up, {g['scale_arcsec']}"/px, {g['naxis'][0]} × {g['naxis'][1]} px,
 CRVAL {g['crval'][0]:.8f} {g['crval'][1]:.8f}, CRPIX {g['crpix'][0]} {g['crpix'][1]}</p>
 <h2>Groups</h2><table id="groups"><tr><th>instrument</th><th>filter</th><th>root</th><th>exposures</th>
-<th>exit</th><th>WCSNAME</th><th>products</th><th>report</th></tr>{group_rows}</table>
+<th>exit</th><th>WCSNAME</th><th>products</th><th>weight maps (std/mean)</th><th>report</th></tr>{group_rows}</table>
 {'<h2>Grism/prism</h2><ul id="grism">' + grism_rows + '</ul>' if grism_rows else ''}
 <h2>Cross-filter consistency</h2>
 <p>Sources matched between each product and the first filter's; the median offset must be ≤
