@@ -80,6 +80,7 @@ def run_astrodrizzle(
     num_cores: int = 1,
     timeout: float = 3600.0,
     then: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> DrizzleRun:
     """Drizzle ``inputs`` (files inside ``workdir``) into ``workdir/<output_root>_drz|drc.fits``.
 
@@ -87,12 +88,23 @@ def run_astrodrizzle(
     outcome is in the returned run's ``then_result``/``then_error``; it does not count in
     ``seconds``).
 
+    ``overrides`` are AstroDrizzle parameters that win over the MDRIZTAB and the defaults (but
+    not over :data:`FORCED_PARAMETERS`), e.g. the ``final_*`` output grid that
+    :mod:`autodriz.visit` shares between the filters of a visit; AstroDrizzle re-applies
+    parameters given by the caller after reading the MDRIZTAB.
+
     Raises
     ------
     DrizzleError
         AstroDrizzle failed, timed out, or wrote no product.
     """
     params, source = choose_parameters(inputs[0], folders, defaults)
+    if overrides:
+        clash = sorted(set(overrides) & set(FORCED_PARAMETERS))
+        if clash:
+            raise ValueError(f"AstroDrizzle parameters {clash} cannot be overridden")
+        params.update(overrides)
+        source += f"; overridden by the caller: {', '.join(sorted(overrides))}"
     params["num_cores"] = num_cores
     kind = "drc" if inputs[0].name.endswith("_flc.fits") else "drz"
     logger.info(
@@ -152,11 +164,12 @@ def run_final_drizzles(
     num_cores: int = 1,
     timeout: float = 3600.0,
     then: Sequence[Mapping[str, Any] | None] = (),
+    overrides: Mapping[str, Any] | None = None,
 ) -> list[DrizzleRun]:
     """The final products: one AstroDrizzle run per group (FLTs → DRZ, FLCs → DRC).
 
-    ``then[k]``, if given, is a child job run after group k's AstroDrizzle in the same child
-    (see :func:`run_astrodrizzle`).
+    ``then[k]``, if given, is a child job run after group k's AstroDrizzle in the same child,
+    and ``overrides`` are AstroDrizzle parameters for every run (see :func:`run_astrodrizzle`).
 
     With ``num_cores`` ≥ 2 and two groups, the runs go side by side, each in its own child
     process with ``num_cores // 2`` AstroDrizzle cores: DRZ and DRC share nothing but the WCS.
@@ -187,7 +200,8 @@ def run_final_drizzles(
     def one(job: tuple[list[Path], Path, Mapping[str, Any] | None]) -> DrizzleRun:
         inputs, cwd, followup = job
         return run_astrodrizzle(
-            inputs, output_root, cwd, folders, defaults, num_cores=cores_each, timeout=timeout, then=followup
+            inputs, output_root, cwd, folders, defaults, num_cores=cores_each, timeout=timeout, then=followup,
+            overrides=overrides,
         )
 
     if side_by_side <= 1:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from astropy.io import fits
 
@@ -68,13 +70,17 @@ def reference_folders(settings: Settings) -> dict[str, Path | None]:
     return {"jref": settings.jref, "iref": settings.iref}
 
 
-def _alignment_plan(dataset: Dataset, settings: Settings) -> list[str]:
-    """Say, in words, which alignment stages run and why the others do not."""
+def _alignment_plan(dataset: Dataset, settings: Settings, spectroscopic_wcs: str | None = None) -> list[str]:
+    """Say, in words, which alignment stages run and why the others do not.
+
+    ``spectroscopic_wcs`` says where a grism/prism dataset's WCS came from when it is not the
+    pipeline default (e.g. the direct images' correction, in a visit).
+    """
     if dataset.is_spectroscopic:
         return [
             f"alignment skipped: {'/'.join(dataset.filters) or 'these'} exposures are grism/prism "
-            "(spectroscopic) images, which have no point sources to fit; drizzled with the "
-            "pipeline-default WCS, as the HST pipeline does"
+            "(spectroscopic) images, which have no point sources to fit; drizzled with "
+            + (spectroscopic_wcs or "the pipeline-default WCS, as the HST pipeline does")
         ]
     plan = []
     if settings.apply_apriori:
@@ -143,7 +149,14 @@ def _remove_failed_workdirs(
             logger.info("removed the working folder of failed candidate %s: %s", c.name, wd)
 
 
-def process(input_path: str | Path, settings: Settings, *, argv: list[str] | None = None) -> RunResult:
+def process(
+    input_path: str | Path,
+    settings: Settings,
+    *,
+    argv: list[str] | None = None,
+    drizzle_overrides: Mapping[str, Any] | None = None,
+    spectroscopic_wcs: Callable[[Candidate], Candidate] | None = None,
+) -> RunResult:
     """Process one dataset; never raises for expected failures, returns their exit code.
 
     Parameters
@@ -154,6 +167,13 @@ def process(input_path: str | Path, settings: Settings, *, argv: list[str] | Non
         Effective settings.
     argv : list of str, optional
         Command line, recorded in the trailer.
+    drizzle_overrides : mapping, optional
+        AstroDrizzle parameters for the final products that win over the MDRIZTAB, e.g. the
+        shared ``final_*`` output grid of a multi-filter visit (:mod:`autodriz.visit`).
+    spectroscopic_wcs : callable, optional
+        For grism/prism data only: turns the default candidate (its working copies) into the
+        candidate to drizzle and write back, e.g. with the WCS correction that the direct
+        images of the same visit received (:mod:`autodriz.visit`).
 
     Returns
     -------
@@ -169,7 +189,9 @@ def process(input_path: str | Path, settings: Settings, *, argv: list[str] | Non
         write_trailer_header(settings.as_dict(), argv or ["autodriz", str(input_path)])
         waypoint(log, "START", root, f"input={input_path}", f"autodriz={__version__}")
         try:
-            result = _process(input_path, settings, output_dir, trailer, workdirs)
+            result = _process(
+                input_path, settings, output_dir, trailer, workdirs, drizzle_overrides, spectroscopic_wcs
+            )
         except AutodrizError as exc:
             logger.error("%s", exc)
             result = RunResult(exc.exit_code, str(exc), root, trailer=trailer)
@@ -200,7 +222,13 @@ def process(input_path: str | Path, settings: Settings, *, argv: list[str] | Non
 
 
 def _process(
-    input_path: Path, settings: Settings, output_dir: Path, trailer: Path, workdirs: list[Path]
+    input_path: Path,
+    settings: Settings,
+    output_dir: Path,
+    trailer: Path,
+    workdirs: list[Path],
+    drizzle_overrides: Mapping[str, Any] | None = None,
+    spectroscopic_wcs: Callable[[Candidate], Candidate] | None = None,
 ) -> RunResult:
     timings: dict[str, float] = {}
     with stage(logger, "resolve", timings):
@@ -226,7 +254,10 @@ def _process(
         return RunResult(ExitCode.DRIZCORR_OMIT, msg, root, trailer=trailer)
 
     with dataset_lock(dataset.directory, root):
-        return _process_dataset(dataset, input_path, settings, output_dir, trailer, workdirs, timings)
+        return _process_dataset(
+            dataset, input_path, settings, output_dir, trailer, workdirs, timings, drizzle_overrides,
+            spectroscopic_wcs,
+        )
 
 
 def _process_dataset(
@@ -237,6 +268,8 @@ def _process_dataset(
     trailer: Path,
     workdirs: list[Path],
     timings: dict[str, float],
+    drizzle_overrides: Mapping[str, Any] | None = None,
+    spectroscopic_wcs: Callable[[Candidate], Candidate] | None = None,
 ) -> RunResult:
     root = dataset.root
     verifications: dict[str, object] = {}
@@ -251,9 +284,14 @@ def _process_dataset(
             originals, workdir, folders,
             allow_header_wcs=settings.allow_header_wcs, timeout=settings.drizzle_timeout,
         )
+    grism_wcs = None
+    if dataset.is_spectroscopic and spectroscopic_wcs is not None:
+        default = spectroscopic_wcs(default)
+        grism_wcs = f"{default.wcsname}: {default.source}"
     candidates = [default]
+    plan = _alignment_plan(dataset, settings, grism_wcs)
 
-    for line in _alignment_plan(dataset, settings):
+    for line in plan:
         logger.info(line)
     aligning = not dataset.is_spectroscopic
 
@@ -288,6 +326,7 @@ def _process_dataset(
                 root, winner.workdir, folders, defaults,
                 num_cores=settings.num_cores, timeout=settings.drizzle_timeout,
                 then=[job for job, _ in updates],
+                overrides=drizzle_overrides,
             )
 
         with stage(logger, "update-inputs", timings):
@@ -335,7 +374,7 @@ def _process_dataset(
             verdicts=selection.verdicts,
             chosen={"name": winner.name, "wcsname": winner.wcsname, "why": why},
             verifications=verifications,
-            alignment=_alignment_plan(dataset, settings),
+            alignment=plan,
             drizzle_runs=[
                 {"product": r.product.name, "parameters": r.parameter_source, "seconds": round(r.seconds, 2)}
                 for r in runs

@@ -86,6 +86,10 @@ _PHOTOMETRY: Mapping[str, tuple[float, float, float]] = MappingProxyType({
     "F775W": (25.66, 7693.0, 434.0),
     "F814W": (25.94, 8045.0, 654.0),
     "F850LP": (24.84, 9031.0, 525.0),
+    # The ACS/WFC grism, rendered as point sources: a geometric stand-in for a grism visit
+    # (FILTER1=G800L, its own IDCTAB rows and distortion, so it is treated as spectroscopic),
+    # not a spectrum. Lets tests check where a grism exposure's WCS puts the sky.
+    "G800L": (25.90, 7470.0, 1500.0),
 })
 
 _MAS_PER_RAD = math.degrees(1.0) * 3.6e6
@@ -106,7 +110,7 @@ class SimulationConfig:
         ``(ny, nx)`` per chip; (2048, 4096) is full frame, smaller is a subarray centred on
         each chip (both chips cut alike).
     filter : str
-        ACS/WFC filter (F606W, F814W, …).
+        ACS/WFC filter (F606W, F814W, …; G800L gives a point-source stand-in for the grism).
     exptime : float
         Seconds per exposure.
     ra, dec : float
