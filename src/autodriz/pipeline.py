@@ -22,7 +22,7 @@ from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
 from autodriz.locks import dataset_lock
 from autodriz.logs import package_versions, run_logging, stage, waypoint, write_trailer_header
-from autodriz.products import apply_candidate_wcs, publish, write_json_atomic
+from autodriz.products import apply_candidate_wcs, publish, recover_interrupted_update, write_json_atomic
 from autodriz.report import build_report, weight_map_check, write_html
 from autodriz.select import Selection, choose, rank_candidates
 from autodriz.solutions.base import Candidate, remove_workdir
@@ -220,6 +220,8 @@ def _process_dataset(
     output_dir.mkdir(parents=True, exist_ok=True)
     folders = reference_folders(settings)
     originals = [*dataset.flt_paths, *dataset.flc_paths]
+    # Under the lock: a run killed among the final renames left backups; put them back first.
+    recover_interrupted_update(originals)
 
     with stage(logger, "default", timings):
         workdir = output_dir / f"{root}_default"
