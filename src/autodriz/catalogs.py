@@ -507,6 +507,8 @@ def call_with_deadline(fn: Callable[[], Any], timeout: float) -> Any:
         raise ServiceUnavailable(f"no answer within {timeout:g} s")
     if "error" in box:
         exc = box["error"]
+        if isinstance(exc, ServiceUnavailable):  # already says what went wrong
+            raise exc
         raise ServiceUnavailable(f"{type(exc).__name__}: {exc}") from exc
     return box.get("value")
 
@@ -537,6 +539,10 @@ class VizierService:
                 catalog=spec.vizier,
                 cache=False,
             )
+            if result is None:
+                # astroquery returns None when the answer does not parse as a VOTable (an
+                # error page, a proxy's HTML, garbage): an outage, not "no star here".
+                raise ServiceUnavailable("the answer is not a VOTable")
             if len(result) == 0:
                 return Table()
             return result[0]

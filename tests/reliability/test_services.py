@@ -1,0 +1,143 @@
+"""Every network service failure costs at most its timeout and falls through to the next source.
+
+The matrix: {refused, hanging, garbage answer, empty answer} × {catalog service (VizieR through
+astroquery, HTTPS), astrometry database (HTTP)}, each against the loopback fake of
+``conftest.fake_service``. The refused/silent-port cases of ``tests/test_catalogs.py`` and
+``tests/test_astrometrydb.py`` test the clients alone; here each case also shows that the
+stage goes on with the source after the service: a catalog from the user's folder, the a
+priori solution embedded in the exposures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from autodriz import catalogs as cm
+from autodriz.config import Settings
+from autodriz.inputs import resolve_input
+from autodriz.simulate import SimulationConfig, SimulatedVisit, simulate_visit
+from autodriz.solutions.apriori import find_apriori_solutions
+from autodriz.solutions.aposteriori import load_aposteriori_config
+from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
+
+from fakeservice import BEHAVIOURS, fake_service  # noqa: F401  (fake_service is a fixture)
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Some non-standard WCS keywords were excluded"),
+    pytest.mark.filterwarnings("ignore:The WCS transformation has more axes"),
+]
+
+TIMEOUT = 1.5
+#: Scheduling slack on a loaded 2-core machine; a second try or a per-request (not shared)
+#: budget would cost a whole timeout more and still fail.
+MARGIN = 0.5
+SPECS = load_aposteriori_config("ACS/WFC").catalogs.specs
+REGION = cm.Region(290.2211, 37.7875, 0.03)
+ORDER = ["GAIAeDR3", "GAIADR3", "GAIADR2"]
+
+#: What the reason given for the service's catalog must say, per behaviour.
+CATALOG_REASON = {
+    "refuse": "refused",
+    "hang": f"no answer within {TIMEOUT:g} s",
+    "garbage": "not a votable",
+    "empty": "returned no star",
+}
+
+
+def _write_catalog(path: Path, n: int = 40) -> Path:
+    rng = np.random.default_rng(1)
+    Table({
+        "ra": REGION.ra + rng.uniform(-0.01, 0.01, n),
+        "dec": REGION.dec + rng.uniform(-0.01, 0.01, n),
+        "mag": rng.uniform(16, 20, n),
+    }).write(path, format="ascii.ecsv")
+    return path
+
+
+@pytest.mark.parametrize("behaviour", BEHAVIOURS)
+def test_catalog_service_failure_is_bounded_and_the_folder_still_serves(behaviour, fake_service, tmp_path):
+    pytest.importorskip("astroquery")
+    import astroquery.vizier  # noqa: F401  (its import time must not count against the timeout)
+
+    service = fake_service(behaviour, tls=True)
+    folder = tmp_path / "catalogs"
+    folder.mkdir()
+    _write_catalog(folder / "gaiadr3.ecsv")  # the second catalog of the list, from the folder
+
+    t0 = time.monotonic()
+    out = cm.resolve_catalogs(ORDER, REGION, 2005.6, specs=SPECS, catalog_path=folder,
+                              service=cm.VizierService(server=service.netloc), timeout=TIMEOUT)
+    seconds = time.monotonic() - t0
+
+    assert seconds <= TIMEOUT + MARGIN, f"{behaviour}: {seconds:.2f} s"
+    by_name = {c.name: c for c in out}
+    assert list(by_name) == ORDER
+    # The service's catalogs are unavailable, with a reason that says why …
+    for name in ("GAIAeDR3", "GAIADR2"):
+        assert isinstance(by_name[name], cm.CatalogUnavailable), name
+    assert CATALOG_REASON[behaviour] in by_name["GAIAeDR3"].reason.lower(), by_name["GAIAeDR3"].reason
+    # … and the next source still gives its catalog.
+    dr3 = by_name["GAIADR3"]
+    assert isinstance(dr3, cm.ReferenceCatalog) and dr3.origin.startswith("folder:") and len(dr3.table) == 40
+    # The fake was really reached (HTTPS, our certificate trusted) when it was there at all.
+    if behaviour in ("garbage", "empty"):
+        assert service.requests and all(r.startswith("POST /viz-bin/votable") for r in service.requests)
+    elif behaviour == "hang":
+        assert service.connections >= 1
+    # An outage is not asked again; an empty answer is an answer, and the next catalog is asked.
+    assert len(service.requests) == (2 if behaviour == "empty" else 1 if behaviour == "garbage" else 0)
+
+
+# --------------------------------------------------------------------------------------------
+# the astrometry database
+
+
+@pytest.fixture(scope="module")
+def visit(tmp_path_factory: pytest.TempPathFactory) -> SimulatedVisit:
+    """One exposure (FLT + FLC) carrying an embedded GSC240 headerlet; read-only in the tests."""
+    return simulate_visit(
+        tmp_path_factory.mktemp("services") / "visit",
+        SimulationConfig(n_exposures=1, chip_shape=(64, 128), n_stars=20, cosmic_ray_fraction=0.0,
+                         apriori_errors_mas=(("GSC240", 20.0, -10.0),)),
+    )
+
+
+def _header_default(visit: SimulatedVisit, out: Path) -> Candidate:
+    dataset = resolve_input(visit.asn_path)
+    originals = [*dataset.flt_paths, *dataset.flc_paths]
+    workdir = prepare_workdir(out / f"{dataset.root}_default")
+    return Candidate("default", "header", workdir, copy_exposures(originals, workdir), "test", updated=False)
+
+
+@pytest.mark.parametrize("behaviour", BEHAVIOURS)
+def test_astrometry_db_failure_is_bounded_and_embedded_solutions_still_count(
+    behaviour, fake_service, visit, tmp_path, caplog
+):
+    service = fake_service(behaviour)
+    default = _header_default(visit, tmp_path)
+    t0 = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="autodriz"):
+        inventory = find_apriori_solutions(default, Settings(service_timeout=TIMEOUT),
+                                           use_service=True, service_url=service.url)
+    seconds = time.monotonic() - t0
+
+    assert inventory.service_seconds <= TIMEOUT + MARGIN, f"{behaviour}: {inventory.service_seconds:.2f} s"
+    assert seconds <= TIMEOUT + MARGIN + 1.0  # plus reading the embedded headerlets
+    # The next source: the solution embedded in the exposures is still found and usable.
+    assert [s.short for s in inventory.usable] == ["GSC240"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("autodriz")]
+    if behaviour == "empty":
+        # Nothing to add is a normal answer: no warning.
+        assert "0 headerlet(s) received" in inventory.service and not warnings
+        assert [r.split("?")[0] for r in service.requests] == ["GET /availability", "GET /observation/read/jsim01a1q"]
+    else:
+        assert "unavailable" in inventory.service
+        assert len(warnings) == 1 and "unavailable" in warnings[0], warnings
+        if behaviour == "garbage":
+            assert "not XML" in inventory.service or "else than XML" in inventory.service
