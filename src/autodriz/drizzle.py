@@ -103,7 +103,11 @@ def run_astrodrizzle(
             label=f"astrodrizzle_{kind}",
         )
     except ChildError as exc:
-        raise DrizzleError(f"AstroDrizzle failed for {output_root}_{kind}: {exc}") from exc
+        # AstroDrizzle does not say which input broke it: name all of this run's inputs.
+        raise DrizzleError(
+            f"AstroDrizzle failed for {output_root}_{kind} from {', '.join(p.name for p in inputs)}: {exc.error_line}",
+            child_log=exc.log_path,
+        ) from exc
     product = workdir / f"{output_root}_{kind}.fits"
     if not product.is_file():
         raise DrizzleError(

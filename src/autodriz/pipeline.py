@@ -68,6 +68,17 @@ def reference_folders(settings: Settings) -> dict[str, Path | None]:
     return {"jref": settings.jref, "iref": settings.iref}
 
 
+def _child_log_location(log: Path, kept: bool, trailer: Path) -> str:
+    """Where the log of a child that failed can be read once the run is over.
+
+    The log sits in a candidate's folder, which the run removes unless ``--keep-workdirs``;
+    every line of it is also in the trailer, tagged with the log's name.
+    """
+    if kept:
+        return f"child log {log}"
+    return f"child log {log.name} is in the trailer {trailer}, lines tagged [{log.stem}]; --keep-workdirs keeps the file"
+
+
 def _alignment_plan(dataset: Dataset, settings: Settings) -> list[str]:
     """Say, in words, which alignment stages run and why the others do not."""
     if dataset.is_spectroscopic:
@@ -148,8 +159,11 @@ def process(input_path: str | Path, settings: Settings, *, argv: list[str] | Non
         try:
             result = _process(input_path, settings, output_dir, trailer, workdirs)
         except AutodrizError as exc:
-            logger.error("%s", exc)
-            result = RunResult(exc.exit_code, str(exc), root, trailer=trailer)
+            message = str(exc)
+            if exc.child_log is not None:
+                message += f" ({_child_log_location(exc.child_log, settings.keep_workdirs, trailer)})"
+            logger.error("%s", message)
+            result = RunResult(exc.exit_code, message, root, trailer=trailer)
         except KeyboardInterrupt:
             logger.error("interrupted; the inputs are untouched unless their update had completed")
             result = RunResult(ExitCode.INTERRUPTED, "interrupted", root, trailer=trailer)

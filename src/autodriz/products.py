@@ -170,10 +170,16 @@ def apply_candidate_wcs(
         run_child(job, cwd=candidate.workdir, timeout=timeout, label="apply_wcs")
         for tmp in temps.values():
             _fsync(tmp)
-    except (ChildError, OSError) as exc:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-        raise UpdateError(f"could not prepare the WCS update of the inputs: {exc}") from exc
+    except ChildError as exc:
+        _discard(list(temps.values()))
+        involved = Path(exc.current_file).name if exc.current_file else ", ".join(p.name for p in temps)
+        raise UpdateError(
+            f"could not prepare the WCS update of {involved}: {exc.error_line}; inputs untouched",
+            child_log=exc.log_path,
+        ) from exc
+    except OSError as exc:
+        _discard(list(temps.values()))
+        raise UpdateError(f"could not prepare the WCS update of the inputs: {exc}; inputs untouched") from exc
 
     _replace_all(temps)
     for original in temps:

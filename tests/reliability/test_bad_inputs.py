@@ -351,9 +351,11 @@ CASES: tuple[Case, ...] = (
     Case("drizcorr-omit", "`DRIZCORR = OMIT`", ExitCode.DRIZCORR_OMIT,
          "nothing drizzled, inputs untouched, no products", _drizcorr_omit, ("DRIZCORR=OMIT",)),
     Case("missing-wcs", "SCI extensions without CRVAL/CD/CTYPE", ExitCode.WCS_FAILED,
-         "updatewcs fails; error naming its log; inputs untouched", _missing_wcs, ("updatewcs failed",)),
+         "updatewcs fails; error naming the exposure and its log; inputs untouched", _missing_wcs,
+         ("updatewcs failed on jsim01a1q_flt.fits", "TypeError", "lines tagged [updatewcs]")),
     Case("all-nan-chip", "a chip whose SCI is all NaN", ExitCode.DRIZZLE_FAILED,
-         "AstroDrizzle fails on it; error naming its log; inputs untouched", _all_nan, ("AstroDrizzle failed",)),
+         "AstroDrizzle fails on it; error naming the exposures and its log; inputs untouched", _all_nan,
+         (f"AstroDrizzle failed for jsim01a1q_drz from {FLT1}", "lines tagged [astrodrizzle_drz]")),
     Case("all-zero-chip", "a chip whose SCI is all zero", ExitCode.OK,
          "drizzled; the chip is flat", _all_zero, ()),
     Case("exptime-zero", "`EXPTIME = 0`", ExitCode.INPUT_ERROR,
@@ -546,6 +548,36 @@ def test_error_outside_a_run_is_one_line_without_debug(tmp_path: Path, monkeypat
     code, err = _run([str(tmp_path / "x_asn.fits"), "--debug"], capsys)
     assert code == ExitCode.INTERNAL_ERROR
     assert "Traceback" in err
+
+
+# --------------------------------------------------------------------------------------------
+# exit 6 and 7 name the exposures and a log that exists
+
+
+@pytest.mark.parametrize(
+    ("prepare", "code", "says", "log"),
+    [
+        (_missing_wcs, ExitCode.WCS_FAILED, "updatewcs failed on jsim01a1q_flt.fits: TypeError",
+         "jsim01010_default/updatewcs.log"),
+        (_all_nan, ExitCode.DRIZZLE_FAILED, f"AstroDrizzle failed for jsim01a1q_drz from {FLT1}: ValueError",
+         "jsim01a1q_default/astrodrizzle_drz.log"),
+    ],
+    ids=["updatewcs", "astrodrizzle"],
+)
+def test_child_failure_names_the_exposure_and_a_log_that_exists(
+    prepare: Callable[[Visit], list[str]], code: ExitCode, says: str, log: str,
+    template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], clean_env: None,
+) -> None:
+    v = _copy(template, tmp_path)
+    argv = [*prepare(v), "--keep-workdirs", "-o", str(v.out)]
+    code_got, err = _run(argv, capsys)
+    assert code_got == code, err
+    verdict = [ln for ln in err.splitlines() if ln.startswith(f"autodriz: {code.name}")]
+    assert len(verdict) == 1 and says in verdict[0], err
+    # With --keep-workdirs the message names the child's own log file, which holds the error.
+    path = v.out / log
+    assert f"child log {path}" in verdict[0]
+    assert says.rsplit(": ", 1)[1] in path.read_text()
 
 
 # --------------------------------------------------------------------------------------------
