@@ -11,6 +11,8 @@ priori solution embedded in the exposures.
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -19,7 +21,9 @@ import pytest
 from astropy.table import Table
 
 from autodriz import catalogs as cm
+from autodriz.cli import main
 from autodriz.config import Settings
+from autodriz.exitcodes import ExitCode
 from autodriz.inputs import resolve_input
 from autodriz.simulate import SimulationConfig, SimulatedVisit, simulate_visit
 from autodriz.solutions.apriori import find_apriori_solutions
@@ -40,6 +44,7 @@ MARGIN = 0.5
 SPECS = load_aposteriori_config("ACS/WFC").catalogs.specs
 REGION = cm.Region(290.2211, 37.7875, 0.03)
 ORDER = ["GAIAeDR3", "GAIADR3", "GAIADR2"]
+_RealVizier = cm.VizierService
 
 #: What the reason given for the service's catalog must say, per behaviour.
 CATALOG_REASON = {
@@ -141,3 +146,63 @@ def test_astrometry_db_failure_is_bounded_and_embedded_solutions_still_count(
         assert len(warnings) == 1 and "unavailable" in warnings[0], warnings
         if behaviour == "garbage":
             assert "not XML" in inventory.service or "else than XML" in inventory.service
+
+
+# --------------------------------------------------------------------------------------------
+# the whole command: the stage that met the failing service costs at most the timeout
+
+
+@pytest.fixture(scope="module")
+def small_visit(tmp_path_factory: pytest.TempPathFactory) -> SimulatedVisit:
+    """One exposure, FLT only, with an embedded GSC240 headerlet: the cheapest full command."""
+    return simulate_visit(
+        tmp_path_factory.mktemp("services-cli") / "template",
+        SimulationConfig(n_exposures=1, chip_shape=(128, 256), n_stars=60, write_flc=False,
+                         apriori_errors_mas=(("GSC240", 20.0, -10.0),)),
+    )
+
+
+def _cli_copy(template: SimulatedVisit, tmp_path: Path) -> Path:
+    directory = tmp_path / "visit"
+    shutil.copytree(template.directory, directory)
+    return directory
+
+
+def _service_seconds(trailer: Path, pattern: str) -> float:
+    found = re.findall(pattern, trailer.read_text(encoding="utf-8"))
+    assert found, f"{pattern!r} not in the trailer"
+    return float(found[-1])
+
+
+def test_cli_with_a_hanging_catalog_service_ends_with_the_default_wcs(
+    small_visit, fake_service, tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("astroquery")
+    service = fake_service("hang", tls=True)
+    # The packaged aposteriori.toml names VizieR's real server: send the stage to the fake.
+    monkeypatch.setattr(cm, "VizierService", lambda server, **kw: _RealVizier(server=service.netloc, **kw))
+    directory = _cli_copy(small_visit, tmp_path)
+    code = main([str(directory / "jsim01010_asn.fits"), "--jref", str(directory / "jref"), "--no-apriori",
+                 "--aposteriori", "--no-verify", "--service-timeout", str(TIMEOUT),
+                 "--cache-dir", str(tmp_path / "cache"), "--num-cores", "1"])
+    err = capsys.readouterr().err
+    assert code == ExitCode.DEFAULT_ONLY, err
+    assert service.connections >= 1
+    trailer = directory / "jsim01010.tra"
+    assert _service_seconds(trailer, r"failed after ([\d.]+) s \(no answer within") <= TIMEOUT + MARGIN
+    # One timeout for the whole list, not one per catalog.
+    assert "catalog service not asked again" in trailer.read_text(encoding="utf-8")
+
+
+def test_cli_with_a_hanging_astrometry_db_uses_the_embedded_solution(small_visit, fake_service, tmp_path, capsys):
+    service = fake_service("hang")
+    directory = _cli_copy(small_visit, tmp_path)
+    code = main([str(directory / "jsim01010_asn.fits"), "--jref", str(directory / "jref"), "--apriori",
+                 "--no-aposteriori", "--no-verify", "--astrometry-db", "--astrometry-db-url", service.url,
+                 "--service-timeout", str(TIMEOUT), "--num-cores", "1"])
+    err = capsys.readouterr().err
+    assert code == ExitCode.OK, err
+    assert "astrometry database" in err and "unavailable" in err  # the one warning
+    trailer = directory / "jsim01010.tra"
+    assert _service_seconds(trailer, r"astrometry database \S+: unavailable \(.*\) after ([\d.]+) s") <= TIMEOUT + MARGIN
+    assert "chosen WCS: IDC_0461802ej-GSC240" in trailer.read_text(encoding="utf-8")
