@@ -14,6 +14,8 @@ A helper module, not a ``conftest.py``: a second ``conftest`` module would shado
   for VizieR, an ``<observation>`` without solutions for the astrometry database), and 200 on
   ``availability``.
 
+``delay=S`` makes a server that answers wait S seconds before each answer (a slow service).
+
 VizieR is only reached over HTTPS (astroquery builds ``https://<server>/viz-bin/…``), so
 ``tls=True`` serves with the self-signed loopback certificate in ``data/`` (valid 2000–2199, for
 127.0.0.1 only; its key is a test fixture, not a secret); clients trust it through
@@ -60,6 +62,7 @@ class FakeService:
     host: str
     port: int
     tls: bool
+    delay: float = 0.0
     requests: list[str] = field(default_factory=list)
     connections: int = 0
 
@@ -104,6 +107,8 @@ def _handler(service: FakeService, release: threading.Event) -> type[BaseHTTPReq
 
         def _answer(self) -> None:
             service.requests.append(f"{self.command} {self.path}")
+            if service.delay:
+                release.wait(service.delay)
             if service.behaviour == "garbage":
                 body, ctype = GARBAGE, "text/plain"
             elif "viz-bin" in self.path:
@@ -135,7 +140,7 @@ def fake_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Fake
     started: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
     release = threading.Event()
 
-    def start(behaviour: str, *, tls: bool = False) -> FakeService:
+    def start(behaviour: str, *, tls: bool = False, delay: float = 0.0) -> FakeService:
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"behaviour must be one of {BEHAVIOURS}")
         if tls:
@@ -143,7 +148,7 @@ def fake_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Fake
             monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(CERT))
         if behaviour == "refuse":
             return FakeService(behaviour, "127.0.0.1", _closed_port(), tls)
-        service = FakeService(behaviour, "127.0.0.1", 0, tls)
+        service = FakeService(behaviour, "127.0.0.1", 0, tls, delay)
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(service, release))
         server.daemon_threads = True
         if tls:

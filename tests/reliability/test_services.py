@@ -99,6 +99,23 @@ def test_catalog_service_failure_is_bounded_and_the_folder_still_serves(behaviou
     assert len(service.requests) == (2 if behaviour == "empty" else 1 if behaviour == "garbage" else 0)
 
 
+def test_slow_catalog_service_shares_one_timeout_across_catalogs(fake_service):
+    pytest.importorskip("astroquery")
+    import astroquery.vizier  # noqa: F401
+
+    # Each answer (no star) takes 0.6 of the timeout: three catalogs asked one full timeout
+    # each would cost 1.8 timeouts.
+    service = fake_service("empty", tls=True, delay=0.6 * TIMEOUT)
+    t0 = time.monotonic()
+    out = cm.resolve_catalogs(ORDER, REGION, 2005.6, specs=SPECS,
+                              service=cm.VizierService(server=service.netloc), timeout=TIMEOUT)
+    seconds = time.monotonic() - t0
+    assert seconds <= TIMEOUT + MARGIN, f"{seconds:.2f} s"
+    assert all(isinstance(c, cm.CatalogUnavailable) for c in out)
+    assert "returned no star" in out[0].reason
+    assert "no answer within" in out[1].reason or "used up" in out[1].reason
+
+
 # --------------------------------------------------------------------------------------------
 # the astrometry database
 
