@@ -66,9 +66,12 @@ def _make_backup(original: Path) -> Path:
         os.link(original, backup)
     except OSError:  # no hard links here (some network/FUSE file systems): copy
         partial = backup.with_name(backup.name + TMP_SUFFIX)
-        shutil.copy2(original, partial)
-        _fsync(partial)
-        os.replace(partial, backup)
+        try:
+            shutil.copy2(original, partial)
+            _fsync(partial)
+            os.replace(partial, backup)
+        finally:
+            partial.unlink(missing_ok=True)  # gone after the rename; left only by a failure
     return backup
 
 

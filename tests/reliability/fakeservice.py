@@ -1,8 +1,8 @@
 """A loopback fake of a misbehaving web service, for the service-failure matrix.
 
 A helper module, not a ``conftest.py``: a second ``conftest`` module would shadow
-``tests/conftest.py`` for the tests that ``from conftest import …``. Tests import the fixture:
-``from fakeservice import fake_service``.
+``tests/conftest.py`` for the tests that ``from conftest import …``. A test module makes the
+fixture with ``yield from fakeservice.fake_services(monkeypatch)``.
 
 ``fake_service(behaviour, tls=False)`` starts a threaded HTTP server on 127.0.0.1 that
 
@@ -126,7 +126,7 @@ def _handler(service: FakeService, release: threading.Event) -> type[BaseHTTPReq
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_POST = _answer  # noqa: N815 - http.server's names
+        do_GET = do_POST = _answer  # http.server's names
 
         def log_message(self, *args: object) -> None:
             pass
@@ -134,9 +134,9 @@ def _handler(service: FakeService, release: threading.Event) -> type[BaseHTTPReq
     return Handler
 
 
-@pytest.fixture
-def fake_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FakeService]]:
-    """Factory: ``fake_service("hang", tls=True)`` starts one; all are stopped after the test."""
+def fake_services(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FakeService]]:
+    """Body of the ``fake_service`` fixture: a factory, ``start("hang", tls=True)``; every
+    server it started is stopped when the generator is closed (the test's teardown)."""
     started: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
     release = threading.Event()
 

@@ -631,7 +631,7 @@ def test_readme_documents_every_bad_input_case() -> None:
     text = README.read_text(encoding="utf-8")
     assert TABLE_HEADING in text, f"README.md has no section {TABLE_HEADING!r}; paste readme_table()"
     section = text.split(TABLE_HEADING, 1)[1]
-    rows = dict(re.findall(r"^\| (.+?) \| (\d+) \(`[A-Z_]+`\) \|", section, flags=re.M))
+    rows = dict(re.findall(r"^\| (.+?) \| (\d+) \(`[A-Z_]+`\) \|", section, flags=re.MULTILINE))
     for case in (*CASES, READ_ONLY, *ELSEWHERE):
         assert case.readme in rows, f"README table lacks the row {case.readme!r}"
         assert int(rows[case.readme]) == int(case.exit_code), case.readme
@@ -639,7 +639,7 @@ def test_readme_documents_every_bad_input_case() -> None:
     for doc in ELSEWHERE:
         filename, function = doc.test.split("::")
         source = (Path(__file__).parent / filename).read_text(encoding="utf-8")
-        assert re.search(rf"^def {re.escape(function)}\(", source, flags=re.M), doc.test
+        assert re.search(rf"^def {re.escape(function)}\(", source, flags=re.MULTILINE), doc.test
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ def test_empty_lock_being_written_right_now_is_respected(tmp_path: Path) -> None
     # A fresh empty lock may belong to a run that is writing its owner at this very moment.
     lock = lock_path(tmp_path, "jsim01010")
     lock.write_bytes(b"")
-    with pytest.raises(DatasetLocked):
-        with dataset_lock(tmp_path, "jsim01010"):
-            pass
+    with pytest.raises(DatasetLocked), dataset_lock(tmp_path, "jsim01010"):
+        pass
     assert lock.exists()

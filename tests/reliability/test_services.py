@@ -14,6 +14,7 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +26,25 @@ from autodriz.cli import main
 from autodriz.config import Settings
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import resolve_input
-from autodriz.simulate import SimulationConfig, SimulatedVisit, simulate_visit
-from autodriz.solutions.apriori import find_apriori_solutions
+from autodriz.simulate import SimulatedVisit, SimulationConfig, simulate_visit
 from autodriz.solutions.aposteriori import load_aposteriori_config
+from autodriz.solutions.apriori import find_apriori_solutions
 from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
 
-from fakeservice import BEHAVIOURS, fake_service  # noqa: F401  (fake_service is a fixture)
+import fakeservice
+from fakeservice import BEHAVIOURS, FakeService
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Some non-standard WCS keywords were excluded"),
     pytest.mark.filterwarnings("ignore:The WCS transformation has more axes"),
 ]
+
+
+@pytest.fixture
+def fake_service(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FakeService]]:
+    """``fake_service("hang", tls=True)``: a loopback fake service, stopped after the test."""
+    yield from fakeservice.fake_services(monkeypatch)
+
 
 TIMEOUT = 1.5
 #: Scheduling slack on a loaded 2-core machine; a second try or a per-request (not shared)

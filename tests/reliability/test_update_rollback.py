@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from autodriz import products
 from autodriz.cli import main
 from autodriz.errors import UpdateError
 from autodriz.exitcodes import ExitCode
