@@ -58,8 +58,9 @@ _RealVizier = cm.VizierService
 #: What the reason given for the service's catalog must say, per behaviour.
 CATALOG_REASON = {
     "refuse": "refused",
-    "hang": f"no answer within {TIMEOUT:g} s",
-    "garbage": "not a votable",
+    # The deadline and requests' own read timeout are the same: either may speak first.
+    "hang": rf"no answer within {TIMEOUT:g} s|read timed out\. \(read timeout={TIMEOUT:g}\)",
+    "garbage": r"not a votable",
     "empty": "returned no star",
 }
 
@@ -95,7 +96,7 @@ def test_catalog_service_failure_is_bounded_and_the_folder_still_serves(behaviou
     # The service's catalogs are unavailable, with a reason that says why …
     for name in ("GAIAeDR3", "GAIADR2"):
         assert isinstance(by_name[name], cm.CatalogUnavailable), name
-    assert CATALOG_REASON[behaviour] in by_name["GAIAeDR3"].reason.lower(), by_name["GAIAeDR3"].reason
+    assert re.search(CATALOG_REASON[behaviour], by_name["GAIAeDR3"].reason.lower()), by_name["GAIAeDR3"].reason
     # … and the next source still gives its catalog.
     dr3 = by_name["GAIADR3"]
     assert isinstance(dr3, cm.ReferenceCatalog) and dr3.origin.startswith("folder:") and len(dr3.table) == 40
@@ -122,7 +123,7 @@ def test_slow_catalog_service_shares_one_timeout_across_catalogs(fake_service):
     assert seconds <= TIMEOUT + MARGIN, f"{seconds:.2f} s"
     assert all(isinstance(c, cm.CatalogUnavailable) for c in out)
     assert "returned no star" in out[0].reason
-    assert "no answer within" in out[1].reason or "used up" in out[1].reason
+    assert re.search(r"no answer within|read timed out|used up", out[1].reason, flags=re.IGNORECASE), out[1].reason
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def test_cli_with_a_hanging_catalog_service_ends_with_the_default_wcs(
     assert code == ExitCode.DEFAULT_ONLY, err
     assert service.connections >= 1
     trailer = directory / "jsim01010.tra"
-    assert _service_seconds(trailer, r"failed after ([\d.]+) s \(no answer within") <= TIMEOUT + MARGIN
+    assert _service_seconds(trailer, r"VizieR \S+ failed after ([\d.]+) s \(") <= TIMEOUT + MARGIN
     # One timeout for the whole list, not one per catalog.
     assert "catalog service not asked again" in trailer.read_text(encoding="utf-8")
 
