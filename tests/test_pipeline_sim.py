@@ -132,7 +132,7 @@ def test_update_failure_leaves_inputs_byte_identical_and_publishes_nothing(visit
     assert not list(visit.directory.glob("*.autodriz-tmp"))
     assert not list(visit.directory.glob("*_dr?.fits"))
     trailer = (visit.directory / "jsim01010.tra").read_text()
-    assert "could not prepare the WCS update of the inputs" in trailer and "missing_flc.fits" in trailer
+    assert "could not prepare the WCS update of jsim01a2q_flc.fits" in trailer and "missing_flc.fits" in trailer
 
 
 def test_keep_workdirs_keeps_the_default_folder(visit):

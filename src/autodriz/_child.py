@@ -24,7 +24,11 @@ def _updatewcs(job: dict) -> dict:
     from stwcs import updatewcs
 
     files = [str(f) for f in job["files"]]
-    updatewcs.updatewcs(files, use_db=False, checkfiles=False)
+    # One file at a time (updatewcs loops over them the same way), each announced, so that a
+    # failure names its exposure.
+    for f in files:
+        print(f"AUTODRIZ-CHILD-FILE {f}", flush=True)
+        updatewcs.updatewcs([f], use_db=False, checkfiles=False)
     from astropy.io import fits
 
     names = {}
@@ -61,6 +65,7 @@ def _apply_headerlets(job: dict) -> dict:
 
     done = []
     for item in job["items"]:
+        print(f"AUTODRIZ-CHILD-FILE {item['original']}", flush=True)
         hdrlet = headerlet.create_headerlet(
             item["solved"],
             hdrname=item["hdrname"],

@@ -12,9 +12,10 @@ HST pipeline, Gaia first) is looked for, in this order:
 3. the local cache ``settings.cache_dir/catalogs/<NAME>/``: an earlier download that covers the
    region;
 4. a network service (VizieR through astroquery), unless ``settings.offline``; each request is
-   bounded by ``settings.service_timeout`` (a worker thread with a deadline *and* the socket
-   timeout), and once the service has failed it is not asked again in the same call, so the
-   total delay for all catalogs is bounded by one timeout.
+   bounded by what is left of ``settings.service_timeout`` (a worker thread with a deadline
+   *and* the socket timeout): the requests for all catalogs share that one budget, and once the
+   service has failed it is not asked again in the same call, so the total delay for all
+   catalogs is bounded by one timeout, even when the service answers slowly.
 
 Every table is normalised to columns ``ra``, ``dec`` (degrees), ``mag`` (NaN when missing; the
 ``-9999`` of SDSS extracts becomes NaN), and, when the catalog has them, ``pmra`` (with
@@ -507,6 +508,8 @@ def call_with_deadline(fn: Callable[[], Any], timeout: float) -> Any:
         raise ServiceUnavailable(f"no answer within {timeout:g} s")
     if "error" in box:
         exc = box["error"]
+        if isinstance(exc, ServiceUnavailable):  # already says what went wrong
+            raise exc
         raise ServiceUnavailable(f"{type(exc).__name__}: {exc}") from exc
     return box.get("value")
 
@@ -537,6 +540,10 @@ class VizierService:
                 catalog=spec.vizier,
                 cache=False,
             )
+            if result is None:
+                # astroquery returns None when the answer does not parse as a VOTable (an
+                # error page, a proxy's HTML, garbage): an outage, not "no star here".
+                raise ServiceUnavailable("the answer is not a VOTable")
             if len(result) == 0:
                 return Table()
             return result[0]
@@ -585,7 +592,7 @@ def iter_catalogs(
     offline : bool
         Never use the service.
     timeout : float
-        Seconds for the service, for all catalogs together.
+        Seconds for the service, for all catalogs together (each request gets what is left).
     strict_services : bool
         Raise CatalogServiceError when the service fails instead of carrying on.
     service : CatalogService, optional
@@ -644,6 +651,7 @@ def iter_catalogs(
         names += extras
 
     service_failed: str | None = None
+    service_spent = 0.0  # seconds spent waiting for the service, all catalogs together
     for name in names:
         spec = spec_for(name)
         # 2. a folder of catalogs
@@ -675,16 +683,22 @@ def iter_catalogs(
         if service_failed is not None:
             yield CatalogUnavailable(name, f"catalog service not asked again: {service_failed}")
             continue
+        left = timeout - service_spent
+        if left <= 0:
+            yield CatalogUnavailable(name, f"catalog service not asked: the {timeout:g} s allowed for it are used up")
+            continue
         svc = service if service is not None else VizierService()
         t0 = time.monotonic()
-        logger.info("asking %s for %s within %.2f′ (timeout %.1f s)", svc.description, name, region.radius * 60, timeout)
+        logger.info("asking %s for %s within %.2f′ (timeout %.1f s)", svc.description, name, region.radius * 60, left)
         try:
-            raw = svc.query(spec, region, timeout)
+            raw = svc.query(spec, region, left)
         except CatalogNotServed as exc:
+            service_spent += time.monotonic() - t0
             yield CatalogUnavailable(name, f"{svc.description}: {exc}")
             continue
         except ServiceUnavailable as exc:
             seconds = time.monotonic() - t0
+            service_spent += seconds
             service_failed = f"{svc.description} failed after {seconds:.1f} s ({exc})"
             logger.info("catalog %s: %s", name, service_failed)
             if strict_services:
@@ -692,6 +706,7 @@ def iter_catalogs(
             yield CatalogUnavailable(name, service_failed, seconds)
             continue
         seconds = time.monotonic() - t0
+        service_spent += seconds
         if raw is None or len(raw) == 0:
             yield CatalogUnavailable(name, f"{svc.description} returned no star ({seconds:.1f} s)", seconds)
             continue

@@ -14,7 +14,7 @@ from typing import Any
 
 from astropy.io import fits
 
-from autodriz.childproc import ChildError, reference_env, run_child
+from autodriz.childproc import FILE_MARK, ChildError, ChildResult, reference_env, run_child
 from autodriz.errors import DrizzleError
 from autodriz.reffiles import resolve_reference
 
@@ -45,6 +45,8 @@ class DrizzleRun:
     #: The result of the job run after AstroDrizzle in the same child (``then``), or its error.
     then_result: Mapping[str, Any] | None = None
     then_error: str | None = None
+    #: The child's log (AstroDrizzle's output and the follow-up job's).
+    log: Path | None = None
 
 
 def choose_parameters(
@@ -129,7 +131,11 @@ def run_astrodrizzle(
             label=f"astrodrizzle_{kind}",
         )
     except ChildError as exc:
-        raise DrizzleError(f"AstroDrizzle failed for {output_root}_{kind}: {exc}") from exc
+        # AstroDrizzle does not say which input broke it: name all of this run's inputs.
+        raise DrizzleError(
+            f"AstroDrizzle failed for {output_root}_{kind} from {', '.join(p.name for p in inputs)}: {exc.error_line}",
+            child_log=exc.log_path,
+        ) from exc
     product = workdir / f"{output_root}_{kind}.fits"
     if not product.is_file():
         raise DrizzleError(
@@ -140,8 +146,18 @@ def run_astrodrizzle(
     logger.info("AstroDrizzle made %s in %.1f s", product.name, seconds)
     return DrizzleRun(
         product, tuple(inputs), source, seconds,
-        then_result=result.result.get("then"), then_error=result.result.get("then_error"),
+        then_result=result.result.get("then"), then_error=_then_error(result), log=result.log_path,
     )
+
+
+def _then_error(result: ChildResult) -> str | None:
+    """The follow-up job's error, naming the file it was working on (its last FILE_MARK line)."""
+    error = result.result.get("then_error")
+    if not error:
+        return None
+    lines = result.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    marks = [ln[len(FILE_MARK):].strip() for ln in lines if ln.startswith(FILE_MARK)]
+    return f"{Path(marks[-1]).name}: {error}" if marks else error
 
 
 def _link_or_copy(src: Path, dest: Path) -> Path:

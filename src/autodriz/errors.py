@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from autodriz.exitcodes import ExitCode
 
 
 class AutodrizError(Exception):
-    """Base class: an expected failure with a clear message and a named exit code."""
+    """Base class: an expected failure with a clear message and a named exit code.
+
+    Parameters
+    ----------
+    message : str
+        One line: what failed, on which file(s), and why.
+    child_log : Path, optional
+        Log of the child process that failed; the run says where to find it (the file, if its
+        folder is kept, else the copy in the trailer).
+    """
 
     exit_code: ExitCode = ExitCode.INTERNAL_ERROR
+
+    def __init__(self, message: str = "", *, child_log: Path | None = None) -> None:
+        super().__init__(message)
+        self.child_log = child_log
 
 
 class ConfigError(AutodrizError):

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,10 @@ from autodriz.errors import AutodrizError
 from autodriz.exitcodes import ExitCode
 
 logger = logging.getLogger(__name__)
+
+#: A lock file with no readable owner this old was left by a process killed between creating
+#: it and writing its owner (microseconds apart): stale.
+UNREADABLE_STALE_SECONDS = 10.0
 
 
 class DatasetLocked(AutodrizError):
@@ -50,6 +55,13 @@ def _owner(path: Path) -> dict:
         return {}
 
 
+def _age(path: Path) -> float | None:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return None
+
+
 @contextlib.contextmanager
 def dataset_lock(directory: Path, root: str) -> Iterator[Path | None]:
     """Hold the dataset's lock for the duration of the block.
@@ -76,6 +88,13 @@ def dataset_lock(directory: Path, root: str) -> Iterator[Path | None]:
             pid = owner.get("pid")
             if same_host and isinstance(pid, int) and not _pid_alive(pid):
                 logger.warning("removing stale lock %s of process %d, which is gone", path, pid)
+                path.unlink(missing_ok=True)
+                continue
+            age = _age(path)
+            if not owner and age is not None and age > UNREADABLE_STALE_SECONDS:
+                # Without this, a run killed right after creating the lock blocks the dataset
+                # (exit 10) until someone removes the file by hand.
+                logger.warning("removing stale lock %s: no owner written in it, %.0f s old", path, age)
                 path.unlink(missing_ok=True)
                 continue
             raise DatasetLocked(

@@ -24,7 +24,14 @@ from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
 from autodriz.locks import dataset_lock
 from autodriz.logs import package_versions, run_logging, stage, waypoint, write_trailer_header
-from autodriz.products import commit_wcs_update, discard_temps, publish, wcs_update_job, write_json_atomic
+from autodriz.products import (
+    commit_wcs_update,
+    discard_temps,
+    publish,
+    recover_interrupted_update,
+    wcs_update_job,
+    write_json_atomic,
+)
 from autodriz.report import build_report, weight_map_check, write_html
 from autodriz.select import Selection, choose, rank_candidates
 from autodriz.solutions.base import Candidate, remove_workdir
@@ -68,6 +75,17 @@ def guess_root(path: Path) -> str:
 def reference_folders(settings: Settings) -> dict[str, Path | None]:
     """Reference-file folders by header prefix."""
     return {"jref": settings.jref, "iref": settings.iref}
+
+
+def _child_log_location(log: Path, kept: bool, trailer: Path) -> str:
+    """Where the log of a child that failed can be read once the run is over.
+
+    The log sits in a candidate's folder, which the run removes unless ``--keep-workdirs``;
+    every line of it is also in the trailer, tagged with the log's name.
+    """
+    if kept:
+        return f"child log {log}"
+    return f"child log {log.name} is in the trailer {trailer}, lines tagged [{log.stem}]; --keep-workdirs keeps the file"
 
 
 def _alignment_plan(dataset: Dataset, settings: Settings, spectroscopic_wcs: str | None = None) -> list[str]:
@@ -193,8 +211,11 @@ def process(
                 input_path, settings, output_dir, trailer, workdirs, drizzle_overrides, spectroscopic_wcs
             )
         except AutodrizError as exc:
-            logger.error("%s", exc)
-            result = RunResult(exc.exit_code, str(exc), root, trailer=trailer)
+            message = str(exc)
+            if exc.child_log is not None:
+                message += f" ({_child_log_location(exc.child_log, settings.keep_workdirs, trailer)})"
+            logger.error("%s", message)
+            result = RunResult(exc.exit_code, message, root, trailer=trailer)
         except KeyboardInterrupt:
             logger.error("interrupted; the inputs are untouched unless their update had completed")
             result = RunResult(ExitCode.INTERRUPTED, "interrupted", root, trailer=trailer)
@@ -276,6 +297,8 @@ def _process_dataset(
     output_dir.mkdir(parents=True, exist_ok=True)
     folders = reference_folders(settings)
     originals = [*dataset.flt_paths, *dataset.flc_paths]
+    # Under the lock: a run killed among the final renames left backups; put them back first.
+    recover_interrupted_update(originals)
 
     with stage(logger, "default", timings):
         workdir = output_dir / f"{root}_default"
@@ -330,9 +353,13 @@ def _process_dataset(
             )
 
         with stage(logger, "update-inputs", timings):
-            failures = [r.then_error for r in runs if r.then_error]
-            if failures:
-                raise UpdateError("could not prepare the WCS update of the inputs: " + "; ".join(failures))
+            failed = [r for r in runs if r.then_error]
+            if failed:
+                raise UpdateError(
+                    "could not prepare the WCS update of "
+                    + "; ".join(str(r.then_error) for r in failed) + "; inputs untouched",
+                    child_log=failed[0].log,
+                )
             if winner.updated:
                 updated = commit_wcs_update(winner, temps)
             else:

@@ -2,7 +2,11 @@
 
 Inputs are sacred: each original is rewritten once, atomically (a temporary file beside it,
 fsync, rename), and only after every temporary file is ready, so a failure before the renames
-leaves all of them byte-identical. Products are moved into place only when complete.
+leaves all of them byte-identical. No file system renames several files at once, so during the
+renames each original is kept under a backup name beside it (a hard link, else a copy): a rename
+that fails puts back the originals already replaced, and a run killed among the renames leaves
+backups that the next run on the dataset puts back before it starts
+(:func:`recover_interrupted_update`). Products are moved into place only when complete.
 """
 
 from __future__ import annotations
@@ -22,11 +26,91 @@ from autodriz.solutions.base import Candidate
 logger = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".autodriz-tmp"
+#: Backup of an original while the update renames are under way (never a final name).
+BACKUP_SUFFIX = ".autodriz-bak"
 
 
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make renames in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory; the renames still happened
+        pass
+    finally:
+        os.close(fd)
+
+
+def backup_path(original: Path) -> Path:
+    """Where ``original`` is kept while the update renames are under way."""
+    return original.with_name(original.name + BACKUP_SUFFIX)
+
+
+def _make_backup(original: Path) -> Path:
+    """Keep ``original`` under its backup name: a hard link, else a complete copy.
+
+    The copy goes through a temporary name so that a file under the backup name is always
+    whole: the next run may rename it over the original.
+    """
+    backup = backup_path(original)
+    backup.unlink(missing_ok=True)
+    try:
+        os.link(original, backup)
+    except OSError:  # no hard links here (some network/FUSE file systems): copy
+        partial = backup.with_name(backup.name + TMP_SUFFIX)
+        try:
+            shutil.copy2(original, partial)
+            _fsync(partial)
+            os.replace(partial, backup)
+        finally:
+            partial.unlink(missing_ok=True)  # gone after the rename; left only by a failure
+    return backup
+
+
+def _put_back(backup: Path, original: Path) -> None:
+    """Rename ``backup`` over ``original``.
+
+    A rename between two hard links of one file does nothing and leaves both names (POSIX), so
+    a backup that still is the original is simply removed.
+    """
+    if original.exists() and os.path.samefile(backup, original):
+        backup.unlink()
+    else:
+        os.replace(backup, original)
+
+
+def recover_interrupted_update(originals: Sequence[Path]) -> list[Path]:
+    """Undo an update of ``originals`` that a killed run left half done; return what was restored.
+
+    A backup exists only while a run is renaming its temporary files over the originals; one
+    found by a later run (which holds the dataset lock) means that run died among the renames.
+    Putting every backup back returns all the originals to their state before that run, so the
+    inputs are never left partly updated. Leftover temporary files of the update are removed.
+    """
+    restored = []
+    for original in originals:
+        backup = backup_path(original)
+        if backup.is_file():
+            _put_back(backup, original)
+            restored.append(original)
+        for stale in (original.with_name(original.name + TMP_SUFFIX), backup.with_name(backup.name + TMP_SUFFIX)):
+            if stale.is_file():  # test first: the folder may be read-only, with nothing to remove
+                stale.unlink()
+    if restored:
+        _fsync_dir(restored[0].parent)
+        logger.warning(
+            "an earlier run was killed while writing the WCS into the inputs: restored %s from its "
+            "backup, so every input is back as it was before that run", ", ".join(p.name for p in restored)
+        )
+    return restored
 
 
 def _hdrname(copy: Path, wcsname: str) -> str:
@@ -82,26 +166,26 @@ def wcs_update_job(
 
 def discard_temps(temps: Mapping[Path, Path]) -> None:
     """Remove prepared temporary files (the update is abandoned; the originals are untouched)."""
-    for tmp in temps.values():
-        tmp.unlink(missing_ok=True)
+    _discard(list(temps.values()))
 
 
 def commit_wcs_update(candidate: Candidate, temps: Mapping[Path, Path]) -> list[Path]:
-    """Make prepared temporary files the originals: fsync each, then rename each over its original.
+    """Make prepared temporary files the originals: fsync each, then rename all, or none.
 
     Raises
     ------
     UpdateError
-        A temporary file is missing or cannot be synced; none has been renamed, all are removed.
+        A temporary file is missing or cannot be synced (none renamed, all removed), or a rename
+        failed (those already renamed are put back from their backups).
     """
     try:
         for tmp in temps.values():
             _fsync(tmp)
     except OSError as exc:
         discard_temps(temps)
-        raise UpdateError(f"could not prepare the WCS update of the inputs: {exc}") from exc
-    for original, tmp in temps.items():
-        os.replace(tmp, original)
+        raise UpdateError(f"could not prepare the WCS update of the inputs: {exc}; inputs untouched") from exc
+    _replace_all(temps)
+    for original in temps:
         logger.info("updated WCS of %s → %s", original.name, candidate.wcsname)
     return list(temps)
 
@@ -109,19 +193,19 @@ def commit_wcs_update(candidate: Candidate, temps: Mapping[Path, Path]) -> list[
 def apply_candidate_wcs(
     candidate: Candidate, *, others: Sequence[Candidate] = (), timeout: float = 600.0
 ) -> list[Path]:
-    """Write the candidate's WCS into the original exposures; return the files updated.
+    """Write the candidate's WCS into the original exposures in a child of its own; return them.
 
-    The WCS travels as an stwcs headerlet made from the candidate's working copy; it becomes the
-    primary WCS of the original, and the WCS it replaces is archived as a headerlet so that the
-    change can be reverted (``stwcs.wcsutil.headerlet.restore_from_headerlet``). The solutions
-    of ``others`` (the candidates that lost) are attached as headerlets too, so that a user can
-    switch to any of them. stwcs runs in a child process (it prints and reconfigures logging);
-    this process only renames.
+    The pipeline prepares the update after the final drizzles instead (:func:`wcs_update_job`
+    as their ``then``); this is the same for callers without a drizzle. The WCS travels as an
+    stwcs headerlet made from the candidate's working copy; it becomes the primary WCS of the
+    original, and the WCS it replaces is archived as a headerlet so that the change can be
+    reverted (``stwcs.wcsutil.headerlet.restore_from_headerlet``).
 
     Raises
     ------
     UpdateError
-        Any file could not be prepared; no original has been changed.
+        Any file could not be prepared, or a rename over an original failed; no original has
+        been changed (those already renamed are put back from their backups).
     """
     if not candidate.updated:
         logger.info("the chosen WCS (%s) is already in the originals: nothing to write back", candidate.wcsname)
@@ -129,10 +213,83 @@ def apply_candidate_wcs(
     job, temps = wcs_update_job(candidate, list(candidate.copies), others=others)
     try:
         run_child(job, cwd=candidate.workdir, timeout=timeout, label="apply_wcs")
-    except (ChildError, OSError) as exc:
+    except ChildError as exc:
         discard_temps(temps)
-        raise UpdateError(f"could not prepare the WCS update of the inputs: {exc}") from exc
+        involved = Path(exc.current_file).name if exc.current_file else ", ".join(p.name for p in temps)
+        raise UpdateError(
+            f"could not prepare the WCS update of {involved}: {exc.error_line}; inputs untouched",
+            child_log=exc.log_path,
+        ) from exc
+    except OSError as exc:
+        discard_temps(temps)
+        raise UpdateError(f"could not prepare the WCS update of the inputs: {exc}; inputs untouched") from exc
     return commit_wcs_update(candidate, temps)
+
+
+def _discard(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _replace_all(temps: Mapping[Path, Path]) -> None:
+    """Rename every temporary file over its original: all of them, or none.
+
+    Raises
+    ------
+    UpdateError
+        A backup or a rename failed; every original is as it was (or, if even putting one back
+        failed, the message says where its backup is).
+    """
+    backups: dict[Path, Path] = {}
+    try:
+        for original in temps:
+            backups[original] = _make_backup(original)
+    except OSError as exc:
+        _discard(list(backups.values()) + list(temps.values()))
+        raise UpdateError(
+            f"could not keep a backup of {original} before updating it ({exc.strerror or exc}); "
+            "inputs untouched"
+        ) from exc
+    directories = {original.parent for original in temps}
+    for directory in directories:
+        _fsync_dir(directory)
+
+    replaced: list[Path] = []
+    for original, tmp in temps.items():
+        try:
+            os.replace(tmp, original)
+        except OSError as exc:
+            not_restored = _roll_back(replaced, backups)
+            _discard([b for o, b in backups.items() if o not in replaced] + list(temps.values()))
+            if not_restored:
+                raise UpdateError(
+                    f"could not write the WCS into {original} ({exc.strerror or exc}), and could not put "
+                    f"back {', '.join(str(p) for p in not_restored)}: restore each from its "
+                    f"{BACKUP_SUFFIX} file beside it"
+                ) from exc
+            raise UpdateError(
+                f"could not write the WCS into {original} ({exc.strerror or exc}); "
+                f"inputs untouched ({len(replaced)} already updated were restored)"
+            ) from exc
+        replaced.append(original)
+    for directory in directories:
+        _fsync_dir(directory)
+    # Every original is updated and the renames are durable: the backups have done their job.
+    _discard(list(backups.values()))
+
+
+def _roll_back(replaced: Sequence[Path], backups: Mapping[Path, Path]) -> list[Path]:
+    """Put the backups of ``replaced`` back; return the originals that could not be restored."""
+    failed = []
+    for original in replaced:
+        try:
+            _put_back(backups[original], original)
+        except OSError as exc:
+            logger.error("could not restore %s from %s: %s", original, backups[original], exc)
+            failed.append(original)
+    for directory in {o.parent for o in replaced}:
+        _fsync_dir(directory)
+    return failed
 
 
 def publish(product: Path, output_dir: Path) -> Path:

@@ -351,9 +351,11 @@ CASES: tuple[Case, ...] = (
     Case("drizcorr-omit", "`DRIZCORR = OMIT`", ExitCode.DRIZCORR_OMIT,
          "nothing drizzled, inputs untouched, no products", _drizcorr_omit, ("DRIZCORR=OMIT",)),
     Case("missing-wcs", "SCI extensions without CRVAL/CD/CTYPE", ExitCode.WCS_FAILED,
-         "updatewcs fails; error naming its log; inputs untouched", _missing_wcs, ("updatewcs failed",)),
+         "updatewcs fails; error naming the exposure and its log; inputs untouched", _missing_wcs,
+         ("updatewcs failed on jsim01a1q_flt.fits", "TypeError", "lines tagged [updatewcs]")),
     Case("all-nan-chip", "a chip whose SCI is all NaN", ExitCode.DRIZZLE_FAILED,
-         "AstroDrizzle fails on it; error naming its log; inputs untouched", _all_nan, ("AstroDrizzle failed",)),
+         "AstroDrizzle fails on it; error naming the exposures and its log; inputs untouched", _all_nan,
+         (f"AstroDrizzle failed for jsim01a1q_drz from {FLT1}", "lines tagged [astrodrizzle_drz]")),
     Case("all-zero-chip", "a chip whose SCI is all zero", ExitCode.OK,
          "drizzled; the chip is flat", _all_zero, ()),
     Case("exptime-zero", "`EXPTIME = 0`", ExitCode.INPUT_ERROR,
@@ -383,6 +385,41 @@ CASES: tuple[Case, ...] = (
 READ_ONLY = Case("read-only-folder", "dataset folder on a read-only file system", ExitCode.INPUT_ERROR,
                  "error naming the folder, before anything is written", lambda v: v.args(),
                  ("read-only",))
+
+
+
+@dataclass(frozen=True)
+class Documented:
+    """A README row whose case is a test in another file of tests/reliability/."""
+
+    readme: str
+    exit_code: ExitCode
+    what_happens: str
+    #: ``file.py::test_function`` in tests/reliability/.
+    test: str
+
+
+ELSEWHERE: tuple[Documented, ...] = (
+    Documented("run killed (`kill -9`) at any moment, then run again", ExitCode.OK,
+               "inputs untouched or fully updated (FLT and FLC alike), no unfinished file under a final "
+               "product name; the re-run finishes with the same WCS as an uninterrupted run",
+               "test_kill.py::test_kill_minus_9_at_ten_moments_then_rerun"),
+    Documented("writing the WCS into an input fails midway (disk full, I/O error)", ExitCode.UPDATE_FAILED,
+               "the inputs already updated are put back from their backups; error naming the file; no products",
+               "test_update_rollback.py::test_cli_exit_8_when_the_third_of_four_renames_fails"),
+    Documented("catalog service refuses, hangs, or answers garbage or no star (no `--catalog`, nothing cached)",
+               ExitCode.DEFAULT_ONLY,
+               "costs at most `--service-timeout` (an outage is not asked again); no a posteriori candidate, "
+               "products with the default WCS (a `--catalog` folder or the cache would still serve)",
+               "test_services.py::test_cli_with_a_hanging_catalog_service_ends_with_the_default_wcs"),
+    Documented("astrometry database refuses, hangs, or answers garbage or nothing (`--astrometry-db`)",
+               ExitCode.OK,
+               "costs at most `--service-timeout`, one warning; the embedded and stored a priori solutions "
+               "still count", "test_services.py::test_cli_with_a_hanging_astrometry_db_uses_the_embedded_solution"),
+    Documented("lock file with no owner in it, left by a run killed as it started", ExitCode.OK,
+               "taken over once older than 10 s (a live run writes its owner at once)",
+               "test_locks.py::test_empty_lock_left_by_a_kill_is_taken_over_once_old"),
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,13 +586,43 @@ def test_error_outside_a_run_is_one_line_without_debug(tmp_path: Path, monkeypat
 
 
 # --------------------------------------------------------------------------------------------
+# exit 6 and 7 name the exposures and a log that exists
+
+
+@pytest.mark.parametrize(
+    ("prepare", "code", "says", "log"),
+    [
+        (_missing_wcs, ExitCode.WCS_FAILED, "updatewcs failed on jsim01a1q_flt.fits: TypeError",
+         "jsim01010_default/updatewcs.log"),
+        (_all_nan, ExitCode.DRIZZLE_FAILED, f"AstroDrizzle failed for jsim01a1q_drz from {FLT1}: ValueError",
+         "jsim01a1q_default/astrodrizzle_drz.log"),
+    ],
+    ids=["updatewcs", "astrodrizzle"],
+)
+def test_child_failure_names_the_exposure_and_a_log_that_exists(
+    prepare: Callable[[Visit], list[str]], code: ExitCode, says: str, log: str,
+    template: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], clean_env: None,
+) -> None:
+    v = _copy(template, tmp_path)
+    argv = [*prepare(v), "--keep-workdirs", "-o", str(v.out)]
+    code_got, err = _run(argv, capsys)
+    assert code_got == code, err
+    verdict = [ln for ln in err.splitlines() if ln.startswith(f"autodriz: {code.name}")]
+    assert len(verdict) == 1 and says in verdict[0], err
+    # With --keep-workdirs the message names the child's own log file, which holds the error.
+    path = v.out / log
+    assert f"child log {path}" in verdict[0]
+    assert says.rsplit(": ", 1)[1] in path.read_text()
+
+
+# --------------------------------------------------------------------------------------------
 # the README documents every case
 
 
 def readme_table() -> str:
     """The Markdown table for the README, generated from the cases."""
     lines = ["| case | exit code | what happens |", "|---|---|---|"]
-    for case in (*CASES, READ_ONLY):
+    for case in (*CASES, READ_ONLY, *ELSEWHERE):
         lines.append(f"| {case.readme} | {int(case.exit_code)} (`{case.exit_code.name}`) | {case.what_happens} |")
     return "\n".join(lines)
 
@@ -564,10 +631,15 @@ def test_readme_documents_every_bad_input_case() -> None:
     text = README.read_text(encoding="utf-8")
     assert TABLE_HEADING in text, f"README.md has no section {TABLE_HEADING!r}; paste readme_table()"
     section = text.split(TABLE_HEADING, 1)[1]
-    rows = dict(re.findall(r"^\| (.+?) \| (\d+) \(`[A-Z_]+`\) \|", section, flags=re.M))
-    for case in (*CASES, READ_ONLY):
+    rows = dict(re.findall(r"^\| (.+?) \| (\d+) \(`[A-Z_]+`\) \|", section, flags=re.MULTILINE))
+    for case in (*CASES, READ_ONLY, *ELSEWHERE):
         assert case.readme in rows, f"README table lacks the row {case.readme!r}"
         assert int(rows[case.readme]) == int(case.exit_code), case.readme
+    # The rows tested elsewhere name a test that exists.
+    for doc in ELSEWHERE:
+        filename, function = doc.test.split("::")
+        source = (Path(__file__).parent / filename).read_text(encoding="utf-8")
+        assert re.search(rf"^def {re.escape(function)}\(", source, flags=re.MULTILINE), doc.test
 
 
 if __name__ == "__main__":

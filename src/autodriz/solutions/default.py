@@ -106,7 +106,8 @@ def make_default_candidate(
             timeout=timeout,
         )
     except ChildError as exc:
-        raise WCSStageError(f"updatewcs failed: {exc}") from exc
+        involved = Path(exc.current_file).name if exc.current_file else ", ".join(p.name for p in copies.values())
+        raise WCSStageError(f"updatewcs failed on {involved}: {exc.error_line}", child_log=exc.log_path) from exc
     names = {n for per_file in result.result["wcsnames"].values() for n in per_file}
     if len(names) != 1:
         raise WCSStageError(f"updatewcs left inconsistent WCSNAMEs across exposures: {sorted(names)}")
