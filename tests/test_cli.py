@@ -160,3 +160,16 @@ def test_second_run_on_a_locked_dataset_is_refused(shared_data, tmp_path, capsys
     assert code == ExitCode.OK
     assert not lock.exists()
     assert "removing stale lock" in (tmp_path / "ib6o23020.tra").read_text()
+
+
+def test_drizzle_parameters_without_an_mdriztab_keyword_fall_back_to_the_defaults(tmp_path):
+    # A header with no MDRIZTAB keyword at all (not just an unset one) used to raise KeyError.
+    from astropy.io import fits
+
+    from autodriz.drizzle import choose_parameters
+
+    path = tmp_path / "x_flt.fits"
+    fits.PrimaryHDU().writeto(path)
+    params, source = choose_parameters(path, {"jref": None, "iref": None}, {"final_scale": 0.05})
+    assert params["final_scale"] == 0.05 and params["mdriztab"] is False
+    assert "MDRIZTAB not set" in source

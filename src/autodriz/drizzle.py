@@ -58,7 +58,8 @@ def choose_parameters(
 
     Returns the parameters and a sentence saying where they came from.
     """
-    value = fits.getval(first_exposure, "MDRIZTAB", 0, default=None)
+    # fits.getval has no default: a header without the keyword raises KeyError.
+    value = fits.getheader(first_exposure, 0).get("MDRIZTAB")
     path = resolve_reference(value, folders)
     if path is not None and path.is_file():
         params = {"mdriztab": True, **FORCED_PARAMETERS}
