@@ -72,6 +72,9 @@ class DetectionParams:
         DQ bits that do not disqualify a pixel (everything else is masked).
     saturation : float or None
         Pixel value above which a source is dropped (None: no limit).
+    window_centroids : bool
+        Refine the finder's positions with Gaussian-windowed centroids (well-sampled PSFs only:
+        on an undersampled PSF a window of sigma FWHM/2.35 < 1 px measures the pixel grid).
     """
 
     fwhm_pix: float = 2.0
@@ -88,6 +91,7 @@ class DetectionParams:
     max_sources: int = 1000
     dq_ignore_bits: int = 0
     saturation: float | None = None
+    window_centroids: bool = True
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> DetectionParams:
@@ -102,6 +106,42 @@ class DetectionParams:
 def empty_source_table() -> Table:
     """A source table with the right columns and no rows."""
     return Table({name: np.zeros(0, dtype=float) for name in SOURCE_COLUMNS})
+
+
+def _refine_positions(
+    data: np.ndarray, x: np.ndarray, y: np.ndarray, fwhm: float, rms: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-windowed centroids started at the star finder's positions.
+
+    DAOStarFinder's marginal-fit centroids carry a pixel-phase bias of a few hundredths of a
+    pixel; with hundreds of stars sharing one pointing it does not average away exactly
+    (a 0.15 mas offset of the absolute fit on the full-size benchmark). Positions whose window
+    does not converge keep the finder's value.
+    """
+    from autodriz.centroid import windowed_centroid
+
+    if x.size == 0:
+        return x, y
+    r = max(3, math.ceil(2.0 * fwhm) + 1)
+    ny, nx = data.shape
+    ix, iy = np.round(x).astype(int), np.round(y).astype(int)
+    inside = (ix >= r) & (iy >= r) & (ix < nx - r) & (iy < ny - r)
+    if not inside.any():
+        return x, y
+    off = np.arange(-r, r + 1)
+    yy = iy[inside][:, None, None] + off[None, :, None]
+    xx = ix[inside][:, None, None] + off[None, None, :]
+    stamps = data[yy, xx]
+    var = np.full(stamps.shape, max(rms, 1e-12) ** 2)
+    wx, wy, _, _, ok = windowed_centroid(
+        stamps, var, x[inside] - ix[inside], y[inside] - iy[inside], fwhm / 2.3548
+    )
+    # A window pulled more than half a FWHM away went to a neighbour: keep the finder's position.
+    ok &= np.hypot(wx - (x[inside] - ix[inside]), wy - (y[inside] - iy[inside])) < 0.5 * fwhm
+    x_new, y_new = x.copy(), y.copy()
+    x_new[np.flatnonzero(inside)[ok]] = (ix[inside] + wx)[ok]
+    y_new[np.flatnonzero(inside)[ok]] = (iy[inside] + wy)[ok]
+    return x_new, y_new
 
 
 def _shapes(data: np.ndarray, x: np.ndarray, y: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
@@ -264,6 +304,9 @@ def detect_sources(
         keep &= raw_peak < params.saturation
     order = np.argsort(-flux[keep], kind="stable")
     idx = _drop_duplicates(np.flatnonzero(keep)[order], x, y, params.fwhm_pix)[: params.max_sources]
+    if params.window_centroids and note is None:  # not on floored/quantised pixels either
+        x, y = x.copy(), y.copy()
+        x[idx], y[idx] = _refine_positions(sub, x[idx], y[idx], params.fwhm_pix, rms)
     with np.errstate(divide="ignore", invalid="ignore"):
         mag = -2.5 * np.log10(flux[idx])
         # Aperture-free S/N estimate: flux over the noise in a PSF-sized area.

@@ -27,7 +27,7 @@ FORCED_PARAMETERS: Mapping[str, Any] = MappingProxyType({
     "build": True,
     "preserve": False,
     "clean": True,
-    "in_memory": True,
+    "in_memory": False,
     "resetbits": 4096,
     "crbit": 4096,
     "context": True,
