@@ -407,6 +407,10 @@ ELSEWHERE: tuple[Documented, ...] = (
     Documented("writing the WCS into an input fails midway (disk full, I/O error)", ExitCode.UPDATE_FAILED,
                "the inputs already updated are put back from their backups; error naming the file; no products",
                "test_update_rollback.py::test_cli_exit_8_when_the_third_of_four_renames_fails"),
+    Documented("disk full while a product is drizzled (file-size limit, `RLIMIT_FSIZE`)", ExitCode.DRIZZLE_FAILED,
+               "AstroDrizzle's write fails; error naming the exposures and the short write; inputs untouched, "
+               "no product, no temporary file",
+               "test_disk_full.py::test_disk_full_while_drizzling_is_exit_7_with_inputs_untouched"),
     Documented("catalog service refuses, hangs, or answers garbage or no star (no `--catalog`, nothing cached)",
                ExitCode.DEFAULT_ONLY,
                "costs at most `--service-timeout` (an outage is not asked again); no a posteriori candidate, "
