@@ -119,7 +119,8 @@ def run_astrodrizzle(
         "input": [p.name for p in inputs],
         "output": output_root,
         "params": params,
-        "runfile": f"astrodrizzle_{kind}.log",
+        # Not the child's own stdout log (astrodrizzle_<kind>.log): two writers would clobber it.
+        "runfile": f"astrodrizzle_{kind}_runfile.log",
     }
     if then is not None:
         job["then"] = dict(then)
