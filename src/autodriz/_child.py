@@ -49,6 +49,12 @@ def _astrodrizzle(job: dict) -> dict:
         **params,
     )
     made = sorted(str(p) for p in Path.cwd().glob(f"{job['output']}_dr?.fits"))
+    # AstroDrizzle's own log (the parameters it actually used, step by step) into this child's
+    # output, which the parent copies into the trailer.
+    runfile = Path(job.get("runfile", "astrodrizzle.log"))
+    if runfile.is_file():
+        print(f"--- AstroDrizzle runfile {runfile.name} ---")
+        print(runfile.read_text(encoding="utf-8", errors="replace"), flush=True)
     return {"products": made}
 
 
