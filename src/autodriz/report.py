@@ -161,30 +161,38 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _image_panel(data: np.ndarray, *, stretch: bool) -> tuple[Any, Any, int]:
+    """A figure showing ``data`` downsampled to ~600 px: (figure, axes, downsampling step).
+
+    ``stretch``: asinh grey scale (faint sky and bright stars both visible), else linear viridis.
+    """
+    from matplotlib.figure import Figure
+
+    step = max(1, int(np.ceil(max(data.shape) / 600)))
+    small = data[::step, ::step]
+    finite = small[np.isfinite(small)]
+    fig = Figure(figsize=(5, 5 * small.shape[0] / max(small.shape[1], 1)))
+    ax = fig.add_subplot()
+    if finite.size:
+        lo, hi = np.percentile(finite, [1, 99.5])
+        if stretch:
+            ax.imshow(np.arcsinh((small - lo) / max(hi - lo, 1e-12) * 10), origin="lower", cmap="gray",
+                      interpolation="nearest")
+        else:
+            ax.imshow(small, origin="lower", cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+    return fig, ax, step
+
+
 def _thumbnails(product: Path) -> list[tuple[str, str]]:
     """(caption, base64 PNG) of the product's SCI and WHT, downsampled for the page."""
     from astropy.io import fits
-    from matplotlib.figure import Figure
 
     out = []
     with fits.open(product) as hdul:
         for extname in ("SCI", "WHT"):
             if extname not in hdul:
                 continue
-            data = np.asarray(hdul[extname].data, dtype=float)
-            step = max(1, int(np.ceil(max(data.shape) / 600)))
-            small = data[::step, ::step]
-            finite = small[np.isfinite(small)]
-            fig = Figure(figsize=(5, 5 * small.shape[0] / max(small.shape[1], 1)))
-            ax = fig.add_subplot()
-            if finite.size:
-                lo, hi = np.percentile(finite, [1, 99.5])
-                if extname == "SCI":
-                    # asinh stretch: faint sky and bright stars both visible
-                    shown = np.arcsinh((small - lo) / max(hi - lo, 1e-12) * 10)
-                    ax.imshow(shown, origin="lower", cmap="gray", interpolation="nearest")
-                else:
-                    ax.imshow(small, origin="lower", cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+            fig, ax, _ = _image_panel(np.asarray(hdul[extname].data, dtype=float), stretch=extname == "SCI")
             ax.set_title(f"{product.name} [{extname}]")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -224,7 +232,6 @@ def _matched_sources_plot(product: Path, candidate: Mapping[str, Any]) -> list[t
     """The chosen fit's matched catalog stars drawn over the product's SCI image."""
     from astropy.io import fits
     from astropy.wcs import WCS
-    from matplotlib.figure import Figure
 
     res = (candidate.get("details") or {}).get("residuals") or {}
     ra, dec = (np.asarray(res.get(k, []), dtype=float) for k in ("ra", "dec"))
@@ -236,18 +243,11 @@ def _matched_sources_plot(product: Path, candidate: Mapping[str, Any]) -> list[t
         data = np.asarray(hdul["SCI"].data, dtype=float)
         wcs = WCS(hdul["SCI"].header)
     x, y = wcs.all_world2pix(ra, dec, 0)
-    step = max(1, int(np.ceil(max(data.shape) / 600)))
-    small = data[::step, ::step]
-    finite = small[np.isfinite(small)]
-    fig = Figure(figsize=(5, 5 * small.shape[0] / max(small.shape[1], 1)))
-    ax = fig.add_subplot()
-    if finite.size:
-        lo, hi = np.percentile(finite, [1, 99.5])
-        ax.imshow(np.arcsinh((small - lo) / max(hi - lo, 1e-12) * 10), origin="lower", cmap="gray",
-                  interpolation="nearest")
+    fig, ax, step = _image_panel(data, stretch=True)
+    small_shape = (len(range(0, data.shape[0], step)), len(range(0, data.shape[1], step)))
     ax.scatter(x / step, y / step, s=40, facecolors="none", edgecolors="tab:orange", linewidths=0.8)
-    ax.set_xlim(-0.5, small.shape[1] - 0.5)
-    ax.set_ylim(-0.5, small.shape[0] - 0.5)
+    ax.set_xlim(-0.5, small_shape[1] - 0.5)
+    ax.set_ylim(-0.5, small_shape[0] - 0.5)
     ax.set_title(f"{product.name}: {ra.size} stars matched by {candidate['name']}", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
