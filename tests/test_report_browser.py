@@ -98,8 +98,8 @@ def test_a_real_runs_report_renders_thumbnails_overlay_and_residual_plots(demo_p
     # The browser parsed every embedded image: 4 thumbnails, the matched stars over the DRZ,
     # and at least the chosen fit's residual vectors.
     assert dom.count("data:image/png;base64,") >= 6
-    assert "matched sources (aposteriori-REL-USER-general)" in dom
-    assert "aposteriori-REL-USER-general residuals" in dom
+    assert "matched sources (aposteriori-REL-USER-rscale)" in dom
+    assert "aposteriori-REL-USER-rscale residuals" in dom
     shot = tmp_path / "shot.png"
     subprocess.run(
         [chromium, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1200,2400",

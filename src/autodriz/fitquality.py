@@ -7,8 +7,8 @@ The scale is the HST pipeline's (drizzlepac ``align.determine_fit_quality``), ma
     with the errors the catalog and the centroids should give, exposures consistent
  2  good, with caveats: RMS good but above what the catalog/centroid errors predict, few
     matches, catalog without proper motions, magnitudes not checkable, no relative fit …
- 3  poor or unverified: valid but the RMS is above the "good" limit (e.g. a catalog with
-    large errors), or the cross-match magnitude check failed for a small match count
+ 3  valid, but the RMS is above the "good" limit (e.g. a catalog with large errors, or an
+    undersampled detector), or the cross-match magnitude check failed for a small match count
  4  too few matches for the fit geometry
  5  the fit failed or is not valid: no fit, RMS above the hard limit, radial offset implausible
     for the number of matches, or exposures inconsistent with each other
@@ -17,6 +17,14 @@ The scale is the HST pipeline's (drizzlepac ``align.determine_fit_quality``), ma
 
 :func:`assess_fit` takes a :class:`FitStatistics` and :class:`QualityThresholds` and returns
 ``(quality, reasons)``; every reason is a sentence for the log and the report.
+
+Mapping to drizzlepac 3.11's ``fit_quality`` (``align.determine_fit_quality``): our 1 is its 1
+(valid, RMS < ``MAX_FIT_RMS``); our 2 is its 2 (valid but compromised, RMS < ``MAX_FIT_RMS``);
+our 3 is its 3 or 4 (valid, RMS ≥ ``MAX_FIT_RMS``; "compromised" when the magnitude
+cross-check failed); our 4 and 5 are its 5 (no valid fit: too few matches; RMS above
+``MAX_FIT_LIMIT``, implausible offset, inconsistent exposures). Qualities 1–3 are *valid*
+(:data:`VALID_QUALITIES`): the archive applies such a fit when its RMS is below 150 mas, and so
+may :mod:`autodriz.select`.
 """
 
 from __future__ import annotations
@@ -37,10 +45,13 @@ TOO_FEW_MATCHES = 4
 FAILED = 5
 NOT_ATTEMPTED = -1
 
+#: Qualities of a valid fit (one that may be applied); 4 and 5 are not valid fits.
+VALID_QUALITIES: tuple[int, ...] = (GOOD, GOOD_WITH_CAVEATS, POOR)
+
 QUALITY_MEANING: Mapping[int, str] = MappingProxyType({
     GOOD: "good relative+absolute fit",
     GOOD_WITH_CAVEATS: "good fit with caveats",
-    POOR: "poor or unverified fit",
+    POOR: "valid fit, RMS above the good limit",
     TOO_FEW_MATCHES: "too few matches",
     FAILED: "fit failed",
     NOT_ATTEMPTED: "not attempted",
@@ -153,6 +164,54 @@ class FitStatistics:
     relative: bool = True
     relative_rms_mas: float | None = None
     has_proper_motions: bool = True
+
+
+@dataclass(frozen=True)
+class FitScore:
+    """How one a posteriori fit scored: the typed record that :mod:`autodriz.select` reads.
+
+    Attributes
+    ----------
+    quality : int
+        See the module table.
+    reasons : tuple of str
+        Why it has that quality (one sentence each).
+    statistics : FitStatistics
+        What the fit produced.
+    catalog : str
+        Reference catalog name (``GAIAeDR3``, ``USER`` …).
+    catalog_rank : int
+        Position of the catalog in the preference order (0 = most preferred).
+    mode : str
+        ``REL`` (one transformation for the relatively aligned visit) or ``IMG`` (one per
+        exposure).
+    n_transforms : int
+        Independent transformations fitted: 1 for ``REL``, the number of exposures for ``IMG``
+        (the parameter count of a geometry test).
+    """
+
+    quality: int
+    reasons: tuple[str, ...]
+    statistics: FitStatistics
+    catalog: str = ""
+    catalog_rank: int = 99
+    mode: str = "REL"
+    n_transforms: int = 1
+
+    @property
+    def geometry(self) -> str:
+        """The fit geometry (``rscale``, ``general``, ``shift`` …)."""
+        return self.statistics.geometry
+
+    @property
+    def rms_mas(self) -> float:
+        """Post-fit RMS of the matched stars (mas; NaN when the fit did not run)."""
+        return self.statistics.rms_mas
+
+    @property
+    def valid(self) -> bool:
+        """A fit that may be applied (quality 1–3)."""
+        return self.quality in VALID_QUALITIES
 
 
 def pearson(a: Sequence[float], b: Sequence[float]) -> float | None:

@@ -33,7 +33,7 @@ from autodriz.products import (
     write_json_atomic,
 )
 from autodriz.report import build_report, weight_map_check, write_html
-from autodriz.select import Selection, choose, rank_candidates
+from autodriz.select import Selection, choose, is_default_only, rank_candidates, verification_order
 from autodriz.solutions.base import Candidate, remove_workdir
 from autodriz.solutions.aposteriori import make_aposteriori_candidates
 from autodriz.solutions.apriori import make_apriori_candidates
@@ -124,11 +124,11 @@ def _select(
     ranking = rank_candidates(candidates, max_fit_rms_mas=settings.max_fit_rms_mas)
     for name, why in ranking.pruned.items():
         logger.info("candidate %s pruned before drizzling: %s", name, why)
+    for test in ranking.geometry_tests:
+        logger.info("fit geometry for %s (%s): %s", test.catalog, test.mode, test.reason)
     verified: dict[str, tuple[str, str]] = {}
     if settings.verify:
-        for candidate in ranking.order:
-            if candidate.kind == "default":
-                break
+        for candidate in verification_order(ranking):
             result = verify_candidate(candidate, dataset, settings=settings)
             verifications[candidate.name] = result.as_dict()
             verified[candidate.name] = (result.status, result.reason)
@@ -416,7 +416,9 @@ def _process_dataset(
         write_html(report_data, output_dir / f"{root}_report.html")
     # Alignment was asked for but the default won: products are fine, the astrometry is only
     # the pipeline default's, and the exit code says so for the archive's wrappers.
-    default_only = aligning and (settings.apply_apriori or settings.compute_aposteriori) and winner.kind == "default"
+    default_only = is_default_only(
+        winner, alignment_requested=aligning and (settings.apply_apriori or settings.compute_aposteriori)
+    )
     return RunResult(
         ExitCode.DEFAULT_ONLY if default_only else ExitCode.OK,
         f"{root}: {', '.join(p.name for p in products)} with WCS {winner.wcsname}"

@@ -126,6 +126,12 @@ class SimulationConfig:
         Common roll error of the header (PA_V3, ORIENTAT, CD), arcsec.
     relative_error_mas : float
         RMS per-axis random jitter per exposure added to the common shift, mas.
+    skew_error : float
+        A linear term of the true sky mapping that the distortion model lacks (what a skew or
+        anisotropic plate-scale error of the distortion solution leaves): the true WCS is the
+        pipeline's with (east, north) → (east + s·north, north) about the reference chip's
+        CRVAL. Only a ``general`` fit can remove it. 5e-4 moves the corners of a 256×512
+        two-chip visit by ~10 mas. Default 0.
     n_stars : int
         Synthetic stars spread over the visit footprint (ignored with ``catalog``).
     mag_range : (float, float)
@@ -179,6 +185,7 @@ class SimulationConfig:
     pointing_error_mas: tuple[float, float] = (0.0, 0.0)
     rotation_error_arcsec: float = 0.0
     relative_error_mas: float = 0.0
+    skew_error: float = 0.0
     n_stars: int = 200
     mag_range: tuple[float, float] = (18.0, 24.0)
     catalog: Path | None = None
@@ -339,6 +346,28 @@ def _deproject(xi: np.ndarray, eta: np.ndarray, ra0: float, dec0: float) -> tupl
         )
     ra = a0 + np.arctan2(xi * np.sin(c), rho * np.cos(d0) * np.cos(c) - eta * np.sin(d0) * np.sin(c))
     return np.rad2deg(ra) % 360.0, np.rad2deg(dec)
+
+
+def _apply_sky_skew(hdul: fits.HDUList, skew: float) -> None:
+    """Shear the sky mapping of every chip: (east, north) → (east + skew·north, north).
+
+    About the reference chip's CRVAL, in its tangent plane: each chip's CD becomes M·CD and its
+    CRVAL moves by M. SIP and lookup tables act before CD (pixel frame) and stay as they are.
+    """
+    sci = _sci_extensions(hdul)
+    ref = hdul[sci[_REF_EXTVER]].header
+    centre = (float(ref["CRVAL1"]), float(ref["CRVAL2"]))
+    m = np.array([[1.0, skew], [0.0, 1.0]])
+    for idx in sci.values():
+        hdr = hdul[idx].header
+        xi, eta = _project(np.array([hdr["CRVAL1"]]), np.array([hdr["CRVAL2"]]), *centre)
+        ra, dec = _deproject(m[0, 0] * xi + m[0, 1] * eta, m[1, 0] * xi + m[1, 1] * eta, *centre)
+        hdr["CRVAL1"], hdr["CRVAL2"] = float(ra[0]), float(dec[0])
+        cd = np.array([[hdr["CD1_1"], hdr["CD1_2"]], [hdr["CD2_1"], hdr["CD2_2"]]], dtype=float)
+        # CD maps pixels to intermediate (east, north) coordinates: the shear is a left product.
+        new = m @ cd
+        for (r, c), value in np.ndenumerate(new):
+            hdr[f"CD{r + 1}_{c + 1}"] = float(value)
 
 
 def _pa_rotation(angle_deg: float) -> np.ndarray:
@@ -1145,6 +1174,8 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
         cra, cdec = base_linear.wcs_pix2world([ref_chip.crpix[0] + dpix[0]], [ref_chip.crpix[1] + dpix[1]], 1)
         opus = layout.moved((float(cra[0]), float(cdec[0])))
         truth_hdul = _run_updatewcs(_wcs_only_hdulist(config, info, opus, jref_dir))
+        if config.skew_error:
+            _apply_sky_skew(truth_hdul, config.skew_error)
 
         jitter = (
             rng_jitter.normal(0.0, config.relative_error_mas, 2) if config.relative_error_mas > 0 else np.zeros(2)
@@ -1181,6 +1212,7 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
             "pointing_error_mas": list(config.pointing_error_mas),
             "rotation_error_arcsec": config.rotation_error_arcsec,
             "relative_error_mas": config.relative_error_mas,
+            "skew_error": config.skew_error,
             "shift_mas_per_exposure": per_exposure_shift,
         },
         "reference_files": {k: f"jref${v}" for k, v in REFERENCE_FILES.items()},

@@ -247,3 +247,74 @@ def visit_error(
         raise ValueError("no exposures given")
     east, north, sep = (np.concatenate(p) for p in zip(*parts, strict=True))
     return _summarise(east, north, sep)
+
+
+@dataclass(frozen=True)
+class ProductStarError:
+    """Stars detected in a drizzled product against their true positions.
+
+    Attributes
+    ----------
+    median_mas : float
+        Median on-sky separation of the matched stars, milliarcseconds.
+    median_east_mas, median_north_mas : float
+        Median offset (product minus truth) east and north, milliarcseconds.
+    n_matched : int
+        Detected stars matched to a true star.
+    """
+
+    median_mas: float
+    median_east_mas: float
+    median_north_mas: float
+    n_matched: int
+
+
+def product_star_error(
+    product: str | Path, truth: Mapping[str, Any], *, match_radius_mas: float = 300.0, fwhm_pix: float = 2.0
+) -> ProductStarError:
+    """Detect stars in a DRZ/DRC and compare their sky positions with the simulator's truth.
+
+    This measures what a user of the product sees (a star's position read off the image with the
+    product's WCS), independently of the WCS bookkeeping that :func:`visit_error` checks.
+
+    Parameters
+    ----------
+    product : str or Path
+        A drizzled product (``SCI`` extension with its WCS).
+    truth : dict
+        As returned by :func:`load_truth` (its ``stars`` at the observation epoch).
+    match_radius_mas : float
+        Largest separation accepted as a match (nearest true star).
+    fwhm_pix : float
+        PSF FWHM in product pixels, for detection.
+
+    Returns
+    -------
+    ProductStarError
+    """
+    from scipy.spatial import cKDTree
+
+    from autodriz.detect import DetectionParams, detect_sources
+
+    with fits.open(product) as hdul:
+        sci = np.nan_to_num(np.asarray(hdul["SCI"].data, dtype=np.float32))
+        wcs = WCS(hdul["SCI"].header)
+    sources = detect_sources(sci, DetectionParams(fwhm_pix=fwhm_pix, max_sources=5000))
+    stars = truth["stars"]
+    ra0, dec0 = float(np.mean(stars["ra"])), float(np.mean(stars["dec"]))
+    ra, dec = wcs.all_pix2world(np.asarray(sources["x"]), np.asarray(sources["y"]), 0)
+    cosd = np.cos(np.radians(dec0))
+
+    def plane(r: Any, d: Any) -> np.ndarray:
+        return np.column_stack([((np.asarray(r) - ra0 + 180.0) % 360.0 - 180.0) * cosd, np.asarray(d) - dec0]) * _MAS_PER_DEG
+
+    true_xy = plane(stars["ra"], stars["dec"])
+    found_xy = plane(ra, dec)
+    dist, idx = cKDTree(true_xy).query(found_xy, distance_upper_bound=match_radius_mas)
+    ok = np.isfinite(dist)
+    if not ok.any():
+        return ProductStarError(float("nan"), float("nan"), float("nan"), 0)
+    d = found_xy[ok] - true_xy[idx[ok]]
+    return ProductStarError(
+        float(np.median(np.hypot(d[:, 0], d[:, 1]))), float(np.median(d[:, 0])), float(np.median(d[:, 1])), int(ok.sum())
+    )

@@ -52,12 +52,13 @@ from autodriz.fitquality import (
     FAILED,
     NOT_ATTEMPTED,
     QUALITY_MEANING,
-    TOO_FEW_MATCHES,
+    FitScore,
     FitStatistics,
     QualityThresholds,
     assess_fit,
 )
 from autodriz.inputs import Dataset
+from autodriz.select import catalog_search_done, is_usable_fit, needs_image_by_image, try_sparse_geometry
 from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
 
 logger = logging.getLogger(__name__)
@@ -887,11 +888,14 @@ def _candidate_name(mode: str, catalog: str, geometry: str) -> str:
     return f"aposteriori-{mode}-{catalog}-{geometry}"
 
 
-def _not_done(name: str, wcsname: str, workdir: Path, quality: int, reason: str, details: Mapping[str, Any]) -> Candidate:
+def _not_done(
+    name: str, wcsname: str, workdir: Path, quality: int, reason: str, details: Mapping[str, Any],
+    score: FitScore | None = None,
+) -> Candidate:
     logger.info("a posteriori %s: quality %d (%s): %s", name, quality, QUALITY_MEANING.get(quality, "?"), reason)
     return Candidate(
         name=name, wcsname=wcsname, workdir=workdir, copies={}, source=f"a posteriori fit: {reason}",
-        updated=False, notes=(reason,), kind="aposteriori", quality=quality, details=dict(details),
+        updated=False, notes=(reason,), kind="aposteriori", quality=quality, details=dict(details), score=score,
     )
 
 
@@ -1032,7 +1036,10 @@ def make_aposteriori_candidates(
             attempts.append(("IMG", _default_wcs(exposures), _all_sources(exposures)))
         for fit_mode, start_wcs, fit_masks in attempts:
             if fit_mode == "IMG" and mode == "REL":
-                if any(c.quality in (1, 2, 3) and c.details.get("catalog", {}).get("catalog") == item.name for c in candidates):
+                if not needs_image_by_image([
+                    c.score.quality for c in candidates
+                    if c.score is not None and c.score.catalog == item.name and c.score.mode == "REL"
+                ]):
                     break
                 logger.info("catalog %s: no usable relative fit; fitting the exposures one by one (FIT_IMG)", item.name)
             for q in _fit_catalog(
@@ -1041,10 +1048,10 @@ def make_aposteriori_candidates(
             ):
                 if best is None or q < best[0]:
                     best = (q, item.name)
-        if best is not None and best[0] <= cfg.stop_at_quality:
+        if catalog_search_done(best[0] if best else None, cfg.stop_at_quality):
             break
     # Not pulled from the generator, so never looked up (no service request for them).
-    if best is not None and best[0] <= cfg.stop_at_quality and not (settings.catalog and settings.catalog.is_file()):
+    if best is not None and catalog_search_done(best[0], cfg.stop_at_quality) and not (settings.catalog and settings.catalog.is_file()):
         for name in cfg.catalogs.order:
             if name in seen:
                 continue
@@ -1091,7 +1098,7 @@ def _fit_catalog(
         outcome = _absolute_fit(exposures, start_wcs, masks, catalog, ref_table, region, geometry, mode, relative, cfg)
         results.append((geometry, outcome, *assess_fit(outcome.stats, cfg.quality)))
     sparse = cfg.fit.sparse_geometry
-    if sparse and sparse not in geometries and all(r[2] in (TOO_FEW_MATCHES, FAILED) for r in results):
+    if sparse and sparse not in geometries and try_sparse_geometry([r[2] for r in results]):
         logger.info("catalog %s: no %s fit usable; trying a %s fit (sparse field)", catalog.name, "/".join(geometries), sparse)
         outcome = _absolute_fit(exposures, start_wcs, masks, catalog, ref_table, region, sparse, mode, relative, cfg)
         results.append((sparse, outcome, *assess_fit(outcome.stats, cfg.quality)))
@@ -1100,11 +1107,16 @@ def _fit_catalog(
         name = _candidate_name(mode, catalog.name, geometry)
         folder = top / name
         details = {**cat_details, **outcome.details, "statistics": _stats_dict(outcome.stats), "quality_reasons": list(reasons)}
-        if q in (TOO_FEW_MATCHES, FAILED) or not outcome.wcs:
-            candidates.append(_not_done(name, wcsname, folder, q, "; ".join(reasons), details))
+        score = FitScore(
+            quality=q, reasons=tuple(reasons), statistics=outcome.stats, catalog=catalog.name,
+            catalog_rank=int(cat_details.get("catalog_rank", 99)), mode=mode,
+            n_transforms=1 if mode == "REL" else len(exposures),
+        )
+        if not is_usable_fit(q) or not outcome.wcs:
+            candidates.append(_not_done(name, wcsname, folder, q, "; ".join(reasons), details, score))
             continue
         candidates.append(_materialise(
-            name, wcsname, folder, default, exposures, outcome, catalog, mode, geometry, q, reasons, details
+            name, wcsname, folder, default, exposures, outcome, catalog, mode, geometry, score, details
         ))
         usable.append(q)
     return usable
@@ -1134,10 +1146,10 @@ def _materialise(
     catalog: catmod.ReferenceCatalog,
     mode: str,
     geometry: str,
-    quality: int,
-    reasons: Sequence[str],
+    score: FitScore,
     details: dict[str, Any],
 ) -> Candidate:
+    quality, reasons = score.quality, score.reasons
     prepare_workdir(folder)
     originals = [p for e in exposures for p in e.originals]
     copies = copy_exposures([default.copies[p] for p in originals], folder)
@@ -1176,4 +1188,5 @@ def _materialise(
         kind="aposteriori",
         quality=quality,
         details=details,
+        score=score,
     )

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autodriz.fitquality import FitScore
+
 logger = logging.getLogger(__name__)
 
 #: Marks a folder as autodriz scratch space, so that we only ever delete our own folders.
@@ -43,6 +45,9 @@ class Candidate:
         the pipeline default and a priori solutions are not fits and keep -1.
     details : mapping
         Strategy-specific facts for the report (fit statistics, headerlet source …).
+    score : FitScore or None
+        An a posteriori fit's typed score (quality, statistics, catalog, mode): what
+        :mod:`autodriz.select` reads. None for candidates that are not fits.
     """
 
     name: str
@@ -55,6 +60,7 @@ class Candidate:
     kind: str = "default"
     quality: int = -1
     details: Mapping[str, Any] = field(default_factory=dict)
+    score: FitScore | None = None
 
 
 def prepare_workdir(path: Path) -> Path:
