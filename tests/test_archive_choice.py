@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.table import Table
 
 from autodriz.cli import main
@@ -98,3 +99,40 @@ def test_general_wins_only_when_the_sky_has_a_skew_the_distortion_model_lacks(tm
     err = visit_error(list(v.flt_paths), load_truth(v.truth_path))
     assert err.rms_mas <= 2.0
     assert chosen["details"]["statistics"]["geometry"] == "general"
+
+
+def test_grism_exposures_get_their_embedded_apriori_solution(tmp_path, capsys):
+    # Grism (G800L is simulated as point sources) with a real pointing error and an HSC30
+    # headerlet 10 mas from the truth: the a priori solution applies, the a posteriori fit is
+    # skipped (the archive fits no grism data).
+    v = simulate_visit(tmp_path / "visit", SimulationConfig(
+        seed=5, filter="G800L", pointing_error_mas=POINTING_ERROR_MAS, apriori_errors_mas=(("HSC30", 8.0, -6.0),),
+    ))
+    code = main([str(v.asn_path), "--jref", str(v.jref_dir), "--catalog", str(v.catalog_path), "--offline"])
+    out = capsys.readouterr().out
+    assert code == ExitCode.OK, out
+    assert "chosen  apriori-HSC30 (IDC_0461802ej-HSC30)" in out
+    trailer = (v.directory / "jsim01010.tra").read_text()
+    assert "a posteriori stage skipped: G800L exposures are grism/prism (spectroscopic) images" in trailer
+    assert "a priori stage on" in trailer and "as the HST pipeline does" not in trailer
+    err = visit_error(list(v.flt_paths), load_truth(v.truth_path))
+    assert err.rms_mas == pytest.approx(10.0, abs=3.0)
+
+
+def test_era_wcsname_follows_runastrodriz():
+    from autodriz.solutions.default import era_wcsname
+
+    assert era_wcsname("IDC_0461802ej", "2018-03-01") == "IDC_0461802ej-GSC240"
+    assert era_wcsname("IDC_0461802ej", "2017-10-01") == "IDC_0461802ej"  # after, not on, the date
+    assert era_wcsname("IDC_0461802ej", "2005-08-12") == "IDC_0461802ej"
+    assert era_wcsname("IDC_0461802ej-HSC30", "2019-01-01") == "IDC_0461802ej-HSC30"
+    assert era_wcsname("IDC_0461802ej", "") == "IDC_0461802ej"
+
+
+def test_data_taken_after_2017_10_01_get_a_gsc240_default_wcsname(tmp_path):
+    v = simulate_visit(tmp_path / "visit", SimulationConfig(seed=4, date_obs="2018-03-01"))
+    code = main([str(v.asn_path), "--jref", str(v.jref_dir), "--no-apriori", "--no-aposteriori"])
+    assert code == ExitCode.OK
+    for path in (*v.flt_paths, *v.flc_paths):
+        with fits.open(path) as hdul:
+            assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {"IDC_0461802ej-GSC240"}

@@ -88,29 +88,38 @@ def _child_log_location(log: Path, kept: bool, trailer: Path) -> str:
     return f"child log {log.name} is in the trailer {trailer}, lines tagged [{log.stem}]; --keep-workdirs keeps the file"
 
 
-def _alignment_plan(dataset: Dataset, settings: Settings, spectroscopic_wcs: str | None = None) -> list[str]:
-    """Say, in words, which alignment stages run and why the others do not.
+def _alignment_plan(dataset: Dataset, settings: Settings, spectroscopic_wcs: str | None = None) -> tuple[list[str], bool, bool]:
+    """Which alignment stages run, and why the others do not, in words.
 
-    ``spectroscopic_wcs`` says where a grism/prism dataset's WCS came from when it is not the
-    pipeline default (e.g. the direct images' correction, in a visit).
+    Grism/prism data get the a priori solutions (the archive's updatewcs with the astrometry
+    database applies them to every exposure) but no a posteriori fit (no point sources). In a
+    visit, ``spectroscopic_wcs`` says where a grism dataset's WCS came from instead (the direct
+    images' correction), and then no a priori solution replaces it.
+
+    Returns
+    -------
+    (list of str, bool, bool)
+        The plan's lines, whether the a priori stage runs, whether the a posteriori stage runs.
     """
-    if dataset.is_spectroscopic:
-        return [
-            f"alignment skipped: {'/'.join(dataset.filters) or 'these'} exposures are grism/prism "
-            "(spectroscopic) images, which have no point sources to fit; drizzled with "
-            + (spectroscopic_wcs or "the pipeline-default WCS, as the HST pipeline does")
-        ]
     plan = []
-    if settings.apply_apriori:
+    run_apriori = settings.apply_apriori and spectroscopic_wcs is None
+    run_aposteriori = settings.compute_aposteriori and not dataset.is_spectroscopic
+    grism = f"{'/'.join(dataset.filters) or 'these'} exposures are grism/prism (spectroscopic) images"
+    if spectroscopic_wcs is not None:
+        plan.append(f"alignment skipped: {grism}; drizzled with {spectroscopic_wcs}")
+        return plan, False, False
+    if run_apriori:
         plan.append("a priori stage on: headerlets embedded in the files, then the headerlet store"
                     + (", then the astrometry database" if settings.use_astrometry_db and not settings.offline else ""))
     else:
         plan.append(f"a priori stage off ({settings.provenance.get('apply_apriori', 'settings')})")
-    if settings.compute_aposteriori:
+    if dataset.is_spectroscopic:
+        plan.append(f"a posteriori stage skipped: {grism}, which have no point sources to fit")
+    elif run_aposteriori:
         plan.append("a posteriori stage on: sources → reference catalogs → tweakwcs fits")
     else:
         plan.append(f"a posteriori stage off ({settings.provenance.get('compute_aposteriori', 'settings')})")
-    return plan
+    return plan, run_apriori, run_aposteriori
 
 
 def _select(
@@ -312,18 +321,16 @@ def _process_dataset(
         default = spectroscopic_wcs(default)
         grism_wcs = f"{default.wcsname}: {default.source}"
     candidates = [default]
-    plan = _alignment_plan(dataset, settings, grism_wcs)
-
+    plan, run_apriori, run_aposteriori = _alignment_plan(dataset, settings, grism_wcs)
     for line in plan:
         logger.info(line)
-    aligning = not dataset.is_spectroscopic
 
-    if aligning and settings.apply_apriori:
+    if run_apriori:
         with stage(logger, "apriori", timings):
             workdirs.append(output_dir / f"{root}_apriori")
             candidates += make_apriori_candidates(default, dataset, settings, output_dir)
 
-    if aligning and settings.compute_aposteriori:
+    if run_aposteriori:
         with stage(logger, "aposteriori", timings):
             workdirs.append(output_dir / f"{root}_aposteriori")
             candidates += make_aposteriori_candidates(default, dataset, settings, output_dir)
@@ -416,9 +423,7 @@ def _process_dataset(
         write_html(report_data, output_dir / f"{root}_report.html")
     # Alignment was asked for but the default won: products are fine, the astrometry is only
     # the pipeline default's, and the exit code says so for the archive's wrappers.
-    default_only = is_default_only(
-        winner, alignment_requested=aligning and (settings.apply_apriori or settings.compute_aposteriori)
-    )
+    default_only = is_default_only(winner, alignment_requested=run_apriori or run_aposteriori)
     return RunResult(
         ExitCode.DEFAULT_ONLY if default_only else ExitCode.OK,
         f"{root}: {', '.join(p.name for p in products)} with WCS {winner.wcsname}"

@@ -19,6 +19,42 @@ from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
 
 logger = logging.getLogger(__name__)
 
+#: Exposures taken after this date were guided with GSC 2.4.0 (Gaia-based) positions: their
+#: default WCS is named ``…-GSC240`` (runastrodriz ``gsc240_date``, ``verify_gaia_wcsnames``).
+GSC240_DATE = "2017-10-01"
+
+
+def era_wcsname(wcsname: str, date_obs: str) -> str:
+    """The default WCS name as the archive gives it for the observation's guide-star era.
+
+    After :data:`GSC240_DATE` the pointing comes from GSC 2.4.0 guide stars, so a WCS without a
+    fit suffix (``IDC_<idctab>``) gets ``-GSC240``, as runastrodriz's ``verify_gaia_wcsnames``
+    does; earlier data and names that already carry a suffix are returned unchanged.
+
+    Parameters
+    ----------
+    wcsname : str
+        WCSNAME after updatewcs.
+    date_obs : str
+        ``DATE-OBS`` (``YYYY-MM-DD``); anything unparsable leaves the name unchanged.
+
+    Returns
+    -------
+    str
+    """
+    date = str(date_obs).strip()[:10]
+    if "-" in wcsname or len(date) != 10 or date[4] != "-" or date[7] != "-":
+        return wcsname
+    return f"{wcsname}-GSC240" if date > GSC240_DATE else wcsname
+
+
+def _rename_default_wcs(copies: Mapping[Path, Path], wcsname: str) -> None:
+    for copy in copies.values():
+        with fits.open(copy, mode="update") as hdul:
+            for hdu in hdul:
+                if hdu.name == "SCI":
+                    hdu.header["WCSNAME"] = wcsname
+
 
 def _header_wcsname(path: Path) -> str:
     with fits.open(path) as hdul:
@@ -112,6 +148,13 @@ def make_default_candidate(
     if len(names) != 1:
         raise WCSStageError(f"updatewcs left inconsistent WCSNAMEs across exposures: {sorted(names)}")
     wcsname = names.pop()
+    dates = {str(h.get("DATE-OBS", "")) for h in headers}
+    named = {era_wcsname(wcsname, d) for d in dates}
+    if named != {wcsname} and len(named) == 1:
+        wcsname = named.pop()
+        _rename_default_wcs(copies, wcsname)
+        logger.info("observed after %s (GSC 2.4.0 guide stars): the default WCS is named %s, as the archive names it",
+                    GSC240_DATE, wcsname)
     logger.info("pipeline-default WCS: %s (updatewcs took %.1f s)", wcsname, result.seconds)
     return Candidate(
         name="default",
