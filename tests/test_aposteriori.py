@@ -226,10 +226,15 @@ def test_first_good_catalog_ends_the_search(small_visit, tmp_path):
 def test_config_for_every_detector_and_unknown_keys(tmp_path):
     for key in ("ACS/WFC", "ACS/HRC", "ACS/SBC", "WFC3/UVIS", "WFC3/IR", "WFPC2", "STIS/CCD"):
         cfg = load_aposteriori_config(key)
-        assert cfg.detection.fwhm_pix > 0 and cfg.match.searchrad_pix > 0
+        assert cfg.detection.fwhm_pix > 0 and cfg.match.searchrad_arcsec > 1.5
     ir = load_aposteriori_config("wfc3/ir")
-    assert ir.detection.fwhm_pix == 1.3 and ir.match.searchrad_pix == 15.0
-    assert load_aposteriori_config("ACS/WFC").match.searchrad_pix >= 25  # > 1″ = 20 px
+    assert ir.detection.fwhm_pix == 1.3 and ir.match.searchrad_arcsec == 3.0
+    from autodriz.solutions.aposteriori import search_radius_arcsec
+
+    match = load_aposteriori_config("ACS/WFC").match
+    # The era's pointing error decides (arcsec on every detector): GSC 2.4.0 after 2017-10-01.
+    assert search_radius_arcsec(2005.6, match) == 3.0 and search_radius_arcsec(None, match) == 3.0
+    assert search_radius_arcsec(2018.2, match) == 1.0
     bad = tmp_path / "bad.toml"
     bad.write_text("[default.match]\nsearch_radius = 3\n")
     with pytest.raises(ConfigError, match="search_radius"):

@@ -136,3 +136,39 @@ def test_data_taken_after_2017_10_01_get_a_gsc240_default_wcsname(tmp_path):
     for path in (*v.flt_paths, *v.flc_paths):
         with fits.open(path) as hdul:
             assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {"IDC_0461802ej-GSC240"}
+
+
+def test_a_pre_2017_pointing_error_of_1_5_arcsec_is_recovered(tmp_path, capsys):
+    # `autodriz simulate v --pointing-error 1200 -900`: the search radius is set in arcsec from
+    # the era's pointing errors (3″ before 2017-10-01), not in pixels.
+    v = simulate_visit(tmp_path / "visit", SimulationConfig(seed=4, pointing_error_mas=(1200.0, -900.0)))
+    code = main([str(v.asn_path), "--jref", str(v.jref_dir), "--catalog", str(v.catalog_path), "--offline"])
+    out = capsys.readouterr().out
+    assert code == ExitCode.OK, out
+    truth = load_truth(v.truth_path)
+    assert truth["expected_default_error"]["rms_mas"] > 1400.0
+    err = product_star_error(v.directory / "jsim01010_drz.fits", truth)
+    assert err.n_matched >= 20 and err.median_mas <= 5.0
+
+
+def test_fits_start_from_the_best_verified_apriori_solution(tmp_path, capsys):
+    v = simulate_visit(tmp_path / "visit", SimulationConfig(
+        seed=4, pointing_error_mas=(1200.0, -900.0), apriori_errors_mas=(("GSC240", 90.0, 60.0),),
+    ))
+    code = main([str(v.asn_path), "--jref", str(v.jref_dir), "--catalog", str(v.catalog_path), "--offline"])
+    out = capsys.readouterr().out
+    assert code == ExitCode.OK, out
+    assert "chosen  aposteriori-REL-USER-rscale" in out
+    trailer = (v.directory / "jsim01010.tra").read_text()
+    assert "a posteriori fits start from IDC_0461802ej-GSC240 (apriori-GSC240), the best verified a priori solution" in trailer
+    report = json.loads((v.directory / "jsim01010_report.json").read_text())
+    by_name = {c["name"]: c for c in report["candidates"]}
+    assert by_name["aposteriori-REL-USER-rscale"]["details"]["start"] == "IDC_0461802ej-GSC240"
+    # The a priori solution was verified once, before the fits, and not drizzled again.
+    assert by_name["apriori-GSC240"]["verification"]["status"] == "pass"
+    assert trailer.count("verification of apriori-GSC240 (") == 1
+    # The fit moved the images from the a priori WCS (~110 mas off), not from the default (1.5″).
+    fit = by_name["aposteriori-REL-USER-rscale"]["details"]["statistics"]
+    assert fit["radial_offset_arcsec"] < 0.3
+    err = visit_error(list(v.flt_paths), load_truth(v.truth_path))
+    assert err.rms_mas <= 2.0

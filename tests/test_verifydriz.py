@@ -120,3 +120,22 @@ def test_real_wfc3ir_exposures_give_a_measured_result(shared_data, tmp_path):
     for s in res.similarity:
         if s.method == "none":  # a sparse field may leave an exposure unmeasurable: said, not raised
             assert s.status == "unverified" and "not measurable" in s.reason
+
+
+def test_stale_cosmic_ray_flags_on_star_cores_do_not_blind_verification(visit, tmp_path):
+    # An earlier drizzle flagged the cores of every star of one exposure as cosmic rays (DQ 4096):
+    # the final AstroDrizzle resets those flags, and verification ignores them too.
+    dataset, cand, _ = visit
+    from astropy.io import fits
+
+    copies = dict(cand.copies)
+    path = tmp_path / dataset.flt_paths[1].name
+    path.write_bytes(cand.copies[dataset.flt_paths[1]].read_bytes())
+    with fits.open(path, mode="update") as hdul:
+        for extver in (1, 2):
+            sci, dq = hdul["SCI", extver].data, hdul["DQ", extver].data
+            dq[sci > np.percentile(sci, 99.0)] |= 4096
+    copies[dataset.flt_paths[1]] = path
+    res = verify_candidate(replace(cand, copies=copies), dataset)
+    assert res.status == "pass", res.reason
+    assert res.similarity[1].method == "sources" and res.similarity[1].offset_px < 0.1

@@ -122,27 +122,63 @@ def _alignment_plan(dataset: Dataset, settings: Settings, spectroscopic_wcs: str
     return plan, run_apriori, run_aposteriori
 
 
-def _select(
-    candidates: list[Candidate], dataset: Dataset, settings: Settings, verifications: dict[str, object]
-) -> Selection:
-    """Rank, verify in rank order until one passes, choose; log every verdict at INFO.
+def _verify_until_pass(
+    order: tuple[Candidate, ...],
+    dataset: Dataset,
+    settings: Settings,
+    verifications: dict[str, object],
+    verified: dict[str, tuple[str, str]],
+) -> Candidate | None:
+    """Verify candidates in rank order until one passes; return it (None when none did).
 
-    Verification drizzles (in memory, the lightweight ``drizzle`` library) cost a fraction of
-    an AstroDrizzle run each; stopping at the first pass keeps that to what the choice needs.
+    A candidate verified earlier in the run (an a priori solution checked before the a
+    posteriori stage) is not drizzled again. Verification drizzles (in memory, the lightweight
+    ``drizzle`` library) cost a fraction of an AstroDrizzle run each; stopping at the first pass
+    keeps that to what the choice needs.
     """
+    for candidate in order:
+        if candidate.name not in verified:
+            result = verify_candidate(candidate, dataset, settings=settings)
+            verifications[candidate.name] = result.as_dict()
+            verified[candidate.name] = (result.status, result.reason)
+        if verified[candidate.name][0] == "pass":
+            return candidate
+    return None
+
+
+def _aposteriori_start(
+    candidates: list[Candidate],
+    dataset: Dataset,
+    settings: Settings,
+    verifications: dict[str, object],
+    verified: dict[str, tuple[str, str]],
+) -> Candidate | None:
+    """The best a priori solution that the images verify: where the a posteriori fits start."""
+    apriori = [c for c in candidates if c.kind in ("default", "apriori")]
+    if not settings.verify or len(apriori) < 2:
+        return None
+    ranking = rank_candidates(apriori, max_fit_rms_mas=settings.max_fit_rms_mas)
+    best = _verify_until_pass(verification_order(ranking), dataset, settings, verifications, verified)
+    if best is None:
+        logger.info("no a priori solution verified: the a posteriori fits start from the pipeline default")
+    return best
+
+
+def _select(
+    candidates: list[Candidate],
+    dataset: Dataset,
+    settings: Settings,
+    verifications: dict[str, object],
+    verified: dict[str, tuple[str, str]],
+) -> Selection:
+    """Rank, verify in rank order until one passes, choose; log every verdict at INFO."""
     ranking = rank_candidates(candidates, max_fit_rms_mas=settings.max_fit_rms_mas)
     for name, why in ranking.pruned.items():
         logger.info("candidate %s pruned before drizzling: %s", name, why)
     for test in ranking.geometry_tests:
         logger.info("fit geometry for %s (%s): %s", test.catalog, test.mode, test.reason)
-    verified: dict[str, tuple[str, str]] = {}
     if settings.verify:
-        for candidate in verification_order(ranking):
-            result = verify_candidate(candidate, dataset, settings=settings)
-            verifications[candidate.name] = result.as_dict()
-            verified[candidate.name] = (result.status, result.reason)
-            if result.status == "pass":
-                break
+        _verify_until_pass(verification_order(ranking), dataset, settings, verifications, verified)
     else:
         logger.info("verification off (%s): the best-ranked candidate wins on its fit statistics",
                     settings.provenance.get("verify", "settings"))
@@ -330,13 +366,15 @@ def _process_dataset(
             workdirs.append(output_dir / f"{root}_apriori")
             candidates += make_apriori_candidates(default, dataset, settings, output_dir)
 
+    verified: dict[str, tuple[str, str]] = {}
     if run_aposteriori:
         with stage(logger, "aposteriori", timings):
+            start = _aposteriori_start(candidates, dataset, settings, verifications, verified)
             workdirs.append(output_dir / f"{root}_aposteriori")
-            candidates += make_aposteriori_candidates(default, dataset, settings, output_dir)
+            candidates += make_aposteriori_candidates(default, dataset, settings, output_dir, start=start)
 
     with stage(logger, "select", timings):
-        selection = _select(candidates, dataset, settings, verifications)
+        selection = _select(candidates, dataset, settings, verifications, verified)
         winner, why = selection.winner, selection.reason
 
     defaults = astrodrizzle_defaults(dataset.instrument_key, len(dataset.exposures))

@@ -64,8 +64,9 @@ __all__ = [
 #: Grid step (input pixels) of the smooth part of the pixel maps.
 PIXMAP_STEP = 8
 
-#: DQ bit AstroDrizzle uses for cosmic rays; never a good bit here.
-_CR_BIT = 4096
+#: DQ bits of cosmic rays flagged by an earlier drizzle (4096, AstroDrizzle's) or by the
+#: calibration's CR-SPLIT combination (8192): runastrodriz resets both before aligning.
+STALE_CR_BITS = 4096 | 8192
 
 # Errors that mean "the data cannot be verified", as opposed to a bug.
 _DATA_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, ArithmeticError, MemoryError)
@@ -135,8 +136,8 @@ def load_exposure(path: str | Path, good_bits: int = 0) -> ExposureData:
     path : str or Path
         Calibrated exposure.
     good_bits : int
-        DQ bits that are *not* bad (AstroDrizzle's ``final_bits``); the CR bit 4096 is always
-        bad.
+        DQ bits that are *not* bad (AstroDrizzle's ``final_bits``, plus :data:`STALE_CR_BITS`
+        when the cosmic-ray flags are an earlier drizzle's).
 
     Returns
     -------
@@ -148,7 +149,7 @@ def load_exposure(path: str | Path, good_bits: int = 0) -> ExposureData:
         Unreadable file, no SCI extension, no usable WCS.
     """
     path = Path(path)
-    bad_mask = ~np.uint32(good_bits & ~_CR_BIT) & np.uint32(0xFFFF)
+    bad_mask = ~np.uint32(good_bits) & np.uint32(0xFFFF)
     chips = []
     with fits.open(path, memmap=False) as hdul:
         prim = hdul[0].header
@@ -565,7 +566,7 @@ def verify_candidate(
     *,
     settings: Any | None = None,
     thresholds: Thresholds | None = None,
-    use: str = "flt",
+    use: str = "auto",
 ) -> VerificationResult:
     """Verify the relative alignment of a candidate WCS from its working copies.
 
@@ -581,8 +582,8 @@ def verify_candidate(
     thresholds : Thresholds, optional
         Default: ``config/verify.toml`` for the dataset's detector.
     use : str
-        ``flt`` (default; FLCs share the WCS) or ``flc`` (CTE-corrected, when every exposure
-        has one).
+        ``auto`` (default: the FLCs when every exposure has one — the DRC is the science
+        product and its centroids are CTE-corrected — else the FLTs), ``flt`` or ``flc``.
 
     Returns
     -------
@@ -598,7 +599,8 @@ def verify_candidate(
     except (OSError, ValueError) as exc:
         logger.warning("verification thresholds could not be read (%s); using built-in defaults", exc)
         th = Thresholds()
-    originals = list(dataset.flc_paths if use == "flc" and dataset.has_flc else dataset.flt_paths or dataset.flc_paths)
+    use_flc = use in ("flc", "auto") and bool(getattr(dataset, "has_flc", False))
+    originals = list(dataset.flc_paths if use_flc else dataset.flt_paths or dataset.flc_paths)
     name = getattr(candidate, "name", "?")
     if len(originals) < 2:
         result = _unverified(
@@ -611,8 +613,12 @@ def verify_candidate(
 
         good_bits = int(astrodrizzle_defaults(key, len(originals)).get("final_bits", 0) or 0) if key else 0
     except (ValueError, KeyError, OSError) as exc:
-        logger.info("no AstroDrizzle defaults for %s (%s): every DQ flag counts as bad", key, exc)
+        logger.info("no AstroDrizzle defaults for %s (%s): every DQ flag but cosmic rays counts as bad", key, exc)
         good_bits = 0
+    # Cosmic-ray flags in the inputs are stale (an earlier drizzle's): the final AstroDrizzle
+    # resets them (resetbits 4096) and flags anew, runastrodriz resets 4096+8192 before it
+    # aligns. Masking them would blank the cores of stars an earlier run mistook for CRs.
+    good_bits |= STALE_CR_BITS
     try:
         copies = [Path(candidate.copies[p]) for p in originals]
         exposures = [load_exposure(p, good_bits) for p in copies]

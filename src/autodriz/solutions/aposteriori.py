@@ -78,7 +78,8 @@ _FIT_ERRORS = (ValueError, RuntimeError, ArithmeticError, IndexError, KeyError, 
 class MatchParams:
     """tweakwcs TPMatch settings (pixels of the reference tangent plane)."""
 
-    searchrad_pix: float = 50.0
+    searchrad_arcsec: float = 3.0
+    searchrad_arcsec_gsc240: float = 1.0
     separation_pix: float = 4.0
     tolerance_pix: float = 2.0
     use2dhist: bool = True
@@ -358,6 +359,23 @@ def _footprint(exposures: Sequence[_Exposure], margin_arcsec: float) -> catmod.R
     dec0 = math.degrees(math.asin(v[2] / np.linalg.norm(v)))
     radius = float(catmod.angular_distance(ra, dec, ra0, dec0).max()) + margin_arcsec / 3600.0
     return catmod.Region(ra0, dec0, radius)
+
+
+#: 2017-10-01 as a decimal year: guide stars from GSC 2.4.0 (Gaia-based) after it.
+_GSC240_YEAR = 2017.748
+
+
+def search_radius_arcsec(epoch: float | None, match: MatchParams) -> float:
+    """Matching radius for the absolute fit: what the pointing error of the data's era needs.
+
+    Before 2017-10-01 HST guided on GSC 1/2.3 positions, off by up to ~1-2″; GSC 2.4.0 (Gaia
+    based) brought that to a few tenths of an arcsec. The radius is in arcsec so that it means
+    the same on every detector (15 WFC3/IR pixels are 2″, 50 ACS/HRC pixels 1.25″). An unknown
+    epoch gets the larger radius.
+    """
+    if epoch is not None and epoch >= _GSC240_YEAR:
+        return match.searchrad_arcsec_gsc240
+    return match.searchrad_arcsec
 
 
 def _epoch(exposures: Sequence[_Exposure]) -> float | None:
@@ -716,7 +734,7 @@ def _absolute_fit(
         return _FitOutcome(FitStatistics(succeeded=False, failure="no sources to fit", **base_stats), {}, details)
     refcat = Table({"RA": np.asarray(ref_table["ra"]), "DEC": np.asarray(ref_table["dec"])})
     match = XYXYMatch(
-        searchrad=cfg.match.searchrad_pix, separation=cfg.match.separation_pix,
+        searchrad=search_radius_arcsec(_epoch(exposures), cfg.match) / scale_arcsec, separation=cfg.match.separation_pix,
         tolerance=cfg.match.tolerance_pix, use2dhist=cfg.match.use2dhist,
     )
     messages: list[str] = []
@@ -907,13 +925,15 @@ def make_aposteriori_candidates(
     *,
     service: catmod.CatalogService | None = None,
     config_path: Path | None = None,
+    start: Candidate | None = None,
 ) -> list[Candidate]:
     """Fit the visit to reference catalogs; one candidate per catalog × geometry tried.
 
     Parameters
     ----------
     default : Candidate
-        The pipeline-default candidate; its copies (FLT and FLC) are the starting point.
+        The pipeline-default candidate; its WCSNAME is what the fits' names extend, and its
+        copies (FLT and FLC) are the starting point unless ``start`` is given.
     dataset : Dataset
         The resolved input.
     settings : Settings
@@ -924,6 +944,9 @@ def make_aposteriori_candidates(
         Network catalog service (default: VizieR via astroquery); tests pass a stub.
     config_path : Path, optional
         Another ``aposteriori.toml``.
+    start : Candidate, optional
+        The WCS the fits start from when it is better than the default: the best verified a
+        priori solution, as runastrodriz aligns from the a priori WCS it applied.
 
     Returns
     -------
@@ -942,7 +965,10 @@ def make_aposteriori_candidates(
     cfg = load_aposteriori_config(dataset.instrument_key, config_path)
     top = workroot / f"{dataset.root}_aposteriori"
     base, base_note = _wcsname_base(default, dataset)
-    common: dict[str, Any] = {"parameters": cfg.as_dict()}
+    origin = start if start is not None else default
+    common: dict[str, Any] = {"parameters": cfg.as_dict(), "start": origin.wcsname}
+    if start is not None:
+        logger.info("a posteriori fits start from %s (%s), the best verified a priori solution", start.wcsname, start.name)
     if base_note:
         logger.info("a posteriori: %s", base_note)
         common["wcsname_note"] = base_note
@@ -952,7 +978,7 @@ def make_aposteriori_candidates(
     )
     prepare_workdir(top)
 
-    exposures = _load_exposures(default, dataset, cfg.detection)
+    exposures = _load_exposures(origin, dataset, cfg.detection)
     n_sources = sum(len(c.sources) for e in exposures for c in e.chips)
     if not exposures or n_sources == 0:
         reason = "no sources detected on any chip: nothing to fit"
@@ -1044,7 +1070,7 @@ def make_aposteriori_candidates(
                 logger.info("catalog %s: no usable relative fit; fitting the exposures one by one (FIT_IMG)", item.name)
             for q in _fit_catalog(
                 fit_mode, start_wcs, fit_masks, item, ref_table, region, exposures, relative, cfg, base, top,
-                default, cat_details, candidates,
+                origin, cat_details, candidates,
             ):
                 if best is None or q < best[0]:
                     best = (q, item.name)
