@@ -233,3 +233,32 @@ def test_catalog_config_from_the_packaged_file():
         spec = cfg.specs[name]
         assert spec.vizier and spec.epoch and spec.error_mas > 0
     assert math.isclose(cfg.specs["GAIADR2"].epoch, 2015.5)
+
+
+def _gaia_pm(shared_data, tmp_path):
+    import gzip
+
+    path = tmp_path / "gaia_pm.cat"
+    path.write_bytes(gzip.decompress((shared_data / "catalogs" / "gaia_pm.cat.gz").read_bytes()))
+    table, _ = cm.read_catalog_file(path, default_epoch=2016.0)
+    return table
+
+
+@pytest.mark.parametrize("obs_epoch, dropped", [(2011.8, False), (2005.6, True)])
+def test_gaia_stars_without_proper_motion_are_dropped_beyond_a_5_year_gap(shared_data, tmp_path, obs_epoch, dropped):
+    # Real Gaia DR3 (J2016.0) around NGC 6791: 289 of 4865 stars have no proper motion. The real
+    # WFC3/UVIS visit (2011.8) is 4.2 yr away: they stay, weighted by their larger error; an
+    # observation 10.4 yr away would carry ~50 mas of their unknown motion: they go.
+    table = _gaia_pm(shared_data, tmp_path)
+    no_pm = ~np.isfinite(np.asarray(table["pmra"], dtype=float))
+    assert int(no_pm.sum()) == 289
+    cat = cm.finish_catalog("GAIAeDR3", table, "test", SPECS["GAIAeDR3"], obs_epoch)
+    assert len(cat.table) == (4865 - 289 if dropped else 4865)
+    assert ("289 stars without proper motion dropped" in cat.notes[0]) is dropped
+    sigma = np.asarray(cat.table["sigma_mas"], dtype=float)
+    assert np.all(np.isfinite(sigma) & (sigma > 0))
+    if not dropped:
+        # 5 mas/yr of unknown motion over 4.2 yr against < 1 mas/yr errors of measured ones.
+        moved = np.isfinite(np.asarray(cat.table["pmra"], dtype=float))
+        assert np.median(sigma[~moved]) > 15.0 > 5.0 > np.median(sigma[moved])
+

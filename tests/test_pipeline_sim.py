@@ -183,7 +183,9 @@ def test_fit_that_looks_good_but_misregisters_an_exposure_is_rejected_by_verific
         SimulationConfig(pointing_error_mas=(400.0, 250.0), apriori_errors_mas=(("HSC30", 0.0, 30.0),), seed=5),
     )
 
-    def false_minimum(default, dataset, settings, workroot):
+    from autodriz.fitquality import FitScore, FitStatistics
+
+    def false_minimum(default, dataset, settings, workroot, **kwargs):
         workdir = prepare_workdir(workroot / f"{dataset.root}_aposteriori")
         copies = copy_exposures(list(default.copies.values()), workdir)
         copies = {orig: copies[work] for orig, work in default.copies.items()}
@@ -195,9 +197,11 @@ def test_fit_that_looks_good_but_misregisters_an_exposure_is_rejected_by_verific
                         hdu.header["WCSNAME"] = "IDC_0461802ej-FIT_IMG_FAKE"
                         if original.name.startswith(second):
                             hdu.header["CRVAL2"] += 0.5 / 3600.0
+        stats = FitStatistics(geometry="rscale", succeeded=True, n_matches=150, rms_mas=3.0)
         return [Candidate("aposteriori-IMG-FAKE-rscale", "IDC_0461802ej-FIT_IMG_FAKE", workdir, copies,
                           "injected false-minimum fit", kind="aposteriori", quality=1,
-                          details={"statistics": {"rms_mas": 3.0, "n_matches": 150}})]
+                          details={"statistics": {"rms_mas": 3.0, "n_matches": 150}},
+                          score=FitScore(1, (), stats, catalog="FAKE", mode="IMG"))]
 
     monkeypatch.setattr(pipeline, "make_aposteriori_candidates", false_minimum)
     code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--keep-workdirs"])

@@ -95,6 +95,12 @@ class CatalogSpec:
         columns).
     pm_error_mas_yr : float
         Typical proper-motion error, mas/yr (grows the error away from ``epoch``).
+    mag_column : str or None
+        VizieR magnitude column: the service returns the brightest stars first, so that a
+        dense field is cut at the faint end, not at an arbitrary row.
+    mag_limit : float or None
+        Faintest magnitude asked for (stars fainter than HST's detections add only false
+        matches).
     """
 
     name: str
@@ -103,6 +109,8 @@ class CatalogSpec:
     epoch: float | None = None
     error_mas: float = 50.0
     pm_error_mas_yr: float = 1.0
+    mag_column: str | None = None
+    mag_limit: float | None = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +312,30 @@ def propagate(table: Table, epoch: float) -> tuple[Table, int]:
     return out, int(ok.sum())
 
 
+def _has_proper_motion(table: Table) -> np.ndarray:
+    """Rows whose proper motion and epoch are known (the rows :func:`propagate` moves)."""
+    if not {"pmra", "pmdec", "epoch"} <= set(table.colnames):
+        return np.zeros(len(table), dtype=bool)
+    cols = [np.asarray(table[c], dtype=float) for c in ("pmra", "pmdec", "epoch")]
+    return np.logical_and.reduce([np.isfinite(c) for c in cols])
+
+
+def _with_star_errors(
+    table: Table, spec: CatalogSpec, moved: np.ndarray, gap: float | None, unknown_pm_mas_yr: float
+) -> Table:
+    """Add ``sigma_mas``: each star's per-axis position error at the observation epoch."""
+    out = table.copy(copy_data=False)
+    n = len(out)
+    pos = np.full(n, spec.error_mas, dtype=float)
+    if "ra_error" in out.colnames and "dec_error" in out.colnames:
+        e = np.hypot(np.asarray(out["ra_error"], dtype=float), np.asarray(out["dec_error"], dtype=float)) / math.sqrt(2)
+        pos = np.where(np.isfinite(e) & (e > 0), e, pos)
+    years = 10.0 if gap is None else gap  # an unknown gap: a decade of motion, as below
+    motion = np.where(moved, spec.pm_error_mas_yr, unknown_pm_mas_yr) * years
+    out["sigma_mas"] = np.hypot(pos, motion)
+    return out
+
+
 def cone_select(table: Table, region: Region) -> Table:
     """Rows within ``region`` (angular distance)."""
     if len(table) == 0:
@@ -333,14 +365,22 @@ def finish_catalog(
     notes: Iterable[str] = (),
     *,
     unknown_pm_mas_yr: float = 5.0,
+    max_gap_without_pm_yr: float = 5.0,
 ) -> ReferenceCatalog:
-    """Propagate to ``epoch`` and work out the expected per-star error.
+    """Propagate to ``epoch`` and work out the expected error, per star and typical.
+
+    Each star gets ``sigma_mas``: its per-axis position error at the observation epoch (catalog
+    error ⊕ proper-motion error × epoch gap, or ⊕ ``unknown_pm_mas_yr`` × gap for a star without
+    a proper motion); the fit weights it with the HST centroid error.
 
     Parameters
     ----------
     unknown_pm_mas_yr : float
-        Typical proper motion assumed for stars of a catalog without proper motions (grows the
-        expected error with the epoch gap).
+        Typical proper motion assumed for stars without proper motions (grows their expected
+        error with the epoch gap).
+    max_gap_without_pm_yr : float
+        In a catalog with proper motions, stars without one are dropped when the epoch gap is
+        larger than this (their unknown motion, ~5 mas/yr, would then exceed ~25 mas).
     """
     notes = list(notes)
     catalog_epoch = spec.epoch
@@ -351,19 +391,29 @@ def finish_catalog(
     if has_pm_cols and epoch is not None and "epoch" in table.colnames:
         table, n_moved = propagate(table, epoch)
     has_pm = n_moved > 0
+    gap = abs(epoch - catalog_epoch) if (epoch is not None and catalog_epoch is not None) else None
+    moved = _has_proper_motion(table) if has_pm else np.zeros(len(table), dtype=bool)
+    n_dropped = 0
+    if has_pm and gap is not None and gap > max_gap_without_pm_yr and not moved.all():
+        n_dropped = int((~moved).sum())
+        table, moved = table[moved], moved[moved]
+    table = _with_star_errors(table, spec, moved, gap, unknown_pm_mas_yr)
     # Per-axis position error at the catalog epoch.
     if "ra_error" in table.colnames and "dec_error" in table.colnames:
         e = np.hypot(np.asarray(table["ra_error"], dtype=float), np.asarray(table["dec_error"], dtype=float)) / math.sqrt(2)
         pos_err = float(np.nanmedian(e)) if np.isfinite(e).any() else spec.error_mas
     else:
         pos_err = spec.error_mas
-    gap = abs(epoch - catalog_epoch) if (epoch is not None and catalog_epoch is not None) else None
     if has_pm:
         motion_err = spec.pm_error_mas_yr * (gap or 0.0)
         n_missing = len(table) - n_moved
         notes.append(
             f"proper motions of {n_moved} stars propagated from {catalog_epoch:.2f} to the observation "
-            f"epoch {epoch:.3f}" + (f"; {n_missing} stars without proper motion kept at the catalog epoch" if n_missing else "")
+            f"epoch {epoch:.3f}"
+            + (f"; {n_missing} stars without proper motion kept at the catalog epoch (weighted by their larger error)"
+               if n_missing else "")
+            + (f"; {n_dropped} stars without proper motion dropped ({gap:.1f} yr epoch gap > "
+               f"{max_gap_without_pm_yr:g} yr)" if n_dropped else "")
         )
     else:
         if gap is None:
@@ -531,8 +581,17 @@ class VizierService:
             from astropy.coordinates import SkyCoord
             from astroquery.vizier import Vizier
 
+            columns = list(spec.columns)
+            filters = {}
+            if spec.mag_column:
+                # "+column" asks VizieR to sort on it (brightest first), so that the row limit
+                # drops the faintest stars of a dense field.
+                columns = [c for c in columns if c != spec.mag_column] + [f"+{spec.mag_column}"]
+                if spec.mag_limit is not None:
+                    filters[spec.mag_column] = f"<{spec.mag_limit:g}"
             viz = Vizier(
-                columns=list(spec.columns), row_limit=self.row_limit, timeout=timeout, vizier_server=self.server
+                columns=columns, column_filters=filters, row_limit=self.row_limit, timeout=timeout,
+                vizier_server=self.server,
             )
             result = viz.query_region(
                 SkyCoord(region.ra * u.deg, region.dec * u.deg, frame="icrs"),
@@ -569,6 +628,7 @@ def iter_catalogs(
     strict_services: bool = False,
     service: CatalogService | None = None,
     unknown_pm_mas_yr: float = 5.0,
+    max_gap_without_pm_yr: float = 5.0,
 ) -> Iterator[ReferenceCatalog | CatalogUnavailable]:
     """Obtain the catalogs of ``order`` one by one (see module notes for where from).
 
@@ -612,7 +672,8 @@ def iter_catalogs(
         cut = cone_select(table, region)
         if len(cut) == 0:
             return CatalogUnavailable(name, f"{origin}: no star within {region.radius * 60:.1f}′ of the exposures")
-        cat = finish_catalog(name, cut, origin, spec, epoch, notes, unknown_pm_mas_yr=unknown_pm_mas_yr)
+        cat = finish_catalog(name, cut, origin, spec, epoch, notes, unknown_pm_mas_yr=unknown_pm_mas_yr,
+                             max_gap_without_pm_yr=max_gap_without_pm_yr)
         logger.info(
             "reference catalog %s from %s: %d stars in the region, proper motions %s, expected error %.1f mas",
             name, origin, len(cat.table), "applied" if cat.has_pm else "not available", cat.expected_error_mas,
@@ -729,6 +790,7 @@ class CatalogConfig:
     specs: Mapping[str, CatalogSpec] = field(default_factory=dict)
     vizier_server: str = "vizier.cds.unistra.fr"
     unknown_pm_mas_yr: float = 5.0
+    max_gap_without_pm_yr: float = 5.0
     max_reference_stars: int = 3000
     footprint_margin_arcsec: float = 10.0
 
@@ -746,6 +808,7 @@ class CatalogConfig:
             specs=specs,
             vizier_server=str(cats.get("vizier_server", cls.vizier_server)),
             unknown_pm_mas_yr=float(cats.get("unknown_pm_mas_yr", cls.unknown_pm_mas_yr)),
+            max_gap_without_pm_yr=float(cats.get("max_gap_without_pm_yr", cls.max_gap_without_pm_yr)),
             max_reference_stars=int(cats.get("max_reference_stars", cls.max_reference_stars)),
             footprint_margin_arcsec=float(cats.get("footprint_margin_arcsec", cls.footprint_margin_arcsec)),
         )

@@ -64,6 +64,7 @@ class FakeService:
     tls: bool
     delay: float = 0.0
     requests: list[str] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     connections: int = 0
 
     @property
@@ -118,8 +119,7 @@ def _handler(service: FakeService, release: threading.Event) -> type[BaseHTTPReq
             else:
                 body, ctype = EMPTY_OBSERVATION, "text/xml"
             length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
+            service.bodies.append(self.rfile.read(length) if length else b"")
             self.send_response(200)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))

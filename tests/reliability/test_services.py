@@ -233,3 +233,15 @@ def test_cli_with_a_hanging_astrometry_db_uses_the_embedded_solution(small_visit
     trailer = directory / "jsim01010.tra"
     assert _service_seconds(trailer, r"astrometry database \S+: unavailable \(.*\) after ([\d.]+) s") <= TIMEOUT + MARGIN
     assert "chosen WCS: IDC_0461802ej-GSC240" in trailer.read_text(encoding="utf-8")
+
+
+def test_vizier_is_asked_for_the_brightest_stars_first_down_to_the_catalog_limit(fake_service):
+    # A dense field must lose its faintest stars to the row limit, not an arbitrary subset.
+    pytest.importorskip("astroquery")
+    from urllib.parse import unquote_plus
+
+    service = fake_service("empty", tls=True)
+    table = cm.VizierService(server=service.netloc).query(SPECS["GAIAeDR3"], REGION, timeout=10.0)
+    assert len(table) == 0
+    body = unquote_plus(b"".join(service.bodies).decode())
+    assert "-sort=Gmag" in body and "Gmag=<21" in body, body

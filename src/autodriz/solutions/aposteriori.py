@@ -726,13 +726,19 @@ def _absolute_fit(
                 continue
             correctors.append(FITSWCSCorrector(
                 start_wcs[(i, j)].deepcopy(),
-                meta={"catalog": Table({"x": np.asarray(src["x"]), "y": np.asarray(src["y"])}),
+                meta={"catalog": Table({"x": np.asarray(src["x"]), "y": np.asarray(src["y"]),
+                                        "weight": _centroid_weights(src, cfg.fit.centroid_error_pix, scale_arcsec)}),
                       "name": f"{exp.rootname}[SCI,{chip.extver}]",
                       "group_id": "visit" if mode == "REL" else i, "exposure": i, "chip": j},
             ))
     if not correctors:
         return _FitOutcome(FitStatistics(succeeded=False, failure="no sources to fit", **base_stats), {}, details)
     refcat = Table({"RA": np.asarray(ref_table["ra"]), "DEC": np.asarray(ref_table["dec"])})
+    if "sigma_mas" in ref_table.colnames:
+        # tweakwcs combines the two weights as 1/w = 1/w_image + 1/w_ref, so with w = 1/σ² every
+        # match is weighted by 1/(σ_cat² + σ_hst²).
+        sigma = np.asarray(ref_table["sigma_mas"], dtype=float)
+        refcat["weight"] = 1.0 / np.square(np.where(np.isfinite(sigma) & (sigma > 0), sigma, ref.expected_error_mas))
     match = XYXYMatch(
         searchrad=search_radius_arcsec(_epoch(exposures), cfg.match) / scale_arcsec, separation=cfg.match.separation_pix,
         tolerance=cfg.match.tolerance_pix, use2dhist=cfg.match.use2dhist,
@@ -821,6 +827,17 @@ def _absolute_fit(
         "residuals": resid["vectors"],
     })
     return _FitOutcome(stats, new_wcs, details)
+
+
+def _centroid_weights(sources: Table, floor_pix: float, scale_arcsec: float) -> np.ndarray:
+    """1/σ² (mas⁻²) of each source's centroid: FWHM / (2.35 · S/N), at least ``floor_pix``."""
+    n = len(sources)
+    fwhm = np.asarray(sources["fwhm"], dtype=float) if "fwhm" in sources.colnames else np.full(n, np.nan)
+    snr = np.asarray(sources["snr"], dtype=float) if "snr" in sources.colnames else np.full(n, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma_pix = fwhm / (2.35 * snr)
+    sigma_pix = np.where(np.isfinite(sigma_pix) & (sigma_pix > floor_pix), sigma_pix, floor_pix)
+    return 1.0 / np.square(sigma_pix * scale_arcsec * 1000.0)
 
 
 def _transfer_correction(src_before: WCS, src_after: WCS, target: WCS) -> WCS:
@@ -1032,6 +1049,7 @@ def make_aposteriori_candidates(
         strict_services=settings.strict_services,
         service=service if service is not None else catmod.VizierService(cfg.catalogs.vizier_server),
         unknown_pm_mas_yr=cfg.catalogs.unknown_pm_mas_yr,
+        max_gap_without_pm_yr=cfg.catalogs.max_gap_without_pm_yr,
     )
     seen: list[str] = []
     for item in catalog_iter:
