@@ -235,6 +235,8 @@ def test_config_for_every_detector_and_unknown_keys(tmp_path):
     # The era's pointing error decides (arcsec on every detector): GSC 2.4.0 after 2017-10-01.
     assert search_radius_arcsec(2005.6, match) == 3.0 and search_radius_arcsec(None, match) == 3.0
     assert search_radius_arcsec(2018.2, match) == 1.0
+    # The "good fit" RMS is centroid-limited: ~0.3-0.4 px of each detector.
+    assert ir.quality.good_rms_mas == 40.0 and load_aposteriori_config("ACS/WFC").quality.good_rms_mas == 20.0
     bad = tmp_path / "bad.toml"
     bad.write_text("[default.match]\nsearch_radius = 3\n")
     with pytest.raises(ConfigError, match="search_radius"):
