@@ -42,6 +42,7 @@ from astropy.table import Table
 
 from autodriz.errors import AutodrizError
 from autodriz.exitcodes import ExitCode
+from autodriz.skygeom import angular_distance
 
 logger = logging.getLogger(__name__)
 
@@ -342,14 +343,6 @@ def cone_select(table: Table, region: Region) -> Table:
         return table
     sep = angular_distance(np.asarray(table["ra"]), np.asarray(table["dec"]), region.ra, region.dec)
     return table[sep <= region.radius]
-
-
-def angular_distance(ra: Any, dec: Any, ra0: float, dec0: float) -> np.ndarray:
-    """Great-circle distance in degrees (haversine)."""
-    r, d = np.deg2rad(np.asarray(ra, dtype=float)), np.deg2rad(np.asarray(dec, dtype=float))
-    r0, d0 = math.radians(ra0), math.radians(dec0)
-    a = np.sin((d - d0) / 2) ** 2 + np.cos(d) * math.cos(d0) * np.sin((r - r0) / 2) ** 2
-    return np.rad2deg(2 * np.arcsin(np.sqrt(np.clip(a, 0, 1))))
 
 
 # --------------------------------------------------------------------------------------------

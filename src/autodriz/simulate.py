@@ -50,6 +50,11 @@ from scipy.special import ndtr
 
 from autodriz import truth as truth_mod
 from autodriz.asn import write_asn_table
+from autodriz.skygeom import MAS_PER_RAD as _MAS_PER_RAD
+from autodriz.skygeom import deproject as _deproject
+from autodriz.skygeom import pa_rotation as _pa_rotation
+from autodriz.skygeom import perturb_sky
+from autodriz.skygeom import project as _project
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +97,6 @@ _PHOTOMETRY: Mapping[str, tuple[float, float, float]] = MappingProxyType({
     "G800L": (25.90, 7470.0, 1500.0),
 })
 
-_MAS_PER_RAD = math.degrees(1.0) * 3.6e6
 _GAIA_EPOCH = 2016.0
 
 
@@ -324,30 +328,6 @@ def _subarray_ltv(chip_shape: tuple[int, int], ccdchip: int) -> tuple[float, flo
     return -float((FULL_CHIP_SHAPE[1] - nx) // 2), -float((FULL_CHIP_SHAPE[0] - ny) // 2)
 
 
-# Gnomonic projection about a centre, in radians; used to shift/rotate header positions in the
-# tangent plane exactly as the error model is defined.
-def _project(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    a, d, a0, d0 = np.deg2rad(ra), np.deg2rad(dec), math.radians(ra0), math.radians(dec0)
-    cosc = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a - a0)
-    xi = np.cos(d) * np.sin(a - a0) / cosc
-    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a - a0)) / cosc
-    return xi, eta
-
-
-def _deproject(xi: np.ndarray, eta: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    a0, d0 = math.radians(ra0), math.radians(dec0)
-    xi = np.asarray(xi, dtype=float)
-    eta = np.asarray(eta, dtype=float)
-    rho = np.hypot(xi, eta)
-    c = np.arctan(rho)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dec = np.where(
-            rho > 0, np.arcsin(np.cos(c) * np.sin(d0) + eta * np.sin(c) * np.cos(d0) / rho), d0
-        )
-    ra = a0 + np.arctan2(xi * np.sin(c), rho * np.cos(d0) * np.cos(c) - eta * np.sin(d0) * np.sin(c))
-    return np.rad2deg(ra) % 360.0, np.rad2deg(dec)
-
-
 def _apply_sky_skew(hdul: fits.HDUList, skew: float) -> None:
     """Shear the sky mapping of every chip: (east, north) → (east + skew·north, north).
 
@@ -368,49 +348,6 @@ def _apply_sky_skew(hdul: fits.HDUList, skew: float) -> None:
         new = m @ cd
         for (r, c), value in np.ndenumerate(new):
             hdr[f"CD{r + 1}_{c + 1}"] = float(value)
-
-
-def _pa_rotation(angle_deg: float) -> np.ndarray:
-    """Matrix acting on (east, north) that increases position angles by ``angle_deg``."""
-    t = math.radians(angle_deg)
-    return np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])
-
-
-def perturb_sky(
-    ra: Any,
-    dec: Any,
-    center: tuple[float, float],
-    *,
-    rotation_arcsec: float = 0.0,
-    shift_mas: tuple[float, float] = (0.0, 0.0),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the simulator's header error model to sky positions.
-
-    Positions are projected on the tangent plane at ``center`` (the reference chip's CRVAL),
-    rotated so that position angles grow by ``rotation_arcsec``, shifted by ``shift_mas``
-    (east, north) and projected back.
-
-    Parameters
-    ----------
-    ra, dec : array_like
-        Positions, degrees.
-    center : (float, float)
-        Rotation centre (ra, dec), degrees.
-    rotation_arcsec : float
-        Roll error, arcsec.
-    shift_mas : (float, float)
-        Tangent-plane shift (east, north), mas.
-
-    Returns
-    -------
-    ra, dec : numpy.ndarray
-        Perturbed positions, degrees.
-    """
-    xi, eta = _project(np.atleast_1d(ra), np.atleast_1d(dec), *center)
-    rot = _pa_rotation(rotation_arcsec / 3600.0)
-    x2 = rot[0, 0] * xi + rot[0, 1] * eta + shift_mas[0] / _MAS_PER_RAD
-    y2 = rot[1, 0] * xi + rot[1, 1] * eta + shift_mas[1] / _MAS_PER_RAD
-    return _deproject(x2, y2, *center)
 
 
 # --------------------------------------------------------------------------------------------

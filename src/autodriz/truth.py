@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +27,13 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from autodriz.skygeom import MAS_PER_DEG as _MAS_PER_DEG
+from autodriz.skygeom import linear_sip_header
+
+__all__ = ["ProductStarError", "WCSError", "header_offsets", "linear_sip_header", "load_truth",
+           "product_star_error", "truth_wcs", "visit_error", "wcs_error"]
+
 logger = logging.getLogger(__name__)
-
-#: Header keywords (regular expression) that make up the linear+SIP part of a celestial WCS.
-_LINEAR_SIP_KEY = re.compile(
-    r"^(WCSAXES|CTYPE[12]|CUNIT[12]|CRVAL[12]|CRPIX[12]|CD[12]_[12]|RADESYS|EQUINOX|"
-    r"(A|B|AP|BP)_ORDER|(A|B|AP|BP)_\d+_\d+|NAXIS[12])$"
-)
-
-_MAS_PER_DEG = 3.6e6
 
 
 @dataclass(frozen=True)
@@ -78,15 +75,6 @@ def load_truth(path: str | Path) -> dict[str, Any]:
     """
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
-
-
-def linear_sip_header(header: Mapping[str, Any]) -> fits.Header:
-    """Keep only the linear+SIP celestial WCS keywords of a header (see module notes)."""
-    out = fits.Header()
-    for key, value in header.items():
-        if _LINEAR_SIP_KEY.match(key):
-            out[key] = value
-    return out
 
 
 def truth_wcs(truth: Mapping[str, Any], rootname: str, extver: int) -> WCS:

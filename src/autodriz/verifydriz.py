@@ -233,7 +233,7 @@ def perturb_exposure(
     center : (float, float), optional
         Rotation centre; default the exposure's aperture centre.
     """
-    from autodriz.simulate import perturb_sky
+    from autodriz.skygeom import perturb_sky
 
     center = center or aperture_centre(exposure)
     rot = _rotation_matrix(rotation_deg)

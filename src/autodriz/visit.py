@@ -59,6 +59,7 @@ from autodriz.errors import InputError
 from autodriz.exitcodes import PRODUCT_CODES, ExitCode
 from autodriz.inputs import Dataset, Exposure, resolve_input
 from autodriz.logs import run_logging, waypoint
+from autodriz.skygeom import linear_sip_header, mean_direction, tangent_arcsec, untangent_arcsec
 
 logger = logging.getLogger(__name__)
 
@@ -385,34 +386,6 @@ class OutputGrid:
                 "crpix": [self.crpix1, self.crpix2], "cd": self.cd.tolist()}
 
 
-def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    a, d = np.deg2rad(ra), np.deg2rad(dec)
-    return np.stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)], axis=-1)
-
-
-def _tangent(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Gnomonic projection about (ra0, dec0): (east, north) in arcsec."""
-    a, d = np.deg2rad(ra), np.deg2rad(dec)
-    a0, d0 = math.radians(ra0), math.radians(dec0)
-    cosc = math.sin(d0) * np.sin(d) + math.cos(d0) * np.cos(d) * np.cos(a - a0)
-    xi = np.cos(d) * np.sin(a - a0) / cosc
-    eta = (math.cos(d0) * np.sin(d) - math.sin(d0) * np.cos(d) * np.cos(a - a0)) / cosc
-    return np.rad2deg(xi) * 3600.0, np.rad2deg(eta) * 3600.0
-
-
-def _untangent(xi: float, eta: float, ra0: float, dec0: float) -> tuple[float, float]:
-    """Inverse of :func:`_tangent` for one point (arcsec → degrees)."""
-    x, y = math.radians(xi / 3600.0), math.radians(eta / 3600.0)
-    a0, d0 = math.radians(ra0), math.radians(dec0)
-    rho = math.hypot(x, y)
-    if rho == 0.0:
-        return ra0, dec0
-    c = math.atan(rho)
-    dec = math.asin(math.cos(c) * math.sin(d0) + y * math.sin(c) * math.cos(d0) / rho)
-    ra = a0 + math.atan2(x * math.sin(c), rho * math.cos(d0) * math.cos(c) - y * math.sin(d0) * math.sin(c))
-    return math.degrees(ra) % 360.0, math.degrees(dec)
-
-
 def common_grid(
     footprints: Sequence[tuple[np.ndarray, np.ndarray]],
     scale_arcsec: float,
@@ -446,13 +419,11 @@ def common_grid(
     if not ok.any():
         raise ValueError("no finite footprint positions")
     ra, dec = ra[ok], dec[ok]
-    v = _unit_vectors(ra, dec).sum(axis=0)
-    ra0 = math.degrees(math.atan2(v[1], v[0])) % 360.0
-    dec0 = math.degrees(math.asin(v[2] / np.linalg.norm(v)))
-    xi, eta = _tangent(ra, dec, ra0, dec0)
+    ra0, dec0 = mean_direction(ra, dec)
+    xi, eta = tangent_arcsec(ra, dec, ra0, dec0)
     # Centre on the bounding box, then measure the half-sizes about that centre.
-    ra_c, dec_c = _untangent((xi.min() + xi.max()) / 2.0, (eta.min() + eta.max()) / 2.0, ra0, dec0)
-    xi, eta = _tangent(ra, dec, ra_c, dec_c)
+    ra_c, dec_c = (float(v) for v in untangent_arcsec((xi.min() + xi.max()) / 2.0, (eta.min() + eta.max()) / 2.0, ra0, dec0))
+    xi, eta = tangent_arcsec(ra, dec, ra_c, dec_c)
     margin = margin_arcsec + margin_fraction * max(np.ptp(xi), np.ptp(eta))
     half_x = (np.abs(xi).max() + margin) / scale_arcsec
     half_y = (np.abs(eta).max() + margin) / scale_arcsec
@@ -648,11 +619,9 @@ def fit_correction(
     """
     ra_b, dec_b = (np.asarray(v, dtype=float).ravel() for v in before)
     ra_a, dec_a = (np.asarray(v, dtype=float).ravel() for v in after)
-    v = _unit_vectors(ra_b, dec_b).sum(axis=0)
-    ra0 = math.degrees(math.atan2(v[1], v[0])) % 360.0
-    dec0 = math.degrees(math.asin(v[2] / np.linalg.norm(v)))
-    xb, yb = _tangent(ra_b, dec_b, ra0, dec0)
-    xa, ya = _tangent(ra_a, dec_a, ra0, dec0)
+    ra0, dec0 = mean_direction(ra_b, dec_b)
+    xb, yb = tangent_arcsec(ra_b, dec_b, ra0, dec0)
+    xa, ya = tangent_arcsec(ra_a, dec_a, ra0, dec0)
     mb, ma = np.array([xb.mean(), yb.mean()]), np.array([xa.mean(), ya.mean()])
     cxb, cyb, cxa, cya = xb - mb[0], yb - mb[1], xa - ma[0], ya - ma[1]
     theta = math.atan2(float(np.sum(cxb * cya - cyb * cxa)), float(np.sum(cxb * cxa + cyb * cya)))
@@ -666,12 +635,11 @@ def fit_correction(
 
 def correct_sky(ra: np.ndarray, dec: np.ndarray, corr: WCSCorrection) -> tuple[np.ndarray, np.ndarray]:
     """Apply a correction to sky positions (pure)."""
-    x, y = _tangent(np.atleast_1d(ra), np.atleast_1d(dec), corr.pivot_ra, corr.pivot_dec)
+    x, y = tangent_arcsec(np.atleast_1d(ra), np.atleast_1d(dec), corr.pivot_ra, corr.pivot_dec)
     t = math.radians(corr.rotation_deg)
     xn = math.cos(t) * x - math.sin(t) * y + corr.east_arcsec
     yn = math.sin(t) * x + math.cos(t) * y + corr.north_arcsec
-    out = [_untangent(float(a), float(b), corr.pivot_ra, corr.pivot_dec) for a, b in zip(xn, yn, strict=True)]
-    return np.array([o[0] for o in out]), np.array([o[1] for o in out])
+    return untangent_arcsec(xn, yn, corr.pivot_ra, corr.pivot_dec)
 
 
 def apply_correction(header: fits.Header, corr: WCSCorrection) -> None:
@@ -696,7 +664,6 @@ def apply_correction(header: fits.Header, corr: WCSCorrection) -> None:
 
 
 def _chip_wcs(keywords: Mapping[str, Any], shape: tuple[int, int]) -> WCS:
-    from autodriz.truth import linear_sip_header
 
     w = WCS(linear_sip_header(keywords))
     w.pixel_shape = (shape[1], shape[0])

@@ -59,12 +59,13 @@ from autodriz.fitquality import (
 )
 from autodriz.inputs import Dataset
 from autodriz.select import catalog_search_done, is_usable_fit, needs_image_by_image, try_sparse_geometry
+from autodriz.skygeom import MAS_PER_DEG as _MAS_PER_DEG
+from autodriz.skygeom import mean_direction, tangent_arcsec
 from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE_NAME = "aposteriori.toml"
-_MAS_PER_DEG = 3.6e6
 _QUIET_LOGGERS = ("tweakwcs", "stwcs", "astroquery")
 #: What tweakwcs/astropy/spherical_geometry raise on data they cannot fit (turned into quality 5).
 _FIT_ERRORS = (ValueError, RuntimeError, ArithmeticError, IndexError, KeyError, np.linalg.LinAlgError, NoConvergence)
@@ -332,13 +333,8 @@ def _pixel_scale_arcsec(wcs: WCS) -> float:
 
 
 def _tangent(ra: Any, dec: Any, ra0: float, dec0: float) -> np.ndarray:
-    """Gnomonic projection about (ra0, dec0), arcsec (east, north)."""
-    a, d = np.deg2rad(np.asarray(ra, dtype=float)), np.deg2rad(np.asarray(dec, dtype=float))
-    a0, d0 = math.radians(ra0), math.radians(dec0)
-    cosc = math.sin(d0) * np.sin(d) + math.cos(d0) * np.cos(d) * np.cos(a - a0)
-    xi = np.cos(d) * np.sin(a - a0) / cosc
-    eta = (math.cos(d0) * np.sin(d) - math.sin(d0) * np.cos(d) * np.cos(a - a0)) / cosc
-    return np.c_[np.rad2deg(xi) * 3600.0, np.rad2deg(eta) * 3600.0]
+    """(N, 2) tangent-plane (east, north) offsets in arcsec (see :mod:`autodriz.skygeom`)."""
+    return np.column_stack(tangent_arcsec(ra, dec, ra0, dec0))
 
 
 def _footprint(exposures: Sequence[_Exposure], margin_arcsec: float) -> catmod.Region:
@@ -353,10 +349,7 @@ def _footprint(exposures: Sequence[_Exposure], margin_arcsec: float) -> catmod.R
             decs.append(dec)
     ra = np.concatenate(ras)
     dec = np.concatenate(decs)
-    # Mean unit vector: safe across RA = 0.
-    v = np.c_[np.cos(np.deg2rad(dec)) * np.cos(np.deg2rad(ra)), np.cos(np.deg2rad(dec)) * np.sin(np.deg2rad(ra)), np.sin(np.deg2rad(dec))].mean(axis=0)
-    ra0 = math.degrees(math.atan2(v[1], v[0])) % 360.0
-    dec0 = math.degrees(math.asin(v[2] / np.linalg.norm(v)))
+    ra0, dec0 = mean_direction(ra, dec)
     radius = float(catmod.angular_distance(ra, dec, ra0, dec0).max()) + margin_arcsec / 3600.0
     return catmod.Region(ra0, dec0, radius)
 
