@@ -139,3 +139,18 @@ def test_stale_cosmic_ray_flags_on_star_cores_do_not_blind_verification(visit, t
     res = verify_candidate(replace(cand, copies=copies), dataset)
     assert res.status == "pass", res.reason
     assert res.similarity[1].method == "sources" and res.similarity[1].offset_px < 0.1
+
+
+def test_a_bug_inside_verification_is_not_taken_for_unverifiable_data(visit, monkeypatch):
+    # A coding error must surface (exit 1 with its traceback), never become "unverified" and
+    # let a candidate win on its fit statistics alone.
+    from autodriz import verifydriz
+
+    dataset, cand, _ = visit
+
+    def buggy(exposures, th):
+        raise TypeError("unsupported operand type(s) for +: 'NoneType' and 'int'")
+
+    monkeypatch.setattr(verifydriz, "verify_exposures", buggy)
+    with pytest.raises(TypeError):
+        verify_candidate(cand, dataset)

@@ -68,8 +68,12 @@ PIXMAP_STEP = 8
 #: calibration's CR-SPLIT combination (8192): runastrodriz resets both before aligning.
 STALE_CR_BITS = 4096 | 8192
 
-# Errors that mean "the data cannot be verified", as opposed to a bug.
-_DATA_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, ArithmeticError, MemoryError)
+# Errors that mean "the data cannot be verified", as opposed to a bug (TypeError, IndexError …
+# surface as exit 1 with their traceback): reading an exposure (astropy raises KeyError for a
+# missing extension or keyword) …
+_READ_ERRORS = (OSError, ValueError, KeyError, MemoryError)
+# … and measuring it (numpy's LinAlgError is a ValueError).
+_MEASURE_ERRORS = (ValueError, ArithmeticError, MemoryError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,6 +564,11 @@ def verify_exposures(
     return replace(result, seconds=t3 - t0, timings=timings, details={**result.details, **details})
 
 
+def _could_not_run(name: str, exc: BaseException, th: Thresholds, t0: float) -> VerificationResult:
+    logger.warning("verification of %s could not run: %s: %s", name, type(exc).__name__, exc)
+    return _unverified(f"verification could not run: {type(exc).__name__}: {exc}", th, time.perf_counter() - t0)
+
+
 def verify_candidate(
     candidate: Any,
     dataset: Any,
@@ -619,15 +628,15 @@ def verify_candidate(
     # resets them (resetbits 4096) and flags anew, runastrodriz resets 4096+8192 before it
     # aligns. Masking them would blank the cores of stars an earlier run mistook for CRs.
     good_bits |= STALE_CR_BITS
+    copies = [Path(candidate.copies[p]) for p in originals]
     try:
-        copies = [Path(candidate.copies[p]) for p in originals]
         exposures = [load_exposure(p, good_bits) for p in copies]
+    except _READ_ERRORS as exc:
+        return _could_not_run(name, exc, th, t0)
+    try:
         result = verify_exposures(exposures, th)
-    except _DATA_ERRORS as exc:
-        logger.warning("verification of %s could not run: %s: %s", name, type(exc).__name__, exc)
-        return _unverified(
-            f"verification could not run: {type(exc).__name__}: {exc}", th, time.perf_counter() - t0
-        )
+    except _MEASURE_ERRORS as exc:
+        return _could_not_run(name, exc, th, t0)
     seconds = time.perf_counter() - t0
     logger.info(
         "verification of %s (%s): %s in %.1f s (drizzle %.1f s, measure %.1f s): %s",
