@@ -78,13 +78,16 @@ def test_f140w_with_header_wcs_makes_a_drz(shared_data, tmp_path, empty_iref):
     assert "distortion reference files not available" in trailer
 
 
-def test_g141_grism_is_drizzled_without_alignment(shared_data, tmp_path, empty_iref):
+def test_g141_grism_gets_no_aposteriori_fit(shared_data, tmp_path, empty_iref):
     asn = prepare_goodss(shared_data, tmp_path / "g141", "IB6O23010")
 
     code = main([str(asn), "--iref", str(empty_iref), "--allow-header-wcs"])
 
-    assert code == ExitCode.OK
+    # A priori solutions would apply (as the archive applies them to grism data), but these
+    # FLTs carry none: the header WCS stays, and the exit code says so.
+    assert code == ExitCode.DEFAULT_ONLY
     assert (asn.parent / "ib6o23010_drz.fits").is_file()
     trailer = (asn.parent / "ib6o23010.tra").read_text()
-    assert "alignment skipped: G141 exposures are grism/prism" in trailer
-    assert "a posteriori stage" not in trailer
+    assert "a posteriori stage skipped: G141 exposures are grism/prism (spectroscopic) images" in trailer
+    assert "a priori stage on" in trailer
+    assert "a posteriori stage for" not in trailer  # the stage itself never ran
