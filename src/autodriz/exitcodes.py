@@ -36,7 +36,7 @@ class ExitCode(IntEnum):
     UPDATE_FAILED = 8
     #: Products written with the pipeline-default WCS because no alignment candidate was
     #: eligible or passed verification, although alignment was requested. (When alignment is
-    #: off by request, or the data are grism/prism, the default is what was asked for: OK.)
+    #: off by request, or grism/prism data of a visit got the direct images' correction: OK.)
     DEFAULT_ONLY = 9
     #: Another autodriz is processing the same dataset (lock file beside the inputs).
     LOCKED = 10
