@@ -326,3 +326,17 @@ def test_kill_minus_9_mid_campaign_then_rerun_finishes_every_dataset_exactly_onc
         for p in v.flt_paths:
             with fits.open(p) as hdul:
                 assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {"IDC_0461802ej"}
+
+
+def test_status_names_datasets_by_their_input_path_not_their_shared_root(tmp_path):
+    # Four campaigns' worth of the same association name in different folders of an archive.
+    from autodriz.batch import format_status
+    from autodriz.ledger import Ledger
+
+    ledger_path = tmp_path / "campaign.sqlite"
+    inputs = [tmp_path / f"prop{n}" / "visit01" / "jsim01010_asn.fits" for n in range(4)]
+    with Ledger(ledger_path) as ledger:
+        ledger.add([(str(p), "jsim01010", str(p.with_name("jsim01010.tra"))) for p in inputs])
+    text, _ = format_status(ledger_path)
+    for n in range(4):
+        assert f"prop{n}/visit01/jsim01010_asn.fits" in text

@@ -535,11 +535,11 @@ class PlainProgress:
         self._tally = tally
         self.message(f"autodriz batch: {tally.total} dataset(s) to run")
 
-    def advance(self, root: str, status: str, seconds: float | None, note: str = "") -> None:
+    def advance(self, label: str, status: str, seconds: float | None, note: str = "") -> None:
         t = self._tally
         assert t is not None
         self.message(
-            f"autodriz batch: [{t.finished}/{t.total}] {status} {root}"
+            f"autodriz batch: [{t.finished}/{t.total}] {status} {label}"
             f"{f' in {seconds:.1f} s' if seconds is not None else ''}{f' ({note})' if note else ''}"
             f" — done {t.done}, failed {t.failed}, skipped {t.skipped}; ETA {_hms(t.eta_seconds())}"
         )
@@ -588,12 +588,12 @@ class RichProgress:
         self._progress.start()
         self._task = self._progress.add_task("batch", total=tally.total, done=0, failed=0, skipped=0)
 
-    def advance(self, root: str, status: str, seconds: float | None, note: str = "") -> None:
+    def advance(self, label: str, status: str, seconds: float | None, note: str = "") -> None:
         t = self._tally
         assert t is not None
         if status != DONE:
             colour = "red" if status == FAILED else "yellow"
-            self._progress.console.print(f"[{colour}]{status}[/] {root}{f': {note}' if note else ''}")
+            self._progress.console.print(f"[{colour}]{status}[/] {label}{f': {note}' if note else ''}")
         self._progress.update(self._task, completed=t.finished, done=t.done, failed=t.failed, skipped=t.skipped)
 
     def message(self, text: str) -> None:
@@ -609,7 +609,7 @@ class RichProgress:
 class NoProgress(PlainProgress):
     """No progress output (``--progress off``); log messages still go to stderr."""
 
-    def advance(self, root: str, status: str, seconds: float | None, note: str = "") -> None:
+    def advance(self, label: str, status: str, seconds: float | None, note: str = "") -> None:
         """Say nothing."""
 
     def start(self, tally: Tally) -> None:
@@ -937,7 +937,7 @@ def _drive(
         ledger.finish(str(entry.input), outcome, campaign=campaign)
         tally.add(outcome.status)
         note = "" if outcome.status == DONE else f"{outcome.exit_name or '-'}: {_short(outcome.message, 120)}"
-        progress.advance(entry.root, outcome.status, outcome.seconds, note)
+        progress.advance(dataset_label(entry.input, ledger.path.parent), outcome.status, outcome.seconds, note)
 
     try:
         while queue or inflight:
@@ -982,17 +982,34 @@ def _drive(
 # ------------------------------------------------------------------------------------------
 
 
+def dataset_label(input_path: str | Path, base: Path | None = None) -> str:
+    """How a user recognises a dataset: its input path, relative to ``base`` when inside it.
+
+    Roots are not enough: the same association name appears in several folders of an archive.
+    """
+    path = Path(input_path)
+    if base is not None:
+        try:
+            return str(path.resolve().relative_to(base.resolve()))
+        except ValueError:
+            pass
+    return str(path)
+
+
 def _short(text: str | None, width: int = 70) -> str:
     first = (text or "").splitlines()[0] if text else ""
     return first if len(first) <= width else first[: width - 1] + "…"
 
 
-def format_table(rows: Sequence[Row], *, limit: int = _TABLE_LIMIT) -> str:
-    """A plain-text table of datasets (all when ≤ ``limit``, else only the not-done ones)."""
+def format_table(rows: Sequence[Row], *, limit: int = _TABLE_LIMIT, base: Path | None = None) -> str:
+    """A plain-text table of datasets (all when ≤ ``limit``, else only the not-done ones).
+
+    Datasets are named by their input path (relative to ``base``, the ledger's folder).
+    """
     shown = list(rows) if len(rows) <= limit else [r for r in rows if r.status not in (DONE, SKIPPED)]
-    header = ("root", "status", "tries", "exit", "wcsname", "seconds", "message")
+    header = ("input", "status", "tries", "exit", "wcsname", "seconds", "message")
     data = [
-        (r.root, r.status, str(r.attempts), r.exit_name or "-", r.wcsname or "-",
+        (dataset_label(r.input, base), r.status, str(r.attempts), r.exit_name or "-", r.wcsname or "-",
          f"{r.seconds:.1f}" if r.seconds is not None else "-",
          _short(r.message) if r.status != DONE else "")
         for r in shown
@@ -1013,13 +1030,13 @@ def format_summary(report: BatchReport) -> str:
         f"  ledger: {report.ledger}",
         "  counts: " + ", ".join(f"{s} {c[s]}" for s in STATUSES),
         "",
-        format_table(report.rows),
+        format_table(report.rows, base=report.ledger.parent),
     ]
     failures = [r for r in report.rows if r.status == FAILED]
     if failures:
         lines += ["", "failures:"]
         for r in failures:
-            lines.append(f"  {r.root}: {r.exit_name or '-'}: {_short(r.message, 200)}")
+            lines.append(f"  {dataset_label(r.input, report.ledger.parent)}: {r.exit_name or '-'}: {_short(r.message, 200)}")
             lines.append(f"    input {r.input}; trailer {r.trailer}")
     return "\n".join(lines)
 
@@ -1040,6 +1057,7 @@ def format_status(path: Path) -> tuple[str, BatchExit]:
             f"ended {meta.get('last_ended', 'not yet (running, or it was killed)')}"
         )
         lines.append(f"  command: {meta.get('last_command', '?')}")
+    lines += ["", format_table(rows, base=path.parent)]
     if counts[RUNNING]:
         lines.append(
             f"  {counts[RUNNING]} running: in progress if a campaign is running, else left by one that "
@@ -1049,7 +1067,10 @@ def format_status(path: Path) -> tuple[str, BatchExit]:
     if failures:
         lines += ["", "failures:"]
         for r in failures:
-            lines.append(f"  {r.root}: {r.exit_name or '-'} after {r.attempts} attempt(s): {_short(r.message, 200)}")
+            lines.append(
+                f"  {dataset_label(r.input, path.parent)}: {r.exit_name or '-'} after {r.attempts} attempt(s): "
+                f"{_short(r.message, 200)}"
+            )
             lines.append(f"    input {r.input}; trailer {r.trailer}")
     return "\n".join(lines), _campaign_exit(counts, False)
 
