@@ -262,3 +262,27 @@ def test_gaia_stars_without_proper_motion_are_dropped_beyond_a_5_year_gap(shared
         moved = np.isfinite(np.asarray(cat.table["pmra"], dtype=float))
         assert np.median(sigma[~moved]) > 15.0 > 5.0 > np.median(sigma[moved])
 
+
+
+def test_service_failures_are_named_in_a_few_words():
+    def chained(outer, inner):
+        try:
+            try:
+                raise inner
+            except Exception as exc:
+                raise outer from exc
+        except Exception as exc:  # noqa: BLE001 (building a chain to classify)
+            return exc
+
+    dns = chained(cm.ServiceUnavailable("ConnectionError: HTTPSConnectionPool(host='vizier.cds.unistra.fr', port=443): "
+                                        "Max retries exceeded"),
+                  OSError("NameResolutionError: Failed to resolve 'vizier.cds.unistra.fr' "
+                          "([Errno -3] Temporary failure in name resolution)"))
+    assert cm.failure_class(dns) == "DNS lookup failed: no network?"
+    assert cm.failure_class(chained(cm.ServiceUnavailable("x"), ConnectionRefusedError(111, "Connection refused"))) \
+        == "connection refused"
+    assert cm.failure_class(cm.ServiceUnavailable("no answer within 1.5 s")) == "no answer within 1.5 s"
+    assert cm.failure_class(cm.ServiceUnavailable("ReadTimeout: read timed out"), 2.0) == "no answer within 2 s"
+    assert cm.failure_class(cm.ServiceUnavailable("HTTPError: 500 Server Error: boom for url")) == "HTTP 500"
+    assert cm.failure_class(cm.ServiceUnavailable("the answer is not a VOTable")) == "the answer is not a VOTable"
+    assert len(cm.failure_class(cm.ServiceUnavailable("weird " * 100))) <= 100

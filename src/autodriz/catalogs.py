@@ -528,6 +528,37 @@ def write_cache(cache_dir: Path, name: str, region: Region, table: Table, origin
     return path
 
 
+def failure_class(exc: BaseException, timeout: float | None = None) -> str:
+    """What kind of failure a service call met, in a few words (DNS, refused, timeout, HTTP …).
+
+    The exception chain of requests/urllib3 is hundreds of characters long; a user needs to
+    know whether there is no network, no server, a slow server or a broken one.
+    """
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
+    lowered = text.lower()
+    if isinstance(exc, ServiceUnavailable) and str(exc).startswith("no answer within"):
+        return str(exc)
+    if any(k in lowered for k in ("nameresolution", "name or service not known", "name resolution", "gaierror",
+                                  "nodename nor servname")):
+        return "DNS lookup failed: no network?"
+    if "connection refused" in lowered or any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused"
+    if "timed out" in lowered or "timeout" in lowered:
+        return f"no answer within {timeout:g} s" if timeout is not None else "timed out"
+    status = re.search(r"\b([45]\d\d) (?:server|client) error", lowered)
+    if status:
+        return f"HTTP {status.group(1)}"
+    if "not a votable" in lowered:
+        return "the answer is not a VOTable"
+    first = f"{type(chain[-1]).__name__}: {chain[-1]}"
+    return first if len(first) <= 100 else first[:99] + "…"
+
+
 def call_with_deadline(fn: Callable[[], Any], timeout: float) -> Any:
     """Run ``fn`` in a daemon thread and wait at most ``timeout`` seconds.
 
@@ -753,10 +784,16 @@ def iter_catalogs(
         except ServiceUnavailable as exc:
             seconds = time.monotonic() - t0
             service_spent += seconds
-            service_failed = f"{svc.description} failed after {seconds:.1f} s ({exc})"
-            logger.info("catalog %s: %s", name, service_failed)
+            why = failure_class(exc, left)
+            service_failed = f"{svc.description} unreachable ({why})"
+            # The whole exception for the trailer; one short line with the remedy for the user.
+            logger.info("catalog %s: %s failed after %.1f s (%s)", name, svc.description, seconds, exc)
             if strict_services:
                 raise CatalogServiceError(f"catalog service unavailable (strict services): {service_failed}") from exc
+            logger.warning(
+                "catalog service %s: the catalogs it serves are skipped; give a catalog with --catalog FILE or "
+                "a folder, keep catalogs with --cache-dir, or say --offline", service_failed,
+            )
             yield CatalogUnavailable(name, service_failed, seconds)
             continue
         seconds = time.monotonic() - t0

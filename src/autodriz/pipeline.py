@@ -63,6 +63,14 @@ class RunResult:
     summary: tuple[str, ...] = field(default_factory=tuple)
 
 
+#: Longest reason in a console summary line; the trailer and the report keep the whole text.
+SUMMARY_REASON_CHARS = 120
+
+
+def _shorten(text: str, limit: int = SUMMARY_REASON_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def guess_root(path: Path) -> str:
     """Product root guessed from a file name (``ib6o23020_asn.fits`` → ``ib6o23020``)."""
     stem = path.name.split(".")[0]
@@ -474,6 +482,6 @@ def _process_dataset(
         report=report,
         notes=winner.notes,
         summary=tuple(
-            f"{v.status:>6}  {v.name} ({v.wcsname or '-'}): {v.reason}" for v in selection.verdicts
+            f"{v.status:>6}  {v.name} ({v.wcsname or '-'}): {_shorten(v.reason)}" for v in selection.verdicts
         ),
     )

@@ -219,6 +219,11 @@ def test_cli_with_a_hanging_catalog_service_ends_with_the_default_wcs(
     assert _service_seconds(trailer, r"VizieR \S+ failed after ([\d.]+) s \(") <= TIMEOUT + MARGIN
     # One timeout for the whole list, not one per catalog.
     assert "catalog service not asked again" in trailer.read_text(encoding="utf-8")
+    # The console says it once, short, with what to do.
+    lines = [line for line in err.splitlines() if line.startswith("WARNING") and "catalog service" in line]
+    assert len(lines) == 1, err
+    assert f"unreachable (no answer within {TIMEOUT:g} s)" in lines[0] and "--catalog FILE" in lines[0]
+    assert len(lines[0]) < 250
 
 
 def test_cli_with_a_hanging_astrometry_db_uses_the_embedded_solution(small_visit, fake_service, tmp_path, capsys):
