@@ -19,6 +19,8 @@ import traceback
 from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
+
 
 def _updatewcs(job: dict) -> dict:
     from stwcs import updatewcs
@@ -69,7 +71,11 @@ def _apply_headerlets(job: dict) -> dict:
     from astropy.io import fits
     from stwcs.wcsutil import headerlet
 
-    done = []
+    # Set when this job follows the final AstroDrizzle run (``then``): the files it drizzled,
+    # whose DQ now holds the final cosmic-ray flags, and the bit it used.
+    final = job.get("final_drizzle")
+    drizzled = dict(final["inputs"]) if final else {}
+    done, cr_pixels = [], {}
     for item in job["items"]:
         print(f"AUTODRIZ-CHILD-FILE {item['original']}", flush=True)
         hdrlet = headerlet.create_headerlet(
@@ -90,10 +96,17 @@ def _apply_headerlets(job: dict) -> dict:
                     descrip=other["descrip"], author="autodriz", logging=False,
                 ).attach_to_file(hdul)
             hdrlet.apply_as_primary(hdul, attach=True, archive=True, force=True)
+            if final:
+                cr_pixels[item["original"]] = _deliver_final_drizzle(
+                    hdul, Path(drizzled.get(item["solved"], item["solved"])), int(final["crbit"])
+                )
+            _set_wcstypes(hdul)
         shutil.copymode(item["original"], item["tmp"])
         with fits.open(item["tmp"]) as hdul:
             names = {str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"}
             hdrnames = {str(h.header.get("HDRNAME", "")) for h in hdul if h.name == "HDRLET"}
+            if final and hdul[0].header.get("DRIZCORR") != "COMPLETE":
+                raise RuntimeError(f"{item['tmp']}: DRIZCORR not set to COMPLETE")
         if names != {job["wcsname"]}:
             raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names)} after applying {job['wcsname']}")
         # stwcs only logs when it cannot attach a headerlet; a missing one is an error here.
@@ -101,7 +114,57 @@ def _apply_headerlets(job: dict) -> dict:
         if missing:
             raise RuntimeError(f"{item['tmp']}: headerlets not attached: {sorted(missing)}")
         done.append(item["tmp"])
-    return {"prepared": done}
+    return {"prepared": done, "cr_pixels": cr_pixels}
+
+
+def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int) -> int:
+    """Give an original being updated what the final AstroDrizzle run in place would leave.
+
+    The ``crbit`` flags of the drizzled copy's DQ (cleared by ``resetbits``, set by the
+    cosmic-ray step), ``DRIZCORR = 'COMPLETE'`` as runastrodriz sets it, and ``S_REGION`` of
+    each chip from its new primary WCS (drizzlepac's ``compute_sregion``). Returns the number
+    of flagged pixels.
+    """
+    from astropy.io import fits
+    from drizzlepac.haputils import processing_utils
+
+    from autodriz.delivery import merge_cr_flags
+
+    flagged = 0
+    with fits.open(drizzled) as copy:
+        for hdu in hdul:
+            if hdu.name != "DQ" or hdu.data is None:
+                continue
+            key = ("DQ", int(hdu.header.get("EXTVER", 1)))
+            hdu.data = merge_cr_flags(hdu.data, copy[key].data, crbit)
+            flagged += int(np.count_nonzero(hdu.data & crbit))
+    hdul[0].header["DRIZCORR"] = "COMPLETE"
+    processing_utils.compute_sregion(hdul)
+    return flagged
+
+
+def _set_wcstypes(hdul) -> None:
+    """WCSTYPE<key> for every WCS of every SCI header, from its WCSNAME, as runastrodriz does.
+
+    A WCS without a name is OPUS's, which runastrodriz names so; a name drizzlepac cannot
+    interpret (a fit term it does not know) is ``user-defined``, its own fallback.
+    """
+    from drizzlepac.updatehdr import interpret_wcsname_type
+    from stwcs.wcsutil import altwcs
+
+    for index, hdu in enumerate(hdul):
+        if hdu.name != "SCI":
+            continue
+        header = hdu.header
+        for key in altwcs.wcskeys(hdul, index):
+            key = key.strip()
+            wcsname = header.get(f"WCSNAME{key}")
+            if wcsname is None:
+                wcsname = header[f"WCSNAME{key}"] = "OPUS"
+            try:
+                header[f"WCSTYPE{key}"] = interpret_wcsname_type(str(wcsname))
+            except (KeyError, IndexError):
+                header[f"WCSTYPE{key}"] = "user-defined"
 
 
 def _apply_apriori(job: dict) -> dict:

@@ -18,7 +18,8 @@ from astropy.io import fits
 
 from autodriz import __version__
 from autodriz.config import Settings, astrodrizzle_defaults
-from autodriz.drizzle import run_final_drizzles
+from autodriz.delivery import add_sregion
+from autodriz.drizzle import FORCED_PARAMETERS, run_final_drizzles
 from autodriz.errors import AutodrizError, UpdateError
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
@@ -351,6 +352,9 @@ def _process_dataset(
                 then=[job for job, _ in updates],
                 overrides=drizzle_overrides,
             )
+            # Before the inputs are updated and anything is published: products are complete.
+            for run in runs:
+                add_sregion(run.product)
 
         with stage(logger, "update-inputs", timings):
             failed = [r for r in runs if r.then_error]
@@ -361,6 +365,10 @@ def _process_dataset(
                     child_log=failed[0].log,
                 )
             if winner.updated:
+                for run in runs:
+                    for name, count in sorted(((run.then_result or {}).get("cr_pixels") or {}).items()):
+                        logger.info("%s: %d pixels flagged as cosmic rays (DQ %d) by the final AstroDrizzle",
+                                    Path(name).name, count, FORCED_PARAMETERS["crbit"])
                 updated = commit_wcs_update(winner, temps)
             else:
                 logger.info("the chosen WCS (%s) is already in the originals: nothing to write back", winner.wcsname)
