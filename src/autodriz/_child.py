@@ -64,18 +64,22 @@ def _apply_headerlets(job: dict) -> dict:
     """Copy each original to its temporary file and make the solved copy's WCS primary there.
 
     The WCS travels as an stwcs headerlet; the WCS it replaces is archived as a headerlet
-    extension so the change can be reverted. The parent fsyncs and renames the temporary files.
+    extension so the change can be reverted, and the other solutions the parent passes along
+    are attached under WCSNAMEs no other headerlet in the file has. The parent fsyncs and
+    renames the temporary files.
     """
     import shutil
 
     from astropy.io import fits
     from stwcs.wcsutil import headerlet
 
+    from autodriz.headerlets import drizzlepac_hdrname, unique_wcsnames
+
     # Set when this job follows the final AstroDrizzle run (``then``): the files it drizzled,
     # whose DQ now holds the final cosmic-ray flags, and the bit it used.
     final = job.get("final_drizzle")
     drizzled = dict(final["inputs"]) if final else {}
-    done, cr_pixels = [], {}
+    done, cr_pixels, attached, skipped, duplicates = [], {}, {}, {}, {}
     for item in job["items"]:
         print(f"AUTODRIZ-CHILD-FILE {item['original']}", flush=True)
         hdrlet = headerlet.create_headerlet(
@@ -86,16 +90,36 @@ def _apply_headerlets(job: dict) -> dict:
             author="autodriz",
             logging=False,  # else stwcs adds a file handler writing headerlet.log into the cwd
         )
+        _set_primary_keywords(hdrlet, job.get("primary_keywords") or {})
         shutil.copyfile(item["original"], item["tmp"])
         Path(item["tmp"]).chmod(0o644)
         with fits.open(item["tmp"], mode="update") as hdul:
-            # Every other candidate travels along as a headerlet, so the user can switch to it.
-            for other in item.get("others", ()):
-                headerlet.create_headerlet(
-                    other["solved"], hdrname=other["hdrname"], wcsname=other["wcsname"],
+            others = list(item.get("others", ()))
+            # Names the file carries anyway: its headerlets, its WCSs (the primary is archived
+            # under its WCSNAME) and the winner's.
+            taken = {str(n) for n in headerlet.get_headerlet_kw_names(hdul, kw="WCSNAME")}
+            taken |= {str(v) for h in hdul if h.name == "SCI" for k, v in h.header.items() if k.startswith("WCSNAME")}
+            taken.add(job["wcsname"])
+            names = unique_wcsnames(taken, [(o["wcsname"], o.get("geometry") or None) for o in others])
+            attached[item["original"]], skipped[item["original"]] = [], []
+            for other, name in zip(others, names, strict=True):
+                if name is None:
+                    skipped[item["original"]].append(other["wcsname"])
+                    continue
+                hdrname = drizzlepac_hdrname(item["original"], name)[:68]
+                hlet = headerlet.create_headerlet(
+                    other["solved"], hdrname=hdrname, wcsname=other["wcsname"],
                     descrip=other["descrip"], author="autodriz", logging=False,
-                ).attach_to_file(hdul)
+                )
+                if name != other["wcsname"]:
+                    for hdu in hlet:
+                        if hdu.name in ("PRIMARY", "SIPWCS") and "WCSNAME" in hdu.header:
+                            hdu.header["WCSNAME"] = name
+                _set_primary_keywords(hlet, other.get("primary_keywords") or {})
+                hlet.attach_to_file(hdul)
+                attached[item["original"]].append(hdrname)
             hdrlet.apply_as_primary(hdul, attach=True, archive=True, force=True)
+            _copy_fit_keywords(hdul, item["solved"], job.get("fit_keywords") or ())
             if final:
                 cr_pixels[item["original"]] = _deliver_final_drizzle(
                     hdul, Path(drizzled.get(item["solved"], item["solved"])), int(final["crbit"])
@@ -103,18 +127,45 @@ def _apply_headerlets(job: dict) -> dict:
             _set_wcstypes(hdul)
         shutil.copymode(item["original"], item["tmp"])
         with fits.open(item["tmp"]) as hdul:
-            names = {str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"}
+            names_now = {str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"}
             hdrnames = {str(h.header.get("HDRNAME", "")) for h in hdul if h.name == "HDRLET"}
+            hlet_wcsnames = [str(h.header.get("WCSNAME", "")).upper() for h in hdul if h.name == "HDRLET"]
             if final and hdul[0].header.get("DRIZCORR") != "COMPLETE":
                 raise RuntimeError(f"{item['tmp']}: DRIZCORR not set to COMPLETE")
-        if names != {job["wcsname"]}:
-            raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names)} after applying {job['wcsname']}")
+        if names_now != {job["wcsname"]}:
+            raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names_now)} after applying {job['wcsname']}")
         # stwcs only logs when it cannot attach a headerlet; a missing one is an error here.
-        missing = {item["hdrname"], *(o["hdrname"] for o in item.get("others", ()))} - hdrnames
+        missing = {item["hdrname"], *attached[item["original"]]} - hdrnames
         if missing:
             raise RuntimeError(f"{item['tmp']}: headerlets not attached: {sorted(missing)}")
+        repeated = sorted({n for n in hlet_wcsnames if hlet_wcsnames.count(n) > 1})
+        if repeated:  # the file came with them (e.g. a rerun archiving the WCS it applied before)
+            duplicates[item["original"]] = repeated
         done.append(item["tmp"])
-    return {"prepared": done, "cr_pixels": cr_pixels}
+    return {"prepared": done, "cr_pixels": cr_pixels, "attached": attached, "not_attached": skipped,
+            "duplicate_wcsnames": duplicates}
+
+
+def _set_primary_keywords(hlet, keywords: dict) -> None:
+    """Fit keywords drizzlepac writes into a headerlet's primary header (CATALOG, FIT_RMS …)."""
+    for key, (value, comment) in keywords.items():
+        hlet[0].header[key] = (value, comment)
+
+
+def _copy_fit_keywords(hdul, solved: str, keywords) -> None:
+    """The winner's fit keywords from its working copy's SCI headers into the original's."""
+    from astropy.io import fits
+
+    if not keywords:
+        return
+    with fits.open(solved) as copy:
+        for hdu in hdul:
+            if hdu.name != "SCI":
+                continue
+            source = copy[("SCI", int(hdu.header.get("EXTVER", 1)))].header
+            for key in keywords:
+                if key in source:
+                    hdu.header[key] = (source[key], source.comments[key])
 
 
 def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int) -> int:
