@@ -28,6 +28,12 @@ def visit(tmp_path):
     return simulate_visit(tmp_path / "visit", SimulationConfig(pointing_error_mas=INJECTED_MAS, seed=7))
 
 
+def _hdrlets(path: Path) -> list[tuple[str, str]]:
+    """(HDRNAME, WCSNAME) of every headerlet extension of ``path``."""
+    with fits.open(path) as hdul:
+        return [(h.header["HDRNAME"], h.header["WCSNAME"]) for h in hdul if h.name == "HDRLET"]
+
+
 def test_demo_command_prints_products_wcs_and_error_vs_truth(tmp_path, capsys):
     demo = tmp_path / "demo"
     code = main(["demo", "-o", str(demo), "--pointing-error", "150", "-100"])
@@ -49,11 +55,20 @@ def test_demo_command_prints_products_wcs_and_error_vs_truth(tmp_path, capsys):
     for path in sorted(demo.glob("jsim01a?q_fl?.fits")):
         with fits.open(path) as hdul:
             assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {"IDC_0461802ej-FIT_REL_USER"}
-            hdrnames = {h.header["HDRNAME"] for h in hdul if h.name == "HDRLET"}
-            root = path.name[:9]
-            # The replaced WCS is archived and every candidate's solution travels along.
-            assert {"OPUS", f"{root}_default", f"{root}_aposteriori-REL-USER-rscale",
-                    f"{root}_IDC_0461802ej-FIT_REL_USER"} <= hdrnames, hdrnames
+            sci = hdul["SCI", 1].header
+            # The winner's fit keywords, as drizzlepac writes them.
+            assert sci["FITGEOM"] == "general" and sci["NMATCHES"] > 100 and 0 < sci["RMS_RA"] < 10
+        hdrlets = dict(_hdrlets(path))
+        stem = path.name.removesuffix(".fits")
+        # The replaced WCS is archived and every candidate's solution travels along, under
+        # drizzlepac's HDRNAMEs and WCSNAMEs unique in the file: the rscale fit, which shares the
+        # general fit's WCSNAME, carries its geometry in the name.
+        assert hdrlets == {
+            "OPUS": "OPUS",
+            f"{stem}_IDC_0461802ej-hlet.fits": "IDC_0461802ej",
+            f"{stem}_IDC_0461802ej-FIT_REL_USER_RSCALE-hlet.fits": "IDC_0461802ej-FIT_REL_USER_RSCALE",
+            f"{stem}_IDC_0461802ej-FIT_REL_USER-hlet.fits": "IDC_0461802ej-FIT_REL_USER",
+        }, hdrlets
     # The working folder and temporary files are gone; the report agrees with the log.
     assert not (demo / "jsim01010_default").exists()
     assert not (demo / "jsim01010_aposteriori").exists()
@@ -214,6 +229,13 @@ def test_fit_that_looks_good_but_misregisters_an_exposure_is_rejected_by_verific
     assert (visit.directory / "jsim01010_apriori" / "HSC30").is_dir()
     assert (visit.directory / "jsim01010_default").is_dir()
     assert not (visit.directory / "jsim01010_aposteriori").exists()
+    # The rejected fit does not travel with the inputs; the others do, under unique names.
+    for path in [*visit.flt_paths, *visit.flc_paths]:
+        hdrlets = _hdrlets(path)
+        wcsnames = [w for _, w in hdrlets]
+        assert "IDC_0461802ej-FIT_IMG_FAKE" not in wcsnames
+        assert {"IDC_0461802ej", "IDC_0461802ej-HSC30"} <= set(wcsnames), wcsnames
+        assert len(set(wcsnames)) == len(wcsnames), wcsnames
 
 
 def test_sparse_field_with_a_good_hsc30_headerlet_chooses_apriori(tmp_path, capsys):

@@ -97,7 +97,11 @@ def _apply_headerlets(job: dict) -> dict:
             others = list(item.get("others", ()))
             # Names the file carries anyway: its headerlets, its WCSs (the primary is archived
             # under its WCSNAME) and the winner's.
-            taken = {str(n) for n in headerlet.get_headerlet_kw_names(hdul, kw="WCSNAME")}
+            embedded = {str(n).strip().upper() for n in headerlet.get_headerlet_kw_names(hdul, kw="WCSNAME")}
+            # An a priori winner usually came from a headerlet the file already carries: made
+            # primary, it is not attached a second time.
+            attach_winner = job["wcsname"].strip().upper() not in embedded
+            taken = set(embedded)
             taken |= {str(v) for h in hdul if h.name == "SCI" for k, v in h.header.items() if k.startswith("WCSNAME")}
             taken.add(job["wcsname"])
             names = unique_wcsnames(taken, [(o["wcsname"], o.get("geometry") or None) for o in others])
@@ -118,7 +122,7 @@ def _apply_headerlets(job: dict) -> dict:
                 _set_primary_keywords(hlet, other.get("primary_keywords") or {})
                 hlet.attach_to_file(hdul)
                 attached[item["original"]].append(hdrname)
-            hdrlet.apply_as_primary(hdul, attach=True, archive=True, force=True)
+            hdrlet.apply_as_primary(hdul, attach=attach_winner, archive=True, force=True)
             _copy_fit_keywords(hdul, item["solved"], job.get("fit_keywords") or ())
             if final:
                 cr_pixels[item["original"]] = _deliver_final_drizzle(
@@ -135,7 +139,7 @@ def _apply_headerlets(job: dict) -> dict:
         if names_now != {job["wcsname"]}:
             raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names_now)} after applying {job['wcsname']}")
         # stwcs only logs when it cannot attach a headerlet; a missing one is an error here.
-        missing = {item["hdrname"], *attached[item["original"]]} - hdrnames
+        missing = {*([item["hdrname"]] if attach_winner else []), *attached[item["original"]]} - hdrnames
         if missing:
             raise RuntimeError(f"{item['tmp']}: headerlets not attached: {sorted(missing)}")
         repeated = sorted({n for n in hlet_wcsnames if hlet_wcsnames.count(n) > 1})
