@@ -377,6 +377,8 @@ def _process_dataset(
                     child_log=failed[0].log,
                 )
             if winner.updated:
+                updated = commit_wcs_update(winner, temps)
+                # Said once the inputs carry it (a failed rename above restores them all).
                 for run in runs:
                     result = run.then_result or {}
                     for name, skipped in sorted((result.get("not_attached") or {}).items()):
@@ -386,10 +388,9 @@ def _process_dataset(
                     for name, repeated in sorted((result.get("duplicate_wcsnames") or {}).items()):
                         logger.warning("%s: headerlets sharing a WCSNAME (the file brought them): %s",
                                        Path(name).name, ", ".join(repeated))
-                    for name, count in sorted(((run.then_result or {}).get("cr_pixels") or {}).items()):
+                    for name, count in sorted((result.get("cr_pixels") or {}).items()):
                         logger.info("%s: %d pixels flagged as cosmic rays (DQ %d) by the final AstroDrizzle",
                                     Path(name).name, count, FORCED_PARAMETERS["crbit"])
-                updated = commit_wcs_update(winner, temps)
             else:
                 logger.info("the chosen WCS (%s) is already in the originals: nothing to write back", winner.wcsname)
                 updated = []
