@@ -134,3 +134,24 @@ def test_headerlet_from_bytes_rejects_non_headerlets(uvis_flc):
     fits.HDUList([fits.PrimaryHDU()]).writeto(buffer)
     with pytest.raises(ValueError):
         H.headerlet_from_bytes(buffer.getvalue(), "x")
+
+
+def test_drizzlepac_hdrname_is_file_wcsname_hlet():
+    from autodriz.headerlets import drizzlepac_hdrname
+
+    assert (drizzlepac_hdrname("/data/ib6o23rsq_flt.fits", "IDC_w3m18525i-FIT_REL_GAIADR3")
+            == "ib6o23rsq_flt_IDC_w3m18525i-FIT_REL_GAIADR3-hlet.fits")
+
+
+def test_unique_wcsnames_append_the_geometry_of_a_colliding_fit_and_drop_repeats():
+    from autodriz.headerlets import unique_wcsnames
+
+    fit = "IDC_x-FIT_REL_GAIADR3"
+    taken = {"OPUS", fit.lower()}  # the winner (general fit) and the archived WCS; case-blind
+    names = unique_wcsnames(taken, [
+        ("IDC_x", None),  # the default: new
+        (fit, "rscale"),  # the rscale fit: same WCSNAME as the winner → geometry appended
+        (fit, "rscale"),  # a second rscale of that name: nothing unique left → not attached
+        ("opus", None),  # an a priori solution of a name the file has → not attached again
+    ])
+    assert names == ["IDC_x", f"{fit}_RSCALE", None, None]

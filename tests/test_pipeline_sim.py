@@ -28,6 +28,12 @@ def visit(tmp_path):
     return simulate_visit(tmp_path / "visit", SimulationConfig(pointing_error_mas=INJECTED_MAS, seed=7))
 
 
+def _hdrlets(path: Path) -> list[tuple[str, str]]:
+    """(HDRNAME, WCSNAME) of every headerlet extension of ``path``."""
+    with fits.open(path) as hdul:
+        return [(h.header["HDRNAME"], h.header["WCSNAME"]) for h in hdul if h.name == "HDRLET"]
+
+
 def test_demo_command_prints_products_wcs_and_error_vs_truth(tmp_path, capsys):
     demo = tmp_path / "demo"
     code = main(["demo", "-o", str(demo), "--pointing-error", "150", "-100"])
@@ -54,11 +60,20 @@ def test_demo_command_prints_products_wcs_and_error_vs_truth(tmp_path, capsys):
     for path in sorted(demo.glob("jsim01a?q_fl?.fits")):
         with fits.open(path) as hdul:
             assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {"IDC_0461802ej-FIT_REL_USER"}
-            hdrnames = {h.header["HDRNAME"] for h in hdul if h.name == "HDRLET"}
-            root = path.name[:9]
-            # The replaced WCS is archived and every candidate's solution travels along.
-            assert {"OPUS", f"{root}_default", f"{root}_aposteriori-REL-USER-general",
-                    f"{root}_IDC_0461802ej-FIT_REL_USER"} <= hdrnames, hdrnames
+            sci = hdul["SCI", 1].header
+            # The winner's fit keywords, as drizzlepac writes them.
+            assert sci["FITGEOM"] == "rscale" and sci["NMATCHES"] > 100 and 0 < sci["RMS_RA"] < 10
+        hdrlets = dict(_hdrlets(path))
+        stem = path.name.removesuffix(".fits")
+        # The replaced WCS is archived and every candidate's solution travels along, under
+        # drizzlepac's HDRNAMEs and WCSNAMEs unique in the file: the general fit, which shares the
+        # rscale fit's WCSNAME, carries its geometry in the name.
+        assert hdrlets == {
+            "OPUS": "OPUS",
+            f"{stem}_IDC_0461802ej-hlet.fits": "IDC_0461802ej",
+            f"{stem}_IDC_0461802ej-FIT_REL_USER_GENERAL-hlet.fits": "IDC_0461802ej-FIT_REL_USER_GENERAL",
+            f"{stem}_IDC_0461802ej-FIT_REL_USER-hlet.fits": "IDC_0461802ej-FIT_REL_USER",
+        }, hdrlets
     # The working folder and temporary files are gone; the report agrees with the log.
     assert not (demo / "jsim01010_default").exists()
     assert not (demo / "jsim01010_aposteriori").exists()
@@ -223,6 +238,13 @@ def test_fit_that_looks_good_but_misregisters_an_exposure_is_rejected_by_verific
     assert (visit.directory / "jsim01010_apriori" / "HSC30").is_dir()
     assert (visit.directory / "jsim01010_default").is_dir()
     assert not (visit.directory / "jsim01010_aposteriori").exists()
+    # The rejected fit does not travel with the inputs; the others do, under unique names.
+    for path in [*visit.flt_paths, *visit.flc_paths]:
+        hdrlets = _hdrlets(path)
+        wcsnames = [w for _, w in hdrlets]
+        assert "IDC_0461802ej-FIT_IMG_FAKE" not in wcsnames
+        assert {"IDC_0461802ej", "IDC_0461802ej-HSC30"} <= set(wcsnames), wcsnames
+        assert len(set(wcsnames)) == len(wcsnames), wcsnames
 
 
 def test_sparse_field_with_a_good_hsc30_headerlet_chooses_apriori(tmp_path, capsys):
@@ -296,3 +318,95 @@ def test_two_cores_drizzle_drz_and_drc_side_by_side_with_the_same_products(tmp_p
         sci2, wht2, crval2 = data[2, kind]
         assert crval1 == crval2
         assert np.array_equal(np.nan_to_num(sci1), np.nan_to_num(sci2)) and np.array_equal(wht1, wht2)
+
+
+def _cr_flags(path: Path) -> dict[int, np.ndarray]:
+    with fits.open(path) as hdul:
+        return {int(h.header["EXTVER"]): (h.data & 4096) > 0 for h in hdul if h.name == "DQ"}
+
+
+def test_delivered_dq_carries_the_final_cosmic_ray_flags_of_an_in_place_astrodrizzle(visit, tmp_path):
+    """The originals get the final drizzle's CR flags (set where it flagged, stale ones cleared),
+    the same as runastrodriz's in-place processing leaves: updatewcs, then AstroDrizzle on the
+    exposures themselves (here on copies of the inputs, with the WCS the pipeline chose)."""
+    from autodriz.config import astrodrizzle_defaults
+    from autodriz.drizzle import run_astrodrizzle
+    from autodriz.inputs import resolve_input
+    from autodriz.solutions.default import make_default_candidate
+
+    originals = [*visit.flt_paths, *visit.flc_paths]
+    # Stale CR flags from an earlier run, where this data set has few cosmic rays.
+    stale = (slice(10, 40), slice(10, 40))
+    for path in originals:
+        with fits.open(path, mode="update") as hdul:
+            for hdu in (h for h in hdul if h.name == "DQ"):
+                hdu.data[stale] |= 4096
+    dataset = resolve_input(visit.asn_path)
+    defaults = astrodrizzle_defaults(dataset.instrument_key, len(dataset.exposures))
+    reference: dict[str, dict[int, np.ndarray]] = {}
+    for kind, group in (("flt", visit.flt_paths), ("flc", visit.flc_paths)):
+        # The pipeline-default WCS (alignment is off below), then AstroDrizzle in place.
+        ref = make_default_candidate(list(group), tmp_path / f"ref_{kind}", {"jref": visit.jref_dir},
+                                     allow_header_wcs=False)
+        run_astrodrizzle(list(ref.copies.values()), "ref", ref.workdir, {"jref": visit.jref_dir}, defaults)
+        reference.update({p.name: _cr_flags(p) for p in ref.copies.values()})
+
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-apriori", "--no-aposteriori"])
+    assert code == ExitCode.OK
+    for path in originals:
+        ours, theirs = _cr_flags(path), reference[path.name]
+        assert set(ours) == set(theirs) == {1, 2}
+        n_ours = sum(int(m.sum()) for m in ours.values())
+        n_ref = sum(int(m.sum()) for m in theirs.values())
+        assert n_ours > 0, path.name
+        assert abs(n_ours - n_ref) <= 0.01 * n_ref, (path.name, n_ours, n_ref)
+        for chip, mask in ours.items():
+            # The same pixels, not only as many; the stale block is cleared but for real hits.
+            assert (mask != theirs[chip]).sum() <= 0.01 * theirs[chip].sum(), (path.name, chip)
+            assert mask[stale].sum() <= 0.05 * mask[stale].size
+        with fits.open(path) as hdul:
+            assert hdul[0].header["DRIZCORR"] == "COMPLETE"
+
+
+def _polygons(sregion: str) -> list[np.ndarray]:
+    parts = [p for p in sregion.split("POLYGON ICRS") if p.strip()]
+    return [np.array(p.split(), dtype=float).reshape(-1, 2) for p in parts]
+
+
+def test_products_and_originals_carry_sregion_drizcorr_and_wcstype(visit):
+    from astropy.wcs import WCS
+    from matplotlib.path import Path as PolygonPath
+
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-apriori",
+                 "--catalog", str(visit.catalog_path)])
+    assert code == ExitCode.OK
+    for name in ("jsim01010_drz.fits", "jsim01010_drc.fits"):
+        with fits.open(visit.directory / name) as hdul:
+            header = hdul["SCI"].header
+            wcs = WCS(header)
+            ys, xs = np.nonzero(hdul["WHT"].data > 0)
+            ny, nx = hdul["WHT"].shape
+        polygons = _polygons(header["S_REGION"])
+        assert polygons and all(np.allclose(p[0], p[-1]) for p in polygons)  # closed, as drizzlepac's
+        # Every covered pixel centre lies inside one of the polygons (tested in the product's
+        # pixel frame, a TAN projection where the sky polygon's edges are straight lines).
+        centres = np.column_stack([xs, ys]).astype(float)
+        inside = np.zeros(len(centres), dtype=bool)
+        for poly in polygons:
+            inside |= PolygonPath(wcs.all_world2pix(poly, 0)).contains_points(centres)
+        assert inside.all(), f"{name}: {np.count_nonzero(~inside)} covered pixels outside S_REGION"
+        # … and it is a footprint, not the whole frame: little uncovered area is inside.
+        grid = np.column_stack([g.ravel() for g in np.meshgrid(np.arange(nx), np.arange(ny))]).astype(float)
+        enclosed = np.zeros(len(grid), dtype=bool)
+        for poly in polygons:
+            enclosed |= PolygonPath(wcs.all_world2pix(poly, 0)).contains_points(grid)
+        assert enclosed.sum() <= 1.05 * len(centres)
+    for path in [*visit.flt_paths, *visit.flc_paths]:
+        with fits.open(path) as hdul:
+            assert hdul[0].header["DRIZCORR"] == "COMPLETE"
+            for sci in (h for h in hdul if h.name == "SCI"):
+                (chip,) = _polygons(sci.header["S_REGION"])
+                assert len(chip) == 5  # the chip's four corners, closed (drizzlepac's compute_sregion)
+                names = {k[len("WCSNAME"):] for k in sci.header if k.startswith("WCSNAME")}
+                assert sci.header["WCSTYPE"].startswith("undistorted a posteriori solution")
+                assert all(f"WCSTYPE{key}" in sci.header for key in names), names

@@ -19,6 +19,8 @@ import traceback
 from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
+
 
 def _updatewcs(job: dict) -> dict:
     from stwcs import updatewcs
@@ -62,14 +64,22 @@ def _apply_headerlets(job: dict) -> dict:
     """Copy each original to its temporary file and make the solved copy's WCS primary there.
 
     The WCS travels as an stwcs headerlet; the WCS it replaces is archived as a headerlet
-    extension so the change can be reverted. The parent fsyncs and renames the temporary files.
+    extension so the change can be reverted, and the other solutions the parent passes along
+    are attached under WCSNAMEs no other headerlet in the file has. The parent fsyncs and
+    renames the temporary files.
     """
     import shutil
 
     from astropy.io import fits
     from stwcs.wcsutil import headerlet
 
-    done = []
+    from autodriz.headerlets import drizzlepac_hdrname, unique_wcsnames
+
+    # Set when this job follows the final AstroDrizzle run (``then``): the files it drizzled,
+    # whose DQ now holds the final cosmic-ray flags, and the bit it used.
+    final = job.get("final_drizzle")
+    drizzled = dict(final["inputs"]) if final else {}
+    done, cr_pixels, attached, skipped, duplicates = [], {}, {}, {}, {}
     for item in job["items"]:
         print(f"AUTODRIZ-CHILD-FILE {item['original']}", flush=True)
         hdrlet = headerlet.create_headerlet(
@@ -80,28 +90,136 @@ def _apply_headerlets(job: dict) -> dict:
             author="autodriz",
             logging=False,  # else stwcs adds a file handler writing headerlet.log into the cwd
         )
+        _set_primary_keywords(hdrlet, job.get("primary_keywords") or {})
         shutil.copyfile(item["original"], item["tmp"])
         Path(item["tmp"]).chmod(0o644)
         with fits.open(item["tmp"], mode="update") as hdul:
-            # Every other candidate travels along as a headerlet, so the user can switch to it.
-            for other in item.get("others", ()):
-                headerlet.create_headerlet(
-                    other["solved"], hdrname=other["hdrname"], wcsname=other["wcsname"],
+            others = list(item.get("others", ()))
+            # Names the file carries anyway: its headerlets, its WCSs (the primary is archived
+            # under its WCSNAME) and the winner's.
+            embedded = {str(n).strip().upper() for n in headerlet.get_headerlet_kw_names(hdul, kw="WCSNAME")}
+            # An a priori winner usually came from a headerlet the file already carries: made
+            # primary, it is not attached a second time.
+            attach_winner = job["wcsname"].strip().upper() not in embedded
+            taken = set(embedded)
+            taken |= {str(v) for h in hdul if h.name == "SCI" for k, v in h.header.items() if k.startswith("WCSNAME")}
+            taken.add(job["wcsname"])
+            names = unique_wcsnames(taken, [(o["wcsname"], o.get("geometry") or None) for o in others])
+            attached[item["original"]], skipped[item["original"]] = [], []
+            for other, name in zip(others, names, strict=True):
+                if name is None:
+                    skipped[item["original"]].append(other["wcsname"])
+                    continue
+                hdrname = drizzlepac_hdrname(item["original"], name)[:68]
+                hlet = headerlet.create_headerlet(
+                    other["solved"], hdrname=hdrname, wcsname=other["wcsname"],
                     descrip=other["descrip"], author="autodriz", logging=False,
-                ).attach_to_file(hdul)
-            hdrlet.apply_as_primary(hdul, attach=True, archive=True, force=True)
+                )
+                if name != other["wcsname"]:
+                    for hdu in hlet:
+                        if hdu.name in ("PRIMARY", "SIPWCS") and "WCSNAME" in hdu.header:
+                            hdu.header["WCSNAME"] = name
+                _set_primary_keywords(hlet, other.get("primary_keywords") or {})
+                hlet.attach_to_file(hdul)
+                attached[item["original"]].append(hdrname)
+            hdrlet.apply_as_primary(hdul, attach=attach_winner, archive=True, force=True)
+            _copy_fit_keywords(hdul, item["solved"], job.get("fit_keywords") or ())
+            if final:
+                cr_pixels[item["original"]] = _deliver_final_drizzle(
+                    hdul, Path(drizzled.get(item["solved"], item["solved"])), int(final["crbit"])
+                )
+            _set_wcstypes(hdul)
         shutil.copymode(item["original"], item["tmp"])
         with fits.open(item["tmp"]) as hdul:
-            names = {str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"}
+            names_now = {str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"}
             hdrnames = {str(h.header.get("HDRNAME", "")) for h in hdul if h.name == "HDRLET"}
-        if names != {job["wcsname"]}:
-            raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names)} after applying {job['wcsname']}")
+            hlet_wcsnames = [str(h.header.get("WCSNAME", "")).upper() for h in hdul if h.name == "HDRLET"]
+            if final and hdul[0].header.get("DRIZCORR") != "COMPLETE":
+                raise RuntimeError(f"{item['tmp']}: DRIZCORR not set to COMPLETE")
+        if names_now != {job["wcsname"]}:
+            raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names_now)} after applying {job['wcsname']}")
         # stwcs only logs when it cannot attach a headerlet; a missing one is an error here.
-        missing = {item["hdrname"], *(o["hdrname"] for o in item.get("others", ()))} - hdrnames
+        missing = {*([item["hdrname"]] if attach_winner else []), *attached[item["original"]]} - hdrnames
         if missing:
             raise RuntimeError(f"{item['tmp']}: headerlets not attached: {sorted(missing)}")
+        repeated = sorted({n for n in hlet_wcsnames if hlet_wcsnames.count(n) > 1})
+        if repeated:  # the file came with them (e.g. a rerun archiving the WCS it applied before)
+            duplicates[item["original"]] = repeated
         done.append(item["tmp"])
-    return {"prepared": done}
+    return {"prepared": done, "cr_pixels": cr_pixels, "attached": attached, "not_attached": skipped,
+            "duplicate_wcsnames": duplicates}
+
+
+def _set_primary_keywords(hlet, keywords: dict) -> None:
+    """Fit keywords drizzlepac writes into a headerlet's primary header (CATALOG, FIT_RMS …)."""
+    for key, (value, comment) in keywords.items():
+        hlet[0].header[key] = (value, comment)
+
+
+def _copy_fit_keywords(hdul, solved: str, keywords) -> None:
+    """The winner's fit keywords from its working copy's SCI headers into the original's."""
+    from astropy.io import fits
+
+    if not keywords:
+        return
+    with fits.open(solved) as copy:
+        for hdu in hdul:
+            if hdu.name != "SCI":
+                continue
+            source = copy[("SCI", int(hdu.header.get("EXTVER", 1)))].header
+            for key in keywords:
+                if key in source:
+                    hdu.header[key] = (source[key], source.comments[key])
+
+
+def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int) -> int:
+    """Give an original being updated what the final AstroDrizzle run in place would leave.
+
+    The ``crbit`` flags of the drizzled copy's DQ (cleared by ``resetbits``, set by the
+    cosmic-ray step), ``DRIZCORR = 'COMPLETE'`` as runastrodriz sets it, and ``S_REGION`` of
+    each chip from its new primary WCS (drizzlepac's ``compute_sregion``). Returns the number
+    of flagged pixels.
+    """
+    from astropy.io import fits
+    from drizzlepac.haputils import processing_utils
+
+    from autodriz.delivery import merge_cr_flags
+
+    flagged = 0
+    with fits.open(drizzled) as copy:
+        for hdu in hdul:
+            if hdu.name != "DQ" or hdu.data is None:
+                continue
+            key = ("DQ", int(hdu.header.get("EXTVER", 1)))
+            hdu.data = merge_cr_flags(hdu.data, copy[key].data, crbit)
+            flagged += int(np.count_nonzero(hdu.data & crbit))
+    hdul[0].header["DRIZCORR"] = "COMPLETE"
+    processing_utils.compute_sregion(hdul)
+    return flagged
+
+
+def _set_wcstypes(hdul) -> None:
+    """WCSTYPE<key> for every WCS of every SCI header, from its WCSNAME, as runastrodriz does.
+
+    A WCS without a name is OPUS's, which runastrodriz names so; a name drizzlepac cannot
+    interpret (a fit term it does not know) is ``user-defined``, its own fallback.
+    """
+    from drizzlepac.updatehdr import interpret_wcsname_type
+    from stwcs.wcsutil import altwcs
+
+    for index, hdu in enumerate(hdul):
+        if hdu.name != "SCI":
+            continue
+        header = hdu.header
+        for key in altwcs.wcskeys(hdul, index):
+            key = key.strip()
+            wcsname = header.get(f"WCSNAME{key}")
+            if wcsname is None:
+                wcsname = header[f"WCSNAME{key}"] = "OPUS"
+            try:
+                header[f"WCSTYPE{key}"] = interpret_wcsname_type(str(wcsname))
+            except (KeyError, IndexError):
+                header[f"WCSTYPE{key}"] = "user-defined"
 
 
 def _apply_apriori(job: dict) -> dict:

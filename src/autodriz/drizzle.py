@@ -172,6 +172,26 @@ def _link_or_copy(src: Path, dest: Path) -> Path:
     return dest
 
 
+def _after_final_drizzle(
+    followup: Mapping[str, Any] | None, group: Sequence[Path], inputs: Sequence[Path]
+) -> dict[str, Any] | None:
+    """The follow-up job, told which files AstroDrizzle drizzled and with which CR bit.
+
+    AstroDrizzle writes its cosmic-ray flags into the DQ of the files it drizzles; a group
+    drizzled in a subfolder works on links of the working copies that AstroDrizzle may have
+    rewritten (and so unlinked), so the follow-up must read the files AstroDrizzle was given.
+    """
+    if followup is None:
+        return None
+    return {
+        **followup,
+        "final_drizzle": {
+            "crbit": FORCED_PARAMETERS["crbit"],
+            "inputs": {str(copy): str(used) for copy, used in zip(group, inputs, strict=True)},
+        },
+    }
+
+
 def run_final_drizzles(
     groups: Sequence[Sequence[Path]],
     output_root: str,
@@ -186,8 +206,9 @@ def run_final_drizzles(
 ) -> list[DrizzleRun]:
     """The final products: one AstroDrizzle run per group (FLTs → DRZ, FLCs → DRC).
 
-    ``then[k]``, if given, is a child job run after group k's AstroDrizzle in the same child,
-    and ``overrides`` are AstroDrizzle parameters for every run (see :func:`run_astrodrizzle`).
+    ``then[k]``, if given, is a child job run after group k's AstroDrizzle in the same child
+    (it receives ``final_drizzle``: the CR bit and the files AstroDrizzle drizzled, see
+    :func:`autodriz._child._apply_headerlets`), and ``overrides`` are AstroDrizzle parameters for every run (see :func:`run_astrodrizzle`).
 
     With ``num_cores`` ≥ 2 and two groups, the runs go side by side, each in its own child
     process with ``num_cores // 2`` AstroDrizzle cores: DRZ and DRC share nothing but the WCS.
@@ -207,11 +228,13 @@ def run_final_drizzles(
         if not group:
             continue
         if not jobs:
-            jobs.append((list(group), workdir, followup))
-            continue
-        sub = workdir / f"drizzle{len(jobs) + 1}"
-        sub.mkdir(exist_ok=True)
-        jobs.append(([_link_or_copy(p, sub / p.name) for p in group], sub, followup))
+            inputs = list(group)
+            cwd = workdir
+        else:
+            cwd = workdir / f"drizzle{len(jobs) + 1}"
+            cwd.mkdir(exist_ok=True)
+            inputs = [_link_or_copy(p, cwd / p.name) for p in group]
+        jobs.append((inputs, cwd, _after_final_drizzle(followup, group, inputs)))
     side_by_side = min(len(jobs), max(1, num_cores))
     cores_each = max(1, num_cores // side_by_side)
 

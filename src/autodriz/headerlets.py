@@ -388,3 +388,52 @@ def wcs_differences(exposure: Path, content: bytes, *, rtol: float = 1e-12) -> l
             if extra:
                 problems.append(f"{extname},{extver}: SIP terms not in the headerlet: {', '.join(extra)}")
     return problems
+
+
+# --------------------------------------------------------------------------------------------
+# naming the headerlets that travel with the delivered files
+# --------------------------------------------------------------------------------------------
+
+
+def drizzlepac_hdrname(filename: str, wcsname: str) -> str:
+    """HDRNAME as drizzlepac gives it: ``<file>_<wcsname>-hlet.fits``.
+
+    ``jsim01a1q_flt.fits`` and ``IDC_0461802ej-FIT_REL_GAIADR3`` give
+    ``jsim01a1q_flt_IDC_0461802ej-FIT_REL_GAIADR3-hlet.fits`` (``align_utils.update_image_wcs_info``).
+    """
+    stem = Path(filename).name
+    stem = stem[: -len(".fits")] if stem.lower().endswith(".fits") else stem
+    return f"{stem}_{wcsname}-hlet.fits"
+
+
+def unique_wcsnames(taken: set[str], wanted: list[tuple[str, str | None]]) -> list[str | None]:
+    """The WCSNAME under which each solution can be attached without repeating a name.
+
+    stwcs tools select headerlets by WCSNAME, so a file must not carry two of one name. A fit
+    whose name is taken (an rscale and a general fit to one catalog share
+    ``IDC_<idc>-FIT_REL_<CATALOG>``) gets its geometry appended, ``…-FIT_REL_GAIADR3_RSCALE``
+    (drizzlepac reads the ``FIT_<mode>_<catalog>`` part alone, so the type stays right); a
+    solution whose name is still taken (an a priori solution already embedded, or the WCS being
+    archived) is not attached again.
+
+    Parameters
+    ----------
+    taken : set of str
+        WCSNAMEs the file will carry anyway (upper case is compared).
+    wanted : list of (wcsname, geometry or None)
+        The solutions to attach, in order of preference.
+
+    Returns
+    -------
+    list of str or None
+        The name for each, or None where it cannot be attached under a unique name.
+    """
+    used = {name.strip().upper() for name in taken}
+    names: list[str | None] = []
+    for wcsname, geometry in wanted:
+        choices = [wcsname] + ([f"{wcsname}_{geometry.upper()}"] if geometry else [])
+        name = next((c for c in choices if c.strip().upper() not in used), None)
+        if name is not None:
+            used.add(name.strip().upper())
+        names.append(name)
+    return names

@@ -18,7 +18,8 @@ from astropy.io import fits
 
 from autodriz import __version__
 from autodriz.config import Settings, astrodrizzle_defaults
-from autodriz.drizzle import run_final_drizzles
+from autodriz.delivery import add_sregion
+from autodriz.drizzle import FORCED_PARAMETERS, run_final_drizzles
 from autodriz.errors import AutodrizError, UpdateError
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
@@ -197,6 +198,14 @@ def _select(
     return selection
 
 
+def _failed_candidates(selection: Selection, verifications: Mapping[str, object]) -> set[str]:
+    """Names of the candidates pruned before drizzling or rejected by verification."""
+    pruned = {v.name for v in selection.verdicts if v.status == "pruned"}
+    return pruned | {
+        name for name, v in verifications.items() if isinstance(v, dict) and v.get("status") == "fail"
+    }
+
+
 def _remove_failed_workdirs(
     candidates: list[Candidate], selection: Selection, verifications: dict[str, object]
 ) -> None:
@@ -205,10 +214,7 @@ def _remove_failed_workdirs(
     Only a candidate's own folder (one holding its copies) goes; a folder shared with, or
     holding the folder of, a candidate that did not fail (or the default's) is kept.
     """
-    pruned = {v.name for v in selection.verdicts if v.status == "pruned"}
-    failed = pruned | {
-        name for name, v in verifications.items() if isinstance(v, dict) and v.get("status") == "fail"
-    }
+    failed = _failed_candidates(selection, verifications)
     needed = [c.workdir.resolve() for c in candidates if c.name not in failed or c is selection.winner]
     for c in candidates:
         wd = c.workdir.resolve()
@@ -390,7 +396,14 @@ def _process_dataset(
     # The WCS update of the originals is prepared (temporary files beside them) by the same
     # child that drizzles them, after AstroDrizzle: one child start-up less, and DRZ + update of
     # the FLTs can run beside DRC + update of the FLCs. Nothing is renamed before both succeed.
-    others = [c for c in candidates if c is not winner and c.copies]
+    # What travels with the delivered files besides the winner: the other solutions a user may
+    # switch to, but never one that was pruned or that verification rejected.
+    failed = _failed_candidates(selection, verifications)
+    others = [c for c in candidates if c is not winner and c.copies and c.name not in failed]
+    for c in candidates:
+        if c is not winner and c.copies and c.name in failed:
+            logger.info("candidate %s (%s) is not attached to the inputs as a headerlet: it was pruned or "
+                        "failed verification", c.name, c.wcsname)
     updates = [wcs_update_job(winner, g, others=others) if winner.updated else (None, {}) for g in groups]
     temps = {o: t for _, group_temps in updates for o, t in group_temps.items()}
     try:
@@ -404,6 +417,9 @@ def _process_dataset(
                 then=[job for job, _ in updates],
                 overrides=drizzle_overrides,
             )
+            # Before the inputs are updated and anything is published: products are complete.
+            for run in runs:
+                add_sregion(run.product)
 
         with stage(logger, "update-inputs", timings):
             failed = [r for r in runs if r.then_error]
@@ -415,6 +431,19 @@ def _process_dataset(
                 )
             if winner.updated:
                 updated = commit_wcs_update(winner, temps)
+                # Said once the inputs carry it (a failed rename above restores them all).
+                for run in runs:
+                    result = run.then_result or {}
+                    for name, skipped in sorted((result.get("not_attached") or {}).items()):
+                        if skipped:
+                            logger.info("%s: %s not attached again: a headerlet or WCS of that WCSNAME is "
+                                        "already in the file", Path(name).name, ", ".join(skipped))
+                    for name, repeated in sorted((result.get("duplicate_wcsnames") or {}).items()):
+                        logger.warning("%s: headerlets sharing a WCSNAME (the file brought them): %s",
+                                       Path(name).name, ", ".join(repeated))
+                    for name, count in sorted((result.get("cr_pixels") or {}).items()):
+                        logger.info("%s: %d pixels flagged as cosmic rays (DQ %d) by the final AstroDrizzle",
+                                    Path(name).name, count, FORCED_PARAMETERS["crbit"])
             else:
                 logger.info("the chosen WCS (%s) is already in the originals: nothing to write back", winner.wcsname)
                 updated = []

@@ -21,6 +21,7 @@ from typing import Any
 
 from autodriz.childproc import ChildError, run_child
 from autodriz.errors import UpdateError
+from autodriz.headerlets import drizzlepac_hdrname
 from autodriz.solutions.base import Candidate
 
 logger = logging.getLogger(__name__)
@@ -113,9 +114,34 @@ def recover_interrupted_update(originals: Sequence[Path]) -> list[Path]:
     return restored
 
 
-def _hdrname(copy: Path, wcsname: str) -> str:
-    root = copy.name.split("_")[0]
-    return f"{root}_{wcsname}"[:68]
+#: Fit keywords the a posteriori stage writes into the SCI headers of its copies; drizzlepac
+#: writes them into the delivered SCI headers (``align_utils.update_image_wcs_info``).
+FIT_KEYWORDS = ("RMS_RA", "RMS_DEC", "CRDER1", "CRDER2", "NMATCHES", "FITGEOM")
+
+
+def _hdrname(original: Path, wcsname: str) -> str:
+    # A FITS string value holds 68 characters; stwcs does not read long-string cards back.
+    return drizzlepac_hdrname(original.name, wcsname)[:68]
+
+
+def _fit_primary_keywords(candidate: Candidate) -> dict[str, tuple[Any, str]]:
+    """Keywords drizzlepac puts in the primary header of a fit's headerlet (CATALOG, FIT_RMS)."""
+    if candidate.kind != "aposteriori":
+        return {}
+    out: dict[str, tuple[Any, str]] = {}
+    catalog = (candidate.details.get("catalog") or {}).get("catalog")
+    if catalog:
+        out["CATALOG"] = (str(catalog), "reference catalog of the a posteriori fit")
+    stats = candidate.details.get("statistics") or {}
+    for key, value, comment in (
+        ("RMS_RA", candidate.details.get("rms_ra_mas"), "RMS in RA of the WCS fit (mas)"),
+        ("RMS_DEC", candidate.details.get("rms_dec_mas"), "RMS in Dec of the WCS fit (mas)"),
+        ("NMATCH", stats.get("n_matches"), "number of matched sources in the fit"),
+        ("FIT_RMS", stats.get("rms_mas"), "RMS (mas) of the 2D fit of the headerlet solution"),
+    ):
+        if value is not None:
+            out[key] = (int(value) if key == "NMATCH" else float(value), comment)
+    return out
 
 
 def wcs_update_job(
@@ -125,22 +151,28 @@ def wcs_update_job(
 
     The job (task ``apply_headerlets``) copies each original to a temporary file beside it and
     makes the candidate's solved WCS primary there via an stwcs headerlet; the WCS it replaces
-    is archived as a headerlet, and the solutions of ``others`` (the candidates that lost) are
-    attached as headerlets too, so that a user can switch to any of them. It can run in its own
-    child (:func:`apply_candidate_wcs`) or after a final AstroDrizzle run in the same child
-    (``then``), which saves a child's start-up; :func:`commit_wcs_update` then renames.
+    is archived as a headerlet, and the solutions of ``others`` are attached as headerlets too,
+    so that a user can switch to any of them. The caller decides which candidates are worth
+    carrying (not those pruned or failed); each headerlet gets drizzlepac's HDRNAME
+    ``<file>_<wcsname>-hlet.fits`` and a WCSNAME no other in the file has
+    (:func:`autodriz.headerlets.unique_wcsnames`, applied in the child, which sees the file). The
+    winner's fit keywords (:data:`FIT_KEYWORDS`) go into the SCI headers and its headerlet's
+    primary header. It can run in its own child (:func:`apply_candidate_wcs`) or after a final
+    AstroDrizzle run in the same child (``then``), which saves a child's start-up;
+    :func:`commit_wcs_update` then renames.
     """
     originals = [p for p in originals if p in candidate.copies]
     temps = {original: original.with_name(original.name + TMP_SUFFIX) for original in originals}
 
-    def others_for(original: Path, copy: Path) -> list[dict[str, str]]:
-        root = copy.name.split("_")[0]
+    def others_for(original: Path) -> list[dict[str, Any]]:
         return [
             {
                 "solved": str(o.copies[original]),
-                "hdrname": f"{root}_{o.name}"[:68],
                 "wcsname": o.wcsname,
+                # Only a fit has a geometry to tell two fits of one WCSNAME apart.
+                "geometry": str(o.details.get("geometry") or "") if o.kind == "aposteriori" else "",
                 "descrip": f"autodriz {o.kind} candidate: {o.source}"[:68],
+                "primary_keywords": _fit_primary_keywords(o),
             }
             for o in others
             if o is not candidate and o.updated and original in o.copies
@@ -150,13 +182,15 @@ def wcs_update_job(
         "task": "apply_headerlets",
         "wcsname": candidate.wcsname,
         "descrip": f"autodriz: {candidate.source}"[:68],
+        "fit_keywords": list(FIT_KEYWORDS) if candidate.kind == "aposteriori" else [],
+        "primary_keywords": _fit_primary_keywords(candidate),
         "items": [
             {
                 "original": str(original),
                 "solved": str(candidate.copies[original]),
                 "tmp": str(temps[original]),
-                "hdrname": _hdrname(candidate.copies[original], candidate.wcsname),
-                "others": others_for(original, candidate.copies[original]),
+                "hdrname": _hdrname(original, candidate.wcsname),
+                "others": others_for(original),
             }
             for original in originals
         ],

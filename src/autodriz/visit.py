@@ -708,14 +708,19 @@ def measure_correction(
 
     if outcome.report is None or not outcome.report.is_file():
         return None
-    chosen = json.loads(outcome.report.read_text(encoding="utf-8")).get("chosen", {})
+    report = json.loads(outcome.report.read_text(encoding="utf-8"))
+    chosen = report.get("chosen", {})
     if chosen.get("name") == "default":
         return None
+    # The default's solution travels with the inputs as a headerlet of its WCSNAME.
+    default_wcsname = next((str(c.get("wcsname") or "") for c in report.get("candidates", []) if c.get("name") == "default"), "")
     before_ra, before_dec, after_ra, after_dec = [], [], [], []
     for path in outcome.group.flt_paths or outcome.group.paths:
         snapshot = before_run.get(path, {})
-        default_name = f"{path.name.split('_')[0]}_default".lower()
-        archived = next((h for h in embedded_headerlets(path) if h.hdrname.lower() == default_name), None)
+        archived = next(
+            (h for h in embedded_headerlets(path) if default_wcsname and h.wcsname.upper() == default_wcsname.upper()),
+            None,
+        )
         defaults = {ev: kw for (_, ev), kw in headerlet_chip_wcs(headerlet_bytes(archived)).items()} if archived else {}
         with fits.open(path) as hdul:
             for hdu in hdul:

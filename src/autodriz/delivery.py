@@ -1,0 +1,131 @@
+"""What the archive expects in delivered files beyond the WCS: final CR flags, S_REGION, DRIZCORR.
+
+runastrodriz drizzles the exposures in place, so the FLT/FLC it hands back carry the
+cosmic-ray flags of the final AstroDrizzle run (DQ bit ``crbit``, 4096 for ACS and WFC3,
+cleared first by ``resetbits``), ``DRIZCORR = 'COMPLETE'`` and ``S_REGION``/``WCSTYPE`` in the
+SCI headers; its DRZ/DRC carry ``S_REGION`` too (``drizzlepac.haputils.processing_utils``).
+autodriz drizzles working copies and rebuilds the originals from the untouched input, so these
+functions carry those results over. The pure functions work on arrays; :func:`add_sregion` is
+the only one that touches a file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+from scipy import ndimage
+from scipy.spatial import ConvexHull
+
+logger = logging.getLogger(__name__)
+
+#: Above this many separate covered regions, one polygon around all of them is written: the
+#: archive wants a footprint, not a census of specks.
+MAX_REGIONS = 16
+
+
+def merge_cr_flags(original_dq: np.ndarray, drizzled_dq: np.ndarray, crbit: int) -> np.ndarray:
+    """The DQ to deliver: the original's, with the ``crbit`` flags of the final drizzle.
+
+    AstroDrizzle run in place clears ``crbit`` in every pixel (``resetbits``) and sets it where
+    its cosmic-ray step flags a pixel; every other bit is left as it was. Taking that one bit
+    from the drizzled copy and all others from the original reproduces it exactly, whatever
+    else happened to the working copy.
+
+    Parameters
+    ----------
+    original_dq : ndarray
+        DQ array of the original exposure (one chip).
+    drizzled_dq : ndarray
+        DQ array of the working copy after the final AstroDrizzle run (same chip).
+    crbit : int
+        The cosmic-ray bit AstroDrizzle was run with (``crbit``, also its ``resetbits``).
+
+    Returns
+    -------
+    ndarray
+        New array, dtype of ``original_dq``.
+
+    Raises
+    ------
+    ValueError
+        The arrays differ in shape (the copy is not of this exposure).
+    """
+    if original_dq.shape != drizzled_dq.shape:
+        raise ValueError(f"DQ shapes differ: original {original_dq.shape}, drizzled copy {drizzled_dq.shape}")
+    bit = original_dq.dtype.type(crbit)
+    return (original_dq & ~bit) | (drizzled_dq.astype(original_dq.dtype) & bit)
+
+
+def footprint_polygons(mask: np.ndarray) -> list[np.ndarray]:
+    """Polygons, in 0-based pixel coordinates, that together contain every True pixel whole.
+
+    One polygon per contiguous region (4-connected, as drizzlepac's ``SkyFootprint`` labels
+    them), each the convex hull of its pixels' corners, counter-clockwise in (x, y). drizzlepac
+    traces each region's edge and simplifies it by up to 10 pixels, which can cut off covered
+    pixels near corners; a hull cannot, at the price of including notches (e.g. an unfilled
+    corner of a chip gap) in the footprint.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        Covered pixels (WHT > 0 of a drizzled product).
+
+    Returns
+    -------
+    list of ndarray
+        Each ``(n, 2)`` array of (x, y) vertices, not closed; [] for an empty mask.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return []
+    if n > MAX_REGIONS:
+        labels = mask.astype(np.int32)
+    polygons = []
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        region = labels[box] == index
+        # Only the border pixels can be hull vertices (border_value=0: the frame edge is a border).
+        edge = region & ~ndimage.binary_erosion(region)
+        ys, xs = np.nonzero(edge)
+        xs = xs + box[1].start
+        ys = ys + box[0].start
+        corners = np.unique(
+            np.concatenate([np.column_stack([xs + dx, ys + dy]) for dx in (-0.5, 0.5) for dy in (-0.5, 0.5)]),
+            axis=0,
+        )
+        polygons.append(corners[ConvexHull(corners).vertices])
+    return polygons
+
+
+def sregion_text(polygons: list[np.ndarray], wcs: WCS) -> str:
+    """``S_REGION`` value as drizzlepac writes it: ``POLYGON ICRS ra dec ...`` per region, closed."""
+    parts = []
+    for poly in polygons:
+        closed = np.vstack([poly, poly[:1]])
+        sky = wcs.all_pix2world(closed, 0)
+        parts.append("POLYGON ICRS " + " ".join(f"{ra} {dec}" for ra, dec in sky) + " ")
+    return "".join(parts)
+
+
+def add_sregion(product: Path) -> str | None:
+    """Write ``S_REGION`` (footprint of WHT > 0) into the SCI header of a drizzled product.
+
+    Returns the value written, or None when nothing is covered (drizzlepac writes none then).
+    """
+    with fits.open(product, mode="update") as hdul:
+        sci = hdul["SCI"]
+        polygons = footprint_polygons(hdul["WHT"].data > 0)
+        if not polygons:
+            logger.warning("%s: no pixel has weight > 0; no S_REGION", product.name)
+            return None
+        # The drizzled frame is a plain TAN projection: straight pixel edges are great circles.
+        value = sregion_text(polygons, WCS(sci.header))
+        sci.header["S_REGION"] = (value, "spatial footprint")
+    logger.info("%s: S_REGION with %d polygon(s) around the WHT > 0 area", product.name, len(polygons))
+    return value
