@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                    f"known: {', '.join(fuzzing.BY_NAME)}")
     p.add_argument("--full-fraction", type=float, default=0.0)
     p.add_argument("--verbose", action="store_true", help="one line per case")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop starting new cases after this long and report the ones run")
     args = p.parse_args(argv)
     mutations = tuple(args.mutations.split(",")) if args.mutations else None
 
@@ -74,8 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         by_mutation: dict[str, collections.Counter[int]] = collections.defaultdict(collections.Counter)
         bad = []
         t0 = time.monotonic()
-        indices = args.only or range(args.cases)
+        indices = list(args.only or range(args.cases))
+        done = []
         for index in indices:
+            if args.time_limit is not None and time.monotonic() - t0 > args.time_limit:
+                print(f"time limit reached after {len(done)} of {len(indices)} cases", flush=True)
+                break
+            done.append(index)
             case = fuzzing.make_case(args.seed, index, mutations=mutations, full_fraction=args.full_fraction)
             work = base / "case"
             work.mkdir()
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
-    print(f"\n{len(indices)} cases, seed {args.seed}, {seconds:.0f} s")
+    print(f"\n{len(done)} cases, seed {args.seed}, {seconds:.0f} s")
     print("exit code counts: " + ", ".join(f"{c}: {n}" for c, n in sorted(codes.items())))
     for name in sorted(by_mutation):
         print(f"  {name:<22} " + ", ".join(f"exit {c}: {n}" for c, n in sorted(by_mutation[name].items())))
