@@ -342,13 +342,19 @@ def m_memory_bomb(rng, t: Target) -> str:
     return f"{path.name}[{span.index},{span.name}] NAXIS1={n1} NAXIS2={n2} (sparse file {need / 1e9:.0f} GB)"
 
 
-def m_non_ascii(rng, t: Target) -> str:
+#: Non-ASCII text (UTF-8, Latin-1, an escape sequence): astropy reads these cards, with a warning.
+NON_ASCII = ("'Ωmega ü'".encode(), b"'caf\xe9'", b"'\x1b[31mred'", "'✓'".encode())
+#: NUL and bytes no text encoding has: astropy calls the card unparsable when it is read.
+UNPARSABLE_STRINGS = (b"'\xff\xfe\x00\x01'", b"'a\x00b'")
+
+
+def m_non_ascii(values: tuple[bytes, ...], rng, t: Target) -> str:
     path, span = _exposure_span(rng, t, ("PRIMARY", "SCI"))
     keys = keys_of(path, span)
     strings = [k for k in ("FILTER", "TARGNAME", "ROOTNAME", "ASN_ID", "INSTRUME", "DETECTOR", "EXTNAME", "WCSNAME",
                            "IDCTAB", "CTYPE1", "FILENAME", "APERTURE", "DRIZCORR", "BUNIT") if k in keys]
     key = _pick(rng, strings)
-    value = _pick(rng, ("'Ωmega ü'".encode(), b"'\xff\xfe\x00\x01'", b"'caf\xe9'", b"'\x1b[31mred'", "'✓'".encode()))
+    value = _pick(rng, values)
     write_card(path, keys[key], valued_card(key, value))
     return f"{path.name}[{span.index}] {key} = {value!r}"
 
@@ -484,7 +490,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("naxis-size", functools.partial(m_naxis, False)),
     # With the header WCS allowed, so that nothing stops the run before the pixels are read.
     Mutation("memory-bomb", m_memory_bomb, bomb=True, full_only=True),
-    Mutation("non-ascii", m_non_ascii),
+    Mutation("non-ascii", functools.partial(m_non_ascii, NON_ASCII)),
+    Mutation("non-ascii-unparsable", functools.partial(m_non_ascii, UNPARSABLE_STRINGS)),
     Mutation("overlong", m_overlong),
     *(Mutation(f"asn-{kind}", functools.partial(m_asn, kind), targets=("goodss",)) for kind in ASN_KINDS),
     Mutation("hdrlet-distortion", m_hdrlet_distortion, targets=("single",), full_only=True),

@@ -26,6 +26,7 @@ FAILING_TODAY: tuple[str, ...] = (
     "asn-long-name",  # MEMNAME of 300 characters: exit 1, "[Errno 36] File name too long" (inputs.py)
     "bad-exptime-unparsable",  # EXPTIME/EXPSTART/EXPEND = INF (bare): exit 1, astropy "Unparsable card"
     "naxis-count",  # NAXIS = 3 or 1000000 with no NAXIS3...: exit 1, KeyError 'NAXIS3'
+    "non-ascii-unparsable",  # INSTRUME = '\xff\xfe\x00\x01': exit 1, astropy "Unparsable card (INSTRUME)"
     "naxis-size",  # NAXIS1 = -5 on a 1014x1014 SCI: input resolution never ends (seed 1, case 129)
     "memory-bomb",  # NAXIS1 x NAXIS2 of tens of GB: no size limit, AstroDrizzle tries to allocate (exit 7)
 )
