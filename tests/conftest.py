@@ -1,12 +1,12 @@
-"""Shared fixtures. Every test runs with the network closed: only loopback may be reached."""
+"""Shared fixtures. Every test, and every process it starts, runs with the network closed: only loopback
+may be reached (tests/netguard/sitecustomize.py)."""
 
 from __future__ import annotations
 
 import gzip
-import ipaddress
+import importlib.util
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -24,36 +24,31 @@ def _find_shared_data() -> Path | None:
     return None
 
 
-def _is_loopback(address) -> bool:
-    host = address[0] if isinstance(address, tuple) else address
-    if isinstance(host, bytes):
-        host = host.decode()
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _load_netguard():
+    # By path: tests/ is not a package, and the module's import name in children is "sitecustomize".
+    spec = importlib.util.spec_from_file_location("_tests_netguard", NETGUARD_DIR / "sitecustomize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NETGUARD_DIR = Path(__file__).resolve().parent / "netguard"
+netguard = _load_netguard()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every Python process the tests start is guarded too (see tests/netguard/sitecustomize.py)."""
+    os.environ[netguard.ENV] = "1"
+    path = os.environ.get("PYTHONPATH", "")
+    if str(NETGUARD_DIR) not in path.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(NETGUARD_DIR), path) if p)
 
 
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
-    """Fail any test that tries to reach beyond loopback (tests never touch the network)."""
-    real_connect = socket.socket.connect
-    real_connect_ex = socket.socket.connect_ex
-
-    def guarded_connect(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
-            raise OSError(f"network access blocked in tests: {address!r}")
-        return real_connect(self, address)
-
-    def guarded_connect_ex(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address):
-            raise OSError(f"network access blocked in tests: {address!r}")
-        return real_connect_ex(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+    """Fail any test that tries to reach beyond loopback, by a connection or a name lookup."""
+    for (owner, name), function in netguard.replacements().items():
+        monkeypatch.setattr(owner, name, function)
 
 
 @pytest.fixture(scope="session")

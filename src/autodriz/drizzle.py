@@ -16,7 +16,7 @@ from astropy.io import fits
 
 from autodriz.childproc import FILE_MARK, ChildError, ChildResult, reference_env, run_child
 from autodriz.errors import DrizzleError
-from autodriz.reffiles import resolve_reference
+from autodriz.reffiles import names_a_file, resolve_reference
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def choose_parameters(
     # fits.getval has no default: a header without the keyword raises KeyError.
     value = fits.getheader(first_exposure, 0).get("MDRIZTAB")
     path = resolve_reference(value, folders)
-    if path is not None and path.is_file():
+    if names_a_file(path):
         params = {"mdriztab": True, **FORCED_PARAMETERS}
         return params, f"MDRIZTAB {value} ({path})"
     why = "not set" if value is None else f"{value} not found"

@@ -28,7 +28,21 @@ class ReferenceFile:
 
     @property
     def found(self) -> bool:
-        return self.path is not None and self.path.is_file()
+        return names_a_file(self.path)
+
+
+def names_a_file(path: Path | None) -> bool:
+    """True if ``path`` is an existing regular file.
+
+    A header value that no file system takes for a path (longer than NAME_MAX, a NUL byte) names
+    no file: ``Path.is_file`` raises for it instead of answering False.
+    """
+    if path is None:
+        return False
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def resolve_reference(value: str | None, folders: Mapping[str, Path | None]) -> Path | None:

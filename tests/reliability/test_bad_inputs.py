@@ -28,7 +28,7 @@ from astropy.table import Table
 from autodriz import pipeline
 from autodriz.asn import write_asn_table
 from autodriz.cli import main
-from autodriz.exitcodes import ExitCode
+from autodriz.exitcodes import PRODUCT_CODES, ExitCode
 from autodriz.simulate import SimulationConfig, simulate_visit
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -73,8 +73,14 @@ class Case:
     exit_code: ExitCode
     what_happens: str
     prepare: Callable[[Visit], list[str]]
-    #: Substrings stderr must contain (the file and the problem), case-insensitive.
+    #: Substrings the verdict line (the one ``autodriz: …`` line on stderr) must contain: the file
+    #: and the problem, case-insensitive. The test's own temporary path is blanked out first, so
+    #: that a word in the test's name (``…_truncated_asn0/``) cannot satisfy it.
     says: tuple[str, ...] = ()
+    #: Groups of substrings that must stand together on one console line (e.g. a ``WARNING`` line).
+    lines: tuple[tuple[str, ...], ...] = ()
+    #: What the README row says one sees in the products or the inputs, checked after the run.
+    see: Callable[[Visit, str], None] | None = None
     #: Needs the template visit with embedded a priori headerlets.
     apriori: bool = False
 
@@ -132,6 +138,60 @@ def _corrupt_hdrlets(v: Visit) -> None:
 def _truncate(path: Path, size: int) -> None:
     with open(path, "r+b") as fh:
         fh.truncate(size)
+
+
+# --------------------------------------------------------------------------------------------
+# what the README rows say one sees after a run that made products
+
+
+def _product(v: Visit, name: str) -> Path:
+    found = [p for p in v.directory.parent.rglob(name)]
+    assert len(found) == 1, f"expected one {name}, found {found}"
+    return found[0]
+
+
+def _sci_wcsnames(path: Path) -> set[str]:
+    with fits.open(path) as hdul:
+        return {hdu.header.get("WCSNAME", "") for hdu in hdul if hdu.name == "SCI"}
+
+
+def _verdict_wcs(verdict: str) -> str:
+    found = re.search(r" with WCS (\S+)", verdict)
+    assert found, f"the verdict names no WCS: {verdict}"
+    return found.group(1)
+
+
+def _see_flat_chip(v: Visit, verdict: str) -> None:
+    # "drizzled; the chip is flat": the product covers the chip and is zero wherever it has weight.
+    with fits.open(_product(v, "jsim01a1q_drz.fits")) as hdul:
+        sci, wht = hdul["SCI"].data, hdul["WHT"].data
+        covered = wht > 0
+        assert covered.sum() > 1000, "the flat chip was not drizzled onto the product"
+        assert np.all(sci[covered] == 0.0), f"product not flat: {np.nanmin(sci[covered])}..{np.nanmax(sci[covered])}"
+
+
+def _see_zero_weight(v: Visit, verdict: str) -> None:
+    # "drizzled with zero weight": the weight map is zero everywhere (the check's warning is in ``lines``).
+    with fits.open(_product(v, "jsim01a1q_drz.fits")) as hdul:
+        assert np.all(hdul["WHT"].data == 0.0), "every DQ pixel was flagged, yet the weight map is not zero"
+
+
+def _see_rest_processed(v: Visit, verdict: str) -> None:
+    # "the rest is processed": the present member got the chosen WCS and is the product's only input;
+    # the member marked not present was neither drizzled nor touched.
+    assert _sci_wcsnames(v.flt(1)) == {_verdict_wcs(verdict)}
+    assert _sci_wcsnames(v.flt(2)) != {_verdict_wcs(verdict)}, "the member marked not present was updated"
+    with fits.open(_product(v, "jsim01010_drz.fits")) as hdul:
+        inputs = {str(value) for key, value in hdul[0].header.items() if re.fullmatch(r"D\d{3}DATA", key)}
+    assert inputs and all(FLT1 in i for i in inputs), f"product inputs: {inputs}"
+
+
+def _see_processed_normally(v: Visit, verdict: str) -> None:
+    # "processed normally": product beside the (moved) inputs, every input carries the chosen WCS.
+    moved = v.directory.parent / "my visit – Ωmega ü"
+    assert (moved / "jsim01010_drz.fits").is_file()
+    for name in (FLT1, FLT2):
+        assert _sci_wcsnames(moved / name) == {_verdict_wcs(verdict)}, name
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +382,7 @@ CASES: tuple[Case, ...] = (
     Case("not-fits", "ASN table is not FITS", ExitCode.INPUT_ERROR,
          "error: not a readable FITS file", _not_fits, (ASN, "not a readable FITS")),
     Case("truncated-asn", "ASN table truncated", ExitCode.INPUT_ERROR,
-         "error naming the table", _truncated_asn, (ASN, "truncated")),
+         "error naming the table", _truncated_asn, (ASN, "no association table")),
     Case("truncated-flt", "member exposure truncated", ExitCode.INPUT_ERROR,
          "error naming the exposure, before any work", _truncated_flt, (FLT2, "truncated")),
     Case("empty-file", "empty file", ExitCode.INPUT_ERROR,
@@ -332,9 +392,12 @@ CASES: tuple[Case, ...] = (
     Case("member-missing", "ASN member marked present but its FLT/FLC missing", ExitCode.INPUT_ERROR,
          "error naming the member and the file expected", _member_missing, (ASN, "jsim01a2q")),
     Case("none-present", "every member `MEMPRSNT=F`", ExitCode.INPUT_ERROR,
-         "warning per member, then error: no usable exposures", _none_present, (ASN, "not present")),
+         "warning per member, then error: no usable exposures", _none_present,
+         (ASN, "no usable exposures", "not present: jsim01a1q, jsim01a2q"),
+         lines=(("WARNING", ASN, "jsim01a1q, jsim01a2q", "not present"),)),
     Case("one-not-present", "some members `MEMPRSNT=F`", ExitCode.OK,
-         "warning naming them; the rest is processed", _one_not_present, ("jsim01a2q", "not present")),
+         "warning naming them; the rest is processed", _one_not_present, ("jsim01010_drz.fits",),
+         lines=(("WARNING", "jsim01a2q", "not present"),), see=_see_rest_processed),
     Case("memname-dotdot", "ASN `MEMNAME` with `../`", ExitCode.INPUT_ERROR,
          "error: MEMNAME must be a plain rootname (nothing outside the folder is read)",
          _memname_dotdot, (ASN, "../jsim01a2q", "plain rootname")),
@@ -357,18 +420,23 @@ CASES: tuple[Case, ...] = (
          "AstroDrizzle fails on it; error naming the exposures and its log; inputs untouched", _all_nan,
          (f"AstroDrizzle failed for jsim01a1q_drz from {FLT1}", "lines tagged [astrodrizzle_drz]")),
     Case("all-zero-chip", "a chip whose SCI is all zero", ExitCode.OK,
-         "drizzled; the chip is flat", _all_zero, ()),
+         "drizzled; the chip is flat", _all_zero, ("jsim01a1q_drz.fits",), see=_see_flat_chip),
     Case("exptime-zero", "`EXPTIME = 0`", ExitCode.INPUT_ERROR,
          "error naming the exposure: it cannot be scaled to counts/s", _exptime_zero, (FLT2, "EXPTIME")),
     Case("dq-all-flagged", "every DQ pixel flagged", ExitCode.OK,
-         "drizzled with zero weight; the weight-map check flags it", _dq_all_flagged, ()),
+         "drizzled with zero weight; the weight-map check flags it", _dq_all_flagged, ("jsim01a1q_drz.fits",),
+         lines=(("WARNING", "weight map of jsim01a1q_drz.fits", "FLAGGED"),), see=_see_zero_weight),
     Case("corrupt-hdrlet", "corrupt embedded `HDRLET` extension", ExitCode.DEFAULT_ONLY,
          "warning; that a priori solution is skipped, products with the default WCS", _corrupt_hdrlet,
-         ("HDRLET",), apriori=True),
+         ("default only",), apriori=True,
+         lines=tuple(("WARNING", f"{name}[HDRLET,1] cannot be read", "ignored") for name in (FLT1, FLT2))),
     Case("catalog-garbage", "`--catalog` file is not a catalog", ExitCode.USAGE,
          "error naming the file, before any work", _catalog_garbage, ("garbage.ecsv", "not a readable")),
     Case("catalog-no-overlap", "`--catalog` with no star in the footprint", ExitCode.DEFAULT_ONLY,
-         "warning; no a posteriori candidate, products with the default WCS", _catalog_no_overlap, ()),
+         "the verdict says default only and the candidate list why (no star near the exposures); "
+         "products with the default WCS", _catalog_no_overlap,
+         ("jsim01010_drz.fits", "default only", "no alignment candidate was eligible"),
+         lines=(("candidate pruned", "far_refcat.ecsv", "no star within"),)),
     Case("bad-env", "bad environment variable value", ExitCode.USAGE,
          "error naming the variable and the accepted values", _bad_env, ("AUTODRIZ_NUM_CORES", "lots")),
     Case("output-dir-is-file", "`--output-dir` is a file", ExitCode.USAGE,
@@ -376,7 +444,7 @@ CASES: tuple[Case, ...] = (
     Case("trailer-blocked", "the trailer path is taken by a folder", ExitCode.INPUT_ERROR,
          "error naming the trailer path", _trailer_blocked, ("jsim01010.tra",)),
     Case("spaces-non-ascii", "path with spaces and non-ASCII characters", ExitCode.OK,
-         "processed normally", _spaces_non_ascii, ()),
+         "processed normally", _spaces_non_ascii, ("jsim01010_drz.fits",), see=_see_processed_normally),
     Case("symlinked-exposure", "an exposure that is a symlink", ExitCode.INPUT_ERROR,
          "error: the update would replace the link, not the file; copy it in", _symlinked_exposure,
          (FLT2, "symlink")),
@@ -473,26 +541,57 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
     return code, capsys.readouterr().err
 
 
-def _check(case: Case, v: Visit, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def verdict_line(console: str, code: ExitCode) -> str:
+    """The one ``autodriz: …`` line of ``console`` (the trailer's location aside), checked against ``code``.
+
+    A run ends with ``autodriz: NAME (exit N): message`` (on stdout after products were written,
+    on stderr otherwise); an error found before a run starts (usage, the dataset folder or the
+    trailer path) says ``autodriz: message``. A line naming an exit must name ``code``.
+    """
+    verdicts = [ln for ln in console.splitlines()
+                if ln.startswith("autodriz: ") and not ln.startswith("autodriz: trailer ")]
+    assert len(verdicts) == 1, f"expected one verdict line, got {verdicts}\n{err}"
+    named = re.match(r"autodriz: ([A-Z_]+) \(exit (\d+)\): ", verdicts[0])
+    if named or code in PRODUCT_CODES:
+        prefix = f"autodriz: {code.name} (exit {int(code)}): "
+        assert verdicts[0].startswith(prefix), f"verdict line does not start with {prefix!r}: {verdicts[0]}"
+    return verdicts[0]
+
+
+def _check(case: Case, v: Visit, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run ``argv`` and check everything ``case`` promises; return the verdict line."""
     # What must not change: everything in the data tree (the visit and what sits beside it).
     data_root = v.directory.parent
     before = _digests(data_root)
     before_out = _digests(v.out)
-    code, err = _run(argv, capsys)
+    code = main(argv)
+    out, err = capsys.readouterr()
     assert code == case.exit_code, f"{case.id}: exit {code}, expected {int(case.exit_code)}\n{err}"
-    assert "Traceback" not in err, f"{case.id}: traceback on the console\n{err}"
+    assert "Traceback" not in err + out, f"{case.id}: traceback on the console\n{err}"
+    verdict = verdict_line(out if code in PRODUCT_CODES else err, case.exit_code)
+    # The test's temporary folder is named after the test (…_truncated_asn0): blank it out.
+    blank = v.out.parent.as_posix()
     for text in case.says:
-        assert text.lower() in err.lower(), f"{case.id}: stderr does not say {text!r}\n{err}"
+        assert text.lower() in verdict.replace(blank, "<tmp>").lower(), \
+            f"{case.id}: the verdict line does not say {text!r}\n{verdict}"
+    for group in case.lines:
+        assert any(all(t in ln for t in group) for ln in (err + out).replace(blank, "<tmp>").splitlines()), \
+            f"{case.id}: no console line says all of {group}\n{err}{out}"
     leftovers = [p for p in (*data_root.rglob("*"), *v.out.rglob("*")) if p.name.endswith(".autodriz-tmp")]
     assert not leftovers, f"{case.id}: temporary files left: {leftovers}"
-    if code in (ExitCode.OK, ExitCode.DEFAULT_ONLY):
-        assert _products(data_root, v.out), f"{case.id}: exit 0 without a product"
-        return
-    # The one line that says what went wrong is the verdict line, on stderr.
-    assert re.search(rf"autodriz: {case.exit_code.name} \(exit {int(case.exit_code)}\)|autodriz: ", err)
+    products = _products(data_root, v.out)
+    if code in PRODUCT_CODES:
+        assert products, f"{case.id}: exit {code} without a product"
+        for product in products:
+            assert product.name in verdict, f"{case.id}: the verdict does not name {product.name}: {verdict}"
+        if case.see is not None:
+            case.see(v, verdict)
+        return verdict
+    assert case.see is None, f"{case.id}: 'see' checks are for runs that make products"
     assert _digests(data_root) == before, f"{case.id}: inputs changed by a run that failed"
     assert _digests(v.out) == before_out
-    assert not _products(data_root, v.out), f"{case.id}: product under a final name after exit {code}"
+    assert not products, f"{case.id}: product under a final name after exit {code}"
+    return verdict
 
 
 @pytest.fixture
@@ -547,8 +646,9 @@ def test_read_only_dataset_folder(read_only_visit: Visit, elsewhere: bool,
                                   capsys: pytest.CaptureFixture[str], clean_env: None) -> None:
     v = read_only_visit
     argv = v.args("-o", str(v.out)) if elsewhere else v.args()
-    _check(READ_ONLY, v, argv, capsys)
-    assert str(v.directory) in capsys.readouterr().err or True  # the line was checked in _check
+    verdict = _check(READ_ONLY, v, argv, capsys)
+    # "error naming the folder": the read-only folder itself, not only some path below it.
+    assert re.search(rf"{re.escape(str(v.directory))}(?![^ :;,)])", verdict), verdict
 
 
 def _boom(path: object) -> None:
