@@ -8,7 +8,6 @@ F140W) against the exposures' own detections.
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
