@@ -558,19 +558,9 @@ def product_sources(product: Path, instrument_key: str, native_scale_arcsec: flo
     Uses the detector's detection settings (``config/aposteriori.toml``) with the PSF size
     converted from native to output pixels.
     """
-    from autodriz.detect import detect_sources
-    from autodriz.solutions.aposteriori import load_aposteriori_config
+    from autodriz.productcatalog import detect_in_product
 
-    params = load_aposteriori_config(instrument_key).detection
-    with fits.open(product) as hdul:
-        sci = np.asarray(hdul["SCI"].data, dtype=float)
-        wht = np.asarray(hdul["WHT"].data, dtype=float)
-        scale = abs(float(hdul["SCI"].header.get("CD2_2", 0.0))) * 3600.0
-    native = native_scale_arcsec or NATIVE_SCALE_ARCSEC.get(instrument_key, scale)
-    ratio = native / scale if scale > 0 else 1.0
-    params = replace(params, fwhm_pix=params.fwhm_pix * ratio, min_fwhm_pix=params.min_fwhm_pix * ratio,
-                     stamp_radius=max(params.stamp_radius, math.ceil(params.stamp_radius * ratio)))
-    table = detect_sources(sci, params, dq=(~(wht > 0)).astype(np.int16))
+    table = detect_in_product(product, instrument_key, native_scale_arcsec)
     return np.column_stack([np.asarray(table["x"], float), np.asarray(table["y"], float)])
 
 
