@@ -233,3 +233,28 @@ def test_f140w_two_exposures_align_to_a_catalog_of_the_other_two(shared_data, tm
     totals = [offset_from_reference_mas(work / f"{r}_flt.fits", rows[r])[2] for r in names]
     print(f"\nF140W vs grizli at (507,507): before {before} mas, after {totals} mas")
     assert np.median(totals) <= 30.0 and max(totals) <= 50.0
+
+
+def test_f140w_four_exposures_keep_the_references_relative_offsets(shared_data, tmp_path, iref):
+    """All four exposures, aligned relative to each other and then to the pair's catalog: each
+    one's offset from grizli's WCS, less the visit's mean offset, is within 15 mas (issue 25)."""
+    from autodriz.asn import write_asn_table
+    from autodriz.cli import main
+    from autodriz.exitcodes import ExitCode
+    from realdata import BUILT_BY, offset_from_reference_mas, reference_pair_catalog, reference_rows
+
+    catalog = reference_pair_catalog(shared_data, tmp_path, iref, ("ib6o23rtq", "ib6o23rwq"))
+    rows, work = reference_rows(shared_data), tmp_path / "all4"
+    work.mkdir()
+    names = ["ib6o23rtq", "ib6o23rwq", "ib6o23rzq", "ib6o23s2q"]
+    for r in names:
+        shutil.copyfile(tmp_path / "prepared" / f"{r}_flt.fits", work / f"{r}_flt.fits")
+    asn = write_asn_table(work / "ib6o23940_asn.fits", "IB6O23940", names, instrument="WFC3", detector="IR",
+                          built_by=BUILT_BY)
+    code = main([str(asn), "--iref", str(iref), "--catalog", str(catalog), "--no-apriori", "--offline", "-q"])
+    assert code == ExitCode.OK
+    offsets = np.array([offset_from_reference_mas(work / f"{r}_flt.fits", rows[r])[:2] for r in names])
+    relative = np.hypot(*(offsets - offsets.mean(axis=0)).T)
+    print(f"\nF140W ×4 vs grizli: offsets {offsets.round(1).tolist()} mas, relative {relative.round(1).tolist()} mas")
+    assert relative.max() <= 15.0
+    assert np.hypot(*offsets.mean(axis=0)) <= 30.0
