@@ -232,7 +232,9 @@ def test_f140w_two_exposures_align_to_a_catalog_of_the_other_two(shared_data, tm
         assert fits.getheader(work / f"{r}_flt.fits", ("SCI", 1))["WCSNAME"] == "IDC_w3m18525i-FIT_REL_IB6O23920"
     totals = [offset_from_reference_mas(work / f"{r}_flt.fits", rows[r])[2] for r in names]
     print(f"\nF140W vs grizli at (507,507): before {before} mas, after {totals} mas")
-    assert np.median(totals) <= 30.0 and max(totals) <= 50.0
+    # The issue asks for ≤ 30 mas (median) and ≤ 50 (each); measured 4.7 and 10.4 mas, and the
+    # README quotes them, so the bounds are within 2× of what is claimed.
+    assert np.median(totals) <= 15.0 and max(totals) <= 20.0
 
 
 def test_f140w_four_exposures_keep_the_references_relative_offsets(shared_data, tmp_path, iref):
@@ -257,4 +259,4 @@ def test_f140w_four_exposures_keep_the_references_relative_offsets(shared_data, 
     relative = np.hypot(*(offsets - offsets.mean(axis=0)).T)
     print(f"\nF140W ×4 vs grizli: offsets {offsets.round(1).tolist()} mas, relative {relative.round(1).tolist()} mas")
     assert relative.max() <= 15.0
-    assert np.hypot(*offsets.mean(axis=0)) <= 30.0
+    assert np.hypot(*offsets.mean(axis=0)) <= 24.0  # measured 12.2 mas
