@@ -231,12 +231,15 @@ def read_product_contents(product: Path) -> ProductContents:
         )
 
 
-def expected_chips(inputs: Sequence[Path]) -> tuple[tuple[str, int], ...]:
-    """``(file name, SCI EXTVER)`` of every chip of ``inputs``: what AstroDrizzle must drizzle."""
+def expected_chips(inputs: Sequence[Path]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``(file name, SCI EXTVERs)`` of every input: what AstroDrizzle must drizzle.
+
+    A file without SCI has no EXTVER but was still meant to be drizzled; the check says so.
+    """
     chips = []
     for path in inputs:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            chips += [(path.name, int(h.header.get("EXTVER", 1))) for h in hdul if h.name == "SCI"]
+            chips.append((path.name, tuple(int(h.header.get("EXTVER", 1)) for h in hdul if h.name == "SCI")))
     return tuple(chips)
 
 
@@ -287,7 +290,7 @@ def requested_shape(params: Mapping[str, Any]) -> tuple[int | None, int | None]:
 
 def check_product(
     contents: ProductContents,
-    expected: Sequence[tuple[str, int]],
+    expected: Sequence[tuple[str, Sequence[int]]],
     footprint: Footprint | None,
     requested: tuple[int | None, int | None] = (None, None),
 ) -> list[str]:
@@ -297,8 +300,8 @@ def check_product(
     ----------
     contents : ProductContents
         The product's NDRIZIM, ``D###DATA`` list and frame shape.
-    expected : sequence of (str, int)
-        ``(file name, SCI EXTVER)`` of every chip given to AstroDrizzle.
+    expected : sequence of (str, sequence of int)
+        ``(file name, SCI EXTVERs)`` of every file given to AstroDrizzle.
     footprint : Footprint or None
         The inputs' chips in the product frame (None: frame not checked).
     requested : (int or None, int or None)
@@ -314,15 +317,19 @@ def check_product(
     for value in contents.drizzled:
         match = _DATA_VALUE.match(value)
         drizzled.append((Path(match["file"]).name.lower(), int(match["ver"])) if match else (value.lower(), 0))
-    want = [(name.lower(), ver) for name, ver in expected]
-    missing = [f"{n}[sci,{v}]" for n, v in want if (n, v) not in drizzled]
+    want = [(name.lower(), ver) for name, vers in expected for ver in vers]
+    names = [name.lower() for name, _ in expected]
+    absent = [n for n in names if n not in {d for d, _ in drizzled}]
+    if absent:
+        problems.append(
+            f"exposure(s) {', '.join(absent)} meant to be drizzled are not in it "
+            f"(it lists {len(drizzled)} chip(s) of {len(set(d for d, _ in drizzled))} of the "
+            f"{len(names)} exposures: {', '.join(contents.drizzled) or 'none'})"
+        )
+    missing = [f"{n}[sci,{v}]" for n, v in want if (n, v) not in drizzled and n not in absent]
     extra = [f"{n}[sci,{v}]" if v else n for n, v in drizzled if (n, v) not in want]
     if missing:
-        files = sorted({n for n, _ in want} - {n for n, _ in drizzled})
-        problems.append(
-            f"{len(missing)} of the {len(want)} chip(s) meant to be drizzled are not in it: {', '.join(missing)}"
-            + (f" (exposure(s) {', '.join(files)} left out entirely)" if files else "")
-        )
+        problems.append(f"chip(s) meant to be drizzled are not in it: {', '.join(missing)}")
     if extra:
         problems.append(f"it lists chip(s) that were not meant to be drizzled: {', '.join(extra)}")
     if contents.ndrizim != len(want):

@@ -123,6 +123,8 @@ class Violation:
 
     def message(self) -> str:
         """One line naming file, extension, keyword and value."""
+        if self.keyword == "EXTNAME":
+            return f"{self.path.name}[{self.extension}]: extension missing (EXTNAME = {self.value!r}): {self.problem}"
         value = "missing" if self.value is _MISSING else f"= {self.value!r}"
         return f"{self.path.name}[{self.extension}] {self.keyword} {value}: {self.problem}"
 
@@ -235,9 +237,8 @@ def check_structure(headers: ExposureHeaders, instrument: str) -> list[Violation
     sci = headers.sci
     if not sci:
         return [Violation(
-            path, "-", "EXTNAME", "SCI",
-            f"no SCI extension (extensions: {', '.join(found) or 'none'}); a calibrated exposure "
-            "has one SCI per chip",
+            path, "SCI", "EXTNAME", "SCI",
+            f"a calibrated exposure has one SCI per chip (extensions found: {', '.join(found) or 'none'})",
         )]
     out = []
     for s in sci:
@@ -255,8 +256,8 @@ def check_structure(headers: ExposureHeaders, instrument: str) -> list[Violation
             if companion is None:
                 out.append(Violation(
                     path, f"{name},{s.ver}", "EXTNAME", name,
-                    f"missing: {instrument} calibrated files have {name} beside every SCI "
-                    f"(extensions: {', '.join(found)})",
+                    f"{instrument} calibrated files have {name} beside every SCI "
+                    f"(extensions found: {', '.join(found)})",
                 ))
                 continue
             if companion.shape != s.shape:
