@@ -454,7 +454,7 @@ ELSEWHERE: tuple[Documented, ...] = (
     Documented("an exposure without its ERR extension", ExitCode.INPUT_ERROR,
                "error naming file and extension, before any work",
                "test_validation.py::test_exposure_without_err_is_refused_before_any_work"),
-    Documented("an exposure far from the others (`CRVAL1 = -1`, 53° away)", ExitCode.WCS_FAILED,
+    Documented("an exposure far from the others (`CRVAL1 = -1`: 54° in RA, 47.5° on the sky)", ExitCode.WCS_FAILED,
                "error naming file, extension, CRVALs and the distance, before any work (members lie within 0.25°)",
                "test_validation.py::test_exposure_far_from_the_visit_is_refused_before_any_work"),
     Documented("SIP coefficients (`A_ORDER` …) but a `CTYPE` without `-SIP`", ExitCode.WCS_FAILED,
