@@ -1,4 +1,7 @@
-"""Final drizzle products with AstroDrizzle, run in a child process inside a candidate's folder."""
+"""Final drizzle products with AstroDrizzle, run in a child process inside a candidate's folder.
+
+Every product is checked against what it was meant to hold before anyone sees it.
+"""
 
 from __future__ import annotations
 
@@ -103,10 +106,16 @@ def run_astrodrizzle(
     :mod:`autodriz.visit` shares between the filters of a visit; AstroDrizzle re-applies
     parameters given by the caller after reading the MDRIZTAB.
 
+    The product is checked before it is returned (:func:`check_product`): its NDRIZIM and
+    ``D###DATA`` keywords must list every chip of ``inputs`` and its frame must fit their
+    footprint. AstroDrizzle drops an input it cannot use (an exposure without SCI, …) with no
+    more than a log line; the run must not publish such a product as the whole dataset.
+
     Raises
     ------
     DrizzleError
-        AstroDrizzle failed, timed out, or wrote no product.
+        AstroDrizzle failed, timed out, wrote no product, or wrote one that fails the check (it
+        is then renamed ``<product>.rejected``).
     """
     params, source = choose_parameters(inputs[0], folders, defaults)
     if overrides:
@@ -265,7 +274,7 @@ def input_footprint(inputs: Sequence[Path], product: Path) -> Footprint | None:
                         x, y = out.all_world2pix(ra, dec, 0)
                         xs.append(x)
                         ys.append(y)
-    except (OSError, ValueError, KeyError, MemoryError) as exc:
+    except (OSError, ValueError, KeyError) as exc:
         logger.warning("cannot compute the inputs' footprint in %s's frame (%s): frame size not checked", product.name, exc)
         return None
     if not xs:
