@@ -175,10 +175,12 @@ def run_astrodrizzle(
             child_log=result.log_path,
         )
     logger.info(
-        "%s holds %d chip(s) of %d exposure(s) (NDRIZIM %s), frame %dx%d: %s",
+        "%s holds every chip it was given: %d chip(s) of %d exposure(s) (NDRIZIM %s), frame %dx%d",
         product.name, len(contents.drizzled), len({d.split("[")[0] for d in contents.drizzled}),
-        contents.ndrizim, contents.shape[1], contents.shape[0], ", ".join(contents.drizzled),
+        contents.ndrizim, contents.shape[1], contents.shape[0],
     )
+    # The list itself goes to the trailer (and the report); the console keeps one line per fact.
+    logger.debug("%s D###DATA: %s", product.name, ", ".join(contents.drizzled))
     return DrizzleRun(
         product, tuple(inputs), source, seconds,
         then_result=result.result.get("then"), then_error=_then_error(result), log=result.log_path,
