@@ -13,6 +13,7 @@ from autodriz.asn import write_asn_table
 from autodriz.errors import InputError
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
+from autodriz.validate import NOMINAL_PIXEL_SCALE_ARCSEC
 from conftest import copy_decompressed
 
 F140W = ["ib6o23rtq", "ib6o23rwq", "ib6o23rzq", "ib6o23s2q"]
@@ -45,12 +46,19 @@ def build_asn_from_headers(directory: Path, asn_id: str) -> Path:
 
 
 def write_exposure(path: Path, **keywords) -> Path:
-    """Write a tiny synthetic calibrated exposure: primary header keywords + a 4x4 SCI."""
+    """Write a tiny synthetic calibrated exposure that passes the input checks.
+
+    Primary header keywords (``keywords`` win; None removes one), then a 4x4 SCI with a TAN WCS
+    of the detector's pixel scale, and ERR/DQ beside it for ACS and WFC3.
+    """
     defaults = {
         "ROOTNAME": path.name.split("_")[0],
         "OBSTYPE": "IMAGING",
         "DRIZCORR": "PERFORM",
         "EXPTIME": 100.0,
+        "DATE-OBS": "2010-01-01",
+        "EXPSTART": 55197.5,
+        "EXPEND": 55197.501,
         "IDCTAB": "jref$0461802ej_idc.fits",
         "NPOLFILE": "N/A",
         "D2IMFILE": "N/A",
@@ -61,9 +69,33 @@ def write_exposure(path: Path, **keywords) -> Path:
     for key, value in defaults.items():
         if value is not None:
             primary.header[key] = value
-    sci = fits.ImageHDU(np.zeros((4, 4), dtype=np.float32), name="SCI")
-    fits.HDUList([primary, sci]).writeto(path)
+    instrument = str(defaults.get("INSTRUME", ""))
+    key = "WFPC2" if instrument == "WFPC2" else f"{instrument}/{defaults.get('DETECTOR', '')}"
+    scale = NOMINAL_PIXEL_SCALE_ARCSEC.get(key, (0.05, 0.05))[0] / 3600.0
+    wcs = {"CRPIX1": 2.5, "CRPIX2": 2.5, "CRVAL1": 150.0, "CRVAL2": 2.2, "CTYPE1": "RA---TAN",
+           "CTYPE2": "DEC--TAN", "CD1_1": -scale, "CD1_2": 0.0, "CD2_1": 0.0, "CD2_2": scale}
+    hdus = [primary, fits.ImageHDU(np.zeros((4, 4), dtype=np.float32), fits.Header(wcs), name="SCI")]
+    if instrument in ("ACS", "WFC3"):
+        hdus.append(fits.ImageHDU(np.zeros((4, 4), dtype=np.float32), name="ERR"))
+        hdus.append(fits.ImageHDU(np.zeros((4, 4), dtype=np.int16), name="DQ"))
+    fits.HDUList(hdus).writeto(path)
     return path
+
+
+def copy_calibrated(src: Path, dest_dir: Path) -> Path:
+    """Decompress a shared GOODS-S FLT into ``dest_dir`` with float SCI/ERR and int16 DQ.
+
+    The shipped pixels were quantised to uint8, which the input check refuses (AstroDrizzle
+    cannot drizzle them); the headers are kept as they are.
+    """
+    dest = copy_decompressed(src, dest_dir)
+    with fits.open(dest, mode="update") as hdul:
+        for hdu in hdul:
+            if hdu.name in ("SCI", "ERR") and hdu.data is not None:
+                hdu.data = hdu.data.astype(np.float32)
+            elif hdu.name == "DQ" and hdu.data is not None:
+                hdu.data = hdu.data.astype(np.int16)
+    return dest
 
 
 ACS_WFC = {"INSTRUME": "ACS", "DETECTOR": "WFC", "FILTER1": "F606W", "FILTER2": "CLEAR2L"}
@@ -73,7 +105,7 @@ ACS_WFC = {"INSTRUME": "ACS", "DETECTOR": "WFC", "FILTER1": "F606W", "FILTER2": 
 def goodss(shared_data, tmp_path) -> Path:
     """The 8 real GOODS-S WFC3/IR FLTs, decompressed, with both ASN tables built."""
     for src in sorted((shared_data / "real" / "wfc3ir_goodss").glob("*.fits.gz")):
-        copy_decompressed(src, tmp_path)
+        copy_calibrated(src, tmp_path)
     build_asn_from_headers(tmp_path, "IB6O23020")
     build_asn_from_headers(tmp_path, "IB6O23010")
     return tmp_path

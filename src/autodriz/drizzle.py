@@ -1,10 +1,16 @@
-"""Final drizzle products with AstroDrizzle, run in a child process inside a candidate's folder."""
+"""Final drizzle products with AstroDrizzle, run in a child process inside a candidate's folder.
+
+Every product is checked against what it was meant to hold before anyone sees it.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -12,7 +18,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
 
 from autodriz.childproc import FILE_MARK, ChildError, ChildResult, reference_env, run_child
 from autodriz.errors import DrizzleError
@@ -47,6 +55,8 @@ class DrizzleRun:
     then_error: str | None = None
     #: The child's log (AstroDrizzle's output and the follow-up job's).
     log: Path | None = None
+    #: What the product says it holds: its ``D###DATA`` values (``<file>[sci,<n>]``), in order.
+    drizzled: tuple[str, ...] = ()
 
 
 def choose_parameters(
@@ -96,10 +106,16 @@ def run_astrodrizzle(
     :mod:`autodriz.visit` shares between the filters of a visit; AstroDrizzle re-applies
     parameters given by the caller after reading the MDRIZTAB.
 
+    The product is checked before it is returned (:func:`check_product`): its NDRIZIM and
+    ``D###DATA`` keywords must list every chip of ``inputs`` and its frame must fit their
+    footprint. AstroDrizzle drops an input it cannot use (an exposure without SCI, …) with no
+    more than a log line; the run must not publish such a product as the whole dataset.
+
     Raises
     ------
     DrizzleError
-        AstroDrizzle failed, timed out, or wrote no product.
+        AstroDrizzle failed, timed out, wrote no product, or wrote one that fails the check (it
+        is then renamed ``<product>.rejected``).
     """
     params, source = choose_parameters(inputs[0], folders, defaults)
     if overrides:
@@ -146,10 +162,212 @@ def run_astrodrizzle(
     then_seconds = float(result.result.get("then_seconds", 0.0))
     seconds = result.seconds - then_seconds
     logger.info("AstroDrizzle made %s in %.1f s", product.name, seconds)
+    contents = read_product_contents(product)
+    problems = check_product(
+        contents, expected_chips(inputs), input_footprint(inputs, product), requested_shape(params)
+    )
+    if problems:
+        # Nothing that looks finished may stay under the product's name, even in a kept workdir.
+        rejected = product.replace(product.with_name(product.name + ".rejected"))
+        raise DrizzleError(
+            f"{product.name} does not hold what was drizzled: {'; '.join(problems)} "
+            f"(kept as {rejected.name} in the working folder for inspection, not published)",
+            child_log=result.log_path,
+        )
+    logger.info(
+        "%s holds every chip it was given: %d chip(s) of %d exposure(s) (NDRIZIM %s), frame %dx%d",
+        product.name, len(contents.drizzled), len({d.split("[")[0] for d in contents.drizzled}),
+        contents.ndrizim, contents.shape[1], contents.shape[0],
+    )
+    # The list itself goes to the trailer (and the report); the console keeps one line per fact.
+    logger.debug("%s D###DATA: %s", product.name, ", ".join(contents.drizzled))
     return DrizzleRun(
         product, tuple(inputs), source, seconds,
         then_result=result.result.get("then"), then_error=_then_error(result), log=result.log_path,
+        drizzled=contents.drizzled,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# the product check: does the product hold what the run meant to drizzle?
+
+#: ``D###DATA`` value: ``<file>[sci,<extver>]`` (AstroDrizzle writes the extension in lower case).
+_DATA_VALUE = re.compile(r"^\s*(?P<file>[^\[]+?)\s*\[\s*sci\s*,\s*(?P<ver>\d+)\s*\]\s*$", re.IGNORECASE)
+
+#: The product frame may exceed the inputs' footprint by this fraction plus
+#: :data:`FRAME_MARGIN_PIX` (AstroDrizzle rounds the frame up and pads it by a pixel or two;
+#: the distortion it applies is the one the footprint is computed with).
+FRAME_TOLERANCE = 0.05
+FRAME_MARGIN_PIX = 10.0
+
+
+@dataclass(frozen=True)
+class ProductContents:
+    """What a drizzled product's headers say it holds."""
+
+    #: ``NDRIZIM`` of the primary header (None when absent).
+    ndrizim: int | None
+    #: ``D###DATA`` values in order, e.g. ``ib6o23rtq_flt.fits[sci,1]``.
+    drizzled: tuple[str, ...]
+    #: SCI array shape (NAXIS2, NAXIS1).
+    shape: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The inputs' chip corners in the product's pixel frame (0-based pixel centres)."""
+
+    xmin: float
+    xmax: float
+    ymin: float
+    ymax: float
+
+    @property
+    def shape(self) -> tuple[float, float]:
+        """Extent (ny, nx) in product pixels."""
+        return (self.ymax - self.ymin + 1.0, self.xmax - self.xmin + 1.0)
+
+
+def read_product_contents(product: Path) -> ProductContents:
+    """Read NDRIZIM, the ``D###DATA`` list and the SCI shape of a DRZ/DRC (headers only)."""
+    with fits.open(product, memmap=False, lazy_load_hdus=True) as hdul:
+        primary = hdul[0].header
+        sci = hdul["SCI"].header
+        keys = sorted(k for k in primary if re.fullmatch(r"D\d{3}DATA", k))
+        ndrizim = primary.get("NDRIZIM")
+        return ProductContents(
+            ndrizim=int(ndrizim) if ndrizim is not None else None,
+            drizzled=tuple(str(primary[k]).strip() for k in keys),
+            shape=(int(sci.get("NAXIS2", 0)), int(sci.get("NAXIS1", 0))),
+        )
+
+
+def expected_chips(inputs: Sequence[Path]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``(file name, SCI EXTVERs)`` of every input: what AstroDrizzle must drizzle.
+
+    A file without SCI has no EXTVER but was still meant to be drizzled; the check says so.
+    """
+    chips = []
+    for path in inputs:
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            chips.append((path.name, tuple(int(h.header.get("EXTVER", 1)) for h in hdul if h.name == "SCI")))
+    return tuple(chips)
+
+
+def input_footprint(inputs: Sequence[Path], product: Path) -> Footprint | None:
+    """Bounding box of the inputs' chips (corners and edge midpoints, with their distortion) in
+    the product's pixel frame; None when a WCS cannot be read (the NDRIZIM check still runs)."""
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    try:
+        with warnings.catch_warnings():
+            # HST headers carry keywords astropy "fixes" (DATE-OBS format, …): not our concern here.
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            out = WCS(fits.getheader(product, "SCI"))
+            for path in inputs:
+                with fits.open(path, memmap=False) as hdul:
+                    for hdu in hdul:
+                        if hdu.name != "SCI" or hdu.header.get("NAXIS", 0) != 2:
+                            continue
+                        ny, nx = hdu.header["NAXIS2"], hdu.header["NAXIS1"]
+                        px = np.array([0, (nx - 1) / 2, nx - 1, nx - 1, nx - 1, (nx - 1) / 2, 0, 0], float)
+                        py = np.array([0, 0, 0, (ny - 1) / 2, ny - 1, ny - 1, ny - 1, (ny - 1) / 2], float)
+                        ra, dec = WCS(hdu.header, hdul).all_pix2world(px, py, 0)
+                        x, y = out.all_world2pix(ra, dec, 0)
+                        xs.append(x)
+                        ys.append(y)
+    except (OSError, ValueError, KeyError) as exc:
+        logger.warning("cannot compute the inputs' footprint in %s's frame (%s): frame size not checked", product.name, exc)
+        return None
+    if not xs:
+        return None
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        return None
+    return Footprint(float(x.min()), float(x.max()), float(y.min()), float(y.max()))
+
+
+def requested_shape(params: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """``(final_outny, final_outnx)`` the caller asked for, None where AstroDrizzle chooses."""
+    def size(key: str) -> int | None:
+        value = params.get(key)
+        try:
+            return int(value) if value not in (None, "", "INDEF") and int(value) > 0 else None
+        except (TypeError, ValueError):
+            return None
+
+    return size("final_outny"), size("final_outnx")
+
+
+def check_product(
+    contents: ProductContents,
+    expected: Sequence[tuple[str, Sequence[int]]],
+    footprint: Footprint | None,
+    requested: tuple[int | None, int | None] = (None, None),
+) -> list[str]:
+    """What is missing or wrong in a product, compared with what was meant to be drizzled.
+
+    Parameters
+    ----------
+    contents : ProductContents
+        The product's NDRIZIM, ``D###DATA`` list and frame shape.
+    expected : sequence of (str, sequence of int)
+        ``(file name, SCI EXTVERs)`` of every file given to AstroDrizzle.
+    footprint : Footprint or None
+        The inputs' chips in the product frame (None: frame not checked).
+    requested : (int or None, int or None)
+        ``final_outny``/``final_outnx`` given to AstroDrizzle; the frame must have that size.
+
+    Returns
+    -------
+    list of str
+        One sentence per problem; empty when the product is what it says.
+    """
+    problems = []
+    drizzled = []
+    for value in contents.drizzled:
+        match = _DATA_VALUE.match(value)
+        drizzled.append((Path(match["file"]).name.lower(), int(match["ver"])) if match else (value.lower(), 0))
+    want = [(name.lower(), ver) for name, vers in expected for ver in vers]
+    names = [name.lower() for name, _ in expected]
+    absent = [n for n in names if n not in {d for d, _ in drizzled}]
+    if absent:
+        problems.append(
+            f"exposure(s) {', '.join(absent)} meant to be drizzled are not in it "
+            f"(it lists {len(drizzled)} chip(s) of {len(set(d for d, _ in drizzled))} of the "
+            f"{len(names)} exposures: {', '.join(contents.drizzled) or 'none'})"
+        )
+    missing = [f"{n}[sci,{v}]" for n, v in want if (n, v) not in drizzled and n not in absent]
+    extra = [f"{n}[sci,{v}]" if v else n for n, v in drizzled if (n, v) not in want]
+    if missing:
+        problems.append(f"chip(s) meant to be drizzled are not in it: {', '.join(missing)}")
+    if extra:
+        problems.append(f"it lists chip(s) that were not meant to be drizzled: {', '.join(extra)}")
+    if contents.ndrizim != len(want):
+        problems.append(f"NDRIZIM = {contents.ndrizim}, but {len(want)} chip(s) were meant to be drizzled")
+    ny, nx = contents.shape
+    want_ny, want_nx = requested
+    for axis, got, asked in (("NAXIS1", nx, want_nx), ("NAXIS2", ny, want_ny)):
+        if asked is not None and got != asked:
+            problems.append(f"{axis} = {got}, but final_out{'nx' if axis == 'NAXIS1' else 'ny'} = {asked} was asked for")
+    if footprint is not None:
+        fny, fnx = footprint.shape
+        for axis, got, span, low, high in (
+            ("NAXIS1", nx, fnx, footprint.xmin, footprint.xmax),
+            ("NAXIS2", ny, fny, footprint.ymin, footprint.ymax),
+        ):
+            slack = FRAME_TOLERANCE * span + FRAME_MARGIN_PIX
+            if low < -slack or high > got - 1 + slack:
+                problems.append(
+                    f"the inputs' footprint ({low:.0f} to {high:.0f} along {axis}) does not fit in the "
+                    f"{got}-pixel frame: part of the data was cut off"
+                )
+            elif (asked := want_nx if axis == "NAXIS1" else want_ny) is None and got > span + slack:
+                problems.append(
+                    f"{axis} = {got}, but the inputs' footprint spans {math.ceil(span)} pixels: the frame "
+                    "is not the one the inputs define"
+                )
+    return problems
 
 
 def _then_error(result: ChildResult) -> str | None:

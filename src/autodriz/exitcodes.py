@@ -20,16 +20,20 @@ class ExitCode(IntEnum):
     #: Bad command line, configuration file or environment variable value.
     USAGE = 2
     #: The input cannot be used: not found, not an HST exposure/association, members missing,
-    #: or not yet calibrated (no FLT/FLC beside a RAW).
+    #: not yet calibrated (no FLT/FLC beside a RAW), or a member fails the input check
+    #: (extensions, shapes, BITPIX, EXPTIME/EXPSTART/DATE-OBS; :mod:`autodriz.validate`).
     INPUT_ERROR = 3
     #: A distortion reference file named in the headers (IDCTAB, NPOLFILE, D2IMFILE) cannot be
     #: found and the header WCS was not allowed as a fallback (``--allow-header-wcs``).
     REFERENCE_FILES_MISSING = 4
     #: DRIZCORR is OMIT for this dataset: nothing to drizzle, by request. No products.
     DRIZCORR_OMIT = 5
-    #: A WCS stage (updatewcs or an alignment fit) failed in a way that left no usable WCS.
+    #: A WCS stage (updatewcs or an alignment fit) failed in a way that left no usable WCS, or a
+    #: member's WCS keywords fail the input check (missing, singular, wrong pixel scale, CTYPE/SIP
+    #: inconsistent, far from the other members), before any work.
     WCS_FAILED = 6
-    #: AstroDrizzle failed or wrote no product.
+    #: AstroDrizzle failed, wrote no product, or wrote one that does not hold every exposure it
+    #: was given (NDRIZIM/D###DATA) or whose frame does not fit the inputs' footprint.
     DRIZZLE_FAILED = 7
     #: Drizzling worked but the chosen WCS could not be written back to the inputs; the inputs are
     #: untouched and no product is published (products must match the inputs they came from).

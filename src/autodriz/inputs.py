@@ -1,9 +1,10 @@
 """Resolve what the user named (ASN table, RAW name, FLT or FLC) into calibrated exposures.
 
-This module is pure: it reads FITS primary headers and association tables and never writes.
-Everything the rest of the pipeline needs to know about the input (which files, which
+This module is pure: it reads FITS headers and association tables and never writes (no pixel
+is read). Everything the rest of the pipeline needs to know about the input (which files, which
 instrument and detector, which filters, whether drizzling was requested, what the products will
-be called) ends up in one frozen :class:`Dataset`.
+be called) ends up in one frozen :class:`Dataset`. Unless DRIZCORR is OMIT, every member is
+screened and checked here by :mod:`autodriz.validate`, before any work starts.
 
 Input forms
 -----------
@@ -32,6 +33,7 @@ from types import MappingProxyType
 from astropy.io import fits
 
 from autodriz.errors import InputError
+from autodriz.validate import check_exposures, raise_for, read_headers, screen
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +114,8 @@ class Dataset:
     """A resolved input: the exposures to process and what the products will be called.
 
     ``ignored_paths`` lists calibrated files that exist but are deliberately not processed
-    (the FLCs of a set where only some exposures have one); they keep their current WCS, and
-    the report should say so.
+    (the FLCs of a set where only some exposures have one, the files of dropped members); they
+    keep their current WCS, and the report should say so.
     """
 
     input: Path
@@ -128,6 +130,9 @@ class Dataset:
     drizcorr: str
     asn_built: str | None = None
     ignored_paths: tuple[Path, ...] = field(default=())
+    #: Members left out of the drizzle as the HST pipeline leaves them out (EXPTIME = 0, no good
+    #: pixels): ``(rootname, reason)``. Their files are among ``ignored_paths``.
+    dropped: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def flt_paths(self) -> tuple[Path, ...]:
@@ -321,15 +326,11 @@ def _exposure(
         exptime = 0.0
     if drizcorr != "OMIT":
         # Checked only when something will be drizzled: DRIZCORR=OMIT must stay a clean exit 5.
+        # EXPTIME and the rest of the headers are checked (or the member dropped) by
+        # autodriz.validate once all members are known.
         for path in (flt, flc):
             if path is not None:
                 _check_exposure_file(path)
-        if not exptime > 0.0:
-            # AstroDrizzle scales by EXPTIME; zero gives a product of NaN/inf without a word.
-            raise InputError(
-                f"{first}: EXPTIME is {header.get('EXPTIME', 'missing')!r}; an exposure needs "
-                "EXPTIME > 0 to be drizzled (remove it from the association, or set MEMPRSNT=F)"
-            )
     return Exposure(
         rootname=rootname,
         flt=flt,
@@ -401,6 +402,54 @@ def _keep_in_step(exposures: list[Exposure]) -> tuple[list[Exposure], tuple[Path
     return exposures, ()
 
 
+def _screen(path: Path, exposures: list[Exposure]) -> tuple[list[Exposure], tuple[tuple[str, str], ...]]:
+    """Drop the members the HST pipeline does not drizzle (EXPTIME = 0, no good pixels), loudly.
+
+    Returns the members kept and ``(rootname, reason)`` of those dropped.
+
+    Raises
+    ------
+    InputError
+        Every member would be dropped.
+    """
+    kept, dropped = [], []
+    for exposure in exposures:
+        first = exposure.paths[0]
+        reason = screen(read_headers(first), exposure.instrument)
+        if reason is None:
+            kept.append(exposure)
+            continue
+        dropped.append((exposure.rootname, reason))
+        log.warning(
+            "%s: member %s dropped, %s: %s; it is not drizzled and keeps its WCS (runastrodriz drops it too)",
+            path.name, exposure.rootname, first.name, reason,
+        )
+    if not kept:
+        raise InputError(
+            f"{path.name}: no usable exposures: every member is dropped ("
+            + "; ".join(f"{name}: {why}" for name, why in dropped) + ")"
+        )
+    return kept, tuple(dropped)
+
+
+def _validate(exposures: list[Exposure]) -> None:
+    """Check every file that will be processed (headers and shapes only) before any work.
+
+    Raises
+    ------
+    InputError, WCSStageError
+        The first problem found, naming file, extension, keyword and value (exit 3; exit 6 for
+        WCS keywords).
+    """
+    first = exposures[0]
+    key = "WFPC2" if first.instrument == "WFPC2" else f"{first.instrument}/{first.detector}"
+    headers = [read_headers(p) for e in exposures for p in e.paths]
+    violations = check_exposures(headers, first.instrument, key)
+    raise_for(violations)
+    log.info("input check: %d file(s) of %s have the extensions, WCS keywords and times a drizzle needs",
+             len(headers), key)
+
+
 def _assemble(
     path: Path,
     kind: str,
@@ -410,6 +459,7 @@ def _assemble(
     asn_built: str | None = None,
 ) -> Dataset:
     """Check the exposures agree with each other and build the Dataset."""
+    all_exposures = list(exposures)
     keys = {(e.instrument, e.detector) for e in exposures}
     if len(keys) > 1:
         listing = "; ".join(f"{e.rootname}: {e.instrument}/{e.detector}" for e in exposures)
@@ -417,7 +467,17 @@ def _assemble(
             f"{path.name}: members mix instruments/detectors ({listing}); drizzle each "
             "instrument/detector separately"
         )
+    # DRIZCORR is read from the first member, as runastrodriz does: it decides whether the
+    # members are screened and checked at all (DRIZCORR=OMIT must stay a clean exit 5).
+    drizzling = exposures[0].drizcorr.upper() != "OMIT"
+    dropped: tuple[tuple[str, str], ...] = ()
+    dropped_paths: tuple[Path, ...] = ()
+    if drizzling:
+        exposures, dropped = _screen(path, exposures)
+        dropped_paths = tuple(p for name, _ in dropped for e in all_exposures if e.rootname == name for p in e.paths)
     exposures, ignored = _keep_in_step(exposures)
+    if drizzling:
+        _validate(exposures)
 
     filters: list[str] = []
     for exposure in exposures:
@@ -453,7 +513,8 @@ def _assemble(
         filters=tuple(filters),
         drizcorr=drizcorr,
         asn_built=asn_built,
-        ignored_paths=ignored,
+        ignored_paths=ignored + dropped_paths,
+        dropped=dropped,
     )
     log.info(
         "resolved %s (%s) → root %s: %d exposure(s) %s, %s %s, DRIZCORR=%s, FLC %s%s",
@@ -627,13 +688,18 @@ def resolve_input(path: str | Path) -> Dataset:
     Dataset
         The exposures to process (FLT and FLC kept in step), instrument, detector, filters,
         DRIZCORR and product root. DRIZCORR=OMIT is reported, not refused: the caller decides.
+        Members with EXPTIME = 0 or no good pixels are dropped with a warning (``dropped``).
 
     Raises
     ------
     InputError
         The input is missing, not FITS, not an HST instrument/detector we support, a RAW with
         no calibrated exposure, an ASN whose present members are missing or that has no usable
-        member, members mixing instruments/detectors, or an FLT/FLC pair that does not match.
+        member, members mixing instruments/detectors, an FLT/FLC pair that does not match, or a
+        member whose extensions, shapes or times are unusable (:mod:`autodriz.validate`).
+    WCSStageError
+        A member's WCS keywords are missing, not finite, singular, not of the detector's pixel
+        scale, inconsistent (CTYPE and SIP), or place it outside the association's visit.
     """
     path = Path(path).expanduser().absolute()
     lowered = path.name.lower()

@@ -476,6 +476,7 @@ def _process_dataset(
                 "filters": list(dataset.filters),
                 "exposures": [e.rootname for e in dataset.exposures],
                 "not_present": list(dataset.not_present),
+                "dropped": dict(dataset.dropped),
                 "has_flc": dataset.has_flc,
                 "asn_built": dataset.asn_built,
             },
@@ -485,7 +486,9 @@ def _process_dataset(
             verifications=verifications,
             alignment=plan,
             drizzle_runs=[
-                {"product": r.product.name, "parameters": r.parameter_source, "seconds": round(r.seconds, 2)}
+                {"product": r.product.name, "parameters": r.parameter_source, "seconds": round(r.seconds, 2),
+                 # From the product's own header (D###DATA), checked against the plan.
+                 "drizzled": list(r.drizzled)}
                 for r in runs
             ],
             timings=timings,

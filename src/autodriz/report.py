@@ -6,7 +6,8 @@ JSON schema (``schema`` = 1); every key is always present:
     report format version, autodriz version, versions of the packages that did the work.
 ``input``, ``dataset``
     what was asked for and what it resolved to (root, instrument, filters, exposures,
-    members not present, FLC in step, whether the ASN table was built outside the archive).
+    members not present, members dropped and why (``dropped``: rootname → reason, e.g.
+    EXPTIME = 0), FLC in step, whether the ASN table was built outside the archive).
 ``candidates``
     one entry per candidate: name, kind (default/apriori/aposteriori), WCSNAME, source, fit
     quality (-1 when not a fit), details (fit statistics …), notes, verification (or null),
@@ -16,7 +17,9 @@ JSON schema (``schema`` = 1); every key is always present:
 ``alignment``
     sentences saying which alignment stages ran or why not.
 ``drizzle``
-    one entry per AstroDrizzle run: product, where its parameters came from, seconds.
+    one entry per AstroDrizzle run: product, where its parameters came from, seconds, and
+    ``drizzled``: the chips the product holds, read from its ``D###DATA`` keywords
+    (``<file>[sci,<n>]``) after they were checked against the exposures meant to be drizzled.
 ``astrodrizzle_runs``
     number of full AstroDrizzle runs in this run (the expensive step, counted).
 ``timings``

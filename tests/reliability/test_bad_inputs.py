@@ -300,6 +300,15 @@ def _missing_wcs(v: Visit) -> list[str]:
     return v.args()
 
 
+def _idctab_not_an_idctab(v: Visit) -> list[str]:
+    # A FITS table, but not a distortion table: updatewcs fails on it (the headers are fine).
+    idctab = v.jref / "0461802ej_idc.fits"
+    idctab.unlink()
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("X", "E", array=np.ones(2))])]
+                 ).writeto(idctab)
+    return v.args()
+
+
 def _all_nan(v: Visit) -> list[str]:
     _edit_sci(v, _fill("SCI", np.nan))
     return v.single()
@@ -414,15 +423,20 @@ CASES: tuple[Case, ...] = (
     Case("drizcorr-omit", "`DRIZCORR = OMIT`", ExitCode.DRIZCORR_OMIT,
          "nothing drizzled, inputs untouched, no products", _drizcorr_omit, ("DRIZCORR=OMIT",)),
     Case("missing-wcs", "SCI extensions without CRVAL/CD/CTYPE", ExitCode.WCS_FAILED,
-         "updatewcs fails; error naming the exposure and its log; inputs untouched", _missing_wcs,
-         ("updatewcs failed on jsim01a1q_flt.fits", "TypeError", "lines tagged [updatewcs]")),
+         "error naming the exposure, extension and keyword, before any work; inputs untouched", _missing_wcs,
+         (f"{FLT1}[SCI,1] CRVAL1 missing", "before any work")),
+    Case("idctab-not-an-idctab", "IDCTAB named in the headers is not a distortion table", ExitCode.WCS_FAILED,
+         "updatewcs fails; error naming the exposure and its log; inputs untouched", _idctab_not_an_idctab,
+         ("updatewcs failed on jsim01a1q_flt.fits", "KeyError", "lines tagged [updatewcs]")),
     Case("all-nan-chip", "a chip whose SCI is all NaN", ExitCode.DRIZZLE_FAILED,
          "AstroDrizzle fails on it; error naming the exposures and its log; inputs untouched", _all_nan,
          (f"AstroDrizzle failed for jsim01a1q_drz from {FLT1}", "lines tagged [astrodrizzle_drz]")),
     Case("all-zero-chip", "a chip whose SCI is all zero", ExitCode.OK,
          "drizzled; the chip is flat", _all_zero, ("jsim01a1q_drz.fits",), see=_see_flat_chip),
-    Case("exptime-zero", "`EXPTIME = 0`", ExitCode.INPUT_ERROR,
-         "error naming the exposure: it cannot be scaled to counts/s", _exptime_zero, (FLT2, "EXPTIME")),
+    Case("exptime-zero", "`EXPTIME = 0`", ExitCode.OK,
+         "warning naming the member: it is dropped (not drizzled, WCS untouched) as runastrodriz drops it; "
+         "the others are drizzled (a dataset with no other member: exit 3)", _exptime_zero,
+         ("jsim01010_drz.fits",), lines=(("WARNING", "member jsim01a2q dropped", FLT2, "EXPTIME = 0.0"),)),
     Case("dq-all-flagged", "every DQ pixel flagged", ExitCode.OK,
          "drizzled with zero weight; the weight-map check flags it", _dq_all_flagged, ("jsim01a1q_drz.fits",),
          lines=(("WARNING", "weight map of jsim01a1q_drz.fits", "FLAGGED"),), see=_see_zero_weight),
@@ -491,6 +505,41 @@ ELSEWHERE: tuple[Documented, ...] = (
     Documented("lock file with no owner in it, left by a run killed as it started", ExitCode.OK,
                "taken over once older than 10 s (a live run writes its owner at once)",
                "test_locks.py::test_empty_lock_left_by_a_kill_is_taken_over_once_old"),
+    # One exposure of the real F140W association damaged: refused at resolve time, before any
+    # work, with one line naming file, extension, keyword and value.
+    Documented("an exposure without its SCI extension", ExitCode.INPUT_ERROR,
+               "error naming the file and the missing extension, before any work (AstroDrizzle would skip it silently)",
+               "test_validation.py::test_exposure_without_sci_is_refused_before_any_work"),
+    Documented("an exposure whose SCI header lacks a WCS keyword (`CD2_2`)", ExitCode.WCS_FAILED,
+               "error naming file, extension and keyword, before any work (a missing CD element reads as 0: a "
+               "degenerate WCS)", "test_validation.py::test_sci_header_without_cd2_2_is_refused_before_any_work"),
+    Documented("an exposure's DQ array shape differs from its SCI", ExitCode.INPUT_ERROR,
+               "error naming file, extension and both shapes, before any work",
+               "test_validation.py::test_dq_shape_differing_from_sci_is_refused_before_any_work"),
+    Documented("an exposure without its DQ extension", ExitCode.INPUT_ERROR,
+               "error naming file and extension, before any work",
+               "test_validation.py::test_exposure_without_dq_is_refused_before_any_work"),
+    Documented("an exposure without its ERR extension", ExitCode.INPUT_ERROR,
+               "error naming file and extension, before any work",
+               "test_validation.py::test_exposure_without_err_is_refused_before_any_work"),
+    Documented("an exposure far from the others (`CRVAL1 = -1`: 54° in RA, 47.5° on the sky)", ExitCode.WCS_FAILED,
+               "error naming file, extension, CRVALs and the distance, before any work (members lie within 0.25°)",
+               "test_validation.py::test_exposure_far_from_the_visit_is_refused_before_any_work"),
+    Documented("SIP coefficients (`A_ORDER` …) but a `CTYPE` without `-SIP`", ExitCode.WCS_FAILED,
+               "error naming file, extension, CTYPE1 and A_ORDER, before any work (WCS software would ignore the "
+               "distortion)", "test_validation.py::test_sip_coefficients_without_sip_ctype_are_refused_before_any_work"),
+    Documented("`EXPTIME = 1e30` (or missing, not a number)", ExitCode.INPUT_ERROR,
+               "error naming file, keyword and value, before any work",
+               "test_validation.py::test_absurd_exptime_is_refused_before_any_work"),
+    Documented("one member of the real association with `EXPTIME = 0`", ExitCode.DEFAULT_ONLY,
+               "warning naming it; dropped, the other three drizzled (NDRIZIM 3); the report lists it as dropped "
+               "and the drizzled chips as read from the product (9: no catalog offline)",
+               "test_validation.py::test_exptime_zero_member_is_dropped_and_the_product_lists_the_rest"),
+    Documented("AstroDrizzle leaves an exposure out of the product (NDRIZIM / `D###DATA` short of the plan)",
+               ExitCode.DRIZZLE_FAILED,
+               "error naming the product and the exposure missing from it; the product is renamed `.rejected`, "
+               "nothing published, inputs untouched",
+               "test_validation.py::test_product_missing_an_exposure_is_exit_7"),
 )
 
 
@@ -696,7 +745,7 @@ def test_error_outside_a_run_is_one_line_without_debug(tmp_path: Path, monkeypat
 @pytest.mark.parametrize(
     ("prepare", "code", "says", "log"),
     [
-        (_missing_wcs, ExitCode.WCS_FAILED, "updatewcs failed on jsim01a1q_flt.fits: TypeError",
+        (_idctab_not_an_idctab, ExitCode.WCS_FAILED, "updatewcs failed on jsim01a1q_flt.fits: KeyError",
          "jsim01010_default/updatewcs.log"),
         (_all_nan, ExitCode.DRIZZLE_FAILED, f"AstroDrizzle failed for jsim01a1q_drz from {FLT1}: ValueError",
          "jsim01a1q_default/astrodrizzle_drz.log"),
