@@ -695,7 +695,9 @@ def iter_catalogs(
         spec = spec_for(name)
         cut = cone_select(table, region)
         if len(cut) == 0:
-            return CatalogUnavailable(name, f"{origin}: no star within {region.radius * 60:.1f}′ of the exposures")
+            # The file's name, not its whole path: the reason is read on one console line.
+            where = origin.split(":", 1)[0] + " " + Path(origin.split(":", 1)[-1]).name
+            return CatalogUnavailable(name, f"{where}: no star within {region.radius * 60:.1f}′ of the exposures")
         cat = finish_catalog(name, cut, origin, spec, epoch, notes, unknown_pm_mas_yr=unknown_pm_mas_yr,
                              max_gap_without_pm_yr=max_gap_without_pm_yr)
         logger.info(

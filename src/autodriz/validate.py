@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from types import MappingProxyType
 
 import numpy as np
 from astropy.io import fits
+from astropy.io.fits.verify import VerifyError, VerifyWarning
 from astropy.time import Time
 
 from autodriz.errors import InputError, WCSStageError
@@ -152,6 +154,22 @@ def _shape(header: fits.Header) -> tuple[int, ...]:
     return ()
 
 
+def _parsable(header: fits.Header) -> fits.Header:
+    """A copy of ``header`` whose unparsable cards (``CRVAL1 = NAN``, a bare ``INF``) carry their
+    raw text as a string value, so that the checks name the keyword instead of astropy raising
+    ``VerifyError`` at the first access (or "fixing" the card behind a warning)."""
+    out = header.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i, card in enumerate(out.cards):
+            raw = str(getattr(card, "_image", "") or "")[10:].split("/", 1)[0].strip()
+            try:
+                card.value  # noqa: B018 (parsing is the point)
+            except (VerifyError, VerifyWarning, ValueError):
+                out[i] = f"unparsable: {raw[:60]}"
+    return out
+
+
 def read_headers(path: Path) -> ExposureHeaders:
     """Read every header of ``path`` (no pixel data).
 
@@ -166,7 +184,7 @@ def read_headers(path: Path) -> ExposureHeaders:
             for index, hdu in enumerate(hdul):
                 if index == 0:
                     continue
-                header = hdu.header
+                header = _parsable(hdu.header)
                 name = str(header.get("EXTNAME", "") or "").strip().upper()
                 extensions.append(Extension(
                     name=name or f"#{index}",
@@ -175,7 +193,7 @@ def read_headers(path: Path) -> ExposureHeaders:
                     shape=_shape(header),
                     bitpix=int(header.get("BITPIX", 0) or 0),
                 ))
-            return ExposureHeaders(path, hdul[0].header.copy(), tuple(extensions))
+            return ExposureHeaders(path, _parsable(hdul[0].header), tuple(extensions))
     except (OSError, ValueError, TypeError, IndexError) as exc:
         raise InputError(f"{path} is not a readable FITS file ({exc})") from exc
 
