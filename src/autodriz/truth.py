@@ -28,7 +28,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from autodriz.skygeom import MAS_PER_DEG as _MAS_PER_DEG
-from autodriz.skygeom import linear_sip_header
+from autodriz.skygeom import linear_sip_header, offset_mas
 
 __all__ = ["ProductStarError", "WCSError", "header_offsets", "linear_sip_header", "load_truth",
            "product_star_error", "truth_wcs", "visit_error", "wcs_error"]
@@ -291,13 +291,8 @@ def product_star_error(
     stars = truth["stars"]
     ra0, dec0 = float(np.mean(stars["ra"])), float(np.mean(stars["dec"]))
     ra, dec = wcs.all_pix2world(np.asarray(sources["x"]), np.asarray(sources["y"]), 0)
-    cosd = np.cos(np.radians(dec0))
-
-    def plane(r: Any, d: Any) -> np.ndarray:
-        return np.column_stack([((np.asarray(r) - ra0 + 180.0) % 360.0 - 180.0) * cosd, np.asarray(d) - dec0]) * _MAS_PER_DEG
-
-    true_xy = plane(stars["ra"], stars["dec"])
-    found_xy = plane(ra, dec)
+    true_xy = np.column_stack(offset_mas(stars["ra"], stars["dec"], ra0, dec0))
+    found_xy = np.column_stack(offset_mas(ra, dec, ra0, dec0))
     dist, idx = cKDTree(true_xy).query(found_xy, distance_upper_bound=match_radius_mas)
     ok = np.isfinite(dist)
     if not ok.any():

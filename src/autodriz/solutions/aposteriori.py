@@ -60,7 +60,7 @@ from autodriz.fitquality import (
 from autodriz.inputs import Dataset
 from autodriz.select import catalog_search_done, is_usable_fit, needs_image_by_image, try_sparse_geometry
 from autodriz.skygeom import MAS_PER_DEG as _MAS_PER_DEG
-from autodriz.skygeom import mean_direction, tangent_arcsec
+from autodriz.skygeom import mean_direction, offset_mas, tangent_arcsec
 from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
 
 logger = logging.getLogger(__name__)
@@ -678,8 +678,8 @@ def _exposure_corrections_mas(
         ny, nx = exp.chips[0].shape
         ra0, dec0 = before[(i, 0)].wcs_pix2world([[(nx - 1) / 2, (ny - 1) / 2]], 0)[0]
         ra1, dec1 = after[(i, 0)].wcs_pix2world([[(nx - 1) / 2, (ny - 1) / 2]], 0)[0]
-        east = ((ra1 - ra0 + 180.0) % 360.0 - 180.0) * math.cos(math.radians(dec0)) * _MAS_PER_DEG
-        out.append((float(east), float((dec1 - dec0) * _MAS_PER_DEG)))
+        east, north = offset_mas(ra1, dec1, ra0, dec0)
+        out.append((float(east), float(north)))
     return out
 
 
