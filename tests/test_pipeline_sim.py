@@ -51,6 +51,11 @@ def test_demo_command_prints_products_wcs_and_error_vs_truth(tmp_path, capsys):
     # Console summary lines stay short; the trailer and the report keep the whole reason.
     assert all(len(line) < 220 for line in out.splitlines() if line.lstrip().startswith("candidate"))
     assert re.search(r"candidate\s+lost\s+default \(IDC_0461802ej\): ranked below the winner", out)
+    # The demo's visit is not exact: each exposure has its own pointing and roll error.
+    injected = json.loads((demo / "jsim01010_truth.json").read_text())["injected"]
+    shifts = list(injected["shift_mas_per_exposure"].values())
+    assert abs(shifts[0][0] - shifts[1][0]) + abs(shifts[0][1] - shifts[1][1]) > 5.0
+    assert injected["distortion_residual_mas"] > 0 and injected["relative_rotation_arcsec"] > 0
     rms = float(re.search(r"error vs truth: ([\d.]+) mas rms", out).group(1))
     # … and the a posteriori fit to the visit's reference catalog removes the 180 mas pointing
     # error (the pipeline-default WCS keeps all of it). README claims ~1 mas (measured 0.5).

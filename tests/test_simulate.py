@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -424,3 +425,71 @@ def test_apriori_headerlets_are_embedded_with_known_errors(tmp_path, monkeypatch
     assert not (tmp_path / "headerlet.log").exists()
     stwcs_logger = logging.getLogger("stwcs.wcsutil.headerlet")
     assert not any(isinstance(h, logging.FileHandler) for h in stwcs_logger.handlers)
+
+
+def _sip_displacement(coeffs: dict[str, float], u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    du = sum(c * u ** int(k.split("_")[1]) * v ** int(k.split("_")[2]) for k, c in coeffs.items() if k[0] == "A")
+    dv = sum(c * u ** int(k.split("_")[1]) * v ** int(k.split("_")[2]) for k, c in coeffs.items() if k[0] == "B")
+    return du, dv
+
+
+def test_distortion_residual_field_has_the_requested_rms_and_survives_a_linear_fit():
+    field = S.distortion_residual_field(np.random.default_rng(7), 5.0, 0.05)
+    assert set(field) == {1, 2}
+    assert all(sum(map(int, k.split("_")[1:])) in (2, 3) for k in field[1])  # no constant/linear terms
+    u, v = np.meshgrid(np.linspace(-2048, 2048, 41), np.linspace(-1024, 1024, 41))
+    for coeffs in field.values():
+        du, dv = _sip_displacement(coeffs, u, v)
+        rms_mas = float(np.sqrt(np.mean(du**2 + dv**2))) * 50.0
+        assert rms_mas == pytest.approx(5.0, rel=1e-6)
+        # What a general linear fit (shift, rotation, scale, skew) cannot remove stays.
+        design = np.column_stack([np.ones(u.size), u.ravel(), v.ravel()])
+        left = [d.ravel() - design @ np.linalg.lstsq(design, d.ravel(), rcond=None)[0] for d in (du, dv)]
+        assert float(np.sqrt(np.mean(left[0] ** 2 + left[1] ** 2))) * 50.0 > 1.5
+    # Another seed, another detector.
+    assert S.distortion_residual_field(np.random.default_rng(8), 5.0, 0.05)[1] != field[1]
+
+
+def test_true_wcs_carries_the_distortion_residual_and_the_default_wcs_does_not(tmp_path):
+    """Same seed with and without the residual: the truths differ by exactly the residual field."""
+    base = dict(n_exposures=1, n_stars=20, write_flc=False, seed=9, chip_shape=(512, 1024))
+    plain = S.simulate_visit(tmp_path / "plain", S.SimulationConfig(**base))
+    bent = S.simulate_visit(tmp_path / "bent", S.SimulationConfig(**base, distortion_residual_mas=200.0))
+    t_plain, t_bent = T.load_truth(plain.truth_path), T.load_truth(bent.truth_path)
+    field = S.distortion_residual_field(np.random.default_rng([9, 1802]), 200.0, 0.05)
+    x, y = np.meshgrid(np.linspace(0, 1023, 9), np.linspace(0, 511, 5))
+    for extver in (1, 2):
+        w_plain = T.truth_wcs(t_plain, "jsim01a1q", extver)
+        w_bent = T.truth_wcs(t_bent, "jsim01a1q", extver)
+        ra, dec = w_bent.all_pix2world(x.ravel(), y.ravel(), 0)
+        # Where the plain truth puts those sky positions: shifted by the residual, in pixels.
+        px, py = w_plain.all_world2pix(ra, dec, 0)
+        crpix = w_bent.wcs.crpix - 1.0
+        du, dv = _sip_displacement(field[extver], x.ravel() - crpix[0], y.ravel() - crpix[1])
+        # The plain WCS's SIP is non-linear too; compare to first order (displacements < 0.4 px).
+        assert np.abs(px - x.ravel() - du).max() < 0.02
+        assert np.abs(py - y.ravel() - dv).max() < 0.02
+        assert np.hypot(du, dv).max() > 0.05  # the field is really there on this subarray
+    # The pipeline default (updatewcs with the reference distortion) does not know the residual.
+    assert t_bent["expected_default_error_mas"] > t_plain["expected_default_error_mas"] + 1.0
+    assert t_bent["injected"]["distortion_residual_mas"] == 200.0
+
+
+def test_exposures_get_their_own_pointing_and_roll_errors(tmp_path):
+    cfg = S.SimulationConfig(
+        n_exposures=3, n_stars=20, write_flc=False, seed=11, pointing_error_mas=(100.0, 0.0),
+        relative_error_mas=20.0, relative_rotation_arcsec=2.0,
+    )
+    v = S.simulate_visit(tmp_path / "rel", cfg)
+    truth = T.load_truth(v.truth_path)
+    shifts = np.array(list(truth["injected"]["shift_mas_per_exposure"].values()))
+    rolls = truth["injected"]["rotation_arcsec_per_exposure"]
+    assert shifts.std(axis=0).max() > 3.0 and np.ptp(list(rolls.values())) > 0.5
+    for root, exp in truth["exposures"].items():
+        assert (exp["pa_v3_header"] - exp["pa_v3_true"]) * 3600.0 == pytest.approx(rolls[root], abs=1e-6)
+        assert exp["shift_mas"] == truth["injected"]["shift_mas_per_exposure"][root]
+    # Turning the new errors on does not change what an earlier visit of the same seed looked like.
+    old = S.simulate_visit(tmp_path / "old", dataclasses.replace(cfg, relative_rotation_arcsec=0.0, distortion_residual_mas=0.0))
+    assert T.load_truth(old.truth_path)["injected"]["shift_mas_per_exposure"] == truth["injected"]["shift_mas_per_exposure"]
+    with pytest.raises(ValueError, match="RMS"):
+        S.SimulationConfig(relative_rotation_arcsec=-1.0)

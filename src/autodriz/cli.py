@@ -221,6 +221,13 @@ def _run_process(argv: Sequence[str]) -> int:
     return int(result.exit_code)
 
 
+#: Per-exposure errors of ``autodriz simulate``/``demo``: exposures within a visit differ by a few
+#: to tens of mas (the real ib6o23 WFC3/IR exposures in shared/data by up to ~80 mas).
+DEMO_RELATIVE_ERROR_MAS = 10.0
+DEMO_RELATIVE_ROTATION_ARCSEC = 0.5
+DEMO_DISTORTION_RESIDUAL_MAS = 5.0
+
+
 def _simulate_parser(prog: str, default_dir: Path | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Write a synthetic ACS/WFC visit with a known true WCS.")
     if default_dir is None:
@@ -232,6 +239,17 @@ def _simulate_parser(prog: str, default_dir: Path | None) -> argparse.ArgumentPa
     p.add_argument("--pointing-error", type=float, nargs=2, metavar=("EAST_MAS", "NORTH_MAS"), default=(150.0, -100.0),
                    help="error of the header WCS, in mas on the sky (default 150 -100)")
     p.add_argument("--rotation-error", type=float, default=0.0, help="roll error of the header WCS in arcsec")
+    # Realistic by default: exposures of one visit do not share one pointing error exactly
+    # (guide-star re-acquisition), and no distortion model is exact.
+    p.add_argument("--relative-error", type=float, default=DEMO_RELATIVE_ERROR_MAS, metavar="MAS",
+                   help="RMS per-axis pointing error of each exposure on top of the common one, mas "
+                        f"(default {DEMO_RELATIVE_ERROR_MAS:g}; 0 = all exposures share one error)")
+    p.add_argument("--relative-rotation", type=float, default=DEMO_RELATIVE_ROTATION_ARCSEC, metavar="ARCSEC",
+                   help=f"RMS roll error of each exposure, arcsec (default {DEMO_RELATIVE_ROTATION_ARCSEC:g})")
+    p.add_argument("--distortion-residual", type=float, default=DEMO_DISTORTION_RESIDUAL_MAS, metavar="MAS",
+                   help="RMS over a full chip of the true distortion's departure from the reference model, mas "
+                        f"(default {DEMO_DISTORTION_RESIDUAL_MAS:g}: the ACS/WFC solution's published accuracy; "
+                        "a centred subarray sees little of it)")
     p.add_argument("--stars", type=int, default=200, help="number of synthetic stars")
     return p
 
@@ -244,6 +262,9 @@ def _simulation_config(args: argparse.Namespace):
         chip_shape=tuple(args.chip_shape),
         pointing_error_mas=tuple(args.pointing_error),
         rotation_error_arcsec=args.rotation_error,
+        relative_error_mas=args.relative_error,
+        relative_rotation_arcsec=args.relative_rotation,
+        distortion_residual_mas=args.distortion_residual,
         n_stars=args.stars,
         seed=args.seed,
     )

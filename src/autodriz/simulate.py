@@ -136,6 +136,18 @@ class SimulationConfig:
         pipeline's with (east, north) → (east + s·north, north) about the reference chip's
         CRVAL. Only a ``general`` fit can remove it. 5e-4 moves the corners of a 256×512
         two-chip visit by ~10 mas. Default 0.
+    relative_rotation_arcsec : float
+        RMS roll error per exposure added to ``rotation_error_arcsec``, arcsec. Guide-star
+        re-acquisition between the orbits of a visit leaves roll differences of a fraction of
+        an arcsecond to ~1″ (the ~80 mas spread between the header WCSs of the real ib6o23
+        exposures in ``shared/data`` is shift and roll together). Default 0.
+    distortion_residual_mas : float
+        RMS, over a full chip, of a smooth 2nd/3rd-order displacement field that the true
+        distortion has and the reference distortion model lacks (so updatewcs is no longer exact
+        and no linear fit can remove it). The field is a property of the detector: the same for
+        every exposure, drawn from ``seed``; a subarray sees the part under it (little, near
+        the chip centre). ~5 mas is the published accuracy of the ACS/WFC solution
+        (ACS ISR 2004-15; Kozhurina-Platais et al.). Default 0.
     n_stars : int
         Synthetic stars spread over the visit footprint (ignored with ``catalog``).
     mag_range : (float, float)
@@ -190,6 +202,8 @@ class SimulationConfig:
     rotation_error_arcsec: float = 0.0
     relative_error_mas: float = 0.0
     skew_error: float = 0.0
+    relative_rotation_arcsec: float = 0.0
+    distortion_residual_mas: float = 0.0
     n_stars: int = 200
     mag_range: tuple[float, float] = (18.0, 24.0)
     catalog: Path | None = None
@@ -224,6 +238,8 @@ class SimulationConfig:
             raise ValueError("mag_range must be (bright, faint)")
         if self.exptime <= 0 or self.sky_electrons < 0 or self.read_noise < 0:
             raise ValueError("exptime must be positive; sky and read noise non-negative")
+        if self.relative_error_mas < 0 or self.relative_rotation_arcsec < 0 or self.distortion_residual_mas < 0:
+            raise ValueError("relative_error_mas, relative_rotation_arcsec and distortion_residual_mas are RMS: >= 0")
         if not 0 <= self.cosmic_ray_fraction < 0.2:
             raise ValueError("cosmic_ray_fraction must be in [0, 0.2)")
         names = [entry[0] for entry in self.apriori_errors_mas]
@@ -348,6 +364,70 @@ def _apply_sky_skew(hdul: fits.HDUList, skew: float) -> None:
         new = m @ cd
         for (r, c), value in np.ndenumerate(new):
             hdr[f"CD{r + 1}_{c + 1}"] = float(value)
+
+
+#: Polynomial orders of the distortion residual: 2 and 3 only, because a constant or linear
+#: residual is what every WCS fit removes (shift, rotation, scale, skew) and so tests nothing.
+_RESIDUAL_TERMS: tuple[tuple[int, int], ...] = tuple((p, t - p) for t in (2, 3) for p in range(t + 1))
+
+
+def distortion_residual_field(
+    rng: np.random.Generator, rms_mas: float, pixel_scale_arcsec: float
+) -> dict[int, dict[str, float]]:
+    """Random smooth distortion residual per chip, as SIP coefficients to add.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the random coefficients.
+    rms_mas : float
+        RMS length of the displacement over the full chip, mas.
+    pixel_scale_arcsec : float
+        Detector pixel scale (the SIP acts in pixels).
+
+    Returns
+    -------
+    dict
+        EXTVER → {``A_p_q``/``B_p_q``: coefficient} for the 2nd- and 3rd-order terms, in pixels
+        per pixel**(p+q) about the full chip's centre (where the IDC reference pixel, and so
+        CRPIX, sits), normalised so the displacement has RMS ``rms_mas`` on a full chip.
+    """
+    half = (FULL_CHIP_SHAPE[1] / 2.0, FULL_CHIP_SHAPE[0] / 2.0)
+    # Normalised coordinates in [-1, 1] over the full chip, for the RMS normalisation.
+    gx, gy = np.meshgrid(np.linspace(-1.0, 1.0, 41), np.linspace(-1.0, 1.0, 41))
+    out: dict[int, dict[str, float]] = {}
+    for extver, _ in _CHIPS:
+        ca = rng.normal(size=len(_RESIDUAL_TERMS))
+        cb = rng.normal(size=len(_RESIDUAL_TERMS))
+        dx = sum(c * gx**p * gy**q for c, (p, q) in zip(ca, _RESIDUAL_TERMS, strict=True))
+        dy = sum(c * gx**p * gy**q for c, (p, q) in zip(cb, _RESIDUAL_TERMS, strict=True))
+        rms_pix = float(np.sqrt(np.mean(dx**2 + dy**2)))
+        norm = rms_mas / 1000.0 / pixel_scale_arcsec / rms_pix
+        coeffs: dict[str, float] = {}
+        for (p, q), a, b in zip(_RESIDUAL_TERMS, ca, cb, strict=True):
+            scale = norm / (half[0] ** p * half[1] ** q)
+            coeffs[f"A_{p}_{q}"] = float(a * scale)
+            coeffs[f"B_{p}_{q}"] = float(b * scale)
+        out[extver] = coeffs
+    return out
+
+
+def _apply_distortion_residual(hdul: fits.HDUList, residual: Mapping[int, Mapping[str, float]]) -> None:
+    """Add the residual's SIP terms to every chip of the true WCS.
+
+    SIP is referenced to CRPIX, which the simulator keeps at the IDC reference pixel (full-chip
+    centre) in subarray coordinates, so the same coefficients describe the same detector field
+    for any subarray.
+    """
+    for extver, idx in _sci_extensions(hdul).items():
+        hdr = hdul[idx].header
+        if not str(hdr.get("CTYPE1", "")).endswith("-SIP"):
+            raise ValueError(f"true WCS of SCI,{extver} has no SIP to add a distortion residual to")
+        for axis in ("A", "B"):
+            if int(hdr.get(f"{axis}_ORDER", 0)) < 3:
+                hdr[f"{axis}_ORDER"] = 3
+        for key, value in residual[extver].items():
+            hdr[key] = float(hdr.get(key, 0.0)) + value
 
 
 # --------------------------------------------------------------------------------------------
@@ -1102,6 +1182,14 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
     truth_exposures: dict[str, Any] = {}
     default_hduls: list[fits.HDUList] = []
     per_exposure_shift: dict[str, list[float]] = {}
+    per_exposure_roll: dict[str, float] = {}
+    # Separate seeded streams (not spawned from ``seeds``): adding them changes no earlier draw.
+    rng_roll = np.random.default_rng([config.seed, 1801])
+    residual = (
+        distortion_residual_field(np.random.default_rng([config.seed, 1802]), config.distortion_residual_mas, idc_scale)
+        if config.distortion_residual_mas > 0
+        else {}
+    )
     for (root, k, expstart), dither in zip(infos_base, dithers, strict=True):
         epoch = float(Time(expstart, format="mjd").decimalyear)
         info = _ExposureInfo(root, k, expstart, epoch, (float(dither[0]), float(dither[1])))
@@ -1113,13 +1201,20 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
         truth_hdul = _run_updatewcs(_wcs_only_hdulist(config, info, opus, jref_dir))
         if config.skew_error:
             _apply_sky_skew(truth_hdul, config.skew_error)
+        if residual:
+            _apply_distortion_residual(truth_hdul, residual)
 
         jitter = (
             rng_jitter.normal(0.0, config.relative_error_mas, 2) if config.relative_error_mas > 0 else np.zeros(2)
         )
         shift = (config.pointing_error_mas[0] + float(jitter[0]), config.pointing_error_mas[1] + float(jitter[1]))
         per_exposure_shift[root] = [shift[0], shift[1]]
-        header_pointing = opus.perturbed(config.rotation_error_arcsec, shift)
+        # Its own stream, so visits made before roll jitter existed keep their bytes.
+        roll = config.rotation_error_arcsec + (
+            float(rng_roll.normal(0.0, config.relative_rotation_arcsec)) if config.relative_rotation_arcsec > 0 else 0.0
+        )
+        per_exposure_roll[root] = roll
+        header_pointing = opus.perturbed(roll, shift)
         default_hduls.append(_run_updatewcs(_wcs_only_hdulist(config, info, header_pointing, jref_dir)))
 
         truth_exposures[root] = {
@@ -1150,7 +1245,10 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
             "rotation_error_arcsec": config.rotation_error_arcsec,
             "relative_error_mas": config.relative_error_mas,
             "skew_error": config.skew_error,
+            "relative_rotation_arcsec": config.relative_rotation_arcsec,
+            "distortion_residual_mas": config.distortion_residual_mas,
             "shift_mas_per_exposure": per_exposure_shift,
+            "rotation_arcsec_per_exposure": per_exposure_roll,
         },
         "reference_files": {k: f"jref${v}" for k, v in REFERENCE_FILES.items()},
         "aim": {"ra": config.ra, "dec": config.dec},
