@@ -452,7 +452,7 @@ def test_distortion_residual_field_has_the_requested_rms_and_survives_a_linear_f
 
 def test_true_wcs_carries_the_distortion_residual_and_the_default_wcs_does_not(tmp_path):
     """Same seed with and without the residual: the truths differ by exactly the residual field."""
-    base = dict(n_exposures=1, n_stars=20, write_flc=False, seed=9, chip_shape=(512, 1024))
+    base = {"n_exposures": 1, "n_stars": 20, "write_flc": False, "seed": 9, "chip_shape": (512, 1024)}
     plain = S.simulate_visit(tmp_path / "plain", S.SimulationConfig(**base))
     bent = S.simulate_visit(tmp_path / "bent", S.SimulationConfig(**base, distortion_residual_mas=200.0))
     t_plain, t_bent = T.load_truth(plain.truth_path), T.load_truth(bent.truth_path)
