@@ -286,3 +286,18 @@ def test_service_failures_are_named_in_a_few_words():
     assert cm.failure_class(cm.ServiceUnavailable("HTTPError: 500 Server Error: boom for url")) == "HTTP 500"
     assert cm.failure_class(cm.ServiceUnavailable("the answer is not a VOTable")) == "the answer is not a VOTable"
     assert len(cm.failure_class(cm.ServiceUnavailable("weird " * 100))) <= 100
+
+
+def test_each_stars_own_proper_motion_error_sets_its_weight():
+    # Gaia DR3: 0.02 mas/yr at G = 15, 1.4 mas/yr at G = 21; ten years from J2016 that is
+    # 0.2 vs 14 mas, which the catalog's one typical figure (1 mas/yr) would hide.
+    t = Table({
+        "ra": [10.0, 10.0001], "dec": [60.0, 60.0001], "pmra": [1.0, 1.0], "pmdec": [0.0, 0.0],
+        "epoch": [2016.0, 2016.0], "ra_error": [0.02, 1.0], "dec_error": [0.02, 1.0],
+        "e_pmRA": [0.02, 1.4], "e_pmDE": [0.02, 1.4], "mag": [15.0, 21.0],
+    })
+    table, _ = cm.normalise_table(t)  # VizieR's e_pmRA/e_pmDE become pmra_error/pmdec_error
+    cat = cm.finish_catalog("GAIAeDR3", table, "test", SPECS["GAIAeDR3"], 2006.0)
+    sigma = np.asarray(cat.table["sigma_mas"], dtype=float)
+    assert sigma[0] == pytest.approx(math.hypot(0.02, 0.2), rel=1e-3)
+    assert sigma[1] == pytest.approx(math.hypot(1.0, 14.0), rel=1e-3)

@@ -415,3 +415,25 @@ def test_products_and_originals_carry_sregion_drizcorr_and_wcstype(visit):
                 names = {k[len("WCSNAME"):] for k in sci.header if k.startswith("WCSNAME")}
                 assert sci.header["WCSTYPE"].startswith("undistorted a posteriori solution")
                 assert all(f"WCSTYPE{key}" in sci.header for key in names), names
+
+
+def test_hostile_field_gaia_errors_galaxies_saturation_and_disagreeing_exposures(tmp_path):
+    """A visit as the sky makes them: Gaia DR3 errors drawn into the catalog (11 yr before its
+    epoch, so faint stars' motions are off by 5-15 mas), G > 21 missing, two-parameter stars,
+    galaxies the catalog does not list, saturated stars bleeding along columns, and exposures
+    with their own pointing and roll errors. README quotes 2.6 mas for this visit (3.6 before each star's own proper-motion error weighted it)."""
+    cfg = SimulationConfig(
+        seed=21, pointing_error_mas=(150.0, -100.0), relative_error_mas=10.0, relative_rotation_arcsec=0.5,
+        gaia_dr3_errors=True, no_pm_fraction=0.2, n_galaxies=40, n_saturated_stars=4, n_stars=300,
+    )
+    visit = simulate_visit(tmp_path / "hostile", cfg)
+    truth = load_truth(visit.truth_path)
+    with fits.open(visit.flt_paths[0]) as hdul:
+        assert (hdul["DQ", 1].data == 256).sum() > 100  # bleed trails flagged as calacs does
+    assert truth["expected_default_error_mas"] > 100.0
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--catalog", str(visit.catalog_path)])
+    assert code == ExitCode.OK
+    report = json.loads((visit.directory / "jsim01010_report.json").read_text())
+    assert [c["kind"] for c in report["candidates"] if c["verdict"] == "chosen"] == ["aposteriori"]
+    err = visit_error(list(visit.flt_paths), truth)
+    assert err.rms_mas <= 5.0, err

@@ -493,3 +493,35 @@ def test_exposures_get_their_own_pointing_and_roll_errors(tmp_path):
     assert T.load_truth(old.truth_path)["injected"]["shift_mas_per_exposure"] == truth["injected"]["shift_mas_per_exposure"]
     with pytest.raises(ValueError, match="RMS"):
         S.SimulationConfig(relative_rotation_arcsec=-1.0)
+
+
+def test_hostile_field_catalog_is_gaia_dr3_like_and_pixels_saturate(tmp_path):
+    cfg = S.SimulationConfig(
+        seed=21, n_exposures=1, write_flc=False, gaia_dr3_errors=True, no_pm_fraction=0.5,
+        n_galaxies=30, n_saturated_stars=3, n_stars=300,
+    )
+    v = S.simulate_visit(tmp_path / "hostile", cfg)
+    cat = Table.read(v.catalog_path)
+    truth = T.load_truth(v.truth_path)
+    g = np.asarray(cat["phot_g_mean_mag"])
+    assert g.max() <= S.GAIA_LIMIT_G < max(truth["stars"]["mag"])  # fainter stars are seen, not listed
+    no_pm = ~np.isfinite(np.asarray(cat["pmra"], dtype=float))
+    assert no_pm.any() and (g[no_pm] > 19.0).all()
+    pos_err, pm_err = S.gaia_dr3_errors(np.array([15.0, 20.0, 21.0]))
+    assert pos_err == pytest.approx([0.02, 0.4, 1.0]) and pm_err == pytest.approx([0.02, 0.5, 1.4])
+    assert np.nanmedian(np.asarray(cat["pmra_error"])[g > 20.0]) > 0.5
+    # Catalog proper motions carry drawn errors: not the stars' true motions.
+    plain = S.simulate_visit(tmp_path / "plain", dataclasses.replace(cfg, gaia_dr3_errors=False, n_saturated_stars=0))
+    assert np.nanmax(np.abs(np.asarray(cat["pmra"])[: 20] - np.asarray(Table.read(plain.catalog_path)["pmra"])[: 20])) > 0.01
+    with fits.open(v.flt_paths[0]) as hdul, fits.open(plain.flt_paths[0]) as ref:
+        sat = np.concatenate([hdul["DQ", e].data.ravel() == 256 for e in (1, 2)])
+        data = np.concatenate([hdul["SCI", e].data.ravel() for e in (1, 2)])
+        assert sat.sum() > 50 and abs(float(np.median(data[sat])) - cfg.full_well) < 5 * cfg.read_noise
+        # A bleed trail runs along a column: the flagged pixels of a column are many, of a row few.
+        dq = hdul["DQ", 1].data == 256 if (hdul["DQ", 1].data == 256).any() else hdul["DQ", 2].data == 256
+        assert dq.sum(axis=0).max() > 3 * dq.sum(axis=1).max()
+        # Galaxies (not in any catalog) add light the plain visit lacks beyond the bright stars.
+        assert float(np.median(hdul["SCI", 1].data - ref["SCI", 1].data)) >= 0.0
+        assert (hdul["SCI", 1].data - ref["SCI", 1].data).sum() > 1e5
+    with pytest.raises(ValueError):
+        S.SimulationConfig(no_pm_fraction=1.5)

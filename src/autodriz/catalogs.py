@@ -56,6 +56,8 @@ _PMDEC_NAMES = ("pmdec", "pmde", "pm_dec")
 _EPOCH_NAMES = ("ref_epoch", "epoch", "epoch_year", "refepoch")
 _RAERR_NAMES = ("ra_error", "e_ra_icrs", "e_raj2000", "era")
 _DECERR_NAMES = ("dec_error", "e_de_icrs", "e_dej2000", "edec", "e_dec_icrs")
+_PMRAERR_NAMES = ("pmra_error", "e_pmra", "e_pmracosdec")
+_PMDECERR_NAMES = ("pmdec_error", "e_pmde", "e_pmdec")
 _MAG_NAMES = (
     "mag", "phot_g_mean_mag", "gmag", "g", "rmag", "r", "jmag", "j", "fpgmag", "mag_auto", "vmag",
 )
@@ -267,7 +269,10 @@ def normalise_table(raw: Table, *, default_epoch: float | None = None) -> tuple[
         out["epoch"] = _as_float(raw[epoch_name])
     elif default_epoch is not None:
         out["epoch"] = np.full(len(out), float(default_epoch))
-    for names, col in ((_RAERR_NAMES, "ra_error"), (_DECERR_NAMES, "dec_error")):
+    for names, col in (
+        (_RAERR_NAMES, "ra_error"), (_DECERR_NAMES, "dec_error"),
+        (_PMRAERR_NAMES, "pmra_error"), (_PMDECERR_NAMES, "pmdec_error"),
+    ):
         n = _find_column(raw, names)
         if n is not None:
             out[col] = _as_float(raw[n])
@@ -332,7 +337,13 @@ def _with_star_errors(
         e = np.hypot(np.asarray(out["ra_error"], dtype=float), np.asarray(out["dec_error"], dtype=float)) / math.sqrt(2)
         pos = np.where(np.isfinite(e) & (e > 0), e, pos)
     years = 10.0 if gap is None else gap  # an unknown gap: a decade of motion, as below
-    motion = np.where(moved, spec.pm_error_mas_yr, unknown_pm_mas_yr) * years
+    pm_err = np.full(n, spec.pm_error_mas_yr, dtype=float)
+    if "pmra_error" in out.colnames and "pmdec_error" in out.colnames:
+        # A faint Gaia star's motion is 50x less certain than a bright one's: over a decade
+        # that is the difference between 0.2 and 14 mas, so the star's own error weights it.
+        e = np.hypot(np.asarray(out["pmra_error"], dtype=float), np.asarray(out["pmdec_error"], dtype=float)) / math.sqrt(2)
+        pm_err = np.where(np.isfinite(e) & (e > 0), e, pm_err)
+    motion = np.where(moved, pm_err, unknown_pm_mas_yr) * years
     out["sigma_mas"] = np.hypot(pos, motion)
     return out
 

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from astropy.io import ascii as astropy_ascii
 from astropy.io import fits
-from astropy.table import Table
+from astropy.table import Table, vstack
 from astropy.time import Time
 from astropy.wcs import WCS
 from scipy.special import ndtr
@@ -148,6 +148,25 @@ class SimulationConfig:
         every exposure, drawn from ``seed``; a subarray sees the part under it (little, near
         the chip centre). ~5 mas is the published accuracy of the ACS/WFC solution
         (ACS ISR 2004-15; Kozhurina-Platais et al.). Default 0.
+    gaia_dr3_errors : bool
+        Make the reference catalog as Gaia DR3 is: position and proper-motion errors by G
+        magnitude (Lindegren et al. 2021, Table 4: 0.02 mas and 0.02 mas/yr at G = 15, 0.4 mas
+        and 0.5 mas/yr at G = 20, 1.0 mas and 1.4 mas/yr at G = 21) *drawn* into the catalog
+        values (the stars move with their true motion), ``pmra_error``/``pmdec_error`` columns,
+        and no star fainter than G = 21 (the catalog's limit). Default False: exact proper
+        motions and every star listed.
+    no_pm_fraction : float
+        Fraction of the catalog stars fainter than G = 19 given a two-parameter solution (no
+        proper motion, position error ×3), as ~20 % of Gaia DR3 sources are. Default 0.
+    n_galaxies : int
+        Extended sources (elliptical exponential discs, half-light radius 2–8 px, 19–23 mag) that
+        the detector sees and the reference catalog does not list. Default 0.
+    n_saturated_stars : int
+        Extra catalog stars of 13–16 mag whose cores exceed the full well: the excess charge
+        bleeds along the columns, and those pixels are flagged 256 in DQ as calacs does.
+        Default 0.
+    full_well : float
+        Full-well depth, electrons (ACS/WFC 84 700 e-, Instrument Handbook).
     n_stars : int
         Synthetic stars spread over the visit footprint (ignored with ``catalog``).
     mag_range : (float, float)
@@ -204,6 +223,11 @@ class SimulationConfig:
     skew_error: float = 0.0
     relative_rotation_arcsec: float = 0.0
     distortion_residual_mas: float = 0.0
+    gaia_dr3_errors: bool = False
+    no_pm_fraction: float = 0.0
+    n_galaxies: int = 0
+    n_saturated_stars: int = 0
+    full_well: float = 84700.0
     n_stars: int = 200
     mag_range: tuple[float, float] = (18.0, 24.0)
     catalog: Path | None = None
@@ -240,6 +264,8 @@ class SimulationConfig:
             raise ValueError("exptime must be positive; sky and read noise non-negative")
         if self.relative_error_mas < 0 or self.relative_rotation_arcsec < 0 or self.distortion_residual_mas < 0:
             raise ValueError("relative_error_mas, relative_rotation_arcsec and distortion_residual_mas are RMS: >= 0")
+        if not 0 <= self.no_pm_fraction <= 1 or self.n_galaxies < 0 or self.n_saturated_stars < 0 or self.full_well <= 0:
+            raise ValueError("no_pm_fraction must be in [0, 1]; n_galaxies, n_saturated_stars >= 0; full_well > 0")
         if not 0 <= self.cosmic_ray_fraction < 0.2:
             raise ValueError("cosmic_ray_fraction must be in [0, 0.2)")
         names = [entry[0] for entry in self.apriori_errors_mas]
@@ -849,34 +875,73 @@ def _footprint_boxes(
     return rot, boxes
 
 
+def _random_positions(
+    rng: np.random.Generator,
+    footprint: tuple[np.ndarray, list[tuple[float, float, float, float]]],
+    center: tuple[float, float],
+    n: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` sky positions spread uniformly over the chip boxes (in proportion to their areas)."""
+    rot, boxes = footprint
+    inv = rot.T  # orthogonal
+    areas = np.array([(b[1] - b[0]) * (b[3] - b[2]) for b in boxes])
+    which = rng.choice(len(boxes), size=n, p=areas / areas.sum())
+    lo_u = np.array([boxes[i][0] for i in which])
+    hi_u = np.array([boxes[i][1] for i in which])
+    lo_v = np.array([boxes[i][2] for i in which])
+    hi_v = np.array([boxes[i][3] for i in which])
+    u = lo_u + rng.uniform(0.0, 1.0, n) * (hi_u - lo_u)
+    v = lo_v + rng.uniform(0.0, 1.0, n) * (hi_v - lo_v)
+    xi = inv[0, 0] * u + inv[0, 1] * v
+    eta = inv[1, 0] * u + inv[1, 1] * v
+    return _deproject(xi, eta, *center)
+
+
+def _magnitudes(rng: np.random.Generator, n: int, mag_range: tuple[float, float]) -> np.ndarray:
+    """Star counts rising towards faint magnitudes: dN/dm ∝ 10^(0.3 m), by inverse CDF."""
+    lo, hi = mag_range
+    k = 0.3 * math.log(10.0)
+    r = rng.uniform(0.0, 1.0, n)
+    return np.log(np.exp(k * lo) + r * (np.exp(k * hi) - np.exp(k * lo))) / k
+
+
+#: Gaia DR3 five-parameter uncertainties by G (Lindegren et al. 2021, A&A 649, A2, Table 4):
+#: G, position error at J2016 (mas, per axis), proper-motion error (mas/yr, per axis).
+_GAIA_DR3_ERRORS: tuple[tuple[float, float, float], ...] = (
+    (9.0, 0.012, 0.012), (12.0, 0.012, 0.015), (15.0, 0.02, 0.02), (17.0, 0.07, 0.07),
+    (19.0, 0.2, 0.25), (20.0, 0.4, 0.5), (21.0, 1.0, 1.4),
+)
+#: Faintest G in the Gaia-like catalog when ``gaia_dr3_errors`` is on.
+GAIA_LIMIT_G = 21.0
+
+
+def gaia_dr3_errors(g_mag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis position (mas) and proper-motion (mas/yr) errors of Gaia DR3 at magnitude G.
+
+    Log-linear interpolation of Lindegren et al. (2021) Table 4; clamped outside 9 < G < 21.
+    """
+    g = np.clip(np.asarray(g_mag, dtype=float), _GAIA_DR3_ERRORS[0][0], _GAIA_DR3_ERRORS[-1][0])
+    nodes = np.array(_GAIA_DR3_ERRORS)
+    pos = 10.0 ** np.interp(g, nodes[:, 0], np.log10(nodes[:, 1]))
+    pm = 10.0 ** np.interp(g, nodes[:, 0], np.log10(nodes[:, 2]))
+    return pos, pm
+
+
 def _make_stars(
     config: SimulationConfig,
     rng: np.random.Generator,
     footprint: tuple[np.ndarray, list[tuple[float, float, float, float]]],
     center: tuple[float, float],
 ) -> Table:
-    """Star list at the Gaia epoch: true positions, catalog positions with errors, PMs, mags."""
+    """Star list at the Gaia epoch: true positions and motions, catalog values with errors, mags.
+
+    ``in_catalog`` says which stars the reference catalog lists.
+    """
     rot, boxes = footprint
-    inv = rot.T  # orthogonal
     if config.catalog is None:
         n = config.n_stars
-        # Spread the stars over the chip boxes in proportion to their areas.
-        areas = np.array([(b[1] - b[0]) * (b[3] - b[2]) for b in boxes])
-        which = rng.choice(len(boxes), size=n, p=areas / areas.sum())
-        lo_u = np.array([boxes[i][0] for i in which])
-        hi_u = np.array([boxes[i][1] for i in which])
-        lo_v = np.array([boxes[i][2] for i in which])
-        hi_v = np.array([boxes[i][3] for i in which])
-        u = lo_u + rng.uniform(0.0, 1.0, n) * (hi_u - lo_u)
-        v = lo_v + rng.uniform(0.0, 1.0, n) * (hi_v - lo_v)
-        xi = inv[0, 0] * u + inv[0, 1] * v
-        eta = inv[1, 0] * u + inv[1, 1] * v
-        ra, dec = _deproject(xi, eta, *center)
-        # Star counts rise towards faint magnitudes: dN/dm ∝ 10^(0.3 m), by inverse CDF.
-        lo, hi = config.mag_range
-        k = 0.3 * math.log(10.0)
-        r = rng.uniform(0.0, 1.0, n)
-        mag = np.log(np.exp(k * lo) + r * (np.exp(k * hi) - np.exp(k * lo))) / k
+        ra, dec = _random_positions(rng, footprint, center, n)
+        mag = _magnitudes(rng, n, config.mag_range)
     else:
         cat = astropy_ascii.read(config.catalog, format="commented_header")
         cra = np.asarray(cat["ra"], dtype=float)
@@ -909,19 +974,88 @@ def _make_stars(
     cat_ra = ra + rng.normal(0.0, 1.0, n) * ra_err / 3.6e6 / cos_d
     cat_dec = dec + rng.normal(0.0, 1.0, n) * dec_err / 3.6e6
     base_id = 2051000000000000000 + (config.seed % 1000) * 10**9
-    return Table(
+    stars = Table(
         {
             "source_id": np.arange(n, dtype=np.int64) + base_id,
             "ra_true": ra,
             "dec_true": dec,
+            "pmra_true": pmra,
+            "pmdec_true": pmdec,
             "ra": cat_ra,
             "dec": cat_dec,
             "ra_error": ra_err,
             "dec_error": dec_err,
-            "pmra": pmra,
-            "pmdec": pmdec,
+            "pmra": pmra.copy(),
+            "pmdec": pmdec.copy(),
             "ref_epoch": np.full(n, _GAIA_EPOCH),
             "phot_g_mean_mag": mag,
+            "in_catalog": np.ones(n, dtype=bool),
+        }
+    )
+    if config.n_saturated_stars or config.gaia_dr3_errors:
+        # Own stream: visits made without these options keep their bytes.
+        stars = _hostile_catalog(stars, config, np.random.default_rng([config.seed, 1803]), footprint, center)
+    return stars
+
+
+def _hostile_catalog(
+    stars: Table,
+    config: SimulationConfig,
+    rng: np.random.Generator,
+    footprint: tuple[np.ndarray, list[tuple[float, float, float, float]]],
+    center: tuple[float, float],
+) -> Table:
+    """Add saturating stars; give the catalog Gaia DR3's errors, two-parameter stars and limit."""
+    if config.n_saturated_stars:
+        k = config.n_saturated_stars
+        ra, dec = _random_positions(rng, footprint, center, k)
+        bright = Table(
+            {
+                "source_id": np.asarray(stars["source_id"]).max(initial=2051000000000000000) + 1 + np.arange(k),
+                "ra_true": ra, "dec_true": dec,
+                "pmra_true": rng.normal(0.0, config.pm_sigma_mas_yr, k),
+                "pmdec_true": rng.normal(0.0, config.pm_sigma_mas_yr, k),
+                "ra": ra, "dec": dec, "ra_error": np.full(k, 0.02), "dec_error": np.full(k, 0.02),
+                "pmra": np.zeros(k), "pmdec": np.zeros(k), "ref_epoch": np.full(k, _GAIA_EPOCH),
+                "phot_g_mean_mag": rng.uniform(13.0, 16.0, k), "in_catalog": np.ones(k, dtype=bool),
+            }
+        )
+        bright["pmra"] = bright["pmra_true"]
+        bright["pmdec"] = bright["pmdec_true"]
+        stars = vstack([stars, bright])
+    if not config.gaia_dr3_errors:
+        return stars
+    n = len(stars)
+    mag = np.asarray(stars["phot_g_mean_mag"], dtype=float)
+    pos_err, pm_err = gaia_dr3_errors(mag)
+    two_param = (mag > 19.0) & (rng.uniform(0.0, 1.0, n) < config.no_pm_fraction)
+    pos_err = np.where(two_param, 3.0 * pos_err, pos_err)
+    ra_true = np.asarray(stars["ra_true"], dtype=float)
+    dec_true = np.asarray(stars["dec_true"], dtype=float)
+    cos_d = np.cos(np.deg2rad(dec_true))
+    stars["ra"] = ra_true + rng.normal(0.0, 1.0, n) * pos_err / 3.6e6 / cos_d
+    stars["dec"] = dec_true + rng.normal(0.0, 1.0, n) * pos_err / 3.6e6
+    stars["ra_error"] = pos_err
+    stars["dec_error"] = pos_err
+    stars["pmra"] = np.where(two_param, np.nan, np.asarray(stars["pmra_true"]) + rng.normal(0.0, 1.0, n) * pm_err)
+    stars["pmdec"] = np.where(two_param, np.nan, np.asarray(stars["pmdec_true"]) + rng.normal(0.0, 1.0, n) * pm_err)
+    stars["pmra_error"] = np.where(two_param, np.nan, pm_err)
+    stars["pmdec_error"] = np.where(two_param, np.nan, pm_err)
+    stars["in_catalog"] = mag <= GAIA_LIMIT_G
+    return stars
+
+
+def _make_galaxies(
+    config: SimulationConfig, footprint: tuple[np.ndarray, list[tuple[float, float, float, float]]]
+) -> Table:
+    """Extended sources not in the reference catalog (own random stream)."""
+    rng = np.random.default_rng([config.seed, 1804])
+    k = config.n_galaxies
+    ra, dec = _random_positions(rng, footprint, (config.ra, config.dec), k) if k else (np.zeros(0), np.zeros(0))
+    return Table(
+        {
+            "ra": ra, "dec": dec, "mag": rng.uniform(19.0, 23.0, k), "r_eff_pix": rng.uniform(2.0, 8.0, k),
+            "axis_ratio": rng.uniform(0.3, 1.0, k), "pa_rad": rng.uniform(0.0, math.pi, k),
         }
     )
 
@@ -929,8 +1063,9 @@ def _make_stars(
 def positions_at_epoch(stars: Table, epoch: float) -> tuple[np.ndarray, np.ndarray]:
     """True star positions propagated from the Gaia epoch to ``epoch`` (decimal year)."""
     dt = epoch - _GAIA_EPOCH
-    dec = np.asarray(stars["dec_true"]) + np.asarray(stars["pmdec"]) * dt / 3.6e6
-    ra = np.asarray(stars["ra_true"]) + np.asarray(stars["pmra"]) * dt / 3.6e6 / np.cos(
+    pm_cols = ("pmra_true", "pmdec_true") if "pmra_true" in stars.colnames else ("pmra", "pmdec")
+    dec = np.asarray(stars["dec_true"]) + np.asarray(stars[pm_cols[1]]) * dt / 3.6e6
+    ra = np.asarray(stars["ra_true"]) + np.asarray(stars[pm_cols[0]]) * dt / 3.6e6 / np.cos(
         np.deg2rad(np.asarray(stars["dec_true"]))
     )
     return ra, dec
@@ -963,6 +1098,60 @@ def _render_stars(
             fy = np.diff(ndtr(py / sigma))
             stamp += weight * np.outer(fy, fx)
         image[y0:y1, x0:x1] += f * stamp
+
+
+def _render_galaxies(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+    r_eff: np.ndarray, axis_ratio: np.ndarray, pa_rad: np.ndarray,
+) -> None:
+    """Add elliptical exponential discs (sampled 3×3 per pixel) centred at 0-based (x, y)."""
+    ny, nx = image.shape
+    sub = (np.arange(3) - 1.0) / 3.0
+    for xc, yc, f, re, q, pa in zip(x, y, flux, r_eff, axis_ratio, pa_rad, strict=True):
+        h = re / 1.678  # exponential scale length from the half-light radius
+        half = int(math.ceil(6.0 * re))
+        ix, iy = int(round(xc)), int(round(yc))
+        x0, x1 = max(ix - half, 0), min(ix + half + 1, nx)
+        y0, y1 = max(iy - half, 0), min(iy + half + 1, ny)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        gx = (np.arange(x0, x1)[None, :, None, None] + sub[None, None, None, :]) - xc
+        gy = (np.arange(y0, y1)[:, None, None, None] + sub[None, None, :, None]) - yc
+        c, s_ = math.cos(pa), math.sin(pa)
+        u = c * gx + s_ * gy
+        v = (-s_ * gx + c * gy) / q
+        profile = np.exp(-np.hypot(u, v) / h).mean(axis=(2, 3))
+        # Normalised to the analytic total, so a disc cut by the chip edge loses its share.
+        image[y0:y1, x0:x1] += f * profile / (2.0 * math.pi * h * h * q)
+
+
+def _saturate_and_bleed(image: np.ndarray, full_well: float) -> np.ndarray:
+    """Clip at the full well and spill the excess charge up and down the columns, as CCDs do.
+
+    Returns the mask of pixels at the full well (what calacs flags 256).
+    """
+    over = image > full_well
+    if not over.any():
+        return over
+    ny = image.shape[0]
+    for col in np.unique(np.nonzero(over)[1]):
+        column = image[:, col]
+        rows = np.nonzero(column > full_well)[0]
+        excess = float((column[rows] - full_well).sum())
+        column[rows] = full_well
+        # Half the charge bleeds each way from the saturated run, filling pixels to the well.
+        lo, hi = int(rows.min()) - 1, int(rows.max()) + 1
+        for direction, start in ((-1, lo), (1, hi)):
+            left = excess / 2.0
+            r = start
+            while left > 0 and 0 <= r < ny:
+                room = max(full_well - column[r], 0.0)
+                take = min(room, left)
+                column[r] += take
+                left -= take
+                r += direction
+        image[:, col] = column
+    return image >= full_well
 
 
 def _add_cosmic_rays(image: np.ndarray, fraction: float, rng: np.random.Generator) -> int:
@@ -1287,6 +1476,8 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
     stars = _make_stars(config, rng_stars, footprint, (config.ra, config.dec))
     phot = _photometry(config.filter)
     flux_rate = 10.0 ** (-0.4 * (np.asarray(stars["phot_g_mean_mag"]) - phot["ZP_AB"]))
+    galaxies = _make_galaxies(config, footprint)
+    galaxy_rate = 10.0 ** (-0.4 * (np.asarray(galaxies["mag"]) - phot["ZP_AB"]))
 
     flt_paths: list[Path] = []
     flc_paths: list[Path] = []
@@ -1302,11 +1493,19 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
             model = np.full(config.chip_shape, config.sky_electrons, dtype=float)
             ok = np.isfinite(x) & np.isfinite(y)
             _render_stars(model, x[ok], y[ok], flux_rate[ok] * config.exptime, config.psf_fwhm_pix)
+            if len(galaxies):
+                gx, gy = wcs.all_world2pix(galaxies["ra"], galaxies["dec"], 0, tolerance=1e-6, maxiter=50, quiet=True)
+                _render_galaxies(
+                    model, gx, gy, galaxy_rate * config.exptime,
+                    np.asarray(galaxies["r_eff_pix"]), np.asarray(galaxies["axis_ratio"]), np.asarray(galaxies["pa_rad"]),
+                )
             sci = rng.poisson(model).astype(float)
+            saturated = _saturate_and_bleed(sci, config.full_well)
             sci += rng.normal(0.0, config.read_noise, config.chip_shape) if config.read_noise > 0 else 0.0
             n_cr += _add_cosmic_rays(sci, config.cosmic_ray_fraction, rng)
             err = np.sqrt(np.maximum(sci, 0.0) + config.read_noise**2)
-            chips_data.append((extver, ccdchip, sci.astype(np.float32), err.astype(np.float32)))
+            dq = np.where(saturated, 256, 0).astype(np.int16)
+            chips_data.append((extver, ccdchip, sci.astype(np.float32), err.astype(np.float32), dq))
         logger.debug("%s: %d pixels hit by cosmic rays", info.rootname, n_cr)
 
         aim_ra, aim_dec = _mosaic_centre(exp["truth"], config.chip_shape)
@@ -1315,7 +1514,7 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
             hdus: list[Any] = [
                 fits.PrimaryHDU(header=_primary_header(config, info, header_pointing.pa_v3, suffix, mdriztab_kw))
             ]
-            for extver, ccdchip, sci, err in chips_data:
+            for extver, ccdchip, sci, err, dq in chips_data:
                 ltv = _subarray_ltv(config.chip_shape, ccdchip)
                 chip = header_pointing.chips[extver]
                 pa_aper = chip.keywords()["ORIENTAT"]
@@ -1325,7 +1524,7 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
                 sci_hdr["GOODMEAN"] = float(sci.mean(dtype=np.float64))
                 hdus.append(fits.ImageHDU(sci, header=sci_hdr))
                 hdus.append(fits.ImageHDU(err, header=_companion_header(sci_hdr, "ERR")))
-                hdus.append(fits.ImageHDU(np.zeros(config.chip_shape, np.int16), header=_companion_header(sci_hdr, "DQ")))
+                hdus.append(fits.ImageHDU(dq, header=_companion_header(sci_hdr, "DQ")))
             # A priori solutions travel as HDRLET extensions after the science extensions, as
             # in archive files.
             for extver, (name, shifted) in enumerate(exp["apriori"].items(), start=1):
@@ -1349,7 +1548,10 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
     )
 
     catalog_path = outdir / f"{asn_lower}_refcat.ecsv"
-    refcat = stars["source_id", "ra", "dec", "ra_error", "dec_error", "pmra", "pmdec", "ref_epoch", "phot_g_mean_mag"]
+    columns = ["source_id", "ra", "dec", "ra_error", "dec_error", "pmra", "pmdec", "ref_epoch", "phot_g_mean_mag"]
+    if "pmra_error" in stars.colnames:
+        columns[7:7] = ["pmra_error", "pmdec_error"]
+    refcat = stars[np.asarray(stars["in_catalog"], dtype=bool)][columns]
     refcat.meta["comments"] = [
         f"Simulated Gaia-like reference catalog for {config.asn_id.upper()} (autodriz.simulate)",
         "ra/dec at ref_epoch (J2016.0); pmra includes cos(dec); errors and proper motions in mas(/yr)",
