@@ -1,0 +1,57 @@
+"""The accuracy campaign script's plan and summary (the campaign itself is too long for CI)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "accuracy_campaign.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("accuracy_campaign", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plan_is_seeded_hostile_and_spread_over_the_sky():
+    ac = _load()
+    plans = ac.plan_visits(60, (256, 512), 2)
+    assert plans == ac.plan_visits(60, (256, 512), 2)  # same campaign, same visits
+    assert plans[:12] == ac.plan_visits(12, (256, 512), 2)  # visit k does not depend on N
+    groups = [p.group for p in plans]
+    assert {g: groups.count(g) for g in ac.GROUPS} == {"gaia-rich": 20, "hostile": 20, "sparse": 10, "crowded": 10}
+    errors = [math.hypot(*p.config.pointing_error_mas) for p in plans]
+    assert 100.0 <= min(errors) < 300.0 and 1000.0 < max(errors) <= 2000.0
+    assert all(p.config.gaia_dr3_errors and p.config.relative_error_mas > 0 for p in plans)
+    assert len({p.config.asn_id for p in plans}) == 60
+    # Visits lie > 1 degree apart, so one merged catalog cannot give a visit another's stars.
+    ra = np.radians([p.config.ra for p in plans])
+    dec = np.radians([p.config.dec for p in plans])
+    cosd = np.sin(dec[:, None]) * np.sin(dec) + np.cos(dec[:, None]) * np.cos(dec) * np.cos(ra[:, None] - ra)
+    np.fill_diagonal(cosd, -1.0)
+    assert np.degrees(np.arccos(cosd.max())) > 1.0
+
+
+def test_summary_counts_wrong_choices_against_the_best_available_candidate():
+    ac = _load()
+
+    def result(name, group, chosen_mas, best_mas, kind="aposteriori"):
+        return ac.VisitResult(name, group, 500.0, 500.0, chosen_mas, "c", kind, best_mas, "b", 50.0, "OK")
+
+    results = [
+        result("a", "gaia-rich", 2.0, 2.0),
+        result("b", "gaia-rich", 9.0, 3.0),  # 6 mas worse than an available candidate: wrong
+        result("c", "sparse", 116.0, 116.0, kind="default"),
+    ]
+    assert [r.wrong_choice for r in results] == [False, True, False]
+    table = ac.summary_table(results)
+    assert "| gaia-rich | 2 | 2/2 (100 %) | 5.5 |" in table
+    assert "| sparse | 1 | 0/1 (0 %) | 116.0 |" in table
+    assert "| all | 3 | 2/3 (67 %) |" in table and table.count("\n") == 5
