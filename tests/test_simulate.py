@@ -525,3 +525,39 @@ def test_hostile_field_catalog_is_gaia_dr3_like_and_pixels_saturate(tmp_path):
         assert (hdul["SCI", 1].data - ref["SCI", 1].data).sum() > 1e5
     with pytest.raises(ValueError):
         S.SimulationConfig(no_pm_fraction=1.5)
+
+
+def test_wfc3_ir_visit_through_the_real_updatewcs(tmp_path):
+    """A WFC3/IR visit (reconstructed IDCTAB w3m18525i): one 1014x1014 chip in e-/s, FLT only;
+    the pipeline's updatewcs on the files gives the truth plus exactly the injected error."""
+    cfg = S.config_for_detector("WFC3/IR", pointing_error_mas=(300.0, -200.0), n_stars=150, seed=5, n_exposures=2)
+    v = S.simulate_visit(tmp_path / "ir", cfg)
+    assert v.flc_paths == () and v.jref_dir.name == "iref"
+    with fits.open(v.flt_paths[0]) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "SCI", "ERR", "DQ"]
+        p, sci = hdul[0].header, hdul["SCI", 1].header
+        assert (p["INSTRUME"], p["DETECTOR"], p["FILTER"]) == ("WFC3", "IR", "F140W")
+        assert p["IDCTAB"] == "iref$w3m18525i_idc.fits" and sci["BUNIT"] == "ELECTRONS/S"
+        assert hdul["SCI", 1].data.shape == (1014, 1014)
+        # Count rates: the sky of 300 e- in 300 s is ~1 e-/s.
+        assert float(np.median(hdul["SCI", 1].data)) == pytest.approx(1.0, abs=0.1)
+    with fits.open(v.asn_path) as asn:
+        assert (asn[0].header["INSTRUME"], asn[0].header["DETECTOR"]) == ("WFC3", "IR")
+    truth = T.load_truth(v.truth_path)
+    assert truth["detector"] == "WFC3/IR"
+    work = _copy_exposures(v.flt_paths, tmp_path / "work")
+    env = dict(os.environ, iref=str(v.jref_dir) + "/")
+    code = "import sys\nfrom stwcs.updatewcs import updatewcs\nupdatewcs(sys.argv[1:], use_db=False)\n"
+    subprocess.run([sys.executable, "-c", code, *map(str, work)], env=env, cwd=work[0].parent, check=True,
+                   capture_output=True, timeout=300)
+    err = T.visit_error(work, truth)
+    assert err.mean_dx_mas == pytest.approx(300.0, abs=0.5) and err.mean_dy_mas == pytest.approx(-200.0, abs=0.5)
+    assert err.rms_mas == pytest.approx(truth["expected_default_error_mas"], abs=0.1)
+    with fits.open(work[0]) as hdul:
+        assert hdul["SCI", 1].header["WCSNAME"] == "IDC_w3m18525i"
+        # The WFC3/IR plate scale, from the reconstructed table.
+        assert hdul["SCI", 1].header["IDCSCALE"] == pytest.approx(0.1283, abs=0.001)
+    with pytest.raises(ValueError, match="no FLC"):
+        S.SimulationConfig(detector="WFC3/IR", chip_shape=(1014, 1014), filter="F140W", write_mdriztab=False)
+    with pytest.raises(ValueError, match="filter"):
+        S.config_for_detector("WFC3/IR", filter="F606W")

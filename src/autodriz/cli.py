@@ -251,15 +251,22 @@ def _simulate_parser(prog: str, default_dir: Path | None) -> argparse.ArgumentPa
                         f"(default {DEMO_DISTORTION_RESIDUAL_MAS:g}: the ACS/WFC solution's published accuracy; "
                         "a centred subarray sees little of it)")
     p.add_argument("--stars", type=int, default=200, help="number of synthetic stars")
+    p.add_argument("--detector", choices=("ACS/WFC", "WFC3/IR"), default="ACS/WFC",
+                   help="ACS/WFC (default; two chips, FLT+FLC) or WFC3/IR (one 1014x1014 chip, FLT in e-/s, "
+                        "F140W, the reconstructed IDCTAB w3m18525i; --chip-shape defaults to the full frame)")
     return p
 
 
 def _simulation_config(args: argparse.Namespace):
-    from autodriz.simulate import SimulationConfig
+    from autodriz.simulate import config_for_detector
 
-    return SimulationConfig(
+    ir = args.detector == "WFC3/IR"
+    # --chip-shape's default is ACS/WFC's subarray; WFC3/IR takes its full frame unless told.
+    chip_shape = (1014, 1014) if ir and tuple(args.chip_shape) == (256, 512) else tuple(args.chip_shape)
+    return config_for_detector(
+        args.detector,
         n_exposures=args.exposures,
-        chip_shape=tuple(args.chip_shape),
+        chip_shape=chip_shape,
         pointing_error_mas=tuple(args.pointing_error),
         rotation_error_arcsec=args.rotation_error,
         relative_error_mas=args.relative_error,
@@ -279,7 +286,7 @@ def _run_simulate(argv: Sequence[str]) -> int:
     print(f"  association: {visit.asn_path.name}")
     print(f"  exposures:   {', '.join(p.name for p in (*visit.flt_paths, *visit.flc_paths))}")
     print(f"  truth:       {visit.truth_path.name}; reference catalog: {visit.catalog_path.name}")
-    print(f"  process it:  autodriz {visit.asn_path} --jref {visit.jref_dir} --catalog {visit.catalog_path}")
+    print(f"  process it:  autodriz {visit.asn_path} --{visit.jref_dir.name} {visit.jref_dir} --catalog {visit.catalog_path}")
     return 0
 
 
@@ -308,7 +315,7 @@ def _run_demo(argv: Sequence[str]) -> int:
     print(f"autodriz demo: simulating an ACS/WFC visit in {demo_dir} …")
     visit = simulate_visit(demo_dir, _simulation_config(args))
     settings = load_settings(
-        cli={"jref": visit.jref_dir, "catalog": visit.catalog_path, "log_level": "WARNING" if args.quiet else None},
+        cli={visit.jref_dir.name: visit.jref_dir, "catalog": visit.catalog_path, "log_level": "WARNING" if args.quiet else None},
         config_file=args.config,
     )
     result = process(visit.asn_path, settings, argv=["autodriz", "demo", *argv])

@@ -70,6 +70,71 @@ REFERENCE_FILES: Mapping[str, str] = MappingProxyType({
 
 _INDEF_INT = -2147483647
 
+
+@dataclass(frozen=True)
+class Detector:
+    """What the simulator needs to know about one HST detector.
+
+    Attributes
+    ----------
+    key : str
+        ``INSTRUME/DETECTOR`` as autodriz names detectors (``ACS/WFC``).
+    chips : tuple of (int, int)
+        (EXTVER, CCDCHIP) of the SCI extensions; EXTVER 1 is updatewcs's reference chip.
+    full_shape : tuple of int
+        ``(ny, nx)`` of a full chip.
+    ref_folder : str
+        Reference-file environment variable (``jref``, ``iref``); also the folder written beside
+        the visit, from ``autodriz/data/<ref_folder>``.
+    reference_files : mapping
+        Header keyword → file name (IDCTAB, NPOLFILE, D2IMFILE as the detector has them).
+    templates : (str, str)
+        Primary and SCI header templates in ``autodriz/data/templates``.
+    pixel_scale : float
+        Nominal pixel scale, arcsec (the seed CD; updatewcs sets the real one).
+    bunit : str
+        Unit of the FLT SCI data (``ELECTRONS`` for CCDs, ``ELECTRONS/S`` for WFC3/IR).
+    has_flc : bool
+        Whether the pipeline makes CTE-corrected FLC files.
+    """
+
+    key: str
+    chips: tuple[tuple[int, int], ...]
+    full_shape: tuple[int, int]
+    ref_folder: str
+    reference_files: Mapping[str, str]
+    templates: tuple[str, str]
+    pixel_scale: float
+    bunit: str
+    has_flc: bool
+
+    @property
+    def instrument(self) -> str:
+        return self.key.split("/")[0]
+
+    @property
+    def detector(self) -> str:
+        return self.key.split("/")[1]
+
+    @property
+    def idc_root(self) -> str:
+        return self.reference_files["IDCTAB"].split("_")[0]
+
+
+ACS_WFC = Detector(
+    key="ACS/WFC", chips=((1, 2), (2, 1)), full_shape=(2048, 4096), ref_folder="jref",
+    reference_files=REFERENCE_FILES, templates=("acs_wfc_primary.txt", "acs_wfc_sci.txt"),
+    pixel_scale=0.05, bunit="ELECTRONS", has_flc=True,
+)
+#: WFC3/IR with the RECONSTRUCTED IDCTAB w3m18525i (F110W/F140W rows from real updatewcs SIP
+#: headers; G102/G141 use them): see ``autodriz/data/iref/README.md``. No NPOL/D2IM exists for IR.
+WFC3_IR = Detector(
+    key="WFC3/IR", chips=((1, 1),), full_shape=(1014, 1014), ref_folder="iref",
+    reference_files=MappingProxyType({"IDCTAB": "w3m18525i_idc.fits"}),
+    templates=("wfc3_ir_primary.txt", "wfc3_ir_sci.txt"), pixel_scale=0.1283, bunit="ELECTRONS/S", has_flc=False,
+)
+DETECTORS: Mapping[str, Detector] = MappingProxyType({d.key: d for d in (ACS_WFC, WFC3_IR)})
+
 #: Name of the MDRIZTAB the simulator writes into ``jref/``.
 MDRIZTAB_NAME = "jsim_mdz.fits"
 
@@ -97,6 +162,18 @@ _PHOTOMETRY: Mapping[str, tuple[float, float, float]] = MappingProxyType({
     "G800L": (25.90, 7470.0, 1500.0),
 })
 
+# WFC3/IR: AB zeropoints (e-/s), pivot wavelengths, bandwidths (WFC3 Instrument Handbook);
+# only the filters the reconstructed IDCTAB has rows for (and their grisms, as point sources).
+_PHOTOMETRY_IR: Mapping[str, tuple[float, float, float]] = MappingProxyType({
+    "F110W": (26.82, 11534.0, 1428.0),
+    "F140W": (26.45, 13923.0, 1132.0),
+    "G102": (25.90, 10000.0, 1200.0),
+    "G141": (25.90, 13900.0, 1900.0),
+})
+_PHOTOMETRY_BY_DETECTOR: Mapping[str, Mapping[str, tuple[float, float, float]]] = MappingProxyType(
+    {"ACS/WFC": _PHOTOMETRY, "WFC3/IR": _PHOTOMETRY_IR}
+)
+
 _GAIA_EPOCH = 2016.0
 
 
@@ -108,6 +185,10 @@ class SimulationConfig:
     ----------
     asn_id : str
         Nine-character association id; rootnames are derived from it (``jsim01a1q`` …).
+    detector : str
+        ``ACS/WFC`` (default) or ``WFC3/IR`` (one 1014×1014 chip, FLT only in e-/s, filters
+        F110W/F140W/G102/G141, the reconstructed IDCTAB; build its config with
+        :meth:`SimulationConfig.for_detector` for sensible defaults).
     n_exposures : int
         Number of dithered exposures.
     chip_shape : tuple of int
@@ -209,6 +290,7 @@ class SimulationConfig:
     """
 
     asn_id: str = "JSIM01010"
+    detector: str = "ACS/WFC"
     n_exposures: int = 2
     chip_shape: tuple[int, int] = (256, 512)
     filter: str = "F606W"
@@ -251,11 +333,22 @@ class SimulationConfig:
             raise ValueError(f"asn_id must be 9 alphanumeric characters, got {self.asn_id!r}")
         if not 1 <= self.n_exposures <= 26 * 9:
             raise ValueError("n_exposures must be between 1 and 234")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unsupported detector {self.detector!r}; use one of {sorted(DETECTORS)}")
+        det = DETECTORS[self.detector]
         ny, nx = self.chip_shape
-        if not (16 <= ny <= FULL_CHIP_SHAPE[0] and 64 <= nx <= FULL_CHIP_SHAPE[1]):
-            raise ValueError(f"chip_shape must be within (16..2048, 64..4096), got {self.chip_shape}")
-        if self.filter.upper() not in _PHOTOMETRY:
-            raise ValueError(f"unsupported filter {self.filter!r}; use one of {sorted(_PHOTOMETRY)}")
+        if not (16 <= ny <= det.full_shape[0] and 64 <= nx <= det.full_shape[1]):
+            raise ValueError(
+                f"chip_shape must be within (16..{det.full_shape[0]}, 64..{det.full_shape[1]}) for {det.key}, "
+                f"got {self.chip_shape}"
+            )
+        phot = _PHOTOMETRY_BY_DETECTOR[det.key]
+        if self.filter.upper() not in phot:
+            raise ValueError(f"unsupported {det.key} filter {self.filter!r}; use one of {sorted(phot)}")
+        if self.write_flc and not det.has_flc:
+            raise ValueError(f"{det.key} has no FLC files: write_flc must be False")
+        if self.write_mdriztab and det.key != "ACS/WFC":
+            raise ValueError("write_mdriztab writes an ACS/WFC MDRIZTAB: False for other detectors")
         if self.dither_arcsec is not None and len(self.dither_arcsec) != self.n_exposures:
             raise ValueError("dither_arcsec needs one (x, y) offset per exposure")
         if self.mag_range[0] >= self.mag_range[1]:
@@ -283,6 +376,24 @@ class SimulationConfig:
                     f"apriori_missing entries are (name in apriori_errors_mas, exposure index < "
                     f"n_exposures), got {entry!r}"
                 )
+
+
+def config_for_detector(detector: str, **kwargs: Any) -> SimulationConfig:
+    """A :class:`SimulationConfig` with that detector's defaults, overridden by ``kwargs``.
+
+    WFC3/IR: full 1014×1014 frame, F140W, 300 s (SPARS100-like), FWHM 1.1 px (0.14″, the
+    F140W PSF), sky 1 e-/s, effective read noise 15 e- (up-the-ramp fit of ~4 reads), no
+    cosmic rays left in the FLT (the ramp fit removes them), no FLC, no MDRIZTAB (autodriz's
+    WFC3/IR drizzle defaults).
+    """
+    base: dict[str, Any] = {}
+    if detector == "WFC3/IR":
+        base = {
+            "chip_shape": (1014, 1014), "filter": "F140W", "exptime": 300.0, "psf_fwhm_pix": 1.1,
+            "sky_electrons": 300.0, "read_noise": 15.0, "cosmic_ray_fraction": 0.0, "write_flc": False,
+            "write_mdriztab": False, "gain": 2.5, "date_obs": "2012-08-12",
+        }
+    return SimulationConfig(detector=detector, **{**base, **kwargs})
 
 
 @dataclass(frozen=True)
@@ -316,8 +427,8 @@ def _filter_keywords(filt: str) -> tuple[str, str]:
     return ("CLEAR1L", filt) if filt in _WHEEL2 else (filt, "CLEAR2L")
 
 
-def _photometry(filt: str) -> dict[str, float]:
-    zp_ab, plam, bw = _PHOTOMETRY[filt.upper()]
+def _photometry(filt: str, detector: str = "ACS/WFC") -> dict[str, float]:
+    zp_ab, plam, bw = _PHOTOMETRY_BY_DETECTOR[detector][filt.upper()]
     # ST and AB systems: ZP_ST = -2.5 log10(PHOTFLAM) - 21.1, AB = ST - 5 log10(PLAM) + 18.692.
     photflam = 10.0 ** (-0.4 * (zp_ab + 5.0 * math.log10(plam) - 18.6921 + 21.10))
     return {"ZP_AB": zp_ab, "PHOTFLAM": photflam, "PHOTPLAM": plam, "PHOTBW": bw}
@@ -331,31 +442,34 @@ def _template(name: str) -> fits.Header:
     return header
 
 
-def _copy_reference_files(jref_dir: Path) -> None:
+def _copy_reference_files(jref_dir: Path, det: Detector = ACS_WFC) -> None:
     jref_dir.mkdir(parents=True, exist_ok=True)
-    source = resources.files("autodriz") / "data" / "jref"
-    for name in REFERENCE_FILES.values():
+    source = resources.files("autodriz") / "data" / det.ref_folder
+    for name in det.reference_files.values():
         with resources.as_file(source / name) as src:
             shutil.copyfile(src, jref_dir / name)
 
 
-def _idc_reference_pixels(idctab: Path, filt: str) -> dict[int, tuple[float, float]]:
+def _idc_reference_pixels(idctab: Path, filt: str, det: Detector = ACS_WFC) -> dict[int, tuple[float, float]]:
     """XREF/YREF of the IDCTAB's forward model per chip (as stwcs selects it)."""
     # fits.getdata, not Table.read: the IDCTAB's non-FITS unit strings ('chip') only warn.
     table = Table(fits.getdata(idctab, 1))
-    f1, f2 = _filter_keywords(filt)
     out: dict[int, tuple[float, float]] = {}
-    for chip in (1, 2):
+    for _, chip in det.chips:
         sel = (table["DETCHIP"] == chip) & (np.char.strip(table["DIRECTION"].astype(str)) == "FORWARD")
-        exact = sel & (np.char.strip(table["FILTER1"].astype(str)) == f1) & (
-            np.char.strip(table["FILTER2"].astype(str)) == f2
-        )
+        if "FILTER" in table.colnames:  # WFC3: one filter wheel
+            exact = sel & (np.char.strip(table["FILTER"].astype(str)) == filt.upper())
+        else:
+            f1, f2 = _filter_keywords(filt)
+            exact = sel & (np.char.strip(table["FILTER1"].astype(str)) == f1) & (
+                np.char.strip(table["FILTER2"].astype(str)) == f2
+            )
         rows = table[exact] if exact.any() else table[sel]
         out[chip] = (float(rows["XREF"][0]), float(rows["YREF"][0]))
     return out
 
 
-def _subarray_ltv(chip_shape: tuple[int, int], ccdchip: int) -> tuple[float, float]:
+def _subarray_ltv(chip_shape: tuple[int, int], ccdchip: int, full_shape: tuple[int, int] = FULL_CHIP_SHAPE) -> tuple[float, float]:
     """LTV1/LTV2 of the subarray cut from a chip: centred on the full chip, the same for both.
 
     Why not next to the inter-chip gap: updatewcs (stwcs 1.7 MakeWCS) evaluates the reference
@@ -367,7 +481,7 @@ def _subarray_ltv(chip_shape: tuple[int, int], ccdchip: int) -> tuple[float, flo
     """
     del ccdchip  # same cut on both chips (see above)
     ny, nx = chip_shape
-    return -float((FULL_CHIP_SHAPE[1] - nx) // 2), -float((FULL_CHIP_SHAPE[0] - ny) // 2)
+    return -float((full_shape[1] - nx) // 2), -float((full_shape[0] - ny) // 2)
 
 
 def _apply_sky_skew(hdul: fits.HDUList, skew: float) -> None:
@@ -398,7 +512,7 @@ _RESIDUAL_TERMS: tuple[tuple[int, int], ...] = tuple((p, t - p) for t in (2, 3) 
 
 
 def distortion_residual_field(
-    rng: np.random.Generator, rms_mas: float, pixel_scale_arcsec: float
+    rng: np.random.Generator, rms_mas: float, pixel_scale_arcsec: float, det: Detector | None = None
 ) -> dict[int, dict[str, float]]:
     """Random smooth distortion residual per chip, as SIP coefficients to add.
 
@@ -418,11 +532,12 @@ def distortion_residual_field(
         per pixel**(p+q) about the full chip's centre (where the IDC reference pixel, and so
         CRPIX, sits), normalised so the displacement has RMS ``rms_mas`` on a full chip.
     """
-    half = (FULL_CHIP_SHAPE[1] / 2.0, FULL_CHIP_SHAPE[0] / 2.0)
+    det = det or ACS_WFC
+    half = (det.full_shape[1] / 2.0, det.full_shape[0] / 2.0)
     # Normalised coordinates in [-1, 1] over the full chip, for the RMS normalisation.
     gx, gy = np.meshgrid(np.linspace(-1.0, 1.0, 41), np.linspace(-1.0, 1.0, 41))
     out: dict[int, dict[str, float]] = {}
-    for extver, _ in _CHIPS:
+    for extver, _ in det.chips:
         ca = rng.normal(size=len(_RESIDUAL_TERMS))
         cb = rng.normal(size=len(_RESIDUAL_TERMS))
         dx = sum(c * gx**p * gy**q for c, (p, q) in zip(ca, _RESIDUAL_TERMS, strict=True))
@@ -542,6 +657,9 @@ def _primary_header(
     suffix: str,
     mdriztab: str,
 ) -> fits.Header:
+    det = DETECTORS[config.detector]
+    if det.key == "WFC3/IR":
+        return _primary_header_ir(config, info, pa_v3, suffix)
     hdr = _template("acs_wfc_primary.txt")
     f1, f2 = _filter_keywords(config.filter)
     phot = _photometry(config.filter)
@@ -595,6 +713,56 @@ def _primary_header(
     return hdr
 
 
+def _primary_header_ir(config: SimulationConfig, info: _ExposureInfo, pa_v3: float, suffix: str) -> fits.Header:
+    """WFC3/IR FLT primary header (from the real ib6o23rtq's, see the template)."""
+    det = WFC3_IR
+    hdr = _template(det.templates[0])
+    phot = _photometry(config.filter, det.key)
+    start = Time(info.expstart, format="mjd", scale="utc")
+    subarray = tuple(config.chip_shape) != det.full_shape
+    grism = config.filter.upper().startswith("G")
+    values: dict[str, Any] = {
+        "DATE": start.isot[:10],
+        "FILENAME": f"{info.rootname}_{suffix}.fits",
+        "ROOTNAME": info.rootname,
+        "RA_TARG": config.ra,
+        "DEC_TARG": config.dec,
+        "DATE-OBS": start.isot[:10],
+        "TIME-OBS": start.isot[11:19],
+        "EXPSTART": info.expstart,
+        "EXPEND": info.expstart + config.exptime / 86400.0,
+        "EXPTIME": config.exptime,
+        "PA_V3": pa_v3,
+        "POSTARG1": info.dither_arcsec[0],
+        "POSTARG2": info.dither_arcsec[1],
+        "SUBARRAY": subarray,
+        "SUBTYPE": "FULLIMAG" if not subarray else f"SQ{min(config.chip_shape)}SUB",
+        "APERTURE": "IR" if not subarray else "IR-SUB",
+        "FILTER": config.filter.upper(),
+        "OBSTYPE": "SPECTROSCOPIC" if grism else "IMAGING",
+        "IDCTAB": f"iref${det.reference_files['IDCTAB']}",
+        "MDRIZTAB": "N/A",
+        "ASN_ID": config.asn_id.upper(),
+        "ASN_TAB": f"{config.asn_id.lower()}_asn.fits",
+        "ASN_MTYP": "EXP-DTH",
+        "PHOTMODE": f"WFC3 IR {config.filter.upper()}",
+        "PHOTFLAM": phot["PHOTFLAM"],
+        "PHOTPLAM": phot["PHOTPLAM"],
+        "PHOTBW": phot["PHOTBW"],
+        "PATTERN1": "LINE" if config.n_exposures > 1 else "NONE",
+        "P1_NPTS": config.n_exposures if config.n_exposures > 1 else 0,
+        "PATTSTEP": info.index + 1 if config.n_exposures > 1 else 0,
+        "NEXTEND": 3,
+        "CCDGAIN": config.gain,
+    }
+    for amp in "ABCD":
+        values[f"ATODGN{amp}"] = config.gain
+        values[f"READNSE{amp}"] = config.read_noise
+    for key, value in values.items():
+        hdr[key] = value
+    return hdr
+
+
 def _sci_header(
     config: SimulationConfig,
     info: _ExposureInfo,
@@ -604,9 +772,25 @@ def _sci_header(
     ltv: tuple[float, float],
     aperture: tuple[float, float, float],
 ) -> fits.Header:
-    hdr = _template("acs_wfc_sci.txt")
-    phot = _photometry(config.filter)
+    det = DETECTORS[config.detector]
+    hdr = _template(det.templates[1])
+    phot = _photometry(config.filter, det.key)
     ny, nx = config.chip_shape
+    if det.key == "WFC3/IR":
+        ir: dict[str, Any] = {
+            "DATE": Time(info.expstart, format="mjd").isot[:10],
+            "EXTVER": extver, "ROOTNAME": info.rootname, "EXPNAME": info.rootname,
+            "LTV1": ltv[0], "LTV2": ltv[1], "VAFACTOR": config.vafactor,
+            "RA_APER": aperture[0], "DEC_APER": aperture[1], "PA_APER": aperture[2],
+            # IR: 5 reference pixels on each side, then the 1014 science pixels.
+            "SIZAXIS1": nx + 10 if nx == 1014 else nx, "SIZAXIS2": ny + 10 if ny == 1014 else ny,
+            "CENTERA1": int(-ltv[0] + nx // 2 + 5), "CENTERA2": int(-ltv[1] + ny // 2 + 5),
+            "NGOODPIX": nx * ny, "SAMPTIME": config.exptime, "WCSNAME": "OPUS",
+        }
+        ir.update(chip.keywords())
+        for key, value in ir.items():
+            hdr[key] = value
+        return hdr
     values: dict[str, Any] = {
         "DATE": Time(info.expstart, format="mjd").isot[:10],
         "EXTVER": extver,
@@ -638,7 +822,7 @@ def _sci_header(
     return hdr
 
 
-def _companion_header(sci: fits.Header, extname: str) -> fits.Header:
+def _companion_header(sci: fits.Header, extname: str, bunit: str = "ELECTRONS") -> fits.Header:
     """ERR/DQ header: identification and WCS copied from the SCI header, as calacs writes."""
     hdr = fits.Header()
     hdr["EXTNAME"] = extname
@@ -648,7 +832,7 @@ def _companion_header(sci: fits.Header, extname: str) -> fits.Header:
     ).split()
     for key in keep:
         hdr[key] = (sci[key], sci.comments[key])
-    hdr.set("BUNIT", "ELECTRONS" if extname == "ERR" else "UNITLESS", after="EXPNAME")
+    hdr.set("BUNIT", bunit if extname == "ERR" else "UNITLESS", after="EXPNAME")
     return hdr
 
 
@@ -663,15 +847,16 @@ def _wcs_only_hdulist(
     The reference-file keywords are absolute paths, which stwcs resolves without ``jref`` in
     the environment, so the calling process's environment is left alone.
     """
+    det = DETECTORS[config.detector]
     primary = _primary_header(config, info, pointing.pa_v3, "flt", "N/A")
-    for key, name in REFERENCE_FILES.items():
+    for key, name in det.reference_files.items():
         primary[key] = str((jref_dir / name).resolve())
     hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [fits.PrimaryHDU(header=primary)]
     # updatewcs only needs the SCI shape (NAXISn); a broadcast zero array costs no memory
     # even for full-size chips. ERR/DQ just receive a copy of the WCS.
     zeros = np.broadcast_to(np.float32(0.0), config.chip_shape)
-    for extver, ccdchip in _CHIPS:
-        ltv = _subarray_ltv(config.chip_shape, ccdchip)
+    for extver, ccdchip in det.chips:
+        ltv = _subarray_ltv(config.chip_shape, ccdchip, det.full_shape)
         sci = _sci_header(config, info, extver, ccdchip, pointing.chips[extver], ltv, (0.0, 0.0, 0.0))
         hdus.append(fits.ImageHDU(zeros, header=sci))
         hdus.append(fits.ImageHDU(np.zeros((1, 1), np.float32), header=_companion_header(sci, "ERR")))
@@ -730,12 +915,14 @@ def _quiet_stwcs() -> Any:
             logger.debug("stwcs: %s", line)
 
 
-def apriori_wcsname(name: str) -> str:
-    """WCSNAME of a simulated a priori solution: ``IDC_0461802ej-<name>``."""
-    return f"IDC_{REFERENCE_FILES['IDCTAB'].split('_')[0]}-{name}"
+def apriori_wcsname(name: str, detector: str = "ACS/WFC") -> str:
+    """WCSNAME of a simulated a priori solution: ``IDC_<idctab>-<name>`` (``IDC_0461802ej-HSC30``)."""
+    return f"IDC_{DETECTORS[detector].idc_root}-{name}"
 
 
-def _apriori_hdulist(truth_hdul: fits.HDUList, wcsname: str, shift_mas: tuple[float, float]) -> fits.HDUList:
+def _apriori_hdulist(
+    truth_hdul: fits.HDUList, wcsname: str, shift_mas: tuple[float, float], det: Detector = ACS_WFC
+) -> fits.HDUList:
     """A copy of the true in-memory exposure whose SCI WCSs are shifted by ``shift_mas``.
 
     Every chip's CRVAL moves by the same tangent-plane shift about the reference chip's CRVAL
@@ -744,8 +931,8 @@ def _apriori_hdulist(truth_hdul: fits.HDUList, wcsname: str, shift_mas: tuple[fl
     which is what the headerlet will record.
     """
     hdul = fits.HDUList([h.copy() for h in truth_hdul])
-    for key, name in REFERENCE_FILES.items():
-        hdul[0].header[key] = f"jref${name}"
+    for key, name in det.reference_files.items():
+        hdul[0].header[key] = f"{det.ref_folder}${name}"
     sci = _sci_extensions(hdul)
     ref = hdul[sci[_REF_EXTVER]].header
     center = (float(ref["CRVAL1"]), float(ref["CRVAL2"]))
@@ -759,8 +946,8 @@ def _apriori_hdulist(truth_hdul: fits.HDUList, wcsname: str, shift_mas: tuple[fl
         # a headerlet should name them as the archive does, and the bytes must not depend on
         # the output folder.
         for key, ref in (("NPOLEXT", "NPOLFILE"), ("D2IMEXT", "D2IMFILE")):
-            if key in hdr:
-                hdr[key] = f"jref${REFERENCE_FILES[ref]}"
+            if key in hdr and ref in det.reference_files:
+                hdr[key] = f"{det.ref_folder}${det.reference_files[ref]}"
     return hdul
 
 
@@ -821,14 +1008,14 @@ def _full_wcs(hdul: fits.HDUList, extver: int) -> WCS:
 
 
 def _mosaic_centre(hdul: fits.HDUList, chip_shape: tuple[int, int]) -> tuple[float, float]:
-    """Sky position halfway between the centres of the two chips."""
+    """Sky position halfway between the centres of the chips (the centre of a single chip)."""
     ny, nx = chip_shape
     vecs = []
-    for extver, _ in _CHIPS:
+    for extver in sorted(_sci_extensions(hdul)):
         ra, dec = _full_wcs(hdul, extver).all_pix2world([(nx - 1) / 2.0], [(ny - 1) / 2.0], 0)
         a, d = math.radians(float(ra[0])), math.radians(float(dec[0]))
         vecs.append(np.array([math.cos(d) * math.cos(a), math.cos(d) * math.sin(a), math.sin(d)]))
-    v = vecs[0] + vecs[1]
+    v = np.sum(vecs, axis=0)
     return math.degrees(math.atan2(v[1], v[0])) % 360.0, math.degrees(math.asin(v[2] / np.linalg.norm(v)))
 
 
@@ -1315,8 +1502,9 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     asn_lower = config.asn_id.lower()
-    jref_dir = outdir / "jref"
-    _copy_reference_files(jref_dir)
+    det = DETECTORS[config.detector]
+    jref_dir = outdir / det.ref_folder
+    _copy_reference_files(jref_dir, det)
     mdriztab_path: Path | None = None
     mdriztab_kw = "N/A"
     if config.write_mdriztab:
@@ -1333,11 +1521,11 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
     infos_base = [(names[k], k, t0 + k * (config.exptime + 150.0) / 86400.0) for k in range(config.n_exposures)]
 
     # Pass 1: where does a seed pointing land? Aim the mosaic centre at (ra, dec).
-    idc_ref = _idc_reference_pixels(jref_dir / REFERENCE_FILES["IDCTAB"], config.filter)
-    scale_deg = 0.05 / 3600.0
+    idc_ref = _idc_reference_pixels(jref_dir / det.reference_files["IDCTAB"], config.filter, det)
+    scale_deg = det.pixel_scale / 3600.0
     seed_chips = {}
-    for extver, ccdchip in _CHIPS:
-        ltv = _subarray_ltv(config.chip_shape, ccdchip)
+    for extver, ccdchip in det.chips:
+        ltv = _subarray_ltv(config.chip_shape, ccdchip, det.full_shape)
         xref, yref = idc_ref[ccdchip]
         t = math.radians(config.pa_v3)
         # A rough CD (roll only): updatewcs rebuilds CD from PA_V3 and the IDCTAB anyway.
@@ -1375,7 +1563,9 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
     # Separate seeded streams (not spawned from ``seeds``): adding them changes no earlier draw.
     rng_roll = np.random.default_rng([config.seed, 1801])
     residual = (
-        distortion_residual_field(np.random.default_rng([config.seed, 1802]), config.distortion_residual_mas, idc_scale)
+        distortion_residual_field(
+            np.random.default_rng([config.seed, 1802]), config.distortion_residual_mas, idc_scale, det
+        )
         if config.distortion_residual_mas > 0
         else {}
     )
@@ -1422,7 +1612,9 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
         for name, east, north in config.apriori_errors_mas:
             if (name, k) in {(m[0], int(m[1])) for m in config.apriori_missing}:
                 continue
-            apriori[name] = _apriori_hdulist(truth_hdul, apriori_wcsname(name), (float(east), float(north)))
+            apriori[name] = _apriori_hdulist(
+                truth_hdul, apriori_wcsname(name, det.key), (float(east), float(north)), det
+            )
         exposures.append({"info": info, "truth": truth_hdul, "header": header_pointing, "apriori": apriori})
 
     truth: dict[str, Any] = {
@@ -1439,7 +1631,8 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
             "shift_mas_per_exposure": per_exposure_shift,
             "rotation_arcsec_per_exposure": per_exposure_roll,
         },
-        "reference_files": {k: f"jref${v}" for k, v in REFERENCE_FILES.items()},
+        "detector": det.key,
+        "reference_files": {k: f"{det.ref_folder}${v}" for k, v in det.reference_files.items()},
         "aim": {"ra": config.ra, "dec": config.dec},
         "exposures": truth_exposures,
     }
@@ -1457,7 +1650,7 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
             having = [e for e in exposures if name in e["apriori"]]
             err = truth_mod.visit_error([e["apriori"][name] for e in having], truth) if having else None
             truth["apriori"][name] = {
-                "wcsname": apriori_wcsname(name),
+                "wcsname": apriori_wcsname(name, det.key),
                 "error_mas": [float(east), float(north)],
                 "exposures": [e["info"].rootname for e in having],
                 "missing": [e["info"].rootname for e in exposures if name not in e["apriori"]],
@@ -1465,16 +1658,16 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
             }
             logger.info(
                 "simulated a priori solution %s: error (%.1f, %.1f) mas, rms vs truth %s mas, in %d exposure(s)",
-                apriori_wcsname(name), east, north, f"{err.rms_mas:.2f}" if err else "-", len(having),
+                apriori_wcsname(name, det.key), east, north, f"{err.rms_mas:.2f}" if err else "-", len(having),
             )
 
     # Stars over the footprint of all exposures: one detector-aligned box per chip.
-    chip_wcs = {extver: [_full_wcs(e["truth"], extver) for e in exposures] for extver, _ in _CHIPS}
+    chip_wcs = {extver: [_full_wcs(e["truth"], extver) for e in exposures] for extver, _ in det.chips}
     cd = chip_wcs[_REF_EXTVER][0].wcs.cd
     orient = math.degrees(math.atan2(cd[0, 1], cd[1, 1]))
     footprint = _footprint_boxes(chip_wcs, config.chip_shape, (config.ra, config.dec), orient, margin_arcsec=1.0)
     stars = _make_stars(config, rng_stars, footprint, (config.ra, config.dec))
-    phot = _photometry(config.filter)
+    phot = _photometry(config.filter, det.key)
     flux_rate = 10.0 ** (-0.4 * (np.asarray(stars["phot_g_mean_mag"]) - phot["ZP_AB"]))
     galaxies = _make_galaxies(config, footprint)
     galaxy_rate = 10.0 ** (-0.4 * (np.asarray(galaxies["mag"]) - phot["ZP_AB"]))
@@ -1487,7 +1680,7 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
         ra_t, dec_t = positions_at_epoch(stars, info.epoch)
         chips_data = []
         n_cr = 0
-        for extver, ccdchip in _CHIPS:
+        for extver, ccdchip in det.chips:
             wcs = _full_wcs(exp["truth"], extver)
             x, y = wcs.all_world2pix(ra_t, dec_t, 0, tolerance=1e-6, maxiter=50, quiet=True)
             model = np.full(config.chip_shape, config.sky_electrons, dtype=float)
@@ -1505,6 +1698,9 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
             n_cr += _add_cosmic_rays(sci, config.cosmic_ray_fraction, rng)
             err = np.sqrt(np.maximum(sci, 0.0) + config.read_noise**2)
             dq = np.where(saturated, 256, 0).astype(np.int16)
+            if det.bunit.endswith("/S"):
+                # WFC3/IR FLTs are count rates (the ramp fit divides by the exposure time).
+                sci, err = sci / config.exptime, err / config.exptime
             chips_data.append((extver, ccdchip, sci.astype(np.float32), err.astype(np.float32), dq))
         logger.debug("%s: %d pixels hit by cosmic rays", info.rootname, n_cr)
 
@@ -1515,7 +1711,7 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
                 fits.PrimaryHDU(header=_primary_header(config, info, header_pointing.pa_v3, suffix, mdriztab_kw))
             ]
             for extver, ccdchip, sci, err, dq in chips_data:
-                ltv = _subarray_ltv(config.chip_shape, ccdchip)
+                ltv = _subarray_ltv(config.chip_shape, ccdchip, det.full_shape)
                 chip = header_pointing.chips[extver]
                 pa_aper = chip.keywords()["ORIENTAT"]
                 sci_hdr = _sci_header(config, info, extver, ccdchip, chip, ltv, (aim_ra, aim_dec, pa_aper))
@@ -1523,14 +1719,14 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
                 sci_hdr["GOODMAX"] = float(sci.max())
                 sci_hdr["GOODMEAN"] = float(sci.mean(dtype=np.float64))
                 hdus.append(fits.ImageHDU(sci, header=sci_hdr))
-                hdus.append(fits.ImageHDU(err, header=_companion_header(sci_hdr, "ERR")))
-                hdus.append(fits.ImageHDU(dq, header=_companion_header(sci_hdr, "DQ")))
+                hdus.append(fits.ImageHDU(err, header=_companion_header(sci_hdr, "ERR", det.bunit)))
+                hdus.append(fits.ImageHDU(dq, header=_companion_header(sci_hdr, "DQ", det.bunit)))
             # A priori solutions travel as HDRLET extensions after the science extensions, as
             # in archive files.
             for extver, (name, shifted) in enumerate(exp["apriori"].items(), start=1):
                 hdus.append(
                     _apriori_headerlet_hdu(
-                        shifted, info.rootname, suffix, name, apriori_wcsname(name), extver,
+                        shifted, info.rootname, suffix, name, apriori_wcsname(name, det.key), extver,
                         Time(info.expstart, format="mjd").isot[:19],
                     )
                 )
@@ -1542,8 +1738,8 @@ def simulate_visit(outdir: str | Path, config: SimulationConfig = SimulationConf
         outdir / f"{asn_lower}_asn.fits",
         config.asn_id,
         names,
-        instrument="ACS",
-        detector="WFC",
+        instrument=det.instrument,
+        detector=det.detector,
         built_by="autodriz.simulate",
     )
 
