@@ -383,8 +383,8 @@ def config_for_detector(detector: str, **kwargs: Any) -> SimulationConfig:
 
     WFC3/IR: full 1014×1014 frame, F140W, 300 s (SPARS100-like), FWHM 1.1 px (0.14″, the
     F140W PSF), sky 1 e-/s, effective read noise 15 e- (up-the-ramp fit of ~4 reads), no
-    cosmic rays left in the FLT (the ramp fit removes them), no FLC, no MDRIZTAB (autodriz's
-    WFC3/IR drizzle defaults).
+    cosmic rays and no saturation left in the FLT (the ramp fit removes both), no FLC, no
+    MDRIZTAB (autodriz's WFC3/IR drizzle defaults).
     """
     base: dict[str, Any] = {}
     if detector == "WFC3/IR":
@@ -392,6 +392,9 @@ def config_for_detector(detector: str, **kwargs: Any) -> SimulationConfig:
             "chip_shape": (1014, 1014), "filter": "F140W", "exptime": 300.0, "psf_fwhm_pix": 1.1,
             "sky_electrons": 300.0, "read_noise": 15.0, "cosmic_ray_fraction": 0.0, "write_flc": False,
             "write_mdriztab": False, "gain": 2.5, "date_obs": "2012-08-12",
+            # IR pixels do not bleed, and calwf3's up-the-ramp fit recovers a bright star's rate
+            # from the reads before it saturates: no full-well clipping in an IR FLT.
+            "full_well": 1e30,
         }
     return SimulationConfig(detector=detector, **{**base, **kwargs})
 
