@@ -33,6 +33,7 @@ from autodriz.products import (
     wcs_update_job,
     write_json_atomic,
 )
+from autodriz.provenance import dataset_provenance
 from autodriz.report import build_report, weight_map_check, write_html
 from autodriz.select import Selection, choose, is_default_only, rank_candidates, verification_order
 from autodriz.solutions.base import Candidate, remove_workdir
@@ -497,6 +498,8 @@ def _process_dataset(
             products=products,
             settings=settings.as_dict(),
         )
+        # Taken after the update: the inputs as this run leaves them are what a later run compares.
+        report_data["provenance"] = dataset_provenance(input_path, settings).as_dict()
         report = write_json_atomic(output_dir / f"{root}_report.json", report_data)
         write_html(report_data, output_dir / f"{root}_report.html")
     # Alignment was asked for but the default won: products are fine, the astrometry is only

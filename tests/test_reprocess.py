@@ -1,0 +1,189 @@
+"""Scheduled reprocessing: provenance in the ledger and reports, what runs again and why, --dry-run.
+
+The campaign test runs a real LocalCluster (loopback) over the small simulated visits of
+test_batch.py with the real stwcs/drizzlepac; the rest are unit tests of pure functions and of
+the ledger's schema migration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from autodriz.batch import BatchExit, Entry, decide
+from autodriz.cli import main
+from autodriz.ledger import DONE, FAILED, Ledger, Row
+from autodriz.provenance import FileFingerprint, Provenance, changes, fingerprint_file
+from autodriz.simulate import SimulationConfig, simulate_visit
+
+SMALL = {"chip_shape": (128, 256), "write_flc": False, "n_stars": 50}
+OFFLINE = ["--offline", "--no-apriori", "--no-aposteriori"]
+
+
+def _visits(folder: Path, n: int, tag: str) -> list:
+    return [
+        simulate_visit(folder / f"v{i}", SimulationConfig(asn_id=f"J{tag}{i:03d}010", seed=11 + i, **SMALL))
+        for i in range(n)
+    ]
+
+
+def _plan_lines(text: str) -> list[str]:
+    return [line[line.index("plan: "):] for line in text.splitlines() if "plan: " in line]
+
+
+# ------------------------------------------------------------------------------- unit tests
+
+
+def test_fingerprint_explains_a_pixel_and_a_keyword_change_and_is_cached_by_stat(tmp_path):
+    path = tmp_path / "x_flt.fits"
+    hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((8, 8), np.float32), name="SCI")])
+    hdul[0].header["CAL_VER"] = "3.5"
+    hdul[0].header["PFLTFILE"] = "jref$a_pfl.fits"
+    hdul.writeto(path)
+    first = fingerprint_file(path)
+    assert first.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()  # every byte counts
+    assert first.calibration == {"CAL_VER": "3.5", "PFLTFILE": "jref$a_pfl.fits"}
+    assert [h[0] for h in first.hdus] == ["PRIMARY", "SCI,1"]
+    assert fingerprint_file(path, first) is first  # stat unchanged: not read again
+
+    with fits.open(path, mode="update") as h:
+        h["SCI"].data[3, 3] = 1.0
+        h[0].header["PFLTFILE"] = "jref$b_pfl.fits"
+    second = fingerprint_file(path, first)
+    assert second.sha256 != first.sha256
+    old = Provenance((first,), {"sha256": "s"}, {"sha256": "c"}, {"autodriz": "0.1"})
+    new = Provenance((second,), {"sha256": "s"}, {"sha256": "c"}, {"autodriz": "0.2"})
+    (reason,) = changes(old, new)
+    assert reason.startswith("input changed: x_flt.fits: data of SCI,1 changed")
+    assert "PFLTFILE 'jref$a_pfl.fits' → 'jref$b_pfl.fits'" in reason
+    # Versions count only when asked, and only a newer one.
+    assert changes(old, new, ["newer-autodriz"])[-1] == "newer autodriz: 0.1 → 0.2"
+    assert changes(new, replace_versions(new, {"autodriz": "0.1"}), ["newer-autodriz"]) == []
+    assert changes(new, replace_versions(new, {"autodriz": "0.1"}), ["any-version"]) == ["autodriz version 0.2 → 0.1"]
+
+
+def replace_versions(p: Provenance, versions: dict) -> Provenance:
+    return Provenance(p.inputs, p.settings, p.catalog, versions)
+
+
+def _row(status: str, provenance: Provenance | None, **kw) -> Row:
+    base = dict(input="/d/j_asn.fits", root="j", status=status, attempts=1, started_at=None, ended_at="T1",
+                seconds=1.0, exit_code=0, exit_name="OK", wcsname=None, message=None, report=None, trailer=None,
+                trailer_offset=None, worker=None, peak_rss_mb=None, campaign="c", added_at="T0", updated_at="T1",
+                provenance=provenance.to_json() if provenance else None)
+    base.update(kw)
+    return Row(**base)
+
+
+def test_reprocessing_rules():
+    entry = Entry(Path("/d/j_asn.fits"), "j", Path("/d/j.tra"))
+    fp = FileFingerprint("j_flt.fits", "a" * 64, [1, 2, 3, 4], [["SCI,1", "h", "d"]], {})
+    prov = Provenance((fp,), {"sha256": "s", "values": {"verify": True}}, {"sha256": "c", "source": "services"}, {})
+    assert decide(entry, None, None, retry_failed=False).reason == "new dataset"
+    same = decide(entry, _row(DONE, prov), prov, retry_failed=False)
+    assert not same.run and same.reason == "done, nothing changed since T1"
+    other = Provenance(prov.inputs, {"sha256": "t", "values": {"verify": False}}, prov.catalog, {})
+    changed = decide(entry, _row(DONE, prov), other, retry_failed=False)
+    assert changed.run and changed.reason == "done before; settings changed: verify True → False"
+    failed = _row(FAILED, prov, exit_name="INPUT_ERROR", exit_code=3)
+    assert not decide(entry, failed, prov, retry_failed=False).run
+    assert decide(entry, failed, prov, retry_failed=True).run
+    # A repaired input runs a failed dataset again without --retry-failed.
+    repaired = Provenance((FileFingerprint("j_flt.fits", "b" * 64),), prov.settings, prov.catalog, {})
+    assert decide(entry, failed, repaired, retry_failed=False).run
+    # A row from a schema-1 ledger: today's provenance becomes its baseline; nothing runs.
+    old = decide(entry, _row(DONE, None), prov, retry_failed=False)
+    assert not old.run and old.baseline and "baseline" in old.reason
+
+
+def test_a_schema_1_ledger_is_read_as_it_is_and_migrated_by_a_campaign(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with Ledger(path) as ledger:
+        ledger.add([("/d/j_asn.fits", "j", "/d/j.tra")])
+    # Make it what autodriz 0106812 wrote: schema 1, without the provenance columns.
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE d2 AS SELECT input, root, status, attempts, started_at, ended_at, seconds, exit_code, "
+                "exit_name, wcsname, message, report, trailer, trailer_offset, worker, peak_rss_mb, campaign, "
+                "added_at, updated_at FROM datasets")
+    con.execute("DROP TABLE datasets")
+    con.execute("ALTER TABLE d2 RENAME TO datasets")
+    con.execute("ALTER TABLE attempts DROP COLUMN reason")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    with Ledger(path, readonly=True) as ledger:
+        (row,) = ledger.rows()
+        assert row.provenance is None and ledger.meta()["schema_version"] == "1"
+    with Ledger(path) as ledger:
+        assert ledger.meta()["schema_version"] == "2"
+        ledger.set_provenance("/d/j_asn.fits", '{"inputs": []}')
+        assert ledger.get("/d/j_asn.fits").provenance == '{"inputs": []}'
+        assert ledger.get("/d/j_asn.fits").root == "j"
+
+
+# ----------------------------------------------------------------------------- campaign
+
+
+def test_a_changed_input_reruns_exactly_its_dataset_and_says_why_then_nothing_runs(tmp_path, capsys):
+    visits = _visits(tmp_path / "data", 6, "RP")
+    manifest = tmp_path / "nightly.txt"
+    manifest.write_text("\n".join(str(v.asn_path) for v in visits) + "\n")
+    ledger_path = tmp_path / "nightly.ledger.sqlite"
+    args = ["batch", str(manifest), "--jref", str(visits[0].jref_dir), "--workers", "2", *OFFLINE, "--progress", "plain"]
+
+    assert main(args) == BatchExit.OK
+    err = capsys.readouterr().err
+    assert _plan_lines(err).count("plan: 6 to run, 0 not run") == 1
+    with Ledger(ledger_path, readonly=True) as ledger:
+        rows = {Path(r.input): r for r in ledger.rows()}
+    for v in visits:
+        row = rows[v.asn_path]
+        assert row.status == DONE and row.reason == "new dataset"
+        recorded = Provenance.from_json(row.provenance)
+        # The fingerprint kept is the one of the inputs as autodriz left them (updated WCS).
+        names = {fp.name: fp.sha256 for fp in recorded.inputs}
+        assert set(names) == {v.asn_path.name, *(p.name for p in v.flt_paths)}
+        for p in v.flt_paths:
+            assert names[p.name] == hashlib.sha256(p.read_bytes()).hexdigest()
+            with fits.open(p) as h:
+                assert h["SCI", 1].header["WCSNAME"] == "IDC_0461802ej"
+        assert set(recorded.versions) >= {"autodriz", "drizzlepac", "stwcs", "tweakwcs", "astropy", "photutils"}
+        assert recorded.settings["sha256"] and recorded.catalog["source"].startswith("none")
+        report = json.loads(Path(row.report).read_text())
+        assert {fp["sha256"] for fp in report["provenance"]["inputs"]} == set(names.values())
+
+    # The archive recalibrates one exposure: same name, one pixel different.
+    changed = visits[4]
+    with fits.open(changed.flt_paths[0], mode="update") as h:
+        h["SCI", 1].data[10, 10] += 5.0
+
+    assert main([*args, "--dry-run"]) == BatchExit.OK
+    planned = _plan_lines(capsys.readouterr().out)
+    assert main(args) == BatchExit.OK
+    ran = _plan_lines(capsys.readouterr().err)
+    assert ran == planned  # --dry-run printed the plan the campaign then followed
+    runs = [line for line in ran if line.startswith("plan: run ")]
+    assert runs == [f"plan: run  data/v4/{changed.asn_path.name}: done before; input changed: "
+                    f"{changed.flt_paths[0].name}: data of SCI,1 changed"]
+    assert ran[-1] == "plan: 1 to run, 5 not run"
+    with Ledger(ledger_path, readonly=True) as ledger:
+        attempts = {Path(r.input): r.attempts for r in ledger.rows()}
+        assert ledger.get(str(changed.asn_path)).reason.startswith("done before; input changed")
+    assert attempts == {v.asn_path: 2 if v is changed else 1 for v in visits}
+
+    # Third run: nothing changed, nothing runs (the re-run's own update is what was recorded).
+    assert main(args) == BatchExit.OK
+    assert _plan_lines(capsys.readouterr().err)[-1] == "plan: 0 to run, 6 not run"
+    with Ledger(ledger_path, readonly=True) as ledger:
+        assert {Path(r.input): r.attempts for r in ledger.rows()} == attempts
+
+    # A settings change reruns them all, saying which setting.
+    assert main([*args, "--dry-run", "--no-verify"]) == BatchExit.OK
+    plan = _plan_lines(capsys.readouterr().out)
+    assert plan[-1] == "plan: 6 to run, 0 not run"
+    assert all("settings changed: verify True → False" in line for line in plan[:-1])
