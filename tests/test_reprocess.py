@@ -1,40 +1,23 @@
 """Scheduled reprocessing: provenance in the ledger and reports, what runs again and why, --dry-run.
 
-The campaign test runs a real LocalCluster (loopback) over the small simulated visits of
-test_batch.py with the real stwcs/drizzlepac; the rest are unit tests of pure functions and of
-the ledger's schema migration.
+Unit tests of the pure functions and of the ledger's schema migration. The campaign acceptance
+(6 datasets, one input recalibrated, exactly it runs again and says why, then nothing; --dry-run
+printed the same plan) extends the LocalCluster campaign of test_batch.py, so that it costs one
+dataset's run rather than a campaign of its own.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
-from autodriz.batch import BatchExit, Entry, decide
-from autodriz.cli import main
+from autodriz.batch import Entry, decide
 from autodriz.ledger import DONE, FAILED, Ledger, Row
 from autodriz.provenance import FileFingerprint, Provenance, changes, fingerprint_file
-from autodriz.simulate import SimulationConfig, simulate_visit
-
-SMALL = {"chip_shape": (128, 256), "write_flc": False, "n_stars": 50}
-OFFLINE = ["--offline", "--no-apriori", "--no-aposteriori"]
-
-
-def _visits(folder: Path, n: int, tag: str) -> list:
-    return [
-        simulate_visit(folder / f"v{i}", SimulationConfig(asn_id=f"J{tag}{i:03d}010", seed=11 + i, **SMALL))
-        for i in range(n)
-    ]
-
-
-def _plan_lines(text: str) -> list[str]:
-    return [line[line.index("plan: "):] for line in text.splitlines() if "plan: " in line]
-
 
 # ------------------------------------------------------------------------------- unit tests
 
@@ -124,66 +107,3 @@ def test_a_schema_1_ledger_is_read_as_it_is_and_migrated_by_a_campaign(tmp_path)
         ledger.set_provenance("/d/j_asn.fits", '{"inputs": []}')
         assert ledger.get("/d/j_asn.fits").provenance == '{"inputs": []}'
         assert ledger.get("/d/j_asn.fits").root == "j"
-
-
-# ----------------------------------------------------------------------------- campaign
-
-
-def test_a_changed_input_reruns_exactly_its_dataset_and_says_why_then_nothing_runs(tmp_path, capsys):
-    visits = _visits(tmp_path / "data", 6, "RP")
-    manifest = tmp_path / "nightly.txt"
-    manifest.write_text("\n".join(str(v.asn_path) for v in visits) + "\n")
-    ledger_path = tmp_path / "nightly.ledger.sqlite"
-    args = ["batch", str(manifest), "--jref", str(visits[0].jref_dir), "--workers", "2", *OFFLINE, "--progress", "plain"]
-
-    assert main(args) == BatchExit.OK
-    err = capsys.readouterr().err
-    assert _plan_lines(err).count("plan: 6 to run, 0 not run") == 1
-    with Ledger(ledger_path, readonly=True) as ledger:
-        rows = {Path(r.input): r for r in ledger.rows()}
-    for v in visits:
-        row = rows[v.asn_path]
-        assert row.status == DONE and row.reason == "new dataset"
-        recorded = Provenance.from_json(row.provenance)
-        # The fingerprint kept is the one of the inputs as autodriz left them (updated WCS).
-        names = {fp.name: fp.sha256 for fp in recorded.inputs}
-        assert set(names) == {v.asn_path.name, *(p.name for p in v.flt_paths)}
-        for p in v.flt_paths:
-            assert names[p.name] == hashlib.sha256(p.read_bytes()).hexdigest()
-            with fits.open(p) as h:
-                assert h["SCI", 1].header["WCSNAME"] == "IDC_0461802ej"
-        assert set(recorded.versions) >= {"autodriz", "drizzlepac", "stwcs", "tweakwcs", "astropy", "photutils"}
-        assert recorded.settings["sha256"] and recorded.catalog["source"].startswith("none")
-        report = json.loads(Path(row.report).read_text())
-        assert {fp["sha256"] for fp in report["provenance"]["inputs"]} == set(names.values())
-
-    # The archive recalibrates one exposure: same name, one pixel different.
-    changed = visits[4]
-    with fits.open(changed.flt_paths[0], mode="update") as h:
-        h["SCI", 1].data[10, 10] += 5.0
-
-    assert main([*args, "--dry-run"]) == BatchExit.OK
-    planned = _plan_lines(capsys.readouterr().out)
-    assert main(args) == BatchExit.OK
-    ran = _plan_lines(capsys.readouterr().err)
-    assert ran == planned  # --dry-run printed the plan the campaign then followed
-    runs = [line for line in ran if line.startswith("plan: run ")]
-    assert runs == [f"plan: run  data/v4/{changed.asn_path.name}: done before; input changed: "
-                    f"{changed.flt_paths[0].name}: data of SCI,1 changed"]
-    assert ran[-1] == "plan: 1 to run, 5 not run"
-    with Ledger(ledger_path, readonly=True) as ledger:
-        attempts = {Path(r.input): r.attempts for r in ledger.rows()}
-        assert ledger.get(str(changed.asn_path)).reason.startswith("done before; input changed")
-    assert attempts == {v.asn_path: 2 if v is changed else 1 for v in visits}
-
-    # Third run: nothing changed, nothing runs (the re-run's own update is what was recorded).
-    assert main(args) == BatchExit.OK
-    assert _plan_lines(capsys.readouterr().err)[-1] == "plan: 0 to run, 6 not run"
-    with Ledger(ledger_path, readonly=True) as ledger:
-        assert {Path(r.input): r.attempts for r in ledger.rows()} == attempts
-
-    # A settings change reruns them all, saying which setting.
-    assert main([*args, "--dry-run", "--no-verify"]) == BatchExit.OK
-    plan = _plan_lines(capsys.readouterr().out)
-    assert plan[-1] == "plan: 6 to run, 0 not run"
-    assert all("settings changed: verify True → False" in line for line in plan[:-1])
