@@ -16,8 +16,10 @@ import numpy as np
 from astropy.io import fits
 
 from autodriz.batch import Entry, decide
+from autodriz.cli import main
 from autodriz.ledger import DONE, FAILED, Ledger, Row
 from autodriz.provenance import FileFingerprint, Provenance, changes, fingerprint_file
+from autodriz.simulate import SimulationConfig, simulate_visit
 
 # ------------------------------------------------------------------------------- unit tests
 
@@ -107,3 +109,53 @@ def test_a_schema_1_ledger_is_read_as_it_is_and_migrated_by_a_campaign(tmp_path)
         ledger.set_provenance("/d/j_asn.fits", '{"inputs": []}')
         assert ledger.get("/d/j_asn.fits").provenance == '{"inputs": []}'
         assert ledger.get("/d/j_asn.fits").root == "j"
+
+
+# ------------------------------------------------------------------------------ idempotence
+
+
+def _state(directory: Path) -> dict:
+    """Inputs' bytes, WCS and headerlets; products' SCI/WHT arrays."""
+    out = {}
+    for p in sorted(directory.glob("*_flt.fits")):
+        with fits.open(p) as h:
+            out[p.name] = {
+                "sha": hashlib.sha256(p.read_bytes()).hexdigest(),
+                "wcs": [(x.header["WCSNAME"], x.header["CRVAL1"], x.header["CRVAL2"], x.header["CD1_1"], x.header["CD2_2"])
+                        for x in h if x.name == "SCI"],
+                "hdrlets": [(x.header["HDRNAME"], x.header["WCSNAME"]) for x in h if x.name == "HDRLET"],
+            }
+    for p in sorted(directory.glob("*_drz.fits")):
+        with fits.open(p) as h:
+            out[p.name] = {"SCI": h["SCI"].data.copy(), "WHT": h["WHT"].data.copy()}
+    return out
+
+
+def test_autodriz_on_its_own_output_changes_nothing(tmp_path):
+    from autodriz.exitcodes import ExitCode
+
+    visit = simulate_visit(tmp_path / "v", SimulationConfig(
+        n_exposures=1, chip_shape=(128, 256), n_stars=60, write_flc=False, pointing_error_mas=(40.0, -30.0),
+        apriori_errors_mas=(("GSC240", 20.0, -10.0),), seed=7,
+    ))
+    args = [str(visit.asn_path), "--jref", str(visit.jref_dir), "--catalog", str(visit.catalog_path),
+            "--apriori", "--aposteriori", "--offline", "-q"]
+    assert main(args) == ExitCode.OK
+    first = _state(visit.directory)
+    (flt,) = [k for k in first if k.endswith("_flt.fits")]
+    assert "-FIT_" in first[flt]["wcs"][0][0]  # the a posteriori fit won and was written
+
+    assert main(args) == ExitCode.OK
+    second = _state(visit.directory)
+    # The inputs are byte-identical: same WCS, no headerlet attached or archived again …
+    assert second[flt]["sha"] == first[flt]["sha"]
+    assert second[flt]["wcs"] == first[flt]["wcs"]
+    hdrnames = [h[0] for h in second[flt]["hdrlets"]]
+    wcsnames = [h[1] for h in second[flt]["hdrlets"]]
+    assert len(set(hdrnames)) == len(hdrnames) and len(set(wcsnames)) == len(wcsnames), second[flt]["hdrlets"]
+    # … and the products' arrays are identical.
+    drz = f"{visit.asn_path.name[:9]}_drz.fits"
+    for ext in ("SCI", "WHT"):
+        assert np.array_equal(first[drz][ext], second[drz][ext], equal_nan=True), ext
+    trailer = (visit.directory / f"{visit.asn_path.name[:9]}.tra").read_text()
+    assert trailer.count("is already the WCS of the inputs") == 1

@@ -28,8 +28,10 @@ from autodriz.logs import package_versions, run_logging, stage, waypoint, write_
 from autodriz.products import (
     commit_wcs_update,
     discard_temps,
+    keep_delivered_wcs,
     publish,
     recover_interrupted_update,
+    round_to_delivered_precision,
     wcs_update_job,
     write_json_atomic,
 )
@@ -405,6 +407,10 @@ def _process_dataset(
         if c is not winner and c.copies and c.name in failed:
             logger.info("candidate %s (%s) is not attached to the inputs as a headerlet: it was pruned or "
                         "failed verification", c.name, c.wcsname)
+    # A re-run on autodriz's own output: the inputs already carry the winner; keep them as they are.
+    winner = keep_delivered_wcs(winner)
+    if winner.updated:
+        round_to_delivered_precision(winner)
     updates = [wcs_update_job(winner, g, others=others) if winner.updated else (None, {}) for g in groups]
     temps = {o: t for _, group_temps in updates for o, t in group_temps.items()}
     try:
