@@ -660,6 +660,62 @@ class _ProgressLogHandler(logging.Handler):
 
 
 # ------------------------------------------------------------------------------------------
+# memory: what one dataset needs, for Dask worker resources
+# ------------------------------------------------------------------------------------------
+
+#: Memory model of one dataset's run, MB = base + per-megapixel * (SCI pixels of every FLT/FLC).
+#: The base covers the interpreter with drizzlepac/stwcs/astropy loaded and the small
+#: verification drizzles; the per-pixel part AstroDrizzle's in-memory copies (single drizzles,
+#: median, blot) of the inputs. Calibrated on the two figures HST operations works with — a
+#: full ACS/WFC association of 4 exposures with FLT + FLC (8 files x 16.8 Mpix = 134 Mpix) needs
+#: about 3 GB, a WFC3/IR one (4 x 1.03 Mpix) about 0.4 GB — and checked against the peaks the
+#: ledger records (``peak_rss_mb``), which replace the model once a dataset has run.
+MEMORY_BASE_MB = 350.0
+MEMORY_MB_PER_MPIX = 20.0
+#: Margin on a measured peak (the peak is of the largest process, not of the tree).
+MEASURED_MARGIN = 1.25
+
+
+def memory_model_mb(megapixels: float) -> float:
+    """Estimated peak memory (MB) of a dataset whose FLT/FLC SCI arrays hold ``megapixels``."""
+    return MEMORY_BASE_MB + MEMORY_MB_PER_MPIX * max(0.0, megapixels)
+
+
+def input_megapixels(entry: Entry) -> float:
+    """SCI pixels of every FLT/FLC of the dataset, in millions, from the headers (no data read)."""
+    from astropy.io import fits
+
+    from autodriz.provenance import dataset_files
+
+    total = 0
+    for path in dataset_files(entry.input):
+        if path.name.lower().endswith(("_asn.fits", "_asn.fits.gz")) or not path.exists():
+            continue
+        with contextlib.suppress(OSError, ValueError), fits.open(path) as hdul:
+            total += sum(int(h.header.get("NAXIS1", 0)) * int(h.header.get("NAXIS2", 0))
+                         for h in hdul if h.name == "SCI")
+    return total / 1e6
+
+
+def estimate_memory_mb(entry: Entry, row: Row | None = None) -> tuple[float, str]:
+    """A dataset's memory need (MB) and how it was obtained: its measured peak, else the model."""
+    if row is not None and row.peak_rss_mb:
+        return MEASURED_MARGIN * row.peak_rss_mb, f"measured peak {row.peak_rss_mb:.0f} MB x {MEASURED_MARGIN}"
+    mpix = input_megapixels(entry)
+    return memory_model_mb(mpix), f"model: {mpix:.2f} Mpix"
+
+
+def _memory_limit(client: Any) -> float | None:
+    """The largest ``MEMORY`` resource a worker of the cluster offers; None when none offers one."""
+    try:
+        workers = client.scheduler_info().get("workers", {})
+    except (OSError, TimeoutError):
+        return None
+    limits = [float(w.get("resources", {}).get("MEMORY", 0)) for w in workers.values()]
+    return max(limits) if limits and max(limits) > 0 else None
+
+
+# ------------------------------------------------------------------------------------------
 # what to run: the reprocessing rules
 # ------------------------------------------------------------------------------------------
 
@@ -805,6 +861,9 @@ class BatchOptions:
         Extra reasons to run a finished dataset again (:data:`autodriz.provenance.REPROCESS_CONDITIONS`).
     dry_run : bool
         Print the plan (what would run and why) and run nothing (:func:`dry_run`).
+    worker_memory_mb : float or None
+        ``MEMORY`` resource (MB) of each LocalCluster worker; None: no memory-aware scheduling
+        on a LocalCluster (a ``--scheduler`` cluster's workers declare their own).
     """
 
     inputs: tuple[str, ...]
@@ -821,6 +880,7 @@ class BatchOptions:
     log_level: str = "INFO"
     reprocess_if: tuple[str, ...] = ()
     dry_run: bool = False
+    worker_memory_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -864,8 +924,12 @@ def _portable_cli(cli: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def open_client(workers: int, scheduler: str | None) -> Iterator[Any]:
+def open_client(workers: int, scheduler: str | None, *, worker_memory_mb: float | None = None) -> Iterator[Any]:
     """A Dask client: to ``scheduler`` if given, else to a loopback LocalCluster of ``workers``.
+
+    ``worker_memory_mb`` gives each LocalCluster worker a ``MEMORY`` resource of that many MB
+    (as ``dask worker --resources MEMORY=…`` does on a cluster), so datasets are submitted with
+    their memory estimates.
 
     The LocalCluster's worker processes are children of this process and exit when it does
     (distributed's processes watch their parent), so nothing outlives a killed campaign.
@@ -887,6 +951,7 @@ def open_client(workers: int, scheduler: str | None) -> Iterator[Any]:
             scheduler_port=0,
             dashboard_address=None,
             silence_logs=logging.ERROR,
+            **({"resources": {"MEMORY": worker_memory_mb}} if worker_memory_mb else {}),
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -1054,6 +1119,12 @@ def _run_locked(
             ledger.set_provenance(str(d.entry.input), d.current.to_json())
     todo = [d.entry for d in decisions if d.run]
     reasons = {str(d.entry.input): d.reason for d in decisions}
+    memory: dict[str, float] = {}
+    rows_now = {r.input: r for r in ledger.rows(keys)}
+    for e in todo:
+        need, how = estimate_memory_mb(e, rows_now.get(str(e.input)))
+        memory[str(e.input)] = round(need)
+        logger.debug("%s: memory estimate %.0f MB (%s)", e.root, need, how)
 
     t0 = time.monotonic()
     tally = Tally(total=len(todo))
@@ -1069,7 +1140,8 @@ def _run_locked(
         stack = contextlib.ExitStack()
         try:
             try:
-                client = stack.enter_context(open_client(options.workers, options.scheduler))
+                client = stack.enter_context(open_client(options.workers, options.scheduler,
+                                                         worker_memory_mb=options.worker_memory_mb))
             except (OSError, TimeoutError) as exc:  # what distributed raises for an unreachable scheduler
                 raise ClusterError(f"Dask cluster unavailable ({options.scheduler or 'local'}): {exc}") from exc
             with stack:
@@ -1077,7 +1149,7 @@ def _run_locked(
                 progress.start(tally)
                 try:
                     _drive(client, todo, ledger, campaign, job_base, options.timeout, tally, progress,
-                           reasons=reasons, identities=identities)
+                           reasons=reasons, identities=identities, memory=memory)
                 except KeyboardInterrupt:
                     interrupted = True
                     logger.warning("interrupted: datasets in flight go back to pending; run the same command to resume")
@@ -1115,6 +1187,7 @@ def _drive(
     *,
     reasons: Mapping[str, str] | None = None,
     identities: Identities | None = None,
+    memory: Mapping[str, float] | None = None,
 ) -> None:
     """Keep the cluster busy with at most as many tasks as it has threads; record each outcome."""
     queue = list(reversed(todo))  # pop() from the end keeps the manifest's order
@@ -1129,9 +1202,16 @@ def _drive(
         note = "" if outcome.status == DONE else f"{outcome.exit_name or '-'}: {_short(outcome.message, 120)}"
         progress.advance(dataset_label(entry.input, ledger.path.parent), outcome.status, outcome.seconds, note)
 
+    memory = memory or {}
+    limit = _memory_limit(client) if memory else None
+    if limit is not None:
+        logger.info("workers offer MEMORY resources (largest %.0f MB): each dataset is submitted with its estimate",
+                    limit)
     try:
         while queue or inflight:
-            while queue and len(inflight) < _capacity(client):
+            # With memory resources the scheduler holds back what does not fit; a deeper queue
+            # lets a small dataset start beside a large one while another large one waits.
+            while queue and len(inflight) < _capacity(client) * (2 if limit is not None else 1):
                 entry = queue.pop()
                 ledger.mark_running(str(entry.input), campaign=campaign, trailer_offset=_trailer_size(entry.trailer),
                                     reason=reasons.get(str(entry.input)))
@@ -1142,8 +1222,15 @@ def _drive(
                                           f"input not found: {entry.input}", seconds=0.0))
                     continue
                 job = {**job_base, "input": str(entry.input)}
+                extra: dict[str, Any] = {}
+                if limit is not None and str(entry.input) in memory:
+                    need = memory[str(entry.input)]
+                    if need > limit:
+                        logger.warning("%s: estimated %.0f MB, more than any worker offers (%.0f MB): "
+                                       "submitted as needing a whole worker", entry.root, need, limit)
+                    extra["resources"] = {"MEMORY": min(need, limit)}
                 fut = client.submit(run_dataset, job, key=f"autodriz-{entry.root}-{uuid.uuid4().hex[:8]}",
-                                    pure=False, retries=0)
+                                    pure=False, retries=0, **extra)
                 inflight[fut] = (entry, time.monotonic())
                 logger.debug("submitted %s as %s", entry.root, fut.key)
             time.sleep(0.2)
@@ -1290,6 +1377,9 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
                         "made them), newer-dependencies (autodriz, drizzlepac, stwcs, tweakwcs, astropy or photutils "
                         "is newer), any-version (any recorded version differs); repeatable. Changed inputs, settings "
                         "or reference catalog always make a dataset run again")
+    g.add_argument("--worker-memory", type=float, metavar="MB", dest="worker_memory_mb",
+                   help="give each local worker a MEMORY resource of MB megabytes, so that datasets are "
+                        "scheduled by their estimated memory (on a cluster: dask worker --resources MEMORY=MB)")
     g.add_argument("--dry-run", action="store_true",
                    help="print what would run and why (the plan), run nothing, change nothing")
     g.add_argument("--summary-json", type=Path, help="write the summary (counts, every dataset's row) as JSON here")
@@ -1335,6 +1425,7 @@ def run_batch_command(args: argparse.Namespace, cli: Mapping[str, Any], argv: Se
         log_level="WARNING" if args.quiet else (args.log_level or "INFO"),
         reprocess_if=tuple(args.reprocess_if),
         dry_run=args.dry_run,
+        worker_memory_mb=args.worker_memory_mb,
     )
     try:
         if options.dry_run:
