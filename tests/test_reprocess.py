@@ -159,3 +159,19 @@ def test_autodriz_on_its_own_output_changes_nothing(tmp_path):
         assert np.array_equal(first[drz][ext], second[drz][ext], equal_nan=True), ext
     trailer = (visit.directory / f"{visit.asn_path.name[:9]}.tra").read_text()
     assert trailer.count("is already the WCS of the inputs") == 1
+
+
+def test_a_second_scheduled_run_on_a_held_ledger_exits_23_while_dry_run_still_reads_it(tmp_path, capsys):
+    from autodriz.batch import BatchExit
+
+    manifest = tmp_path / "nightly.txt"
+    manifest.write_text("archive/j1_asn.fits\n")
+    ledger_path = tmp_path / "nightly.ledger.sqlite"
+    with Ledger(ledger_path) as running:
+        running.acquire("pid 4242 on head")  # last night's run, still going
+        code = main(["batch", str(manifest), "--offline", "--progress", "off"])
+        assert code == BatchExit.LEDGER_ERROR == 23
+        assert "in use by pid 4242 on head" in capsys.readouterr().err
+        assert main(["batch", str(manifest), "--offline", "--dry-run"]) == BatchExit.OK
+        assert capsys.readouterr().out.splitlines() == [
+            "plan: run  archive/j1_asn.fits: new dataset", "plan: 1 to run, 0 not run"]
