@@ -242,6 +242,11 @@ def test_local_cluster_campaign_runs_good_datasets_and_fails_the_broken_one(tmp_
     assert ran[3].startswith(f"plan: skip data/v3/{broken.asn_path.name}: failed (INPUT_ERROR), nothing changed since")
     assert ran[-1] == "plan: 1 to run, 5 not run"
     expected = {v.asn_path: 2 if v is changed else 1 for v in visits}
+    # Every campaign ends with its campaign report, which says what changed since the previous one.
+    campaign = json.loads((tmp_path / "campaign.ledger.campaign.json").read_text())
+    assert campaign["counts"]["done"] == 5 and campaign["failure_classes"]["INPUT_ERROR"]["count"] == 1
+    assert campaign["changes_since_previous"]["ran_again"] == [f"data/v4/{changed.asn_path.name}"]
+    assert (tmp_path / "campaign.ledger.campaign.html").is_file()
     with Ledger(ledger_path, readonly=True) as ledger:
         assert {Path(r.input): r.attempts for r in ledger.rows()} == expected
         row = ledger.get(str(changed.asn_path))

@@ -20,6 +20,7 @@ from autodriz.cli import main
 from autodriz.ledger import DONE, FAILED, Ledger, Row
 from autodriz.provenance import FileFingerprint, Provenance, changes, fingerprint_file
 from autodriz.simulate import SimulationConfig, simulate_visit
+from test_report_browser import FLAGS, chromium  # noqa: F401 - the browser fixture and flags of the dataset report's test
 
 # ------------------------------------------------------------------------------- unit tests
 
@@ -175,3 +176,74 @@ def test_a_second_scheduled_run_on_a_held_ledger_exits_23_while_dry_run_still_re
         assert main(["batch", str(manifest), "--offline", "--dry-run"]) == BatchExit.OK
         assert capsys.readouterr().out.splitlines() == [
             "plan: run  archive/j1_asn.fits: new dataset", "plan: 1 to run, 0 not run"]
+
+
+# ------------------------------------------------------------------------- campaign report
+
+
+def _rows_for_report() -> list[Row]:
+    return [
+        _row(DONE, None, input=f"/a/d{i}_asn.fits", root=f"d{i}", wcsname=w, seconds=s, peak_rss_mb=m, attempts=a)
+        for i, (w, s, m, a) in enumerate([
+            ("IDC_0461802ej-FIT_REL_GAIADR3", 40.0, 900.0, 1), ("IDC_0461802ej-FIT_IMG_GAIADR3", 35.0, 850.0, 2),
+            ("IDC_0461802ej-GSC240", 20.0, 500.0, 1), ("IDC_0461802ej", 15.0, 480.0, 1),
+        ])
+    ] + [
+        _row(FAILED, None, input="/a/f1_asn.fits", root="f1", exit_name="INPUT_ERROR", exit_code=3,
+             message="member jf1a01q_flt.fits not found", seconds=0.5, peak_rss_mb=None),
+        _row(FAILED, None, input="/a/f2_asn.fits", root="f2", exit_name="TIMEOUT", exit_code=None,
+             message="timed out after 7200 s", seconds=7200.0, peak_rss_mb=3100.0),
+    ]
+
+
+def test_campaign_report_counts_kinds_catalogs_failures_extremes_and_changes():
+    from autodriz.campaign import build_campaign, wcs_kind
+
+    assert wcs_kind("IDC_0461802ej-FIT_REL_GAIADR3") == ("aposteriori", "GAIADR3")
+    assert wcs_kind("IDC_0461802ej-GSC240") == ("apriori", "GSC240")
+    assert wcs_kind("IDC_0461802ej") == ("default", "-")
+    rows = _rows_for_report()
+    first = build_campaign(rows[1:], base=Path("/a"))
+    assert first["changes_since_previous"] is None
+    data = build_campaign(rows, previous=first, base=Path("/a"))
+    assert data["counts"]["done"] == 4 and data["counts"]["failed"] == 2
+    assert data["chosen_wcs"] == {"by_kind": {"aposteriori": 2, "apriori": 1, "default": 1},
+                                  "by_catalog": {"GAIADR3": 2, "GSC240": 1}}
+    assert data["failure_classes"]["INPUT_ERROR"] == {
+        "count": 1, "examples": [{"dataset": "f1_asn.fits", "message": "member jf1a01q_flt.fits not found"}]}
+    assert data["slowest"][0] == {"dataset": "f2_asn.fits", "seconds": 7200.0}
+    assert data["largest"][0] == {"dataset": "f2_asn.fits", "peak_rss_mb": 3100.0}
+    assert sum(data["seconds"]["histogram"]["counts"]) == 6 and sum(data["peak_rss_mb"]["histogram"]["counts"]) == 5
+    assert data["changes_since_previous"]["new"] == ["d0_asn.fits"]
+
+
+def test_campaign_report_page_renders_in_chromium(tmp_path, chromium):
+    import subprocess
+
+    from autodriz.ledger import Outcome
+
+    browser = chromium
+    ledger_path = tmp_path / "nightly.ledger.sqlite"
+    with Ledger(ledger_path) as ledger:
+        for r in _rows_for_report():
+            path = str(tmp_path / Path(r.input).name)
+            ledger.add([(path, r.root, None)])
+            ledger.mark_running(path, campaign="c1", trailer_offset=0, reason="new dataset")
+            ledger.finish(path, Outcome(r.status, r.exit_code, r.exit_name, r.message or "", seconds=r.seconds,
+                                        wcsname=r.wcsname, peak_rss_mb=r.peak_rss_mb))
+    assert main(["batch", "--report", str(ledger_path)]) == 0
+    json_path, page = tmp_path / "nightly.ledger.campaign.json", tmp_path / "nightly.ledger.campaign.html"
+    assert json_path.is_file() and page.is_file()
+    profile = tmp_path / "profile"
+    dom = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "autodriz campaign: nightly.ledger.sqlite" in dom
+    assert dom.count("data:image/png;base64,") == 2  # time and memory histograms
+    assert "TIMEOUT" in dom and "INPUT_ERROR" in dom and "GAIADR3" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1200,1400",
+                    page.as_uri()], capture_output=True, timeout=120, check=True)
+    from matplotlib.image import imread
+
+    pixels = imread(shot)[..., :3]
+    assert (pixels.mean(axis=2) < 0.9).mean() > 0.02  # tables and histograms drawn, not a blank page

@@ -1383,6 +1383,10 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dry-run", action="store_true",
                    help="print what would run and why (the plan), run nothing, change nothing")
     g.add_argument("--summary-json", type=Path, help="write the summary (counts, every dataset's row) as JSON here")
+    g.add_argument("--report", type=Path, metavar="LEDGER",
+                   help="write the campaign report (<ledger>.campaign.json and .campaign.html beside it: outcomes, "
+                        "chosen WCS kinds and catalogs, failure classes, time and memory, changes since the previous "
+                        "report) and run nothing; every campaign also writes it when it ends")
     g.add_argument("--progress", choices=("auto", "bar", "plain", "off"), default="auto",
                    help="progress display (auto: a bar on a terminal, one line per dataset otherwise)")
 
@@ -1407,6 +1411,19 @@ def run_batch_command(args: argparse.Namespace, cli: Mapping[str, Any], argv: Se
             return int(BatchExit.LEDGER_ERROR)
         print(text)
         return int(code)
+    if args.report is not None:
+        from autodriz.campaign import write_campaign_report
+
+        if args.inputs:
+            print("autodriz batch: --report takes no inputs", file=sys.stderr)
+            return int(BatchExit.USAGE)
+        try:
+            paths = write_campaign_report(args.report)
+        except LedgerError as exc:
+            print(f"autodriz batch: {exc}", file=sys.stderr)
+            return int(BatchExit.LEDGER_ERROR)
+        print("\n".join(f"autodriz batch: campaign report {p}" for p in paths))
+        return int(BatchExit.OK)
     if args.workers < 1 or args.timeout <= 0:
         print("autodriz batch: --workers must be >= 1 and --timeout > 0", file=sys.stderr)
         return int(BatchExit.USAGE)
@@ -1445,6 +1462,10 @@ def run_batch_command(args: argparse.Namespace, cli: Mapping[str, Any], argv: Se
         print(f"autodriz batch: {exc}", file=sys.stderr)
         return int(BatchExit.CLUSTER_ERROR)
     print(format_summary(report))
+    from autodriz.campaign import write_campaign_report
+
+    for path in write_campaign_report(report.ledger):
+        print(f"  campaign report: {path}")
     if options.summary_json:
         from autodriz.products import write_json_atomic
 
