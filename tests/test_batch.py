@@ -236,8 +236,8 @@ def test_local_cluster_campaign_runs_good_datasets_and_fails_the_broken_one(tmp_
     ran = _plan_lines(capsys.readouterr().err)
     assert ran == planned
     assert [line for line in ran if line.startswith("plan: run ")] == [
-        f"plan: run  data/v4/{changed.asn_path.name}: done before; input changed: "
-        f"{changed.flt_paths[0].name}: data of SCI,1 changed"
+        (f"plan: run  data/v4/{changed.asn_path.name}: done before; input changed: "
+         f"{changed.flt_paths[0].name}: data of SCI,1 changed")
     ]
     assert ran[3].startswith(f"plan: skip data/v3/{broken.asn_path.name}: failed (INPUT_ERROR), nothing changed since")
     assert ran[-1] == "plan: 1 to run, 5 not run"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-import autodriz.batch as batch
+from autodriz import batch
 from autodriz.batch import BatchExit, Entry, estimate_memory_mb, input_megapixels, memory_model_mb
 from autodriz.cli import main
 from autodriz.ledger import DONE, Ledger

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from test_report_browser import FLAGS, chromium  # noqa: F401 - the browser fixture and flags of the dataset report's test
 
 from autodriz.batch import Entry, decide
 from autodriz.cli import main
 from autodriz.ledger import DONE, FAILED, Ledger, Row
 from autodriz.provenance import FileFingerprint, Provenance, changes, fingerprint_file
 from autodriz.simulate import SimulationConfig, simulate_visit
-from test_report_browser import FLAGS, chromium  # noqa: F401 - the browser fixture and flags of the dataset report's test
 
 # ------------------------------------------------------------------------------- unit tests
 
@@ -217,7 +217,7 @@ def test_campaign_report_counts_kinds_catalogs_failures_extremes_and_changes():
     assert data["changes_since_previous"]["new"] == ["d0_asn.fits"]
 
 
-def test_campaign_report_page_renders_in_chromium(tmp_path, chromium):
+def test_campaign_report_page_renders_in_chromium(tmp_path, chromium):  # noqa: F811 - the imported fixture
     import subprocess
 
     from autodriz.ledger import Outcome

@@ -52,7 +52,6 @@ from typing import IO, Any
 
 from autodriz import __version__
 from autodriz.exitcodes import PRODUCT_CODES, ExitCode
-from autodriz.provenance import REPROCESS_CONDITIONS
 from autodriz.ledger import (
     DONE,
     FAILED,
@@ -67,6 +66,7 @@ from autodriz.ledger import (
     Row,
     describe_owner,
 )
+from autodriz.provenance import REPROCESS_CONDITIONS
 
 logger = logging.getLogger(__name__)
 
@@ -911,7 +911,8 @@ class BatchReport:
                 "workers": self.workers,
                 "datasets_per_hour": round(3600.0 * self.ran / self.seconds, 1) if self.seconds > 0 else None,
             },
-            "datasets": [r.as_dict() for r in self.rows],
+            # Provenance stays in the ledger and the reports: per dataset it is kilobytes.
+            "datasets": [{k: v for k, v in r.as_dict().items() if k != "provenance"} for r in self.rows],
         }
 
 
@@ -1102,7 +1103,13 @@ def _run_locked(
     campaign = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     keys = [str(e.input) for e in entries]
     new = ledger.add([(str(e.input), e.root, str(e.trailer)) for e in entries])
-    ledger.recover_stale(adopt=verdict_from_trailer)
+    by_input = {str(e.input): e for e in entries}
+    for key, status in ledger.recover_stale(adopt=verdict_from_trailer):
+        if status != PENDING and key in by_input:
+            # The adopted attempt finished (and may have updated its inputs) without reporting
+            # its provenance: the inputs as it left them are what it was made from.
+            with contextlib.suppress(OSError):
+                ledger.set_provenance(key, identities.provenance(by_input[key]).to_json())
     ledger.set_meta(last_campaign=campaign, last_command=" ".join(options.argv), last_started=_now())
     counts = ledger.counts(keys)
     logger.info(
