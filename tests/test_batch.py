@@ -220,13 +220,51 @@ def test_local_cluster_campaign_runs_good_datasets_and_fails_the_broken_one(tmp_
     assert len({r.worker for r in rows.values() if r.status == DONE}) == 2  # both workers were used
     data = json.loads(summary.read_text())
     assert data["exit_name"] == "SOME_FAILED" and data["counts"]["done"] == 5 and data["counts"]["failed"] == 1
+    for v in visits:
+        _assert_provenance_is_of_the_updated_inputs(rows[v.asn_path], v, done=v is not broken)
 
-    # Re-running changes nothing: done stays done, failed is not retried without --retry-failed.
-    code = main(["batch", str(manifest), "--jref", str(visits[0].jref_dir), "--workers", "2", *OFFLINE,
-                 "--progress", "off"])
-    assert code == BatchExit.SOME_FAILED
+    # Scheduled reprocessing (issue 21): the archive recalibrates one exposure (same name, one
+    # pixel different); the next campaign runs exactly that dataset and says why, as --dry-run said.
+    changed = visits[4]
+    with fits.open(changed.flt_paths[0], mode="update") as h:
+        h["SCI", 1].data[10, 10] += 5.0
+    args = ["batch", str(manifest), "--jref", str(visits[0].jref_dir), "--workers", "2", *OFFLINE, "--progress", "off"]
+    capsys.readouterr()
+    assert main([*args, "--dry-run"]) == BatchExit.OK
+    planned = _plan_lines(capsys.readouterr().out)
+    assert main(args) == BatchExit.SOME_FAILED  # the broken one is still failed, not retried
+    ran = _plan_lines(capsys.readouterr().err)
+    assert ran == planned
+    assert [line for line in ran if line.startswith("plan: run ")] == [
+        (f"plan: run  data/v4/{changed.asn_path.name}: done before; input changed: "
+         f"{changed.flt_paths[0].name}: data of SCI,1 changed")
+    ]
+    assert ran[3].startswith(f"plan: skip data/v3/{broken.asn_path.name}: failed (INPUT_ERROR), nothing changed since")
+    assert ran[-1] == "plan: 1 to run, 5 not run"
+    expected = {v.asn_path: 2 if v is changed else 1 for v in visits}
+    # Every campaign ends with its campaign report, which says what changed since the previous one.
+    campaign = json.loads((tmp_path / "campaign.ledger.campaign.json").read_text())
+    assert campaign["counts"]["done"] == 5 and campaign["failure_classes"]["INPUT_ERROR"]["count"] == 1
+    assert campaign["changes_since_previous"]["ran_again"] == [f"data/v4/{changed.asn_path.name}"]
+    assert (tmp_path / "campaign.ledger.campaign.html").is_file()
     with Ledger(ledger_path, readonly=True) as ledger:
-        assert [r.attempts for r in ledger.rows()] == [1] * 6
+        assert {Path(r.input): r.attempts for r in ledger.rows()} == expected
+        row = ledger.get(str(changed.asn_path))
+        assert row.status == DONE and row.reason == ran[4].split(": ", 2)[2]
+        _assert_provenance_is_of_the_updated_inputs(row, changed, done=True)
+
+    # Re-running changes nothing: done stays done, failed is not retried without --retry-failed,
+    # and the re-run's own update of its inputs is what was recorded, so it does not run again.
+    assert main(args) == BatchExit.SOME_FAILED
+    assert _plan_lines(capsys.readouterr().err)[-1] == "plan: 0 to run, 6 not run"
+    with Ledger(ledger_path, readonly=True) as ledger:
+        assert {Path(r.input): r.attempts for r in ledger.rows()} == expected
+
+    # A settings change runs them all again (the failed one too: it may work now), naming the setting.
+    assert main([*args, "--dry-run", "--no-verify"]) == BatchExit.OK
+    plan = _plan_lines(capsys.readouterr().out)
+    assert plan[-1] == "plan: 6 to run, 0 not run"
+    assert all("settings changed: verify True → False" in line for line in plan[:-1])
 
     # The status command prints counts and the failure's reason; its exit code says "some failed".
     capsys.readouterr()
@@ -239,6 +277,28 @@ def test_local_cluster_campaign_runs_good_datasets_and_fails_the_broken_one(tmp_
     while (left := _workers_left()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, [_describe(pid) for pid in left]
+
+
+def _plan_lines(text: str) -> list[str]:
+    return [line[line.index("plan: "):] for line in text.splitlines() if "plan: " in line]
+
+
+def _assert_provenance_is_of_the_updated_inputs(row, visit, *, done: bool) -> None:
+    """The ledger keeps the fingerprint of the inputs as the run left them, and so does report.json."""
+    from autodriz.provenance import Provenance
+
+    recorded = Provenance.from_json(row.provenance)
+    names = {fp.name: fp.sha256 for fp in recorded.inputs}
+    if not done:  # a member is missing: the input alone, so that repairing it shows as a change
+        assert set(names) == {visit.asn_path.name}
+        return
+    assert set(names) == {visit.asn_path.name, *(p.name for p in visit.flt_paths)}
+    for p in visit.flt_paths:
+        assert names[p.name] == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert set(recorded.versions) >= {"autodriz", "drizzlepac", "stwcs", "tweakwcs", "astropy", "photutils"}
+    assert recorded.settings["sha256"] and recorded.catalog["source"].startswith("none")
+    report = json.loads(Path(row.report).read_text())
+    assert {fp["sha256"] for fp in report["provenance"]["inputs"]} == set(names.values())
 
 
 def _workers_left() -> list[int]:

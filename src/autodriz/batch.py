@@ -45,7 +45,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from pathlib import Path
 from typing import IO, Any
@@ -66,6 +66,7 @@ from autodriz.ledger import (
     Row,
     describe_owner,
 )
+from autodriz.provenance import REPROCESS_CONDITIONS
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +375,8 @@ def run_dataset(job: Mapping[str, Any]) -> dict[str, Any]:
         )
     code = int(result["exit_code"])
     out = _task_result(classify(code), code, _exit_name(code), result["message"], t0, worker, peak_mb)
-    out.update(wcsname=result.get("wcsname"), report=result.get("report"), trailer=result.get("trailer"))
+    out.update(wcsname=result.get("wcsname"), report=result.get("report"), trailer=result.get("trailer"),
+               provenance=result.get("provenance"))
     return out
 
 
@@ -414,6 +416,22 @@ def _watch_parent(parent: int) -> None:
     os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
+def _provenance_after(input_path: str, settings: Any, report: Path | None) -> dict[str, Any] | None:
+    """What the run was made from, inputs as it left them: its report's record, else taken now."""
+    from autodriz.provenance import dataset_provenance
+
+    if report is not None:
+        with contextlib.suppress(OSError, ValueError):
+            recorded = json.loads(Path(report).read_text(encoding="utf-8")).get("provenance")
+            if recorded:
+                return recorded
+    try:
+        return dataset_provenance(Path(input_path), settings).as_dict()
+    except OSError as exc:  # an input vanished meanwhile: the driver fingerprints what is there
+        logger.warning("could not fingerprint the inputs of %s: %s", input_path, exc)
+        return None
+
+
 def _run_one(job_json: str) -> int:
     """Run one dataset in this process with :func:`autodriz.pipeline.process`; print the result."""
     job = json.loads(job_json)
@@ -435,6 +453,7 @@ def _run_one(job_json: str) -> int:
             "wcsname": result.wcsname,
             "report": str(result.report) if result.report else None,
             "trailer": str(result.trailer) if result.trailer else None,
+            "provenance": _provenance_after(job["input"], settings, result.report),
         }
     print(RESULT_MARK + json.dumps(payload), flush=True)
     return int(payload["exit_code"])
@@ -641,6 +660,169 @@ class _ProgressLogHandler(logging.Handler):
 
 
 # ------------------------------------------------------------------------------------------
+# memory: what one dataset needs, for Dask worker resources
+# ------------------------------------------------------------------------------------------
+
+#: Memory model of one dataset's run, MB = base + per-megapixel * (SCI pixels of every FLT/FLC).
+#: The base covers the interpreter with drizzlepac/stwcs/astropy loaded and the small
+#: verification drizzles; the per-pixel part AstroDrizzle's in-memory copies (single drizzles,
+#: median, blot) of the inputs. Calibrated on the two figures HST operations works with — a
+#: full ACS/WFC association of 4 exposures with FLT + FLC (8 files x 16.8 Mpix = 134 Mpix) needs
+#: about 3 GB, a WFC3/IR one (4 x 1.03 Mpix) about 0.4 GB — and checked against the peaks the
+#: ledger records (``peak_rss_mb``), which replace the model once a dataset has run.
+MEMORY_BASE_MB = 350.0
+MEMORY_MB_PER_MPIX = 20.0
+#: Margin on a measured peak (the peak is of the largest process, not of the tree).
+MEASURED_MARGIN = 1.25
+
+
+def memory_model_mb(megapixels: float) -> float:
+    """Estimated peak memory (MB) of a dataset whose FLT/FLC SCI arrays hold ``megapixels``."""
+    return MEMORY_BASE_MB + MEMORY_MB_PER_MPIX * max(0.0, megapixels)
+
+
+def input_megapixels(entry: Entry) -> float:
+    """SCI pixels of every FLT/FLC of the dataset, in millions, from the headers (no data read)."""
+    from astropy.io import fits
+
+    from autodriz.provenance import dataset_files
+
+    total = 0
+    for path in dataset_files(entry.input):
+        if path.name.lower().endswith(("_asn.fits", "_asn.fits.gz")) or not path.exists():
+            continue
+        with contextlib.suppress(OSError, ValueError), fits.open(path) as hdul:
+            total += sum(int(h.header.get("NAXIS1", 0)) * int(h.header.get("NAXIS2", 0))
+                         for h in hdul if h.name == "SCI")
+    return total / 1e6
+
+
+def estimate_memory_mb(entry: Entry, row: Row | None = None) -> tuple[float, str]:
+    """A dataset's memory need (MB) and how it was obtained: its measured peak, else the model."""
+    if row is not None and row.peak_rss_mb:
+        return MEASURED_MARGIN * row.peak_rss_mb, f"measured peak {row.peak_rss_mb:.0f} MB x {MEASURED_MARGIN}"
+    mpix = input_megapixels(entry)
+    return memory_model_mb(mpix), f"model: {mpix:.2f} Mpix"
+
+
+def _memory_limit(client: Any) -> float | None:
+    """The largest ``MEMORY`` resource a worker of the cluster offers; None when none offers one."""
+    try:
+        workers = client.scheduler_info().get("workers", {})
+    except (OSError, TimeoutError):
+        return None
+    limits = [float(w.get("resources", {}).get("MEMORY", 0)) for w in workers.values()]
+    return max(limits) if limits and max(limits) > 0 else None
+
+
+# ------------------------------------------------------------------------------------------
+# what to run: the reprocessing rules
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether one dataset runs in this campaign, and why (one line of the plan)."""
+
+    entry: Entry
+    run: bool
+    reason: str
+    #: Its provenance now, when it was computed (datasets with a ledger row).
+    current: Any = None
+    #: Record ``current`` as the row's provenance without running (a row from a schema-1 ledger).
+    baseline: bool = False
+
+
+def decide(
+    entry: Entry, row: Row | None, current: Any, *, retry_failed: bool, reprocess_if: Sequence[str] = ()
+) -> Decision:
+    """The reprocessing rule for one dataset (pure: ledger row and provenance in, decision out).
+
+    New and pending datasets run; ``done``/``skipped``/``failed`` ones run again when what they
+    were made from changed (:func:`autodriz.provenance.changes`: inputs, settings, catalog, and
+    versions with ``--reprocess-if``); a failed one also with ``--retry-failed``. A row without
+    provenance (from a ledger written before it was recorded) is not run because of that: the
+    provenance now becomes its baseline, so that a whole archive is not reprocessed on upgrade.
+    """
+    from autodriz.provenance import Provenance, changes
+
+    if row is None or (row.status == PENDING and row.attempts == 0):
+        return Decision(entry, True, "new dataset")
+    if row.status == PENDING:
+        return Decision(entry, True, f"pending: {_short(row.message, 100) or 'not finished'}")
+    if row.status == RUNNING:
+        return Decision(entry, True, "left running by a campaign that stopped (or is running now)")
+    recorded = Provenance.from_json(row.provenance)
+    what = {DONE: "done", SKIPPED: "skipped (nothing to drizzle)", FAILED: f"failed ({row.exit_name or '-'})"}[row.status]
+    if recorded is None or current is None:
+        if row.status == FAILED:
+            return Decision(entry, retry_failed, f"{what}; " + ("--retry-failed" if retry_failed else
+                                                                 "give --retry-failed to run it again"))
+        return Decision(entry, False, f"{what}; no provenance recorded (older ledger): today's is kept as its baseline",
+                        current, baseline=current is not None)
+    reasons = changes(recorded, current, reprocess_if)
+    if reasons:
+        return Decision(entry, True, f"{what} before; " + "; ".join(reasons), current)
+    if row.status == FAILED and retry_failed:
+        return Decision(entry, True, f"{what}, unchanged; --retry-failed", current)
+    hint = "; give --retry-failed to run it again" if row.status == FAILED else ""
+    return Decision(entry, False, f"{what}, nothing changed since {row.ended_at or '?'}{hint}", current)
+
+
+@dataclass(frozen=True)
+class Identities:
+    """The campaign-wide parts of a provenance, computed once per campaign."""
+
+    settings: Mapping[str, Any]
+    catalog: Mapping[str, Any]
+    versions: Mapping[str, str]
+
+    @classmethod
+    def of(cls, settings: Any) -> Identities:
+        from autodriz.provenance import catalog_identity, current_versions, settings_identity
+
+        return cls(settings_identity(settings), catalog_identity(settings), current_versions())
+
+    def provenance(self, entry: Entry, previous: Any = None) -> Any:
+        """The dataset's provenance now (files whose stat did not change are not read again)."""
+        from autodriz.provenance import Provenance, dataset_files, fingerprint_inputs
+
+        files = [p for p in dataset_files(entry.input) if p.exists()]
+        return Provenance(fingerprint_inputs(files, previous.inputs if previous is not None else ()),
+                          self.settings, self.catalog, self.versions)
+
+
+def plan_campaign(
+    entries: Sequence[Entry], rows: Mapping[str, Row], identities: Identities, *,
+    retry_failed: bool, reprocess_if: Sequence[str] = (),
+) -> list[Decision]:
+    """A decision for every entry, in the manifest's order; reads the inputs of finished datasets."""
+    from autodriz.provenance import Provenance
+
+    out = []
+    for e in entries:
+        row = rows.get(str(e.input))
+        current = None
+        if row is not None and row.status in (DONE, SKIPPED, FAILED):
+            previous = Provenance.from_json(row.provenance)
+            try:
+                current = identities.provenance(e, previous)
+            except OSError as exc:  # unreadable now: run it, the run says what is wrong
+                out.append(Decision(e, True, f"inputs cannot be read ({exc})"))
+                continue
+        out.append(decide(e, row, current, retry_failed=retry_failed, reprocess_if=reprocess_if))
+    return out
+
+
+def format_plan(decisions: Sequence[Decision], base: Path | None = None) -> list[str]:
+    """The plan as lines, ``plan: run <input>: <why>`` / ``plan: skip <input>: <why>``, then counts."""
+    lines = [f"plan: {'run ' if d.run else 'skip'} {dataset_label(d.entry.input, base)}: {d.reason}" for d in decisions]
+    n = sum(d.run for d in decisions)
+    lines.append(f"plan: {n} to run, {len(decisions) - n} not run")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------
 # the campaign
 # ------------------------------------------------------------------------------------------
 
@@ -675,6 +857,13 @@ class BatchOptions:
         The batch command line (recorded in the ledger and in each trailer).
     log_level : str
         Level of the driver's own messages.
+    reprocess_if : tuple of str
+        Extra reasons to run a finished dataset again (:data:`autodriz.provenance.REPROCESS_CONDITIONS`).
+    dry_run : bool
+        Print the plan (what would run and why) and run nothing (:func:`dry_run`).
+    worker_memory_mb : float or None
+        ``MEMORY`` resource (MB) of each LocalCluster worker; None: no memory-aware scheduling
+        on a LocalCluster (a ``--scheduler`` cluster's workers declare their own).
     """
 
     inputs: tuple[str, ...]
@@ -689,6 +878,9 @@ class BatchOptions:
     config: Path | None = None
     argv: tuple[str, ...] = ()
     log_level: str = "INFO"
+    reprocess_if: tuple[str, ...] = ()
+    dry_run: bool = False
+    worker_memory_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -719,7 +911,8 @@ class BatchReport:
                 "workers": self.workers,
                 "datasets_per_hour": round(3600.0 * self.ran / self.seconds, 1) if self.seconds > 0 else None,
             },
-            "datasets": [r.as_dict() for r in self.rows],
+            # Provenance stays in the ledger and the reports: per dataset it is kilobytes.
+            "datasets": [{k: v for k, v in r.as_dict().items() if k != "provenance"} for r in self.rows],
         }
 
 
@@ -732,8 +925,12 @@ def _portable_cli(cli: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def open_client(workers: int, scheduler: str | None) -> Iterator[Any]:
+def open_client(workers: int, scheduler: str | None, *, worker_memory_mb: float | None = None) -> Iterator[Any]:
     """A Dask client: to ``scheduler`` if given, else to a loopback LocalCluster of ``workers``.
+
+    ``worker_memory_mb`` gives each LocalCluster worker a ``MEMORY`` resource of that many MB
+    (as ``dask worker --resources MEMORY=…`` does on a cluster), so datasets are submitted with
+    their memory estimates.
 
     The LocalCluster's worker processes are children of this process and exit when it does
     (distributed's processes watch their parent), so nothing outlives a killed campaign.
@@ -755,6 +952,7 @@ def open_client(workers: int, scheduler: str | None) -> Iterator[Any]:
             scheduler_port=0,
             dashboard_address=None,
             silence_logs=logging.ERROR,
+            **({"resources": {"MEMORY": worker_memory_mb}} if worker_memory_mb else {}),
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -769,6 +967,28 @@ def _capacity(client: Any) -> int:
         return 1
 
 
+def _provenance_record(entry: Entry, outcome: Outcome, identities: Identities) -> str | None:
+    """The provenance the ledger keeps for a finished attempt.
+
+    The input fingerprints are those the run reported, taken after its WCS update (else taken
+    here, of the inputs as the attempt left them), with the versions it ran with; settings and
+    catalog are this campaign's, which the next campaign compares with its own: a worker whose
+    environment differs from the driver's must not make a dataset run again every night.
+    """
+    from autodriz.provenance import Provenance
+
+    reported = Provenance.from_json(outcome.provenance)
+    if reported is not None and reported.inputs:
+        inputs, versions = reported.inputs, reported.versions or identities.versions
+    else:
+        try:
+            inputs, versions = identities.provenance(entry).inputs, identities.versions
+        except OSError as exc:
+            logger.warning("%s: inputs cannot be fingerprinted (%s); no provenance recorded", entry.root, exc)
+            return None
+    return Provenance(inputs, identities.settings, identities.catalog, versions).to_json()
+
+
 def _outcome(result: Mapping[str, Any]) -> Outcome:
     return Outcome(
         status=result["status"],
@@ -780,6 +1000,7 @@ def _outcome(result: Mapping[str, Any]) -> Outcome:
         report=result.get("report"),
         worker=result.get("worker"),
         peak_rss_mb=result.get("peak_rss_mb"),
+        provenance=json.dumps(result["provenance"]) if result.get("provenance") else None,
     )
 
 
@@ -837,40 +1058,80 @@ def run_batch(options: BatchOptions, *, progress: PlainProgress | RichProgress |
             raise UsageError("no inputs: give ASN/RAW/FLT paths, globs or a manifest file")
         entries = make_entries(inputs, settings.output_dir)
         ledger_path = (options.ledger or default_ledger_path(manifests)).absolute()
+        identities = Identities.of(settings)
         with Ledger(ledger_path) as ledger:
             ledger.acquire(describe_owner())
-            return _run_locked(options, entries, ledger, progress)
+            return _run_locked(options, entries, ledger, progress, identities)
     finally:
         pkg_logger.removeHandler(handler)
         pkg_logger.setLevel(saved_level)
 
 
+def dry_run(options: BatchOptions) -> list[str]:
+    """``autodriz batch --dry-run``: the plan a campaign would follow now, as lines; runs nothing.
+
+    The ledger is only read (it need not exist, and its lock is not taken); the inputs of
+    finished datasets are fingerprinted as the campaign would, so the lines are those a campaign
+    started now would log.
+
+    Raises
+    ------
+    UsageError, autodriz.errors.ConfigError, LedgerError
+        As :func:`run_batch`.
+    """
+    from autodriz.config import load_settings
+
+    settings = load_settings(cli=dict(options.cli), config_file=options.config)
+    inputs, manifests = expand_inputs(options.inputs)
+    if not inputs:
+        raise UsageError("no inputs: give ASN/RAW/FLT paths, globs or a manifest file")
+    entries = make_entries(inputs, settings.output_dir)
+    ledger_path = (options.ledger or default_ledger_path(manifests)).absolute()
+    rows: dict[str, Row] = {}
+    if ledger_path.exists():
+        with Ledger(ledger_path, readonly=True) as ledger:
+            rows = {r.input: r for r in ledger.rows()}
+    decisions = plan_campaign(entries, rows, Identities.of(settings),
+                              retry_failed=options.retry_failed, reprocess_if=options.reprocess_if)
+    return format_plan(decisions, ledger_path.parent)
+
+
 def _run_locked(
-    options: BatchOptions, entries: list[Entry], ledger: Ledger, progress: PlainProgress | RichProgress
+    options: BatchOptions, entries: list[Entry], ledger: Ledger, progress: PlainProgress | RichProgress,
+    identities: Identities,
 ) -> BatchReport:
     campaign = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     keys = [str(e.input) for e in entries]
     new = ledger.add([(str(e.input), e.root, str(e.trailer)) for e in entries])
-    ledger.recover_stale(adopt=verdict_from_trailer)
+    by_input = {str(e.input): e for e in entries}
+    for key, status in ledger.recover_stale(adopt=verdict_from_trailer):
+        if status != PENDING and key in by_input:
+            # The adopted attempt finished (and may have updated its inputs) without reporting
+            # its provenance: the inputs as it left them are what it was made from.
+            with contextlib.suppress(OSError):
+                ledger.set_provenance(key, identities.provenance(by_input[key]).to_json())
     ledger.set_meta(last_campaign=campaign, last_command=" ".join(options.argv), last_started=_now())
-    rows = {r.input: r for r in ledger.rows(keys)}
-    todo: list[Entry] = []
-    left_failed = 0
-    for e in entries:
-        status = rows[str(e.input)].status
-        if status == PENDING or (status == FAILED and options.retry_failed):
-            todo.append(e)
-        elif status == FAILED:
-            left_failed += 1
     counts = ledger.counts(keys)
     logger.info(
         "ledger %s: %d dataset(s) named (%d new): %d done, %d skipped, %d failed, %d pending",
         ledger.path, len(entries), new, counts[DONE], counts[SKIPPED], counts[FAILED], counts[PENDING],
     )
-    if left_failed:
-        logger.info("%d failed dataset(s) not retried (give --retry-failed to run them again)", left_failed)
-    if counts[DONE] + counts[SKIPPED]:
-        logger.info("%d dataset(s) already done or skipped: not run again", counts[DONE] + counts[SKIPPED])
+    decisions = plan_campaign(entries, {r.input: r for r in ledger.rows(keys)}, identities,
+                              retry_failed=options.retry_failed, reprocess_if=options.reprocess_if)
+    for d, line in zip([*decisions, None], format_plan(decisions, ledger.path.parent)):
+        # Every run is worth a line; a large campaign's unchanged datasets are not.
+        level = logging.INFO if d is None or d.run or len(decisions) <= _TABLE_LIMIT else logging.DEBUG
+        logger.log(level, "%s", line)
+        if d is not None and d.baseline:
+            ledger.set_provenance(str(d.entry.input), d.current.to_json())
+    todo = [d.entry for d in decisions if d.run]
+    reasons = {str(d.entry.input): d.reason for d in decisions}
+    memory: dict[str, float] = {}
+    rows_now = {r.input: r for r in ledger.rows(keys)}
+    for e in todo:
+        need, how = estimate_memory_mb(e, rows_now.get(str(e.input)))
+        memory[str(e.input)] = round(need)
+        logger.debug("%s: memory estimate %.0f MB (%s)", e.root, need, how)
 
     t0 = time.monotonic()
     tally = Tally(total=len(todo))
@@ -886,14 +1147,16 @@ def _run_locked(
         stack = contextlib.ExitStack()
         try:
             try:
-                client = stack.enter_context(open_client(options.workers, options.scheduler))
+                client = stack.enter_context(open_client(options.workers, options.scheduler,
+                                                         worker_memory_mb=options.worker_memory_mb))
             except (OSError, TimeoutError) as exc:  # what distributed raises for an unreachable scheduler
                 raise ClusterError(f"Dask cluster unavailable ({options.scheduler or 'local'}): {exc}") from exc
             with stack:
                 workers = _capacity(client)
                 progress.start(tally)
                 try:
-                    _drive(client, todo, ledger, campaign, job_base, options.timeout, tally, progress)
+                    _drive(client, todo, ledger, campaign, job_base, options.timeout, tally, progress,
+                           reasons=reasons, identities=identities, memory=memory)
                 except KeyboardInterrupt:
                     interrupted = True
                     logger.warning("interrupted: datasets in flight go back to pending; run the same command to resume")
@@ -928,22 +1191,37 @@ def _drive(
     timeout: float,
     tally: Tally,
     progress: PlainProgress | RichProgress,
+    *,
+    reasons: Mapping[str, str] | None = None,
+    identities: Identities | None = None,
+    memory: Mapping[str, float] | None = None,
 ) -> None:
     """Keep the cluster busy with at most as many tasks as it has threads; record each outcome."""
     queue = list(reversed(todo))  # pop() from the end keeps the manifest's order
     inflight: dict[Any, tuple[Entry, float]] = {}
+    reasons = reasons or {}
 
     def finish(entry: Entry, outcome: Outcome) -> None:
+        if identities is not None:
+            outcome = replace(outcome, provenance=_provenance_record(entry, outcome, identities))
         ledger.finish(str(entry.input), outcome, campaign=campaign)
         tally.add(outcome.status)
         note = "" if outcome.status == DONE else f"{outcome.exit_name or '-'}: {_short(outcome.message, 120)}"
         progress.advance(dataset_label(entry.input, ledger.path.parent), outcome.status, outcome.seconds, note)
 
+    memory = memory or {}
+    limit = _memory_limit(client) if memory else None
+    if limit is not None:
+        logger.info("workers offer MEMORY resources (largest %.0f MB): each dataset is submitted with its estimate",
+                    limit)
     try:
         while queue or inflight:
-            while queue and len(inflight) < _capacity(client):
+            # With memory resources the scheduler holds back what does not fit; a deeper queue
+            # lets a small dataset start beside a large one while another large one waits.
+            while queue and len(inflight) < _capacity(client) * (2 if limit is not None else 1):
                 entry = queue.pop()
-                ledger.mark_running(str(entry.input), campaign=campaign, trailer_offset=_trailer_size(entry.trailer))
+                ledger.mark_running(str(entry.input), campaign=campaign, trailer_offset=_trailer_size(entry.trailer),
+                                    reason=reasons.get(str(entry.input)))
                 if not entry.input.exists():
                     # Checked here, not on the worker: the pipeline would create the missing
                     # folder for its trailer.
@@ -951,8 +1229,15 @@ def _drive(
                                           f"input not found: {entry.input}", seconds=0.0))
                     continue
                 job = {**job_base, "input": str(entry.input)}
+                extra: dict[str, Any] = {}
+                if limit is not None and str(entry.input) in memory:
+                    need = memory[str(entry.input)]
+                    if need > limit:
+                        logger.warning("%s: estimated %.0f MB, more than any worker offers (%.0f MB): "
+                                       "submitted as needing a whole worker", entry.root, need, limit)
+                    extra["resources"] = {"MEMORY": min(need, limit)}
                 fut = client.submit(run_dataset, job, key=f"autodriz-{entry.root}-{uuid.uuid4().hex[:8]}",
-                                    pure=False, retries=0)
+                                    pure=False, retries=0, **extra)
                 inflight[fut] = (entry, time.monotonic())
                 logger.debug("submitted %s as %s", entry.root, fut.key)
             time.sleep(0.2)
@@ -1094,7 +1379,21 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help=f"seconds allowed for one dataset before it is killed and failed (default {DEFAULT_TIMEOUT:.0f})")
     g.add_argument("--retry-failed", action="store_true", help="run datasets that failed before again")
+    g.add_argument("--reprocess-if", action="append", default=[], choices=REPROCESS_CONDITIONS, metavar="CONDITION",
+                   help="also run finished datasets again when: newer-autodriz (autodriz is newer than the one that "
+                        "made them), newer-dependencies (autodriz, drizzlepac, stwcs, tweakwcs, astropy or photutils "
+                        "is newer), any-version (any recorded version differs); repeatable. Changed inputs, settings "
+                        "or reference catalog always make a dataset run again")
+    g.add_argument("--worker-memory", type=float, metavar="MB", dest="worker_memory_mb",
+                   help="give each local worker a MEMORY resource of MB megabytes, so that datasets are "
+                        "scheduled by their estimated memory (on a cluster: dask worker --resources MEMORY=MB)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print what would run and why (the plan), run nothing, change nothing")
     g.add_argument("--summary-json", type=Path, help="write the summary (counts, every dataset's row) as JSON here")
+    g.add_argument("--report", type=Path, metavar="LEDGER",
+                   help="write the campaign report (<ledger>.campaign.json and .campaign.html beside it: outcomes, "
+                        "chosen WCS kinds and catalogs, failure classes, time and memory, changes since the previous "
+                        "report) and run nothing; every campaign also writes it when it ends")
     g.add_argument("--progress", choices=("auto", "bar", "plain", "off"), default="auto",
                    help="progress display (auto: a bar on a terminal, one line per dataset otherwise)")
 
@@ -1119,6 +1418,19 @@ def run_batch_command(args: argparse.Namespace, cli: Mapping[str, Any], argv: Se
             return int(BatchExit.LEDGER_ERROR)
         print(text)
         return int(code)
+    if args.report is not None:
+        from autodriz.campaign import write_campaign_report
+
+        if args.inputs:
+            print("autodriz batch: --report takes no inputs", file=sys.stderr)
+            return int(BatchExit.USAGE)
+        try:
+            paths = write_campaign_report(args.report)
+        except LedgerError as exc:
+            print(f"autodriz batch: {exc}", file=sys.stderr)
+            return int(BatchExit.LEDGER_ERROR)
+        print("\n".join(f"autodriz batch: campaign report {p}" for p in paths))
+        return int(BatchExit.OK)
     if args.workers < 1 or args.timeout <= 0:
         print("autodriz batch: --workers must be >= 1 and --timeout > 0", file=sys.stderr)
         return int(BatchExit.USAGE)
@@ -1135,8 +1447,14 @@ def run_batch_command(args: argparse.Namespace, cli: Mapping[str, Any], argv: Se
         config=args.config,
         argv=tuple(argv),
         log_level="WARNING" if args.quiet else (args.log_level or "INFO"),
+        reprocess_if=tuple(args.reprocess_if),
+        dry_run=args.dry_run,
+        worker_memory_mb=args.worker_memory_mb,
     )
     try:
+        if options.dry_run:
+            print("\n".join(dry_run(options)))
+            return int(BatchExit.OK)
         report = run_batch(options)
     except (UsageError, AutodrizError) as exc:
         print(f"autodriz batch: {exc}", file=sys.stderr)
@@ -1151,6 +1469,10 @@ def run_batch_command(args: argparse.Namespace, cli: Mapping[str, Any], argv: Se
         print(f"autodriz batch: {exc}", file=sys.stderr)
         return int(BatchExit.CLUSTER_ERROR)
     print(format_summary(report))
+    from autodriz.campaign import write_campaign_report
+
+    for path in write_campaign_report(report.ledger):
+        print(f"  campaign report: {path}")
     if options.summary_json:
         from autodriz.products import write_json_atomic
 

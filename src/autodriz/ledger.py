@@ -15,12 +15,17 @@ Statuses
     submitted to the cluster by the campaign that holds the ledger's lock. A ``running`` row
     seen by a campaign that has just taken the lock is stale: its campaign died.
 ``done``
-    the single-dataset run returned ``OK``. Never run again.
+    the single-dataset run wrote products (``OK`` or ``DEFAULT_ONLY``). Run again only when what
+    it was made from changed (its ``provenance``: inputs, settings, catalog, versions on request).
 ``failed``
-    the run returned any other code, crashed, or timed out. Run again only on request
-    (``--retry-failed``).
+    the run returned any other code, crashed, or timed out. Run again on request
+    (``--retry-failed``) or when its provenance changed (e.g. a repaired input).
 ``skipped``
-    nothing to do by request (``DRIZCORR = OMIT``, exit code 5). Never run again.
+    nothing to do by request (``DRIZCORR = OMIT``, exit code 5). Run again only when its
+    provenance changed.
+
+Schema 2 added ``provenance`` and ``reason`` (why the latest attempt ran); a schema-1 ledger is
+migrated in place by the first campaign that opens it (readers accept it as it is).
 
 Every attempt is also kept in the ``attempts`` table, so the history of a dataset (which campaign
 ran it, when, how it ended) survives later attempts.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -41,7 +47,20 @@ from typing import IO, Any, Self
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Columns added by each schema version, applied in order to an older ledger when a campaign
+#: opens it (``ALTER TABLE … ADD COLUMN`` keeps every row; new columns start NULL).
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        # What the latest attempt's products were made from (JSON of autodriz.provenance.Provenance),
+        # taken after the attempt, i.e. of the inputs as autodriz left them.
+        "ALTER TABLE datasets ADD COLUMN provenance TEXT",
+        # Why the latest attempt was run ("new dataset", "input changed: …").
+        "ALTER TABLE datasets ADD COLUMN reason TEXT",
+        "ALTER TABLE attempts ADD COLUMN reason TEXT",
+    ),
+}
 
 PENDING = "pending"
 RUNNING = "running"
@@ -127,10 +146,19 @@ class Row:
     campaign: str | None
     added_at: str
     updated_at: str
+    #: JSON provenance (:class:`autodriz.provenance.Provenance`) after the latest attempt, or the
+    #: baseline recorded for a row from a schema-1 ledger; None before any.
+    provenance: str | None = None
+    #: Why the latest attempt was run.
+    reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The row as JSON-friendly data."""
-        return dict(self.__dict__)
+        """The row as JSON-friendly data (the provenance parsed)."""
+        out = dict(self.__dict__)
+        if out["provenance"]:
+            with contextlib.suppress(ValueError):
+                out["provenance"] = json.loads(out["provenance"])
+        return out
 
 
 @dataclass(frozen=True)
@@ -146,6 +174,8 @@ class Outcome:
     report: str | None = None
     worker: str | None = None
     peak_rss_mb: float | None = None
+    #: JSON provenance of what the attempt was made from (inputs as it left them).
+    provenance: str | None = None
 
 
 class Ledger:
@@ -185,15 +215,35 @@ class Ledger:
                         if statement.strip():
                             cur.execute(statement)
                     cur.execute(
-                        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?), ('created', ?)",
-                        (str(SCHEMA_VERSION), utcnow()),
+                        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1'), ('created', ?)",
+                        (utcnow(),),
                     )
+                    self._migrate(cur)
             self._conn.row_factory = sqlite3.Row
             version = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot use {self.path} as a ledger: {exc}") from exc
-        if version is None or int(version[0]) != SCHEMA_VERSION:
+        # A reader (--status, --dry-run) accepts an older ledger as it is: Row's newer fields
+        # default to None, and only a campaign, which holds the write lock, migrates it.
+        readable = version is not None and (int(version[0]) == SCHEMA_VERSION or (readonly and 1 <= int(version[0]) < SCHEMA_VERSION))
+        if not readable:
             raise LedgerError(f"{self.path}: ledger schema {version and version[0]!r}, expected {SCHEMA_VERSION}")
+
+    def _migrate(self, cur: sqlite3.Cursor) -> None:
+        """Bring an older ledger to :data:`SCHEMA_VERSION`, inside the opening transaction.
+
+        A ledger created now has the old tables only (``CREATE TABLE`` above is the version-1
+        schema), so new and old ledgers take the same path.
+        """
+        version = int(cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            return  # a newer autodriz's ledger: refused by the caller with its version
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target]:
+                cur.execute(statement)
+            cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+        if version < SCHEMA_VERSION and cur.execute("SELECT COUNT(*) FROM datasets").fetchone()[0]:
+            logger.info("ledger %s: schema %d → %d (provenance columns added)", self.path, version, SCHEMA_VERSION)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -369,8 +419,10 @@ class Ledger:
             )
         return changed
 
-    def mark_running(self, input_key: str, *, campaign: str, trailer_offset: int | None) -> int:
-        """Record that an attempt starts (submitted to the cluster); return its attempt number."""
+    def mark_running(
+        self, input_key: str, *, campaign: str, trailer_offset: int | None, reason: str | None = None
+    ) -> int:
+        """Record that an attempt starts (submitted to the cluster), and why; return its number."""
         now = utcnow()
         with self._transaction() as cur:
             row = cur.execute("SELECT attempts FROM datasets WHERE input = ?", (input_key,)).fetchone()
@@ -381,12 +433,13 @@ class Ledger:
                 "UPDATE datasets SET status = 'running', attempts = ?, started_at = ?, ended_at = NULL, "
                 "seconds = NULL, exit_code = NULL, exit_name = NULL, wcsname = NULL, message = NULL, "
                 "report = NULL, worker = NULL, peak_rss_mb = NULL, trailer_offset = ?, campaign = ?, "
-                "updated_at = ? WHERE input = ?",
-                (attempt, now, trailer_offset, campaign, now, input_key),
+                "reason = ?, updated_at = ? WHERE input = ?",
+                (attempt, now, trailer_offset, campaign, reason, now, input_key),
             )
             cur.execute(
-                "INSERT OR REPLACE INTO attempts(input, attempt, campaign, started_at, status) VALUES (?, ?, ?, ?, 'running')",
-                (input_key, attempt, campaign, now),
+                "INSERT OR REPLACE INTO attempts(input, attempt, campaign, started_at, status, reason) "
+                "VALUES (?, ?, ?, ?, 'running', ?)",
+                (input_key, attempt, campaign, now, reason),
             )
         return attempt
 
@@ -401,10 +454,12 @@ class Ledger:
                 raise LedgerError(f"{input_key} is not in the ledger")
             cur.execute(
                 "UPDATE datasets SET status = ?, ended_at = ?, seconds = ?, exit_code = ?, exit_name = ?, "
-                "wcsname = ?, message = ?, report = ?, worker = ?, peak_rss_mb = ?, updated_at = ? WHERE input = ?",
+                "wcsname = ?, message = ?, report = ?, worker = ?, peak_rss_mb = ?, "
+                "provenance = COALESCE(?, provenance), updated_at = ? WHERE input = ?",
                 (
                     outcome.status, now, outcome.seconds, outcome.exit_code, outcome.exit_name, outcome.wcsname,
-                    outcome.message, outcome.report, outcome.worker, outcome.peak_rss_mb, now, input_key,
+                    outcome.message, outcome.report, outcome.worker, outcome.peak_rss_mb, outcome.provenance,
+                    now, input_key,
                 ),
             )
             cur.execute(
@@ -412,6 +467,12 @@ class Ledger:
                 "campaign = COALESCE(campaign, ?) WHERE input = ? AND attempt = ?",
                 (now, outcome.status, outcome.exit_code, outcome.message, outcome.worker, campaign, input_key, row[0]),
             )
+
+    def set_provenance(self, input_key: str, provenance: str) -> None:
+        """Record a provenance without running (the baseline of a row from a schema-1 ledger)."""
+        with self._transaction() as cur:
+            cur.execute("UPDATE datasets SET provenance = ?, updated_at = ? WHERE input = ?",
+                        (provenance, utcnow(), input_key))
 
     def requeue(self, input_key: str, reason: str) -> None:
         """Put a ``running`` row back to ``pending`` (the campaign was interrupted)."""

@@ -28,11 +28,14 @@ from autodriz.logs import package_versions, run_logging, stage, waypoint, write_
 from autodriz.products import (
     commit_wcs_update,
     discard_temps,
+    keep_delivered_wcs,
     publish,
     recover_interrupted_update,
+    round_to_delivered_precision,
     wcs_update_job,
     write_json_atomic,
 )
+from autodriz.provenance import dataset_provenance
 from autodriz.report import build_report, weight_map_check, write_html
 from autodriz.select import Selection, choose, is_default_only, rank_candidates, verification_order
 from autodriz.solutions.base import Candidate, remove_workdir
@@ -404,6 +407,10 @@ def _process_dataset(
         if c is not winner and c.copies and c.name in failed:
             logger.info("candidate %s (%s) is not attached to the inputs as a headerlet: it was pruned or "
                         "failed verification", c.name, c.wcsname)
+    # A re-run on autodriz's own output: the inputs already carry the winner; keep them as they are.
+    winner = keep_delivered_wcs(winner)
+    if winner.updated:
+        round_to_delivered_precision(winner)
     updates = [wcs_update_job(winner, g, others=others) if winner.updated else (None, {}) for g in groups]
     temps = {o: t for _, group_temps in updates for o, t in group_temps.items()}
     try:
@@ -497,6 +504,8 @@ def _process_dataset(
             products=products,
             settings=settings.as_dict(),
         )
+        # Taken after the update: the inputs as this run leaves them are what a later run compares.
+        report_data["provenance"] = dataset_provenance(input_path, settings).as_dict()
         report = write_json_atomic(output_dir / f"{root}_report.json", report_data)
         write_html(report_data, output_dir / f"{root}_report.html")
     # Alignment was asked for but the default won: products are fine, the astrometry is only

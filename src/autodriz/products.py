@@ -21,7 +21,7 @@ from typing import Any
 
 from autodriz.childproc import ChildError, run_child
 from autodriz.errors import UpdateError
-from autodriz.headerlets import drizzlepac_hdrname
+from autodriz.headerlets import drizzlepac_hdrname, wcs_keywords
 from autodriz.solutions.base import Candidate
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 TMP_SUFFIX = ".autodriz-tmp"
 #: Backup of an original while the update renames are under way (never a final name).
 BACKUP_SUFFIX = ".autodriz-bak"
+#: A solution within this distance (mas, anywhere on a chip) of the WCS an input already carries
+#: under the same WCSNAME is that WCS: a re-run's fit lands microarcseconds from the first one's
+#: (it starts from a default rebuilt from the archived headers), far below any fit's RMS.
+SAME_WCS_MAS = 0.1
 
 
 def _fsync(path: Path) -> None:
@@ -344,3 +348,118 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> Path:
     _fsync(tmp)
     os.replace(tmp, path)
     return path
+
+
+def _sky_grid(header: Mapping[str, Any], shape: tuple[int, int]) -> Any:
+    """Sky positions (deg) of a 5 x 5 grid over a chip, from its linear + SIP WCS keywords."""
+    import numpy as np
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    keys = {k: v for k, v in wcs_keywords(header).items() if not k.startswith(("CPDIS", "D2IMDIS", "WCSNAME"))}
+    wcs = WCS(fits.Header(keys))
+    ny, nx = shape
+    x, y = np.meshgrid(np.linspace(0, nx - 1, 5), np.linspace(0, ny - 1, 5))
+    return np.column_stack(wcs.all_pix2world(x.ravel(), y.ravel(), 0))
+
+
+def wcs_offset_mas(a: Mapping[str, Any], b: Mapping[str, Any], shape: tuple[int, int]) -> float:
+    """Largest distance (mas) between where two chip WCSs put the same pixel (5 x 5 grid)."""
+    import numpy as np
+
+    pa, pb = _sky_grid(a, shape), _sky_grid(b, shape)
+    dra = (pa[:, 0] - pb[:, 0] + 180.0) % 360.0 - 180.0
+    dx = dra * np.cos(np.radians(pa[:, 1]))
+    return float(np.max(np.hypot(dx, pa[:, 1] - pb[:, 1])) * 3.6e6)
+
+
+def keep_delivered_wcs(candidate: Candidate, tolerance_mas: float = SAME_WCS_MAS) -> Candidate:
+    """The winner as "nothing to write back" when the inputs already carry it (a re-run).
+
+    A run on autodriz's own output chooses the same solution again, but computed anew it differs
+    from the one the inputs carry by rounding (microarcseconds); writing it would change the
+    inputs, the products and the fingerprints on every run. When every input already delivers
+    this solution — ``DRIZCORR = COMPLETE``, every chip's WCSNAME the candidate's, and the
+    candidate's WCS within ``tolerance_mas`` of it everywhere on every chip — the inputs' WCS
+    keywords are copied into the candidate's working copies (so the products are drizzled with
+    exactly the delivered WCS, as the first run's were) and the candidate is returned with
+    ``updated=False``: the inputs are left byte-identical.
+
+    Returns
+    -------
+    Candidate
+        ``candidate`` itself when anything differs, else a copy with ``updated=False``.
+    """
+    from astropy.io import fits
+
+    if not candidate.updated or not candidate.copies:
+        return candidate
+    worst = 0.0
+    plans: list[tuple[Path, dict[int, dict[str, Any]]]] = []
+    for original, copy in candidate.copies.items():
+        with fits.open(original) as orig, fits.open(copy) as work:
+            if str(orig[0].header.get("DRIZCORR", "")).strip().upper() != "COMPLETE":
+                return candidate
+            chips: dict[int, dict[str, Any]] = {}
+            for index, hdu in enumerate(work):
+                if hdu.name != "SCI":
+                    continue
+                key = ("SCI", int(hdu.header.get("EXTVER", 1)))
+                try:
+                    delivered = orig[key].header
+                except KeyError:
+                    return candidate
+                if str(delivered.get("WCSNAME", "")).strip() != candidate.wcsname.strip():
+                    return candidate
+                shape = (int(hdu.header.get("NAXIS2", 1)), int(hdu.header.get("NAXIS1", 1)))
+                worst = max(worst, wcs_offset_mas(delivered, hdu.header, shape))
+                if worst > tolerance_mas:
+                    return candidate
+                chips[index] = wcs_keywords(delivered)
+            plans.append((copy, chips))
+    for copy, chips in plans:
+        with fits.open(copy, mode="update") as work:
+            for index, keys in chips.items():
+                header = work[index].header
+                for stale in [k for k in wcs_keywords(header) if k not in keys]:
+                    del header[stale]
+                for k, v in keys.items():
+                    header[k] = v
+    logger.info(
+        "%s (%s) is already the WCS of the inputs (within %.3f mas of it, limit %.2f mas): the inputs are "
+        "left as they are and the products are drizzled with their WCS",
+        candidate.name, candidate.wcsname, worst, tolerance_mas,
+    )
+    from dataclasses import replace
+
+    note = f"already delivered in the inputs (re-run): within {worst:.3f} mas of their WCS, not written again"
+    return replace(candidate, updated=False, notes=(*candidate.notes, note))
+
+
+#: Keywords a fit writes at full double precision, which the delivered headers (written by
+#: wcslib through the stwcs headerlet) carry to 14 significant digits.
+_FIT_WCS_KEYWORDS = ("CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2", "CD2_1", "CD2_2")
+
+
+def round_to_delivered_precision(candidate: Candidate) -> None:
+    """Round the winner's WCS in its working copies as the delivered inputs will carry it.
+
+    The fit leaves ``CRVAL``/``CRPIX``/``CD`` at full double precision in the copies, but the
+    WCS written into the inputs through a headerlet has 14 significant digits (wcslib's
+    ``%.13E``-equivalent formatting): a difference of a few microarcseconds, yet enough that a
+    later run, which drizzles with the delivered WCS, would make products differing in the last
+    bits. Drizzling with the delivered values from the start makes a re-run's products identical.
+    """
+    from astropy.io import fits
+
+    for copy in candidate.copies.values():
+        with fits.open(copy, mode="update") as hdul:
+            for hdu in hdul:
+                if hdu.name != "SCI":
+                    continue
+                for key in _FIT_WCS_KEYWORDS:
+                    value = hdu.header.get(key)
+                    if isinstance(value, float):
+                        rounded = float(f"{value:.13E}")
+                        if rounded != value:
+                            hdu.header[key] = rounded
