@@ -33,6 +33,7 @@ from types import MappingProxyType
 from astropy.io import fits
 
 from autodriz.errors import InputError
+from autodriz.screening import screen_for_alignment
 from autodriz.validate import check_exposures, raise_for, read_headers, screen
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ class Exposure:
     npolfile: str | None = None
     d2imfile: str | None = None
     mdriztab: str | None = None
+    #: Why the exposure cannot be aligned (:func:`autodriz.screening.screen_for_alignment`):
+    #: it is drizzled but left out of source detection and fitting. Empty: it can be.
+    not_alignable: tuple[str, ...] = ()
 
     @property
     def paths(self) -> tuple[Path, ...]:
@@ -346,6 +350,7 @@ def _exposure(
         npolfile=_none_if_na(header.get("NPOLFILE")),
         d2imfile=_none_if_na(header.get("D2IMFILE")),
         mdriztab=_none_if_na(header.get("MDRIZTAB")),
+        not_alignable=screen_for_alignment(header).reasons,
     )
 
 
