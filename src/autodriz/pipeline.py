@@ -43,7 +43,7 @@ from autodriz.verifydriz import verify_candidate
 
 logger = logging.getLogger(__name__)
 
-_SUFFIXES = ("_asn", "_raw", "_flt", "_flc", "_c0m")
+_SUFFIXES = ("_asn", "_raw", "_flt", "_flc", "_c0m", "_c0f", "_c1m", "_c1f", "_d0m", "_d0f")
 
 
 @dataclass(frozen=True)
