@@ -3,14 +3,17 @@
 runastrodriz leaves out of source detection and fitting the exposures whose headers say their
 stars are not where a rigid WCS correction would put them: a moving target tracked by HST
 (``MTFLAG = T``, the field stars trail), a spatial scan (WFC3 ``SCAN_TYP`` C or D), guiding on
-gyros or in coarse track (``FGSLOCK``), a guide-star failure (``QUALITY`` holding ``GSFAIL`` or
+gyros alone or in coarse track (``FGSLOCK``), a guide-star failure (``QUALITY`` holding ``GSFAIL`` or
 ``TDF-DOWN``, as ``runastrodriz._analyze_exposure`` reads it), charge injection (WFC3/UVIS
 ``CHINJECT``) and calibration targets (``TARGNAME``). Such an exposure is still drizzled, with
 the WCS the fits start from.
 
-Differences from drizzlepac, on purpose: ``FGSLOCK`` gyro/coarse is a warning there (the
-exposure is aligned, "the result may be compromised"); here the exposure is left out of the fit,
-since a drifting pointing would pull a common correction off for the others. ``SCAN_TYP`` is
+Differences from drizzlepac, on purpose: ``FGSLOCK`` with ``GY`` or ``COARSE`` is a warning
+there (the exposure is aligned, "the result may be compromised"). Here an exposure without fine
+lock (``GYROS``, ``COARSE``: the pointing drifts or jitters) is left out of the fit, since it
+would pull a common correction off for the others; ``FINE/GYRO`` (fine lock on one guide star,
+roll held by the gyros) is aligned as drizzlepac aligns it: it is common in real data, and the
+real WFC3/IR F140W visit of the tests, all ``FINE/GYRO``, aligns to about 12 mas. ``SCAN_TYP`` is
 read on any instrument that writes it and every value but ``N`` counts (drizzlepac: WFC3, C/D).
 OBSTYPE, DRIZCORR, EXPTIME and blank filters are handled elsewhere (:mod:`autodriz.validate`,
 :mod:`autodriz.inputs`).
@@ -30,7 +33,8 @@ CAL_TARGETS: Mapping[str, tuple[str, ...]] = {
     "WFPC2": ("INTFLAT", "UVFLAT", "VISFLAT", "KSPOTS", "DARK", "BIAS", "EARTH-CALIB"),
     "DEFAULT": ("DARK", "TUNG", "BIAS", "FLAT", "DEUT", "EARTH-CAL"),
 }
-#: FGSLOCK values (substrings) of gyro or coarse-track guiding, as analyze.py tests them.
+#: FGSLOCK values (substrings) of gyro or coarse-track guiding, as analyze.py tests them; a
+#: value starting with FINE (fine lock held) is not excluded.
 GYRO_OR_COARSE: tuple[str, ...] = ("GY", "COARSE")
 #: QUALITY substrings that runastrodriz takes for a guide-star failure.
 GUIDING_FAILURES: tuple[str, ...] = ("GSFAIL", "TDF-DOWN")
@@ -87,8 +91,8 @@ def screen_for_alignment(header: Mapping[str, Any]) -> AlignmentScreen:
     if scan not in ("", "N", "N/A", "NONE"):
         reasons.append(f"SCAN_TYP={scan} (spatial scan)")
     fgslock = _text(header, "FGSLOCK")
-    if any(x in fgslock for x in GYRO_OR_COARSE):
-        reasons.append(f"FGSLOCK={fgslock} (gyro or coarse-track guiding: the pointing drifts)")
+    if any(x in fgslock for x in GYRO_OR_COARSE) and not fgslock.startswith("FINE"):
+        reasons.append(f"FGSLOCK={fgslock} (no fine lock: gyro or coarse-track guiding)")
     quality = _text(header, "QUALITY")
     if any(x in quality for x in GUIDING_FAILURES):
         reasons.append(f"QUALITY={quality} (guide-star failure)")
