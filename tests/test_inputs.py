@@ -213,11 +213,6 @@ def test_real_sample_flt_flc_are_not_a_pair(shared_data, tmp_path):
         ({"INSTRUME": "WFC3", "DETECTOR": "UVIS", "FILTER": "F555W"}, "WFC3/UVIS", ("F555W",)),
         ({"INSTRUME": "WFC3", "DETECTOR": "IR", "FILTER": "F160W"}, "WFC3/IR", ("F160W",)),
         (
-            {"INSTRUME": "WFPC2", "FILTNAM1": "F555W", "FILTNAM2": ""},
-            "WFPC2",
-            ("F555W",),
-        ),
-        (
             {"INSTRUME": "ACS", "DETECTOR": "WFC", "FILTER1": "F606W", "FILTER2": "POL60V"},
             "ACS/WFC",
             ("F606W", "POL60V"),
@@ -232,17 +227,23 @@ def test_instruments_detectors_filters(tmp_path, keywords, key, filters):
     assert not ds.is_spectroscopic
 
 
-def test_wfpc2_c0m_members(tmp_path):
+def test_wfpc2_is_refused_by_name_as_member_and_by_instrument(tmp_path):
+    from autodriz.errors import WFPC2UnsupportedError
+    from autodriz.exitcodes import ExitCode
+
     kw = {"INSTRUME": "WFPC2", "FILTNAM1": "F814W", "FILTNAM2": ""}
     for root in ("u2a10101t", "u2a10102t"):
         write_exposure(tmp_path / f"{root}_c0m.fits", **kw)
     asn = write_asn_table(tmp_path / "u2a10100_asn.fits", "U2A10100", ["U2A10101T", "U2A10102T"])
-    ds = resolve_input(asn)
-    assert ds.instrument_key == "WFPC2"
-    assert ds.flt_paths == (tmp_path / "u2a10101t_c0m.fits", tmp_path / "u2a10102t_c0m.fits")
-    assert ds.filters == ("F814W",)
-    # a single c0m is accepted like an FLT
-    assert resolve_input(tmp_path / "u2a10101t_c0m.fits").kind == "flt"
+    with pytest.raises(WFPC2UnsupportedError, match="u2a10101t_c0m.fits: WFPC2 data are not supported") as info:
+        resolve_input(asn)
+    assert info.value.exit_code == ExitCode.WFPC2_UNSUPPORTED
+    for name in ("u2a10101t_c0m.fits", "u2a10101t_c0f.fits", "u2a10101t_c1m.fits", "u2a10101t_d0m.fits"):
+        with pytest.raises(WFPC2UnsupportedError, match=name):
+            resolve_input(tmp_path / name)
+    flt = write_exposure(tmp_path / "u2a10103t_flt.fits", **kw)
+    with pytest.raises(WFPC2UnsupportedError, match="u2a10103t_flt.fits"):
+        resolve_input(flt)
 
 
 def test_acs_prism_is_spectroscopic(tmp_path):

@@ -37,6 +37,12 @@ def _grid() -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(g, g)
 
 
+def _headerlets(path: Path) -> list[tuple[str, str]]:
+    """(HDRNAME, WCSNAME) of every HDRLET extension of ``path``."""
+    with fits.open(path) as hdul:
+        return [(str(h.header["HDRNAME"]), str(h.header["WCSNAME"])) for h in hdul if h.name == "HDRLET"]
+
+
 def _archived_idc_wcs(path: Path) -> fits.Header:
     from stwcs.wcsutil import headerlet  # noqa: F401 - registers the HDRLET extension type
 
@@ -260,3 +266,16 @@ def test_f140w_four_exposures_keep_the_references_relative_offsets(shared_data, 
     print(f"\nF140W ×4 vs grizli: offsets {offsets.round(1).tolist()} mas, relative {relative.round(1).tolist()} mas")
     assert relative.max() <= 15.0
     assert np.hypot(*offsets.mean(axis=0)) <= 20.0  # measured 10.9 mas (12.2 before one copy per star)
+    # What the archive reads (issue 17): in each delivered FLT every headerlet has its own
+    # WCSNAME and HDRNAME, named as drizzlepac names them; only the WCS that stwcs archived when
+    # the winner became primary is named after its WCSNAME alone.
+    for r in names:
+        hlets = _headerlets(work / f"{r}_flt.fits")
+        print(f"{r}: {hlets}")
+        wcsnames = [w.upper() for _, w in hlets]
+        hdrnames = [h for h, _ in hlets]
+        assert len(set(wcsnames)) == len(wcsnames) and len(set(hdrnames)) == len(hdrnames), hlets
+        assert any(w == "IDC_W3M18525I-FIT_REL_IB6O23920" for w in wcsnames), hlets
+        for hdrname, wcsname in hlets:
+            assert hdrname == f"{r}_flt_{wcsname}-hlet.fits" or hdrname == wcsname, (hdrname, wcsname)
+        assert sum(h == w for h, w in hlets) <= 1, hlets

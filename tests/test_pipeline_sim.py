@@ -193,6 +193,29 @@ def test_best_apriori_headerlet_wins_without_a_catalog(tmp_path):
     assert verdicts == {"default": "lost", "apriori-GSC240": "lost", "apriori-HSC30": "chosen"}
     err = visit_error(list(visit.flt_paths) + list(visit.flc_paths), load_truth(visit.truth_path))
     assert err.rms_mas == pytest.approx(30.0, abs=5.0)
+    # What is delivered when the winner is a headerlet the files already carry (issue 17): it
+    # becomes the primary WCS, to the last digit, and is not attached a second time; the other
+    # a priori solution stays, the default is attached under drizzlepac's HDRNAME, the header
+    # WCS it replaced (OPUS) is archived by stwcs; no fit keywords, DRIZCORR and WCSTYPE set.
+    from autodriz.headerlets import embedded_headerlets, headerlet_bytes, wcs_differences
+
+    for path in (*visit.flt_paths, *visit.flc_paths):
+        stem = path.name[: -len(".fits")]
+        assert _hdrlets(path) == [
+            (f"{stem}_IDC_0461802ej-GSC240-hlet.fits", "IDC_0461802ej-GSC240"),
+            (f"{stem}_IDC_0461802ej-HSC30-hlet.fits", "IDC_0461802ej-HSC30"),
+            (f"{stem}_IDC_0461802ej-hlet.fits", "IDC_0461802ej"),
+            ("OPUS", "OPUS"),
+        ]
+        by_name = {h.wcsname: h for h in embedded_headerlets(path)}
+        assert wcs_differences(path, headerlet_bytes(by_name["IDC_0461802ej-HSC30"])) == []
+        assert wcs_differences(path, headerlet_bytes(by_name["IDC_0461802ej-GSC240"])) != []
+        with fits.open(path) as hdul:
+            assert hdul[0].header["DRIZCORR"] == "COMPLETE"
+            for hdu in (h for h in hdul if h.name == "SCI"):
+                assert hdu.header["WCSNAME"] == "IDC_0461802ej-HSC30"
+                assert hdu.header["WCSTYPE"] == "undistorted a priori solution based on HSC30"
+                assert not {"RMS_RA", "RMS_DEC", "NMATCHES", "FITGEOM"} & set(hdu.header)
 
 
 def test_fit_that_looks_good_but_misregisters_an_exposure_is_rejected_by_verification(tmp_path, monkeypatch):

@@ -82,15 +82,17 @@ def _apply_headerlets(job: dict) -> dict:
     done, cr_pixels, attached, skipped, duplicates = [], {}, {}, {}, {}
     for item in job["items"]:
         print(f"AUTODRIZ-CHILD-FILE {item['original']}", flush=True)
+        # An item may name its own WCS (an exposure left out of the fit keeps its start WCS).
+        wcsname = item.get("wcsname", job["wcsname"])
         hdrlet = headerlet.create_headerlet(
             item["solved"],
             hdrname=item["hdrname"],
-            wcsname=job["wcsname"],
+            wcsname=wcsname,
             descrip=job["descrip"],
             author="autodriz",
             logging=False,  # else stwcs adds a file handler writing headerlet.log into the cwd
         )
-        _set_primary_keywords(hdrlet, job.get("primary_keywords") or {})
+        _set_primary_keywords(hdrlet, item.get("primary_keywords", job.get("primary_keywords")) or {})
         shutil.copyfile(item["original"], item["tmp"])
         Path(item["tmp"]).chmod(0o644)
         with fits.open(item["tmp"], mode="update") as hdul:
@@ -100,10 +102,10 @@ def _apply_headerlets(job: dict) -> dict:
             embedded = {str(n).strip().upper() for n in headerlet.get_headerlet_kw_names(hdul, kw="WCSNAME")}
             # An a priori winner usually came from a headerlet the file already carries: made
             # primary, it is not attached a second time.
-            attach_winner = job["wcsname"].strip().upper() not in embedded
+            attach_winner = wcsname.strip().upper() not in embedded
             taken = set(embedded)
             taken |= {str(v) for h in hdul if h.name == "SCI" for k, v in h.header.items() if k.startswith("WCSNAME")}
-            taken.add(job["wcsname"])
+            taken.add(wcsname)
             names = unique_wcsnames(taken, [(o["wcsname"], o.get("geometry") or None) for o in others])
             attached[item["original"]], skipped[item["original"]] = [], []
             for other, name in zip(others, names, strict=True):
@@ -123,7 +125,7 @@ def _apply_headerlets(job: dict) -> dict:
                 hlet.attach_to_file(hdul)
                 attached[item["original"]].append(hdrname)
             hdrlet.apply_as_primary(hdul, attach=attach_winner, archive=True, force=True)
-            _copy_fit_keywords(hdul, item["solved"], job.get("fit_keywords") or ())
+            _copy_fit_keywords(hdul, item["solved"], item.get("fit_keywords", job.get("fit_keywords")) or ())
             if final:
                 cr_pixels[item["original"]] = _deliver_final_drizzle(
                     hdul, Path(drizzled.get(item["solved"], item["solved"])), int(final["crbit"])
@@ -136,8 +138,8 @@ def _apply_headerlets(job: dict) -> dict:
             hlet_wcsnames = [str(h.header.get("WCSNAME", "")).upper() for h in hdul if h.name == "HDRLET"]
             if final and hdul[0].header.get("DRIZCORR") != "COMPLETE":
                 raise RuntimeError(f"{item['tmp']}: DRIZCORR not set to COMPLETE")
-        if names_now != {job["wcsname"]}:
-            raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names_now)} after applying {job['wcsname']}")
+        if names_now != {wcsname}:
+            raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names_now)} after applying {wcsname}")
         # stwcs only logs when it cannot attach a headerlet; a missing one is an error here.
         missing = {*([item["hdrname"]] if attach_winner else []), *attached[item["original"]]} - hdrnames
         if missing:

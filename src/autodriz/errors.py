@@ -38,6 +38,12 @@ class InputError(AutodrizError):
     exit_code = ExitCode.INPUT_ERROR
 
 
+class WFPC2UnsupportedError(InputError):
+    """The input is WFPC2 data, which autodriz refuses rather than half-supports."""
+
+    exit_code = ExitCode.WFPC2_UNSUPPORTED
+
+
 class ReferenceFileError(AutodrizError):
     """A distortion reference file the headers name is not available."""
 

@@ -44,6 +44,9 @@ class ExitCode(IntEnum):
     DEFAULT_ONLY = 9
     #: Another autodriz is processing the same dataset (lock file beside the inputs).
     LOCKED = 10
+    #: WFPC2 data: refused, not supported (C0M/C1M pairs, ``uref$`` distortion files, per-chip
+    #: PC/WF scales and photometric equalisation are not implemented). Inputs untouched.
+    WFPC2_UNSUPPORTED = 11
     #: Interrupted (Ctrl-C / SIGINT); inputs are untouched unless the final update had finished.
     INTERRUPTED = 130
 

@@ -10,13 +10,13 @@ Input forms
 -----------
 ``<asn_id>_asn.fits``
     Association table. ``EXP-*`` rows are exposures, whose calibrated files are
-    ``<memname lower>_flt.fits`` / ``_flc.fits`` (WFPC2: ``_c0m.fits``) beside the table; the
+    ``<memname lower>_flt.fits`` / ``_flc.fits`` beside the table; the
     product root follows :func:`stsci.tools.asnutil.readASNTable`: first ``PROD-DTH``, else
     ``PROD-RPT``, else ``PROD-CRJ``, else the table's file name stem.
 ``<root>_raw.fits``
     A RAW name: the calibrated ``<root>_flc.fits`` / ``<root>_flt.fits`` beside it are used. The
     RAW file need not exist when they do.
-``<root>_flt.fits`` / ``<root>_flc.fits`` (and WFPC2 ``<root>_c0m.fits``)
+``<root>_flt.fits`` / ``<root>_flc.fits``
     A single calibrated exposure; its sibling FLT/FLC is picked up as well. The product root is
     the file-name stem, not the ROOTNAME keyword (files are often renamed).
 """
@@ -32,7 +32,8 @@ from types import MappingProxyType
 
 from astropy.io import fits
 
-from autodriz.errors import InputError
+from autodriz.errors import InputError, WFPC2UnsupportedError
+from autodriz.screening import screen_for_alignment
 from autodriz.validate import check_exposures, raise_for, read_headers, screen
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,21 @@ log = logging.getLogger(__name__)
 KNOWN_DETECTORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "ACS": ("WFC", "HRC", "SBC"),
     "WFC3": ("UVIS", "IR"),
-    "WFPC2": ("WFPC2", "PC", "WF"),
 })
+
+#: WFPC2 file suffixes (calibrated C0M/C1M, waiver-FITS C0F/C1F, raw D0M/D0F, converted
+#: C0H/C1H): refused by name, before anything is read.
+_WFPC2_SUFFIXES = ("_c0m.fits", "_c1m.fits", "_c0f.fits", "_c1f.fits", "_d0m.fits", "_d0f.fits",
+                   "_c0h.fits", "_c1h.fits")
+
+
+def wfpc2_refusal(name: str) -> WFPC2UnsupportedError:
+    """The one-line refusal of WFPC2 data (exit ``WFPC2_UNSUPPORTED``), naming the file."""
+    return WFPC2UnsupportedError(
+        f"{name}: WFPC2 data are not supported by autodriz (C0M+C1M pairs, uref$ distortion "
+        "files, per-chip PC/WF scales and photeq are not implemented); use drizzlepac's "
+        "runastrodriz for WFPC2"
+    )
 
 #: Calibration pipeline that turns RAW into FLT/FLC, named in error messages.
 CALIBRATION_PIPELINES: Mapping[str, str] = MappingProxyType({
@@ -57,8 +71,6 @@ _SUFFIX_KIND: Mapping[str, str] = MappingProxyType({
     "_raw.fits": "raw",
     "_flt.fits": "flt",
     "_flc.fits": "flc",
-    # WFPC2 calibrated science images: treated like an FLT.
-    "_c0m.fits": "flt",
 })
 
 # Filter-wheel positions that are not filters: dropped from Exposure.filters.
@@ -102,6 +114,9 @@ class Exposure:
     npolfile: str | None = None
     d2imfile: str | None = None
     mdriztab: str | None = None
+    #: Why the exposure cannot be aligned (:func:`autodriz.screening.screen_for_alignment`):
+    #: it is drizzled but left out of source detection and fitting. Empty: it can be.
+    not_alignable: tuple[str, ...] = ()
 
     @property
     def paths(self) -> tuple[Path, ...]:
@@ -136,7 +151,7 @@ class Dataset:
 
     @property
     def flt_paths(self) -> tuple[Path, ...]:
-        """FLT (or WFPC2 C0M) files, in member order."""
+        """FLT files, in member order."""
         return tuple(e.flt for e in self.exposures if e.flt is not None)
 
     @property
@@ -178,9 +193,7 @@ class Dataset:
 
     @property
     def instrument_key(self) -> str:
-        """``INSTRUMENT/DETECTOR`` (``ACS/WFC``, ``WFC3/IR`` …); WFPC2 is just ``WFPC2``."""
-        if self.instrument == "WFPC2":
-            return "WFPC2"
+        """``INSTRUMENT/DETECTOR`` (``ACS/WFC``, ``WFC3/IR`` …)."""
         return f"{self.instrument}/{self.detector}"
 
 
@@ -237,9 +250,8 @@ def _check_exposure_file(path: Path) -> None:
 
 def _filters_from_header(header: fits.Header, instrument: str) -> tuple[str, ...]:
     """Real filters named by the primary header, CLEAR*/N/A dropped, wheel order kept."""
-    if instrument == "WFPC2":
-        keys: Sequence[str] = ("FILTNAM1", "FILTNAM2")
-    elif "FILTER1" in header or "FILTER2" in header:
+    keys: Sequence[str]
+    if "FILTER1" in header or "FILTER2" in header:
         keys = ("FILTER1", "FILTER2")
     else:
         keys = ("FILTER",)
@@ -259,16 +271,14 @@ def _instrument_detector(header: fits.Header, path: Path) -> tuple[str, str]:
             f"{path} has no INSTRUME keyword in its primary header; it is not an HST exposure "
             "autodriz can process"
         )
+    if instrument == "WFPC2":  # e.g. converted to _flt.fits, or an ASN member
+        raise wfpc2_refusal(path.name)
     if instrument not in KNOWN_DETECTORS:
         supported = ", ".join(sorted(KNOWN_DETECTORS))
         raise InputError(
             f"{path}: instrument {instrument!r} is not supported (supported: {supported})"
         )
     detector = str(header.get("DETECTOR", "") or "").strip().upper()
-    if instrument == "WFPC2":
-        # WFPC2 primary headers carry no single detector (the four chips are per-extension):
-        # treat the camera as one detector so that members always agree.
-        detector = "WFPC2"
     if detector not in KNOWN_DETECTORS[instrument]:
         known = ", ".join(KNOWN_DETECTORS[instrument])
         raise InputError(
@@ -346,15 +356,18 @@ def _exposure(
         npolfile=_none_if_na(header.get("NPOLFILE")),
         d2imfile=_none_if_na(header.get("D2IMFILE")),
         mdriztab=_none_if_na(header.get("MDRIZTAB")),
+        not_alignable=screen_for_alignment(header).reasons,
     )
 
 
 def _calibrated_files(directory: Path, root: str) -> tuple[Path | None, Path | None]:
-    """Existing ``(flt, flc)`` for ``root`` in ``directory``; WFPC2 ``_c0m`` stands in for FLT."""
+    """Existing ``(flt, flc)`` for ``root`` in ``directory``; a WFPC2 ``_c0m`` member is refused."""
     flt = directory / f"{root}_flt.fits"
     if not flt.is_file():
         c0m = directory / f"{root}_c0m.fits"
-        flt = c0m if c0m.is_file() else None
+        if c0m.is_file():
+            raise wfpc2_refusal(c0m.name)
+        flt = None
     flc = directory / f"{root}_flc.fits"
     return flt, (flc if flc.is_file() else None)
 
@@ -442,7 +455,7 @@ def _validate(exposures: list[Exposure]) -> None:
         WCS keywords).
     """
     first = exposures[0]
-    key = "WFPC2" if first.instrument == "WFPC2" else f"{first.instrument}/{first.detector}"
+    key = f"{first.instrument}/{first.detector}"
     headers = [read_headers(p) for e in exposures for p in e.paths]
     violations = check_exposures(headers, first.instrument, key)
     raise_for(violations)
@@ -660,7 +673,7 @@ def _resolve_raw(path: Path) -> Dataset:
 
 
 def _resolve_single(path: Path, kind: str, suffix: str) -> Dataset:
-    """Resolve one FLT/FLC (or WFPC2 C0M), picking up its sibling."""
+    """Resolve one FLT/FLC, picking up its sibling."""
     if not path.is_file():
         raise InputError(f"input file not found: {path}")
     # Product naming follows the file name, not ROOTNAME: renamed files keep their new names.
@@ -681,7 +694,7 @@ def resolve_input(path: str | Path) -> Dataset:
     ----------
     path : str or Path
         ``<asn_id>_asn.fits``, ``<root>_raw.fits`` (need not exist if its calibrated files do),
-        ``<root>_flt.fits``, ``<root>_flc.fits`` or (WFPC2) ``<root>_c0m.fits``.
+        ``<root>_flt.fits`` or ``<root>_flc.fits``.
 
     Returns
     -------
@@ -692,6 +705,8 @@ def resolve_input(path: str | Path) -> Dataset:
 
     Raises
     ------
+    WFPC2UnsupportedError
+        WFPC2 data (by file name, or INSTRUME of any member): refused, exit 11.
     InputError
         The input is missing, not FITS, not an HST instrument/detector we support, a RAW with
         no calibrated exposure, an ASN whose present members are missing or that has no usable
@@ -703,6 +718,8 @@ def resolve_input(path: str | Path) -> Dataset:
     """
     path = Path(path).expanduser().absolute()
     lowered = path.name.lower()
+    if lowered.endswith(_WFPC2_SUFFIXES) or lowered.endswith(tuple(s + ".gz" for s in _WFPC2_SUFFIXES)):
+        raise wfpc2_refusal(path.name)
     for suffix, kind in _SUFFIX_KIND.items():
         if lowered.endswith(suffix):
             break

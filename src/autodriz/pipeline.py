@@ -46,7 +46,7 @@ from autodriz.verifydriz import verify_candidate
 
 logger = logging.getLogger(__name__)
 
-_SUFFIXES = ("_asn", "_raw", "_flt", "_flc", "_c0m")
+_SUFFIXES = ("_asn", "_raw", "_flt", "_flc", "_c0m", "_c0f", "_c1m", "_c1f", "_d0m", "_d0f")
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,21 @@ def _alignment_plan(dataset: Dataset, settings: Settings, spectroscopic_wcs: str
     if dataset.is_spectroscopic:
         plan.append(f"a posteriori stage skipped: {grism}, which have no point sources to fit")
     elif run_aposteriori:
-        plan.append("a posteriori stage on: sources → reference catalogs → tweakwcs fits")
+        screened = [e for e in dataset.exposures if e.not_alignable]
+        if screened and len(screened) == len(dataset.exposures):
+            run_aposteriori = False
+            plan.append(
+                "a posteriori stage skipped: no exposure can be aligned ("
+                + "; ".join(f"{e.rootname}: {', '.join(e.not_alignable)}" for e in screened) + ")"
+            )
+        else:
+            plan.append("a posteriori stage on: sources → reference catalogs → tweakwcs fits")
+            # One line per exposure, as runastrodriz logs analyze.py's verdicts.
+            plan.extend(
+                f"exposure {e.rootname} left out of source detection and fitting (drizzled with the "
+                f"WCS the fits start from): {', '.join(e.not_alignable)}"
+                for e in screened
+            )
     else:
         plan.append(f"a posteriori stage off ({settings.provenance.get('compute_aposteriori', 'settings')})")
     return plan, run_apriori, run_aposteriori
@@ -484,6 +498,7 @@ def _process_dataset(
                 "exposures": [e.rootname for e in dataset.exposures],
                 "not_present": list(dataset.not_present),
                 "dropped": dict(dataset.dropped),
+                "not_aligned": {e.rootname: list(e.not_alignable) for e in dataset.exposures if e.not_alignable},
                 "has_flc": dataset.has_flc,
                 "asn_built": dataset.asn_built,
             },

@@ -148,6 +148,11 @@ def _fit_primary_keywords(candidate: Candidate) -> dict[str, tuple[Any, str]]:
     return out
 
 
+def unfitted_wcsnames(candidate: Candidate) -> dict[str, str]:
+    """Original (as str) → WCSNAME of the exposures a fit candidate carries but did not fit."""
+    return dict(candidate.details.get("unfitted_wcsname") or {})
+
+
 def wcs_update_job(
     candidate: Candidate, originals: Sequence[Path], *, others: Sequence[Candidate] = ()
 ) -> tuple[dict[str, Any], dict[Path, Path]]:
@@ -167,6 +172,9 @@ def wcs_update_job(
     """
     originals = [p for p in originals if p in candidate.copies]
     temps = {original: original.with_name(original.name + TMP_SUFFIX) for original in originals}
+    # An exposure screened out of the fit (autodriz.screening) keeps the WCS the fit started
+    # from, under that WCS's own name: it is delivered as it was drizzled, never named a fit.
+    unfitted = unfitted_wcsnames(candidate)
 
     def others_for(original: Path) -> list[dict[str, Any]]:
         return [
@@ -180,6 +188,7 @@ def wcs_update_job(
             }
             for o in others
             if o is not candidate and o.updated and original in o.copies
+            and str(original) not in unfitted_wcsnames(o)
         ]
 
     job = {
@@ -193,8 +202,10 @@ def wcs_update_job(
                 "original": str(original),
                 "solved": str(candidate.copies[original]),
                 "tmp": str(temps[original]),
-                "hdrname": _hdrname(original, candidate.wcsname),
+                "hdrname": _hdrname(original, unfitted.get(str(original), candidate.wcsname)),
                 "others": others_for(original),
+                **({"wcsname": unfitted[str(original)], "primary_keywords": {}, "fit_keywords": []}
+                   if str(original) in unfitted else {}),
             }
             for original in originals
         ],
@@ -223,8 +234,13 @@ def commit_wcs_update(candidate: Candidate, temps: Mapping[Path, Path]) -> list[
         discard_temps(temps)
         raise UpdateError(f"could not prepare the WCS update of the inputs: {exc}; inputs untouched") from exc
     _replace_all(temps)
+    unfitted = unfitted_wcsnames(candidate)
     for original in temps:
-        logger.info("updated WCS of %s → %s", original.name, candidate.wcsname)
+        if str(original) in unfitted:
+            logger.info("updated WCS of %s → %s (left out of the fit: the WCS it started from)",
+                        original.name, unfitted[str(original)])
+        else:
+            logger.info("updated WCS of %s → %s", original.name, candidate.wcsname)
     return list(temps)
 
 

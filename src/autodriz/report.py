@@ -7,7 +7,9 @@ JSON schema (``schema`` = 1); every key is always present:
 ``input``, ``dataset``
     what was asked for and what it resolved to (root, instrument, filters, exposures,
     members not present, members dropped and why (``dropped``: rootname → reason, e.g.
-    EXPTIME = 0), FLC in step, whether the ASN table was built outside the archive).
+    EXPTIME = 0), exposures drizzled but left out of source detection and fitting and why
+    (``not_aligned``: rootname → reasons, :mod:`autodriz.screening`), FLC in step, whether
+    the ASN table was built outside the archive).
 ``candidates``
     one entry per candidate: name, kind (default/apriori/aposteriori), WCSNAME, source, fit
     quality (-1 when not a fit), details (fit statistics …), notes, verification (or null),
@@ -296,6 +298,13 @@ def write_html(report: Mapping[str, Any], path: Path) -> Path:
         for cap, b64 in figures
     )
     chosen = report["chosen"]
+    not_aligned = report["dataset"].get("not_aligned") or {}
+    screened = (
+        "<table id='not-aligned'><tr><th>exposure</th><th>drizzled, not aligned because</th></tr>"
+        + "".join(f"<tr><td>{esc(k)}</td><td>{esc('; '.join(v))}</td></tr>" for k, v in not_aligned.items())
+        + "</table>"
+    ) if not_aligned else ""
+    plan = "".join(f"<li>{esc(line)}</li>" for line in report.get("alignment", ()))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>autodriz report {esc(report['dataset']['root'])}</title>
 <style>
@@ -307,6 +316,7 @@ img {{ max-width: 480px; }}
 <h1>autodriz report: {esc(report['dataset']['root'])}</h1>
 <p>{esc(report['dataset']['instrument'])} {esc('/'.join(report['dataset']['filters']))},
 {len(report['dataset']['exposures'])} exposure(s); autodriz {esc(report['autodriz'])}.</p>
+<h2>Alignment</h2><ul id="alignment">{plan}</ul>{screened}
 <h2>Chosen WCS</h2><p id="chosen"><b>{esc(chosen['wcsname'])}</b> ({esc(chosen['name'])}): {esc(chosen['why'])}</p>
 <h2>Candidates</h2>
 <table id="candidates"><tr><th>name</th><th>kind</th><th>WCSNAME</th><th>quality</th><th>verification</th><th>verdict</th><th>reason</th></tr>

@@ -290,6 +290,8 @@ def _load_exposures(default: Candidate, dataset: Dataset, params: DetectionParam
     use_flc = dataset.has_flc
     out = []
     for exp in dataset.exposures:
+        if exp.not_alignable:  # screened (autodriz.screening); the plan said so
+            continue
         originals = tuple(p for p in exp.paths if p in default.copies)
         if not originals:
             logger.info("exposure %s has no working copy in the default candidate; skipped", exp.rootname)
@@ -1051,6 +1053,11 @@ def make_aposteriori_candidates(
     prepare_workdir(top)
 
     exposures = _load_exposures(origin, dataset, cfg.detection)
+    # Exposures that cannot be aligned ride along in every fit's copies with the starting WCS,
+    # so that they are drizzled (and delivered) with it, as runastrodriz leaves them.
+    passengers = tuple(p for e in dataset.exposures if e.not_alignable for p in e.paths if p in origin.copies)
+    if passengers:
+        common["not_fitted"] = {e.rootname: list(e.not_alignable) for e in dataset.exposures if e.not_alignable}
     n_sources = sum(len(c.sources) for e in exposures for c in e.chips)
     if not exposures or n_sources == 0:
         reason = "no sources detected on any chip: nothing to fit"
@@ -1143,7 +1150,7 @@ def make_aposteriori_candidates(
                 logger.info("catalog %s: no usable relative fit; fitting the exposures one by one (FIT_IMG)", item.name)
             for q in _fit_catalog(
                 fit_mode, start_wcs, fit_masks, item, ref_table, region, exposures, relative, cfg, base, top,
-                origin, cat_details, candidates,
+                origin, cat_details, candidates, passengers,
             ):
                 if best is None or q < best[0]:
                     best = (q, item.name)
@@ -1188,6 +1195,7 @@ def _fit_catalog(
     default: Candidate,
     cat_details: Mapping[str, Any],
     candidates: list[Candidate],
+    passengers: Sequence[Path] = (),
 ) -> list[int]:
     """Fit every geometry (and the sparse one if none is usable); append candidates; return usable qualities."""
     wcsname = f"{base}-FIT_{mode}_{catalog.name}"
@@ -1215,7 +1223,7 @@ def _fit_catalog(
             candidates.append(_not_done(name, wcsname, folder, q, "; ".join(reasons), details, score))
             continue
         candidates.append(_materialise(
-            name, wcsname, folder, default, exposures, outcome, catalog, mode, geometry, score, details
+            name, wcsname, folder, default, exposures, outcome, catalog, mode, geometry, score, details, passengers
         ))
         usable.append(q)
     return usable
@@ -1247,10 +1255,14 @@ def _materialise(
     geometry: str,
     score: FitScore,
     details: dict[str, Any],
+    passengers: Sequence[Path] = (),
 ) -> Candidate:
     quality, reasons = score.quality, score.reasons
     prepare_workdir(folder)
-    originals = [p for e in exposures for p in e.originals]
+    originals = [p for e in exposures for p in e.originals] + list(passengers)
+    if passengers:
+        # What the delivered file of an unfitted exposure is named after (autodriz.products).
+        details = {**details, "unfitted_wcsname": {str(p): default.wcsname for p in passengers}}
     copies = copy_exposures([default.copies[p] for p in originals], folder)
     by_original = {orig: copies[default.copies[orig]] for orig in originals}
     stats = outcome.stats
