@@ -599,8 +599,8 @@ def verdict_line(console: str, code: ExitCode) -> str:
     """
     verdicts = [ln for ln in console.splitlines()
                 if ln.startswith("autodriz: ") and not ln.startswith("autodriz: trailer ")]
-    assert len(verdicts) == 1, f"expected one verdict line, got {verdicts}\n{err}"
-    named = re.match(r"autodriz: ([A-Z_]+) \(exit (\d+)\): ", verdicts[0])
+    assert len(verdicts) == 1, f"expected one verdict line, got {verdicts}\n{console}"
+    named = re.match(r"autodriz: ([A-Z0-9_]+) \(exit (\d+)\): ", verdicts[0])
     if named or code in PRODUCT_CODES:
         prefix = f"autodriz: {code.name} (exit {int(code)}): "
         assert verdicts[0].startswith(prefix), f"verdict line does not start with {prefix!r}: {verdicts[0]}"
