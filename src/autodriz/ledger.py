@@ -39,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Self
 
+from autodriz import failpoints
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -209,6 +211,7 @@ class Ledger:
             cur.execute("ROLLBACK")
             raise
         else:
+            failpoints.hit("ledger.commit")
             cur.execute("COMMIT")
         finally:
             cur.close()

@@ -28,6 +28,7 @@ from autodriz.logs import package_versions, run_logging, stage, waypoint, write_
 from autodriz.products import (
     commit_wcs_update,
     discard_temps,
+    products_or_none,
     publish,
     recover_interrupted_update,
     wcs_update_job,
@@ -454,7 +455,8 @@ def _process_dataset(
     # noise even for someone debugging with --keep-workdirs.
     _remove_failed_workdirs(candidates, selection, verifications)
 
-    with stage(logger, "products", timings):
+    outputs = [*(run.product.name for run in runs), f"{root}_report.json", f"{root}_report.html"]
+    with stage(logger, "products", timings), products_or_none(output_dir, outputs, winner.wcsname):
         products = tuple(publish(run.product, output_dir) for run in runs)
         for p in products:
             logger.info("product: %s", p)
