@@ -84,7 +84,12 @@ def _ledger_rows(ledger: Path) -> list[tuple[str, str]]:
     if not ledger.is_file():
         return []
     with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as conn:
-        return [tuple(r) for r in conn.execute("SELECT input, status FROM datasets")]
+        try:
+            return [tuple(r) for r in conn.execute("SELECT input, status FROM datasets")]
+        except sqlite3.OperationalError as exc:  # the schema's own commit failed: an empty ledger
+            if "no such table" in str(exc):
+                return []
+            raise
 
 
 def batch(base: Path, pristine: Path, mode: tuple[str, ...]) -> list[failpointing.Trial]:

@@ -211,8 +211,13 @@ class Ledger:
             cur.execute("ROLLBACK")
             raise
         else:
-            failpoints.hit("ledger.commit")
-            cur.execute("COMMIT")
+            try:
+                failpoints.hit("ledger.commit")
+                cur.execute("COMMIT")
+            except sqlite3.Error as exc:  # disk full, I/O error: the campaign stops with exit 23
+                with contextlib.suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
+                raise LedgerError(f"{self.path}: could not write to the ledger ({exc})") from exc
         finally:
             cur.close()
 
