@@ -179,7 +179,10 @@ def check_left_behind(visit: Path, ref: Reference, code: int) -> tuple[str, list
     succeeded = code in {int(c) for c in PRODUCT_CODES}
     sha, wcs = digests(visit), wcs_of(visit)
     pristine = {n for n in sha if sha[n] == ref.sha.get(n)}
-    updated = {n for n in wcs if n not in pristine and same_wcs(wcs[n], ref.wcs[n])}
+    # Updated: with the reference's WCS, or (a run that succeeded without a failed optional
+    # source, e.g. the catalog) with one other WCS that every input carries alike.
+    names = {chip[0] for n in wcs if n not in pristine for chip in wcs[n]}
+    updated = {n for n in wcs if n not in pristine and (same_wcs(wcs[n], ref.wcs[n]) or (succeeded and len(names) == 1))}
     if pristine == set(sha):
         state = "untouched"
     elif updated == set(sha):
