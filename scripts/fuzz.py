@@ -7,7 +7,9 @@ reordered extensions, SCI/DQ shape mismatch, wrong BITPIX, absurd NAXIS, non-ASC
 strings, odd ASN tables, mismatched headerlets) and runs autodriz on it in-process. Prints the
 count per exit code, then every case that broke the property (internal error, traceback, not one
 verdict line, inputs changed by a failed run, products or temporary files after a failure), each
-reproducible with ``--seed S --only INDEX``.
+reproducible with ``--seed S --only INDEX``. Cases run one after another in a worker process; one
+that runs longer than ``--case-timeout`` counts as a failure (hung), its worker is killed and the
+run goes on with a fresh one.
 
 ``--full-fraction F`` makes that share of cases full runs (a priori on, header WCS allowed; they
 drizzle, and include the memory bombs, which run in a child with a 6 GB address-space limit):
@@ -19,6 +21,8 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib.util
+import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import sys
@@ -41,6 +45,54 @@ def _shared_data() -> Path:
     raise SystemExit("shared data not found: set AUTODRIZ_SHARED_DATA")
 
 
+def _serve(conn: multiprocessing.connection.Connection, templates: fuzzing.Templates) -> None:
+    """Worker loop: run the cases the parent sends, answer each with its outcome."""
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        case, work = job
+        work.mkdir(parents=True)
+        outcome = fuzzing.run_case(case, templates, work)
+        outcome.console = outcome.console[-4000:]
+        conn.send(outcome)
+
+
+class _Worker:
+    """One process that runs cases in turn, so that a case that hangs can be killed (and the run go
+    on) without paying an interpreter start and the imports for every case."""
+
+    def __init__(self, templates: fuzzing.Templates) -> None:
+        self._conn, child = multiprocessing.Pipe()
+        self._proc = multiprocessing.get_context("fork").Process(target=_serve, args=(child, templates), daemon=True)
+        self._proc.start()
+        child.close()
+
+    def run(self, case: fuzzing.Case, work: Path, timeout: float) -> fuzzing.Outcome | None:
+        """The case's outcome, or None when it did not finish within ``timeout`` (worker killed)."""
+        self._conn.send((case, work))
+        if self._conn.poll(timeout):
+            try:
+                return self._conn.recv()
+            except EOFError:  # the worker died (a crash is an outcome too)
+                self._proc.join(5)
+                code = self._proc.exitcode
+                return fuzzing.Outcome(case, "(worker died)", -2, "", [f"worker died (exit {code})"])
+        self.kill()
+        return None
+
+    def kill(self) -> None:
+        self._proc.kill()
+        self._proc.join()
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            self._conn.send(None)
+            self._proc.join(10)
+            if self._proc.is_alive():
+                self.kill()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", type=int, default=200)
@@ -50,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                    f"known: {', '.join(fuzzing.BY_NAME)}")
     p.add_argument("--full-fraction", type=float, default=0.0)
     p.add_argument("--verbose", action="store_true", help="one line per case")
+    p.add_argument("--case-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="a case still running after this long is a failure (hung): its worker process is "
+                   "killed and the run goes on with a fresh one (default 600)")
     p.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="stop starting new cases after this long and report the ones run")
     args = p.parse_args(argv)
@@ -70,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     netguard.install()
 
     base = Path(tempfile.mkdtemp(prefix="autodriz-fuzz-"))
+    worker = None
     try:
         templates = fuzzing.prepare_templates(_shared_data(), base / "templates")
         codes: collections.Counter[int] = collections.Counter()
         by_mutation: dict[str, collections.Counter[int]] = collections.defaultdict(collections.Counter)
         bad = []
+        slowest: list[tuple[float, str]] = []
         t0 = time.monotonic()
         indices = list(args.only or range(args.cases))
         done = []
@@ -85,29 +142,43 @@ def main(argv: list[str] | None = None) -> int:
             done.append(index)
             case = fuzzing.make_case(args.seed, index, mutations=mutations, full_fraction=args.full_fraction)
             work = base / "case"
-            work.mkdir()
-            outcome = fuzzing.run_case(case, templates, work)
-            shutil.rmtree(work)
+            if worker is None:
+                worker = _Worker(templates)
+            started = time.monotonic()
+            outcome = worker.run(case, work, args.case_timeout)
+            seconds = time.monotonic() - started
+            if outcome is None or outcome.code == -2:  # hung (killed) or died: the next case gets a fresh one
+                worker = None
+            if outcome is None:
+                outcome = fuzzing.Outcome(case, "(not known: the worker was killed)", -1, "",
+                                          [f"hung: killed after {args.case_timeout:g} s"])
+            shutil.rmtree(work, ignore_errors=True)
+            slowest = sorted([*slowest, (seconds, case.id)], reverse=True)[:5]
             codes[outcome.code] += 1
             by_mutation[case.mutation][outcome.code] += 1
             if args.verbose:
-                print(f"{case.id}: exit {outcome.code}: {outcome.description} | {outcome.verdict[:160]}", flush=True)
+                print(f"{case.id}: exit {outcome.code} ({seconds:.1f} s): {outcome.description} | "
+                      f"{outcome.verdict[:160]}", flush=True)
             if outcome.problems:
                 bad.append(outcome)
                 print(f"PROBLEM {case.id}: {outcome.description}: {'; '.join(outcome.problems)}\n"
                       f"    {outcome.verdict[:300]}", flush=True)
         seconds = time.monotonic() - t0
     finally:
+        if worker is not None:
+            worker.close()
         shutil.rmtree(base, ignore_errors=True)
 
     print(f"\n{len(done)} cases, seed {args.seed}, {seconds:.0f} s")
     print("exit code counts: " + ", ".join(f"{c}: {n}" for c, n in sorted(codes.items())))
     for name in sorted(by_mutation):
         print(f"  {name:<22} " + ", ".join(f"exit {c}: {n}" for c, n in sorted(by_mutation[name].items())))
+    print("slowest cases: " + ", ".join(f"{cid} {sec:.1f} s" for sec, cid in slowest))
+    hung = sum(1 for o in bad if o.code == -1)
     internal = sum(1 for o in bad if o.code == 1)
     tracebacks = sum(1 for o in bad if o.traceback)
     changed = sum(1 for o in bad if o.changed_inputs)
-    print(f"internal errors: {internal}, tracebacks: {tracebacks}, changed inputs: {changed}, "
+    print(f"internal errors: {internal}, hung (killed): {hung}, tracebacks: {tracebacks}, changed inputs: {changed}, "
           f"cases breaking the property: {len(bad)}")
     failing = collections.Counter(o.case.mutation for o in bad)
     if failing:

@@ -119,3 +119,18 @@ def test_readonly_open_of_a_missing_or_foreign_file_is_a_ledger_error(tmp_path):
     junk.write_text("not a database")
     with pytest.raises(LedgerError):
         Ledger(junk)
+
+
+def test_a_commit_that_fails_is_a_ledger_error_and_leaves_the_row_as_it_was(tmp_path, monkeypatch):
+    # The failpoint raises what a full disk raises at COMMIT (sqlite3.OperationalError).
+    log = tmp_path / "failpoints.log"
+    with _ledger(tmp_path) as ledger:
+        monkeypatch.setenv("AUTODRIZ_FAILPOINT_LOG", str(log))
+        monkeypatch.setenv("AUTODRIZ_FAILPOINT", "ledger.commit:1")
+        with pytest.raises(LedgerError, match="could not write to the ledger"):
+            ledger.mark_running("/data/d0_asn.fits", campaign="c1", trailer_offset=0)
+        assert log.read_text().splitlines() == ["ledger.commit"]
+        # Rolled back, and the connection takes the next transaction.
+        assert ledger.get("/data/d0_asn.fits").status == PENDING
+        ledger.mark_running("/data/d0_asn.fits", campaign="c1", trailer_offset=0)
+        assert ledger.get("/data/d0_asn.fits").status == RUNNING

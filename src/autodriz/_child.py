@@ -21,6 +21,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from autodriz import failpoints
+
 
 def _updatewcs(job: dict) -> dict:
     from stwcs import updatewcs
@@ -30,6 +32,7 @@ def _updatewcs(job: dict) -> dict:
     # failure names its exposure.
     for f in files:
         print(f"AUTODRIZ-CHILD-FILE {f}", flush=True)
+        failpoints.hit("updatewcs")
         updatewcs.updatewcs([f], use_db=False, checkfiles=False)
     from astropy.io import fits
 
@@ -44,6 +47,7 @@ def _astrodrizzle(job: dict) -> dict:
     from drizzlepac import astrodrizzle
 
     params = dict(job.get("params", {}))
+    failpoints.hit("astrodrizzle")
     astrodrizzle.AstroDrizzle(
         input=[str(f) for f in job["input"]],
         output=job["output"],
@@ -93,6 +97,7 @@ def _apply_headerlets(job: dict) -> dict:
             logging=False,  # else stwcs adds a file handler writing headerlet.log into the cwd
         )
         _set_primary_keywords(hdrlet, item.get("primary_keywords", job.get("primary_keywords")) or {})
+        failpoints.hit("update.prepare")
         shutil.copyfile(item["original"], item["tmp"])
         Path(item["tmp"]).chmod(0o644)
         with fits.open(item["tmp"], mode="update") as hdul:
@@ -241,6 +246,7 @@ def _apply_apriori(job: dict) -> dict:
         # One bad headerlet must not cost the other solutions: report it, the parent drops
         # that solution only.
         try:
+            failpoints.hit("apriori.apply")
             hlet = headerlet.Headerlet.fromfile(item["headerlet"])
             with fits.open(item["copy"], mode="update") as hdul:
                 attached = {n.upper() for n in headerlet.get_headerlet_kw_names(hdul, kw="HDRNAME")}
@@ -258,6 +264,7 @@ TASKS = MappingProxyType({"updatewcs": _updatewcs, "astrodrizzle": _astrodrizzle
 
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[1]).read_text())
+    failpoints.hit(f"child-start.{job['task']}")
     result = TASKS[job["task"]](job)
     then = job.get("then")
     if then:

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 from astropy.table import Table
 
+from autodriz import failpoints
 from autodriz.errors import AutodrizError
 from autodriz.exitcodes import ExitCode
 from autodriz.skygeom import angular_distance
@@ -212,6 +213,7 @@ def _as_float(col: Any) -> np.ndarray:
 
 
 def _read_any(path: Path) -> Table:
+    failpoints.hit("catalog.read")
     suffix = path.suffix.lower()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -501,6 +503,7 @@ def find_in_cache(cache_dir: Path, name: str, region: Region) -> Path | None:
         return None
     for p in sorted(folder.glob("*.ecsv")):
         try:
+            failpoints.hit("cache.read")
             meta = Table.read(p, format="ascii.ecsv").meta
         except (OSError, ValueError) as exc:
             logger.info("cache file %s unreadable (%s); ignored", p, exc)
@@ -530,6 +533,7 @@ def write_cache(cache_dir: Path, name: str, region: Region, table: Table, origin
             "retrieved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         tmp = path.with_name(path.name + ".tmp")
+        failpoints.hit("cache.write")
         out.write(tmp, format="ascii.ecsv", overwrite=True)
         tmp.replace(path)
     except OSError as exc:
@@ -789,6 +793,7 @@ def iter_catalogs(
         t0 = time.monotonic()
         logger.info("asking %s for %s within %.2f′ (timeout %.1f s)", svc.description, name, region.radius * 60, left)
         try:
+            failpoints.hit("service.catalog")
             raw = svc.query(spec, region, left)
         except CatalogNotServed as exc:
             service_spent += time.monotonic() - t0

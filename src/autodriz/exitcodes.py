@@ -33,7 +33,9 @@ class ExitCode(IntEnum):
     #: inconsistent, far from the other members), before any work.
     WCS_FAILED = 6
     #: AstroDrizzle failed, wrote no product, or wrote one that does not hold every exposure it
-    #: was given (NDRIZIM/D###DATA) or whose frame does not fit the inputs' footprint.
+    #: was given (NDRIZIM/D###DATA) or whose frame does not fit the inputs' footprint; or the
+    #: products could not be written after the inputs were updated (none is left; the inputs
+    #: carry the chosen WCS and the next run makes the products).
     DRIZZLE_FAILED = 7
     #: Drizzling worked but the chosen WCS could not be written back to the inputs; the inputs are
     #: untouched and no product is published (products must match the inputs they came from).

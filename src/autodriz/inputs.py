@@ -34,7 +34,14 @@ from astropy.io import fits
 
 from autodriz.errors import InputError, WFPC2UnsupportedError
 from autodriz.screening import screen_for_alignment
-from autodriz.validate import check_exposures, raise_for, read_headers, screen
+from autodriz.validate import (
+    check_exposures,
+    parsable_header,
+    raise_for,
+    read_headers,
+    read_layout,
+    screen,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +84,9 @@ _SUFFIX_KIND: Mapping[str, str] = MappingProxyType({
 _NOT_A_FILTER = re.compile(r"^(CLEAR.*|N/A|NONE|BLANK|)$")
 # An ASN MEMNAME must be a plain rootname: a path (``../x``, ``/abs/x``) would make autodriz read
 # and later rewrite files outside the dataset folder.
-_PLAIN_ROOTNAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# Bounded: HST rootnames have 9 characters, and a name longer than the file system allows
+# would otherwise be an OSError ("File name too long") while looking for its files.
+_PLAIN_ROOTNAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # Grisms (G141, G102, G280, G800L) and prisms (PR110L, PR130L, PR200L).
 _DISPERSER = re.compile(r"^(G\d{3,4}[A-Z]?|PR\d{3}[A-Z]?)$")
 
@@ -212,7 +221,9 @@ def _read_primary_header(path: Path) -> fits.Header:
     try:
         # lazy_load_hdus: only the primary HDU is parsed, pixel data is never read.
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            return hdul[0].header.copy()
+            # Unparsable cards (a bare INF, bytes no text encoding has) become text naming
+            # them, so that the checks refuse the keyword instead of astropy raising later.
+            return parsable_header(hdul[0].header)
     except (OSError, ValueError, TypeError, IndexError) as exc:
         raise InputError(
             f"{path} is not a readable FITS file ({exc}); give an HST ASN table, RAW, FLT or "
@@ -234,6 +245,8 @@ def _check_exposure_file(path: Path) -> None:
             "in place, which would replace the link, not the file it points to: copy the file "
             "into the dataset folder instead"
         )
+    # Before astropy walks the file: it trusts NAXISn (a negative one loops, a huge one allocates).
+    read_layout(path)
     size = path.stat().st_size
     try:
         with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
@@ -588,7 +601,7 @@ def _resolve_asn(path: Path) -> Dataset:
     unsafe = [name for name, _, _ in rows if not _PLAIN_ROOTNAME.match(name)]
     if unsafe:
         raise InputError(
-            f"{path}: MEMNAME must be a plain rootname (letters, digits, '_', '-'), not a path: "
+            f"{path}: MEMNAME must be a plain rootname (letters, digits, '_', '-'; at most 64), not a path: "
             + ", ".join(repr(n) for n in unsafe)
             + "; autodriz only reads and updates files in the association's own folder"
         )
@@ -608,6 +621,12 @@ def _resolve_asn(path: Path) -> Dataset:
         root = path.name[: -len("_asn.fits")].lower()
 
     members = [(name, mtype, present) for name, mtype, present in rows if mtype.startswith("EXP")]
+    # stsci.tools.asnutil keeps members in a dict by name, so a repeated row counts once there;
+    # here too (else the exposure would be checked, drizzled and renamed over as many times), loudly.
+    repeated = sorted({name for name, _, _ in members if sum(1 for n, _, _ in members if n == name) > 1})
+    if repeated:
+        log.warning("%s: member(s) listed more than once, each used once: %s", path.name, ", ".join(repeated))
+        members = [m for i, m in enumerate(members) if m[0] not in {n for n, _, _ in members[:i]}]
     not_present = [name for name, _, present in members if not present]
     if not_present:
         log.warning(

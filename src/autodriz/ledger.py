@@ -45,6 +45,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Self
 
+from autodriz import failpoints
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
@@ -259,7 +261,13 @@ class Ledger:
             cur.execute("ROLLBACK")
             raise
         else:
-            cur.execute("COMMIT")
+            try:
+                failpoints.hit("ledger.commit")
+                cur.execute("COMMIT")
+            except sqlite3.Error as exc:  # disk full, I/O error: the campaign stops with exit 23
+                with contextlib.suppress(sqlite3.Error):
+                    cur.execute("ROLLBACK")
+                raise LedgerError(f"{self.path}: could not write to the ledger ({exc})") from exc
         finally:
             cur.close()
 

@@ -24,11 +24,18 @@ from autodriz.errors import AutodrizError, UpdateError
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
 from autodriz.locks import dataset_lock
-from autodriz.logs import package_versions, run_logging, stage, waypoint, write_trailer_header
+from autodriz.logs import (
+    package_versions,
+    run_logging,
+    stage,
+    waypoint,
+    write_trailer_header,
+)
 from autodriz.products import (
     commit_wcs_update,
     discard_temps,
     keep_delivered_wcs,
+    products_or_none,
     publish,
     recover_interrupted_update,
     round_to_delivered_precision,
@@ -37,10 +44,16 @@ from autodriz.products import (
 )
 from autodriz.provenance import dataset_provenance
 from autodriz.report import build_report, weight_map_check, write_html
-from autodriz.select import Selection, choose, is_default_only, rank_candidates, verification_order
-from autodriz.solutions.base import Candidate, remove_workdir
+from autodriz.select import (
+    Selection,
+    choose,
+    is_default_only,
+    rank_candidates,
+    verification_order,
+)
 from autodriz.solutions.aposteriori import make_aposteriori_candidates
 from autodriz.solutions.apriori import make_apriori_candidates
+from autodriz.solutions.base import Candidate, remove_workdir
 from autodriz.solutions.default import make_default_candidate
 from autodriz.verifydriz import verify_candidate
 
@@ -475,7 +488,8 @@ def _process_dataset(
     # noise even for someone debugging with --keep-workdirs.
     _remove_failed_workdirs(candidates, selection, verifications)
 
-    with stage(logger, "products", timings):
+    outputs = [*(run.product.name for run in runs), f"{root}_report.json", f"{root}_report.html"]
+    with stage(logger, "products", timings), products_or_none(output_dir, outputs, winner.wcsname):
         products = tuple(publish(run.product, output_dir) for run in runs)
         for p in products:
             logger.info("product: %s", p)

@@ -11,16 +11,18 @@ backups that the next run on the dataset puts back before it starts
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autodriz import failpoints
 from autodriz.childproc import ChildError, run_child
-from autodriz.errors import UpdateError
+from autodriz.errors import DrizzleError, UpdateError
 from autodriz.headerlets import drizzlepac_hdrname, wcs_keywords
 from autodriz.solutions.base import Candidate
 
@@ -67,6 +69,7 @@ def _make_backup(original: Path) -> Path:
     """
     backup = backup_path(original)
     backup.unlink(missing_ok=True)
+    failpoints.hit("update.backup")
     try:
         os.link(original, backup)
     except OSError:  # no hard links here (some network/FUSE file systems): copy
@@ -229,6 +232,7 @@ def commit_wcs_update(candidate: Candidate, temps: Mapping[Path, Path]) -> list[
     """
     try:
         for tmp in temps.values():
+            failpoints.hit("update.fsync")
             _fsync(tmp)
     except OSError as exc:
         discard_temps(temps)
@@ -311,6 +315,7 @@ def _replace_all(temps: Mapping[Path, Path]) -> None:
     replaced: list[Path] = []
     for original, tmp in temps.items():
         try:
+            failpoints.hit("update.rename")
             os.replace(tmp, original)
         except OSError as exc:
             not_restored = _roll_back(replaced, backups)
@@ -346,12 +351,40 @@ def _roll_back(replaced: Sequence[Path], backups: Mapping[Path, Path]) -> list[P
     return failed
 
 
+@contextlib.contextmanager
+def products_or_none(output_dir: Path, names: Sequence[str], wcsname: str | None) -> Iterator[None]:
+    """Publish the products and reports inside this block: all of them, or none.
+
+    The inputs were updated just before (the products must match them), so a write that fails
+    here (disk full, I/O error) cannot be undone by putting the inputs back. What is undone is
+    what was published: none of ``names`` is left under its final name, and the error says that
+    the inputs carry the chosen WCS and that the next run makes the products.
+
+    Raises
+    ------
+    DrizzleError
+        A product or report could not be written (exit 7: no product).
+    """
+    try:
+        yield
+    except OSError as exc:
+        for name in names:
+            for path in (output_dir / name, output_dir / (name + TMP_SUFFIX)):
+                path.unlink(missing_ok=True)
+        raise DrizzleError(
+            f"could not write the products into {output_dir} ({exc.strerror or exc}); none was left under its "
+            f"final name; the inputs already carry the chosen WCS {wcsname}: run again to make the products"
+        ) from exc
+
+
 def publish(product: Path, output_dir: Path) -> Path:
     """Move a finished product into ``output_dir`` atomically; return its new path."""
     dest = output_dir / product.name
     tmp = dest.with_name(dest.name + TMP_SUFFIX)
+    failpoints.hit("publish.copy")
     shutil.copyfile(product, tmp)
     _fsync(tmp)
+    failpoints.hit("publish.rename")
     os.replace(tmp, dest)
     product.unlink()
     return dest
@@ -360,6 +393,7 @@ def publish(product: Path, output_dir: Path) -> Path:
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> Path:
     """Write ``data`` as indented JSON to ``path`` via a temporary file and a rename."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
+    failpoints.hit("report.json")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     _fsync(tmp)
     os.replace(tmp, path)

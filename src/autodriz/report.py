@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from autodriz import failpoints
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -328,6 +330,7 @@ img {{ max-width: 480px; }}
 </body></html>
 """
     tmp = path.with_name(path.name + ".autodriz-tmp")
+    failpoints.hit("report.html")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)
     return path

@@ -226,6 +226,42 @@ def _truncated_flt(v: Visit) -> list[str]:
     return v.args()
 
 
+def _write_card(path: Path, extname: str, key: str, value: str) -> None:
+    """Overwrite one card of ``extname,1`` in place, byte for byte (astropy would refuse to write it)."""
+    with fits.open(path) as hdul:
+        start, end = (lambda i: (i["hdrLoc"], i["datLoc"]))(hdul[extname, 1].fileinfo())
+    with open(path, "r+b") as fh:
+        fh.seek(start)
+        raw = fh.read(end - start)
+        offset = next(o for o in range(0, len(raw), 80) if raw[o:o + 8] == f"{key:<8}".encode())
+        fh.seek(start + offset)
+        fh.write(f"{key:<8}= {value:>20}".ljust(80).encode())
+
+
+def _memory_bomb(v: Visit) -> list[str]:
+    # 9000 x 8000 float32 pixels (275 MiB, just above the limit) in the header; the file grown
+    # sparsely to match (the test digests it, so not tens of GB).
+    path = v.flt(2)
+    with fits.open(path) as hdul:
+        data_at = hdul["SCI", 1].fileinfo()["datLoc"]
+    _write_card(path, "SCI", "NAXIS1", "9000")
+    _write_card(path, "SCI", "NAXIS2", "8000")
+    with open(path, "r+b") as fh:
+        fh.truncate(data_at + 9000 * 8000 * 4 + 2880)
+    return v.args()
+
+
+def _unparsable_card(v: Visit) -> list[str]:
+    with fits.open(v.flt(2)) as hdul:
+        start = hdul[0].fileinfo()["hdrLoc"]
+    with open(v.flt(2), "r+b") as fh:
+        raw = fh.read(2880 * 20)
+        offset = next(o for o in range(start, len(raw), 80) if raw[o:o + 8] == b"EXPEND  ")
+        fh.seek(offset)
+        fh.write(f"{'EXPEND':<8}= {'NAN':>20}".ljust(80).encode())
+    return v.args()
+
+
 def _empty(v: Visit) -> list[str]:
     v.asn.write_bytes(b"")
     return v.args()
@@ -394,6 +430,12 @@ CASES: tuple[Case, ...] = (
          "error naming the table", _truncated_asn, (ASN, "no association table")),
     Case("truncated-flt", "member exposure truncated", ExitCode.INPUT_ERROR,
          "error naming the exposure, before any work", _truncated_flt, (FLT2, "truncated")),
+    Case("memory-bomb", "an extension whose NAXISn claim more than 256 MiB of data (a memory bomb)",
+         ExitCode.INPUT_ERROR, "error naming the file, the extension and the size, before anything reads or "
+         "allocates it", _memory_bomb, (FLT2, "[SCI,1]", "275 MiB", "256 MiB")),
+    Case("unparsable-card", "an unparsable header card (`EXPEND = NAN`, a bare NaN)", ExitCode.INPUT_ERROR,
+         "error naming file, extension and keyword, before any work", _unparsable_card,
+         (FLT2, "EXPEND", "unparsable")),
     Case("empty-file", "empty file", ExitCode.INPUT_ERROR,
          "error: not a readable FITS file", _empty, (ASN, "empty")),
     Case("asn-no-members", "ASN with no `EXP-*` members", ExitCode.INPUT_ERROR,
