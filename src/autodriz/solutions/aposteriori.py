@@ -58,6 +58,7 @@ from autodriz.fitquality import (
     assess_fit,
 )
 from autodriz.inputs import Dataset
+from autodriz.logs import CONSOLE
 from autodriz.select import catalog_search_done, is_usable_fit, needs_image_by_image, try_sparse_geometry
 from autodriz.skygeom import MAS_PER_DEG as _MAS_PER_DEG
 from autodriz.skygeom import mean_direction, offset_mas, tangent_arcsec
@@ -1098,7 +1099,7 @@ def make_aposteriori_candidates(
             ))
     logger.info(
         "a posteriori stage: %d candidate(s), qualities %s, %.1f s",
-        len(candidates), [c.quality for c in candidates], time.perf_counter() - t0,
+        len(candidates), [c.quality for c in candidates], time.perf_counter() - t0, extra=CONSOLE,
     )
     return candidates
 
