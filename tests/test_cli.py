@@ -211,3 +211,28 @@ def test_candidates_failed_for_the_same_reason_share_one_summary_line():
     assert lines[1].startswith("pruned  aposteriori-REL-GAIAeDR3, -GAIADR3, -2MASS (-): no solution: catalog GAIAeDR3")
     assert lines[1].endswith("…") and len(lines[1].split("): ", 1)[1]) == 60
     assert lines[2] == "pruned  aposteriori-REL-SDSS (-): no solution: 3 matches"
+
+
+def test_print_settings_shows_the_effective_settings_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASTROMETRY_APPLY_APRIORI", "off")
+    asn = tmp_path / "x_asn.fits"
+    code = main([str(asn), "--print-settings", "--profile", "archive", "--service-timeout", "4"])
+    out = capsys.readouterr().out
+    assert code == ExitCode.OK
+    assert list(tmp_path.iterdir()) == [], "nothing is written: no trailer, no lock"
+    assert re.search(r"^  use_astrometry_db +true +profile archive$", out, flags=re.M)
+    assert re.search(r"^  strict_services +true +profile archive$", out, flags=re.M)
+    assert re.search(r"^  apply_apriori +false +environment ASTROMETRY_APPLY_APRIORI$", out, flags=re.M)
+    assert re.search(r"^  service_timeout +4\.0 +flag$", out, flags=re.M)
+    # No input is needed to ask; without --print-settings it still is.
+    assert main(["--print-settings"]) == ExitCode.OK
+    with pytest.raises(SystemExit) as stop:
+        main([])
+    assert stop.value.code == ExitCode.USAGE
+
+
+def test_a_run_under_the_archive_profile_records_it_in_the_trailer(tmp_path):
+    main([str(tmp_path / "p_asn.fits"), "--profile", "archive"])
+    text = (tmp_path / "p.tra").read_text()
+    assert re.search(r"setting use_astrometry_db\s+True \[profile:archive\]", text)
+    assert re.search(r"setting strict_services\s+True \[profile:archive\]", text)
