@@ -78,6 +78,9 @@ def _add_processing_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strict-services", action="store_const", const=True, default=None,
                    help="an unreachable network service is an error instead of a warning")
     g.add_argument("--service-timeout", type=float, help="seconds to wait for a network service (default 10)")
+    g.add_argument("--catalog-service", choices=("vizier", "mast"), type=str.lower,
+                   help="network service for reference catalogs: vizier (default) or mast (MAST's catalog web "
+                        "service, epoch-propagated, as the HST pipeline asks it)")
     g.add_argument("--drizzle-timeout", type=float, help="seconds allowed for one AstroDrizzle/updatewcs run")
     g.add_argument("--num-cores", type=int,
                    help="cores (default 1); with 2 or more the DRZ and DRC are drizzled side by side")
@@ -130,6 +133,7 @@ def _cli_settings(args: argparse.Namespace) -> dict:
         "output_dir", "jref", "iref", "catalog", "cache_dir", "headerlet_store", "apply_apriori",
         "compute_aposteriori", "allow_header_wcs", "keep_workdirs", "offline", "strict_services",
         "service_timeout", "drizzle_timeout", "num_cores", "log_level", "verify", "max_fit_rms_mas", "use_astrometry_db", "astrometry_db_url",
+        "catalog_service",
     )
     cli = {k: getattr(args, k, None) for k in keys}
     cli["profile"] = getattr(args, "profile", None)

@@ -77,6 +77,8 @@ _FALSE_WORDS = ("off", "no", "false", "0")
 _ACCEPTED_SWITCH_TEXT = "on/yes/true/1 or off/no/false/0 (any case)"
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Network catalog services (``catalog_service``): VizieR, or MAST's as the HST pipeline asks it.
+CATALOG_SERVICES = ("vizier", "mast")
 
 PROVENANCE_DEFAULT = "default"
 PROVENANCE_CLI = "cli"
@@ -142,6 +144,9 @@ class Settings:
         Ask the astrometry database web service for a priori solutions missing locally.
     astrometry_db_url : str
         Base URL of that service (http or https).
+    catalog_service : str
+        Network service for reference catalogs: ``vizier`` or ``mast`` (MAST's catalog web
+        service, with the observation epoch, as the HST pipeline asks it).
     provenance : Mapping[str, str]
         Read-only map from field name to where its value came from: ``'default'``,
         ``'config:<file>'``, ``'env:<VARIABLE>'`` or ``'cli'``. Not part of equality.
@@ -167,6 +172,7 @@ class Settings:
     max_fit_rms_mas: float = 100.0
     use_astrometry_db: bool = False
     astrometry_db_url: str = "https://mast.stsci.edu/portal/astrometryDB/"
+    catalog_service: str = "vizier"
     # compare=False: two runs with the same values are the same configuration wherever the
     # values came from; it also keeps Settings hashable (a mapping proxy is not).
     provenance: Mapping[str, str] = field(default_factory=_empty_provenance, compare=False)
@@ -212,7 +218,7 @@ class Settings:
 
 class _FieldSpec(NamedTuple):
     name: str
-    kind: str  # "bool" | "path" | "positive_float" | "positive_int" | "log_level"
+    kind: str  # "bool" | "path" | "positive_float" | "positive_int" | "log_level" | "url" | "catalog_service"
     env: tuple[str, ...]  # variables read, lowest priority first
     help: str
 
@@ -290,6 +296,10 @@ _FIELD_SPECS: tuple[_FieldSpec, ...] = (
     _FieldSpec(
         "astrometry_db_url", "url", ("ASTROMETRY_SERVICE_URL", "AUTODRIZ_ASTROMETRY_DB_URL"),
         "base URL of the astrometry database service (http/https)",
+    ),
+    _FieldSpec(
+        "catalog_service", "catalog_service", ("AUTODRIZ_CATALOG_SERVICE",),
+        "network service for reference catalogs: vizier or mast (MAST's, as the HST pipeline asks it)",
     ),
 )
 
@@ -383,6 +393,8 @@ def _parse_text(spec: _FieldSpec, text: str, what: str, base_dir: Path | None = 
         return _check_log_level(text, what)
     if spec.kind == "url":
         return _check_url(text, what)
+    if spec.kind == "catalog_service":
+        return _check_catalog_service(text, what)
     raise AssertionError(f"unhandled setting kind {spec.kind!r}")  # a bug in _FIELD_SPECS
 
 
@@ -416,6 +428,10 @@ def _coerce_typed(spec: _FieldSpec, value: Any, what: str, base_dir: Path | None
         if isinstance(value, str):
             return _check_url(value, what)
         raise ConfigError(f"{what} must be an http(s) URL, not {value!r}")
+    if spec.kind == "catalog_service":
+        if isinstance(value, str):
+            return _check_catalog_service(value, what)
+        raise ConfigError(f"{what} must be one of {', '.join(CATALOG_SERVICES)}, not {value!r}")
     raise AssertionError(f"unhandled setting kind {spec.kind!r}")
 
 
@@ -437,6 +453,13 @@ def _check_url(text: str, what: str) -> str:
     if not url.lower().startswith(("http://", "https://")) or len(url) < 10:
         raise ConfigError(f"{what} has value {text!r}; expected an http:// or https:// URL")
     return url
+
+
+def _check_catalog_service(text: str, what: str) -> str:
+    name = text.strip().lower()
+    if name not in CATALOG_SERVICES:
+        raise ConfigError(f"{what} has value {text!r}; accepted values: {', '.join(CATALOG_SERVICES)}")
+    return name
 
 
 def _check_positive_float(number: float, what: str) -> float:

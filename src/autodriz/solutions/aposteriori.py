@@ -1041,7 +1041,7 @@ def make_aposteriori_candidates(
         cfg.catalogs.order, region, epoch, specs=cfg.catalogs.specs, catalog_path=settings.catalog,
         cache_dir=settings.cache_dir, offline=settings.offline, timeout=settings.service_timeout,
         strict_services=settings.strict_services,
-        service=service if service is not None else catmod.VizierService(cfg.catalogs.vizier_server),
+        service=service if service is not None else catmod.make_service(settings.catalog_service, cfg.catalogs),
         unknown_pm_mas_yr=cfg.catalogs.unknown_pm_mas_yr,
         max_gap_without_pm_yr=cfg.catalogs.max_gap_without_pm_yr,
     )
