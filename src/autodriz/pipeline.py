@@ -491,6 +491,9 @@ def _process_dataset(
             level = logging.WARNING if check.flagged else logging.INFO
             logger.log(level, "weight map of %s: std/mean %.3f (flagged at ≥ %.2f)%s",
                        p.name, check.ratio, check.limit, ": FLAGGED" if check.flagged else "")
+        # Known here already (a later failure is in the trailer): the page's summary line says it.
+        default_only = is_default_only(winner, alignment_requested=run_apriori or run_aposteriori)
+        exit_code = ExitCode.DEFAULT_ONLY if default_only else ExitCode.OK
         report_data = build_report(
             version=__version__,
             versions=package_versions(),
@@ -521,14 +524,14 @@ def _process_dataset(
             updated_inputs=updated,
             products=products,
             settings=settings.as_dict(),
+            status={"exit_code": exit_code.name, "exit": int(exit_code)},
         )
         report = write_json_atomic(output_dir / f"{root}_report.json", report_data)
         write_html(report_data, output_dir / f"{root}_report.html")
     # Alignment was asked for but the default won: products are fine, the astrometry is only
     # the pipeline default's, and the exit code says so for the archive's wrappers.
-    default_only = is_default_only(winner, alignment_requested=run_apriori or run_aposteriori)
     return RunResult(
-        ExitCode.DEFAULT_ONLY if default_only else ExitCode.OK,
+        exit_code,
         f"{root}: {', '.join(p.name for p in products)} with WCS {winner.wcsname}"
         + (f" (default only: {why})" if default_only else ""),
         root,
