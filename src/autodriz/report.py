@@ -310,6 +310,39 @@ def _residual_plots(candidates: Sequence[Mapping[str, Any]]) -> list[tuple[str, 
     return out
 
 
+def _registration_chart(candidates: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """One small bar chart: the registration offset (px) of each exposure for every candidate
+    the images verified, beside the limit a pass needs (the verification's own figures)."""
+    from matplotlib.figure import Figure
+
+    series = []
+    for c in candidates:
+        verification = c.get("verification")
+        if not isinstance(verification, Mapping):
+            continue
+        rows = [s for s in verification.get("similarity") or [] if isinstance(s, Mapping) and s.get("offset_px") is not None]
+        if rows:
+            series.append((c["name"], {s["name"]: float(s["offset_px"]) for s in rows},
+                           next((s["max_offset_px"] for s in rows if s.get("max_offset_px") is not None), None)))
+    if not series:
+        return []
+    exposures = sorted({name for _, offsets, _ in series for name in offsets})
+    fig = Figure(figsize=(4, 3))
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    for i, (name, offsets, _) in enumerate(series):
+        at = [j + (i - (len(series) - 1) / 2) * width for j, e in enumerate(exposures) if e in offsets]
+        ax.bar(at, [offsets[e] for e in exposures if e in offsets], width=width, label=name)
+    limit = next((lim for _, _, lim in series if lim is not None), None)
+    if limit is not None:
+        ax.axhline(limit, color="tab:red", linestyle="--", linewidth=1, label=f"pass limit {limit:g} px")
+    ax.set_xticks(range(len(exposures)), exposures, rotation=30, fontsize=7)
+    ax.set_ylabel("registration offset (px)")
+    ax.legend(fontsize=6)
+    ax.set_title("registration per exposure and candidate", fontsize=9)
+    return [("registration per exposure and candidate", _png(fig))]
+
+
 def _matched_sources_plot(product: Path, candidate: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The chosen fit's matched catalog stars drawn over the product's SCI image."""
     from astropy.io import fits
@@ -369,7 +402,7 @@ def write_html(report: Mapping[str, Any], path: Path) -> Path:
     chosen_entry = next((c for c in report["candidates"] if c.get("verdict") == "chosen"), None)
     if chosen_entry is not None and report["products"]:
         thumbnails.extend(_matched_sources_plot(Path(report["products"][0]), chosen_entry))
-    residuals = _residual_plots(report["candidates"])
+    residuals = _residual_plots(report["candidates"]) + _registration_chart(report["candidates"])
     qa_rows = "".join(
         f"<tr><td>{esc(Path(name).name)}</td><td>{chk['ratio'] if chk['ratio'] is None else round(chk['ratio'], 3)}</td>"
         f"<td>{chk['limit']}</td><td>{'FLAGGED' if chk['flagged'] else 'ok'}</td></tr>"
