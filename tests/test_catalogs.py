@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -99,7 +102,7 @@ class _Stub:
     def __init__(self, table=None, error=None):
         self.table, self.error, self.calls = table, error, []
 
-    def query(self, spec, region, timeout):
+    def query(self, spec, region, timeout, epoch=None):
         self.calls.append(spec.name)
         if self.error:
             raise cm.ServiceUnavailable(self.error)
@@ -301,3 +304,166 @@ def test_each_stars_own_proper_motion_error_sets_its_weight():
     sigma = np.asarray(cat.table["sigma_mas"], dtype=float)
     assert sigma[0] == pytest.approx(math.hypot(0.02, 0.2), rel=1e-3)
     assert sigma[1] == pytest.approx(math.hypot(1.0, 14.0), rel=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# MAST's catalog web service, against a loopback fake that answers as drizzlepac reads it
+
+
+#: Three Gaia stars in the NGC 6791 cone at J2016, with proper motions (mas/yr).
+MAST_STARS = [(290.2211, 37.7875, 40.0, -30.0, 17.1), (290.2251, 37.7901, 0.0, 0.0, 18.3),
+              (290.2160, 37.7840, -12.0, 25.0, 19.0)]
+GAIA_HEADER = "objID,ra,dec,ra_error,dec_error,pmra,pmra_error,pmdec,pmdec_error,mag,epoch"
+
+
+def _gaia_csv(epoch: float | None) -> str:
+    """The answer as the service gives it: a description line, then CSV, lines ending in CRLF.
+
+    With ``epoch`` the positions are moved there (the service propagates, as asked by EPOCH=).
+    """
+    rows = []
+    for i, (ra, dec, pmra, pmdec, mag) in enumerate(MAST_STARS):
+        dt = 0.0 if epoch is None else epoch - 2016.0
+        ra_t, dec_t = ra + pmra * dt / 3.6e6 / math.cos(math.radians(dec)), dec + pmdec * dt / 3.6e6
+        rows.append(f"{1000 + i},{ra_t:.9f},{dec_t:.9f},0.1,0.1,{pmra},0.1,{pmdec},0.1,{mag},2016.0")
+    return "\r\n".join([f"Number of objects: {len(rows)}", GAIA_HEADER, *rows, ""])
+
+
+class _MastFake:
+    """A loopback MAST catalog service: ``mode`` is ok, empty, http500, garbage or epoch-error."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.requests = mode, []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake.requests.append(self.path)
+                query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                epoch = float(query["EPOCH"]) if "EPOCH" in query else None
+                status, body = 200, _gaia_csv(epoch).encode()
+                if fake.mode == "empty":
+                    body = f"Number of objects: 0\r\n{GAIA_HEADER}\r\n".encode()
+                elif fake.mode == "http500":
+                    status, body = 500, b"<html>Internal Server Error</html>"
+                elif fake.mode == "garbage":
+                    body = b"\x89PNG\r\n\x1a\n\x00 not a table <html>maintenance" + bytes(range(256))
+                elif fake.mode == "epoch-error" and epoch is not None:
+                    body = b"Error: Cannot find table 0\r\n"
+                self.send_response(status)
+                self.send_header("Content-Type", "text/csv")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webservices"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def mast_fake():
+    started = []
+
+    def start(mode: str) -> _MastFake:
+        started.append(_MastFake(mode))
+        return started[-1]
+
+    yield start
+    for fake in started:
+        fake.close()
+
+
+def _from_mast(url: str, names=("GAIAeDR3",), epoch=2009.755, timeout=5.0, **kw):
+    return cm.resolve_catalogs(list(names), NGC6791, epoch, specs=SPECS, service=cm.MastCatalogService(url),
+                               timeout=timeout, **kw)
+
+
+def test_mast_is_asked_as_drizzlepac_asks_and_its_epoch_propagation_is_not_repeated(mast_fake, tmp_path):
+    fake = mast_fake("ok")
+    out = _from_mast(fake.url, cache_dir=tmp_path / "cache")
+    cat = out[0]
+    assert isinstance(cat, cm.ReferenceCatalog) and cat.origin == f"service:MAST catalogs 127.0.0.1:{fake.url.split(':')[2].split('/')[0]}"
+    # drizzlepac's get_catalog: vo/CatalogSearch.aspx, RA/DEC/SR in degrees, CSV, MINDET=5, EPOCH=%.3f.
+    path, query = fake.requests[0].split("?", 1)
+    assert path == "/webservices/vo/CatalogSearch.aspx"
+    assert query == (f"RA={NGC6791.ra}&DEC={NGC6791.dec}&SR={NGC6791.radius}&FORMAT=CSV&CAT=GAIAeDR3&MINDET=5"
+                     "&EPOCH=2009.755")
+    # The service moved the stars to 2009.755; they are used there, not moved a second time.
+    expected = Table.read(_gaia_csv(2009.755).splitlines()[1:], format="ascii.csv")
+    assert len(cat.table) == 3 and cat.has_pm and cat.epoch == pytest.approx(2009.755)
+    assert np.allclose(cat.table["ra"], expected["ra"], rtol=0, atol=1e-9)
+    assert np.allclose(cat.table["dec"], expected["dec"], rtol=0, atol=1e-9)
+    assert cat.catalog_epoch == 2016.0 and any("by the catalog service" in n for n in cat.notes)
+    # The error model still counts the 6.2 years since the catalog epoch.
+    assert cat.expected_error_mas > math.sqrt(2) * 0.5 * 6.2 * 0.9
+    # Cached with the epoch the positions are at: a run at another epoch moves them from there.
+    later = cm.resolve_catalogs(["GAIAeDR3"], NGC6791, 2019.755, specs=SPECS, cache_dir=tmp_path / "cache",
+                                service=_Stub(error="must not be asked"))[0]
+    assert later.origin.startswith("cache:")
+    ten_years = Table.read(_gaia_csv(2019.755).splitlines()[1:], format="ascii.csv")
+    assert np.allclose(later.table["ra"], ten_years["ra"], rtol=0, atol=1e-8)
+    assert np.allclose(later.table["dec"], ten_years["dec"], rtol=0, atol=1e-8)
+
+
+def test_mast_without_epoch_support_is_asked_again_without_it_and_positions_are_propagated_here(mast_fake):
+    fake = mast_fake("epoch-error")
+    cat = _from_mast(fake.url)[0]
+    assert "EPOCH=2009.755" in fake.requests[0] and "EPOCH" not in fake.requests[1]
+    moved = Table.read(_gaia_csv(2009.755).splitlines()[1:], format="ascii.csv")
+    assert "positions_epoch" not in cat.table.meta
+    assert np.allclose(cat.table["ra"], moved["ra"], rtol=0, atol=1e-8)
+
+
+def test_mast_empty_answer_http_500_and_garbage(mast_fake):
+    empty = _from_mast(mast_fake("empty").url)[0]
+    assert isinstance(empty, cm.CatalogUnavailable) and "returned no star" in empty.reason
+    failed = _from_mast(mast_fake("http500").url, names=("GAIAeDR3", "GSC242"))
+    assert "unreachable (HTTP 500)" in failed[0].reason and "not asked again" in failed[1].reason
+    garbage = _from_mast(mast_fake("garbage").url)[0]
+    assert "unreachable (the answer is not the catalog CSV" in garbage.reason
+    with pytest.raises(cm.CatalogServiceError, match="HTTP 500"):
+        _from_mast(mast_fake("http500").url, strict_services=True)
+
+
+def test_mast_hang_costs_at_most_the_timeout(silent_port):
+    t0 = time.monotonic()
+    out = _from_mast(f"http://127.0.0.1:{silent_port}/webservices", names=("GAIAeDR3", "GSC242", "2MASS"), timeout=1.0)
+    assert time.monotonic() - t0 < 1.0 + 0.5
+    assert "no answer within 1 s" in out[0].reason and all(isinstance(c, cm.CatalogUnavailable) for c in out)
+
+
+def test_mast_catalog_names_and_the_2mass_julian_date(mast_fake):
+    # GAIADR3 is not a name of MAST's service (drizzlepac asks GAIAeDR3): said, and the next is asked.
+    fake = mast_fake("ok")
+    out = _from_mast(fake.url, names=("GAIADR3", "GAIAeDR3"))
+    assert "not a catalog of MAST" in out[0].reason and isinstance(out[1], cm.ReferenceCatalog)
+    assert len(fake.requests) == 1
+    table = cm.parse_mast_csv("2MASS\r\nra,dec,mag,objid,jdate\r\n290.2,37.8,14.2,7,2451544.5\r\n")
+    assert table["epoch"][0] == pytest.approx(2000.0, abs=1e-3) and table["mag"][0] == 14.2
+    gsc = cm.parse_mast_csv("GSC\r\nra,dec,raErr,decErr,rapm,decpm,mag,epoch\r\n290.2,37.8,0.2,0.2,3.0,-4.0,15.0,2016.0\r\n")
+    assert (gsc["pmra"][0], gsc["pmdec"][0]) == (3.0, -4.0) and "ra_error" not in gsc.colnames
+    with pytest.raises(cm.CatalogNotServed):
+        cm.parse_mast_csv("Error: Cannot find table 0\r\n")
+
+
+def test_the_catalog_service_setting_chooses_the_client():
+    from autodriz.config import load_settings
+    from autodriz.errors import ConfigError
+
+    cfg = load_aposteriori_config("WFC3/IR").catalogs
+    assert isinstance(cm.make_service("mast", cfg), cm.MastCatalogService)
+    assert cm.make_service("mast", cfg).url == "https://gsss.stsci.edu/webservices"
+    assert isinstance(cm.make_service("vizier", cfg), cm.VizierService)
+    assert load_settings(env={"AUTODRIZ_CATALOG_SERVICE": "MAST"}).catalog_service == "mast"
+    assert load_settings(cli={"profile": "archive"}, env={}).catalog_service == "mast"
+    with pytest.raises(ConfigError, match="accepted values: vizier, mast"):
+        load_settings(env={"AUTODRIZ_CATALOG_SERVICE": "simbad"})

@@ -173,3 +173,66 @@ def test_drizzle_parameters_without_an_mdriztab_keyword_fall_back_to_the_default
     params, source = choose_parameters(path, {"jref": None, "iref": None}, {"final_scale": 0.05})
     assert params["final_scale"] == 0.05 and params["mdriztab"] is False
     assert "MDRIZTAB not set" in source
+
+
+def test_console_at_info_shows_stage_outcomes_and_warnings_and_debug_shows_all(tmp_path):
+    import io
+
+    from autodriz.logs import CONSOLE, run_logging
+
+    log = logging.getLogger("autodriz.pipeline")
+    for level in ("INFO", "DEBUG"):
+        stream, trailer = io.StringIO(), tmp_path / f"{level}.tra"
+        with run_logging(trailer, console_level=level, stream=stream):
+            log.info("detail behind a decision")
+            log.info("stage outcome", extra=CONSOLE)
+            log.warning("service unreachable")
+        console, text = stream.getvalue(), trailer.read_text()
+        assert ("detail behind a decision" in console) is (level == "DEBUG")
+        assert "stage outcome" in console and "service unreachable" in console
+        # The trailer keeps every decision at INFO, whatever the console shows.
+        assert re.search(r" INFO +autodriz\.pipeline: detail behind a decision", text)
+
+
+def test_candidates_failed_for_the_same_reason_share_one_summary_line():
+    from autodriz.pipeline import summary_lines
+    from autodriz.select import Verdict
+
+    why = "no solution: catalog {} unavailable: {}VizieR x unreachable (DNS lookup failed: no network?)"
+    verdicts = [
+        Verdict("default", "IDC_x", "default", "chosen", "no alignment candidate was eligible"),
+        Verdict("aposteriori-REL-GAIAeDR3", "", "", "pruned", why.format("GAIAeDR3", "")),
+        *(Verdict(f"aposteriori-REL-{c}", "", "", "pruned", why.format(c, "catalog service not asked again: "))
+          for c in ("GAIADR3", "2MASS")),
+        Verdict("aposteriori-REL-SDSS", "", "", "pruned", "no solution: 3 matches"),
+    ]
+    lines = summary_lines(verdicts, limit=60)
+    assert len(lines) == 3
+    assert lines[1].startswith("pruned  aposteriori-REL-GAIAeDR3, -GAIADR3, -2MASS (-): no solution: catalog GAIAeDR3")
+    assert lines[1].endswith("…") and len(lines[1].split("): ", 1)[1]) == 60
+    assert lines[2] == "pruned  aposteriori-REL-SDSS (-): no solution: 3 matches"
+
+
+def test_print_settings_shows_the_effective_settings_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASTROMETRY_APPLY_APRIORI", "off")
+    asn = tmp_path / "x_asn.fits"
+    code = main([str(asn), "--print-settings", "--profile", "archive", "--service-timeout", "4"])
+    out = capsys.readouterr().out
+    assert code == ExitCode.OK
+    assert list(tmp_path.iterdir()) == [], "nothing is written: no trailer, no lock"
+    assert re.search(r"^  use_astrometry_db +true +profile archive$", out, flags=re.M)
+    assert re.search(r"^  strict_services +true +profile archive$", out, flags=re.M)
+    assert re.search(r"^  apply_apriori +false +environment ASTROMETRY_APPLY_APRIORI$", out, flags=re.M)
+    assert re.search(r"^  service_timeout +4\.0 +flag$", out, flags=re.M)
+    # No input is needed to ask; without --print-settings it still is.
+    assert main(["--print-settings"]) == ExitCode.OK
+    with pytest.raises(SystemExit) as stop:
+        main([])
+    assert stop.value.code == ExitCode.USAGE
+
+
+def test_a_run_under_the_archive_profile_records_it_in_the_trailer(tmp_path):
+    main([str(tmp_path / "p_asn.fits"), "--profile", "archive"])
+    text = (tmp_path / "p.tra").read_text()
+    assert re.search(r"setting use_astrometry_db\s+True \[profile:archive\]", text)
+    assert re.search(r"setting strict_services\s+True \[profile:archive\]", text)

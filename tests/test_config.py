@@ -126,6 +126,43 @@ def test_each_layer_overrides_the_one_before(tmp_path):
     assert from_cli.provenance["offline"] == "env:AUTODRIZ_OFFLINE"
 
 
+def test_archive_profile_runs_as_archive_operations_do_and_later_layers_still_win(tmp_path):
+    assert config.profile_names() == ("archive", "laptop")
+    laptop = load_settings(env={})
+    assert laptop == Settings(), "the laptop profile is the packaged defaults as they are"
+    archive = load_settings(cli={"profile": "archive"}, env={})
+    assert archive.use_astrometry_db and archive.strict_services and archive.apply_apriori and archive.verify
+    assert archive.provenance["use_astrometry_db"] == "profile:archive"
+    assert archive.provenance["num_cores"] == "default"
+    # AUTODRIZ_PROFILE names it too; --profile wins over it.
+    assert load_settings(env={"AUTODRIZ_PROFILE": "archive"}).use_astrometry_db
+    assert not load_settings(cli={"profile": "laptop"}, env={"AUTODRIZ_PROFILE": "archive"}).use_astrometry_db
+    # A config file, the environment and a flag each win over the profile.
+    cfg = write_toml(tmp_path / "user.toml", "strict_services = false\n")
+    layered = load_settings(cli={"profile": "archive", "apply_apriori": False},
+                            env={"AUTODRIZ_ASTROMETRY_DB": "off"}, config_file=cfg)
+    assert (layered.strict_services, layered.use_astrometry_db, layered.apply_apriori) == (False, False, False)
+    assert layered.provenance["strict_services"] == f"config:{cfg}"
+    assert layered.provenance["use_astrometry_db"] == "env:AUTODRIZ_ASTROMETRY_DB"
+    with pytest.raises(ConfigError, match=r"AUTODRIZ_PROFILE names the profile 'nope'; known profiles: archive, laptop"):
+        load_settings(env={"AUTODRIZ_PROFILE": "nope"})
+
+
+def test_describe_settings_says_where_each_value_came_from(tmp_path):
+    cfg = write_toml(tmp_path / "user.toml", "num_cores = 2\n")
+    settings = load_settings(cli={"profile": "archive", "offline": True}, env={"AUTODRIZ_SERVICE_TIMEOUT": "3"},
+                             config_file=cfg)
+    lines = config.describe_settings(settings)
+    assert lines[0].startswith("autodriz settings (profile archive;")
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in lines[1:]}
+    assert set(rows) == set(SETTING_NAMES)
+    assert re.fullmatch(r"true +profile archive", rows["use_astrometry_db"])
+    assert re.fullmatch(rf"2 +config file {re.escape(str(cfg))}", rows["num_cores"])
+    assert re.fullmatch(r"3\.0 +environment AUTODRIZ_SERVICE_TIMEOUT", rows["service_timeout"])
+    assert re.fullmatch(r"true +flag", rows["offline"])
+    assert re.fullmatch(r"\(not set\) +default", rows["catalog"])
+
+
 def test_config_file_from_env_and_cli_file_wins(tmp_path):
     env_file = write_toml(tmp_path / "env.toml", "num_cores = 5\n")
     cli_file = write_toml(tmp_path / "cli.toml", "num_cores = 6\n")

@@ -7,6 +7,7 @@ error and untouched inputs, unless the header WCS is allowed as a fallback.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -46,11 +47,12 @@ def test_missing_idctab_stops_with_clear_error_and_untouched_inputs(shared_data,
     assert "AUTODRIZ-VERDICT REFERENCE_FILES_MISSING exit=4" in trailer
 
 
-def test_f140w_with_header_wcs_makes_a_drz(shared_data, tmp_path, empty_iref):
+def test_f140w_with_header_wcs_makes_a_drz(shared_data, tmp_path, empty_iref, capsys):
     asn = prepare_goodss(shared_data, tmp_path / "f140w", "IB6O23020")
     before = _digests(asn.parent)
 
     code = main([str(asn), "--iref", str(empty_iref), "--allow-header-wcs"])
+    console = capsys.readouterr()
 
     # Products are written, but no reference catalog is reachable offline, so no alignment
     # candidate exists: the exit code says the astrometry is the default's only.
@@ -76,6 +78,26 @@ def test_f140w_with_header_wcs_makes_a_drz(shared_data, tmp_path, empty_iref):
     assert "version drizzlepac" in trailer and "setting allow_header_wcs" in trailer
     assert "association table was built outside the archive" in trailer
     assert "distortion reference files not available" in trailer
+
+    # The console offline is a summary (issue 20): one line per stage outcome, one line for the
+    # unreachable catalog service with the remedy, one short line per candidate; the details
+    # behind each decision stay at INFO in the trailer.
+    lines = (console.err + console.out).splitlines()
+    assert len(lines) <= 25, "\n".join(lines)
+    remedy = [l for l in lines if "--catalog FILE" in l]
+    assert len(remedy) == 1 and "--offline" in remedy[0], "\n".join(lines)
+    assert remedy[0].startswith("WARNING catalog service VizieR") and "unreachable" in remedy[0]
+    # Besides the warning, the five catalogs it cost are one candidate line, not five.
+    unreachable = [l for l in lines if "unreachable" in l]
+    assert len(unreachable) == 2, "\n".join(lines)
+    assert "aposteriori-REL-GAIAeDR3, -GAIADR3, -GAIADR2, -GSC242, -2MASS" in unreachable[1]
+    assert all(len(l) <= 320 for l in lines), max(lines, key=len)
+    for outcome in ("dataset ib6o23020:", "distortion reference files not available", "no usable a priori solution",
+                    "a posteriori stage:", "INFO    chosen WCS: ", "AstroDrizzle made ib6o23020_drz.fits", "product: "):
+        assert sum(outcome in l for l in lines) == 1, outcome
+    assert "AUTODRIZ-STAGE" not in console.err and "asking VizieR" not in console.err
+    assert re.search(r" INFO +autodriz\.catalogs: asking VizieR \S+ for GAIAeDR3", trailer)
+    assert re.search(r" INFO +autodriz\.pipeline: candidate aposteriori-REL-GAIAeDR3 pruned before drizzling", trailer)
 
 
 def test_g141_grism_gets_no_aposteriori_fit(shared_data, tmp_path, empty_iref):

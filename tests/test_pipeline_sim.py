@@ -95,11 +95,12 @@ def test_demo_command_prints_products_wcs_and_error_vs_truth(tmp_path, capsys):
     assert not any(check["flagged"] for check in report["qa"].values())
     assert set(report["timings"]) >= {"resolve", "default", "select", "drizzle", "update-inputs"}
     page = (demo / "jsim01010_report.html").read_text()
-    # SCI and WHT thumbnails of DRZ and DRC, the chosen fit's matched stars over the DRZ, and
-    # the residual vectors of each a posteriori fit.
+    # SCI and WHT thumbnails of DRZ and DRC, the chosen fit's matched stars over the DRZ, the
+    # residual vectors of each a posteriori fit, and one registration chart of the verified.
     fits_with_residuals = [c for c in report["candidates"] if (c["details"] or {}).get("residuals")]
-    assert chosen[0] in fits_with_residuals
-    assert page.count("data:image/png;base64,") == 4 + 1 + len(fits_with_residuals)
+    assert chosen[0] in fits_with_residuals and chosen[0]["verification"]
+    assert page.count("data:image/png;base64,") == 4 + 1 + len(fits_with_residuals) + 1
+    assert "alt='registration per exposure and candidate'" in page
     assert "alt='jsim01010_drz.fits matched sources (aposteriori-REL-USER-rscale)'" in page
     res = chosen[0]["details"]["residuals"]
     assert len(res["dx"]) == chosen[0]["details"]["statistics"]["n_matches"]

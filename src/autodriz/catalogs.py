@@ -11,7 +11,8 @@ HST pipeline, Gaia first) is looked for, in this order:
    files named after other known catalogs (``sdss.cat``) are tried after the list;
 3. the local cache ``settings.cache_dir/catalogs/<NAME>/``: an earlier download that covers the
    region;
-4. a network service (VizieR through astroquery), unless ``settings.offline``; each request is
+4. a network service, unless ``settings.offline``: VizieR through astroquery, or MAST's catalog
+   web service as the HST pipeline queries it (``settings.catalog_service``); each request is
    bounded by what is left of ``settings.service_timeout`` (a worker thread with a deadline
    *and* the socket timeout): the requests for all catalogs share that one budget, and once the
    service has failed it is not asked again in the same call, so the total delay for all
@@ -41,6 +42,7 @@ import numpy as np
 from astropy.table import Table
 
 from autodriz import failpoints
+from autodriz.config import CATALOG_SERVICES
 from autodriz.errors import AutodrizError
 from autodriz.exitcodes import ExitCode
 from autodriz.skygeom import angular_distance
@@ -52,8 +54,8 @@ CATALOG_EXTENSIONS: tuple[str, ...] = (".ecsv", ".cat", ".csv", ".txt", ".dat", 
 
 _RA_NAMES = ("ra", "ra_icrs", "raj2000", "_raj2000", "radeg", "ra_deg", "alpha_j2000", "ra2000")
 _DEC_NAMES = ("dec", "de_icrs", "dec_icrs", "dej2000", "_dej2000", "decdeg", "dec_deg", "delta_j2000", "de", "dec2000")
-_PMRA_NAMES = ("pmra", "pm_ra", "pmracosdec")
-_PMDEC_NAMES = ("pmdec", "pmde", "pm_dec")
+_PMRA_NAMES = ("pmra", "pm_ra", "pmracosdec", "rapm")
+_PMDEC_NAMES = ("pmdec", "pmde", "pm_dec", "decpm")
 _EPOCH_NAMES = ("ref_epoch", "epoch", "epoch_year", "refepoch")
 _RAERR_NAMES = ("ra_error", "e_ra_icrs", "e_raj2000", "era")
 _DECERR_NAMES = ("dec_error", "e_de_icrs", "e_dej2000", "edec", "e_dec_icrs")
@@ -90,6 +92,8 @@ class CatalogSpec:
         Canonical name, as written into WCSNAME (``GAIAeDR3``).
     vizier : str or None
         VizieR catalog id for the network service (None: no service).
+    mast : str or None
+        Name of the catalog at MAST's catalog web service (``CAT=``; None: not served there).
     columns : tuple of str
         VizieR columns to fetch (``*`` for the default set).
     epoch : float or None
@@ -109,6 +113,7 @@ class CatalogSpec:
 
     name: str
     vizier: str | None = None
+    mast: str | None = None
     columns: tuple[str, ...] = ("*",)
     epoch: float | None = None
     error_mas: float = 50.0
@@ -187,7 +192,9 @@ class CatalogService(Protocol):
 
     description: str
 
-    def query(self, spec: CatalogSpec, region: Region, timeout: float) -> Table: ...
+    def query(self, spec: CatalogSpec, region: Region, timeout: float, epoch: float | None = None) -> Table:
+        """Stars around ``region``; ``epoch`` is the observation's, for services that propagate
+        proper motions themselves (they then set ``meta["positions_epoch"]``)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,10 +399,22 @@ def finish_catalog(
     catalog_epoch = spec.epoch
     if "epoch" in table.colnames and np.isfinite(np.asarray(table["epoch"], dtype=float)).any():
         catalog_epoch = float(np.nanmedian(np.asarray(table["epoch"], dtype=float)))
+    # A service that applied the proper motions itself (MAST's EPOCH=) says to which epoch; the
+    # positions move from there, while the gap (the error model) is still the catalog's.
+    positions_epoch = table.meta.get("positions_epoch")
+    if positions_epoch is not None and catalog_epoch is not None and abs(catalog_epoch - float(positions_epoch)) < 0.01:
+        catalog_epoch = spec.epoch  # the service wrote the requested epoch into its epoch column
     has_pm_cols = "pmra" in table.colnames and "pmdec" in table.colnames
     n_moved = 0
     if has_pm_cols and epoch is not None and "epoch" in table.colnames:
-        table, n_moved = propagate(table, epoch)
+        if positions_epoch is not None:
+            source = table.copy(copy_data=True)
+            at = np.asarray(source["epoch"], dtype=float)
+            source["epoch"] = np.where(np.isfinite(at), float(positions_epoch), np.nan)
+            table, n_moved = propagate(source, epoch)
+            table["epoch"] = at
+        else:
+            table, n_moved = propagate(table, epoch)
     has_pm = n_moved > 0
     gap = abs(epoch - catalog_epoch) if (epoch is not None and catalog_epoch is not None) else None
     moved = _has_proper_motion(table) if has_pm else np.zeros(len(table), dtype=bool)
@@ -416,6 +435,7 @@ def finish_catalog(
         notes.append(
             f"proper motions of {n_moved} stars propagated from {catalog_epoch:.2f} to the observation "
             f"epoch {epoch:.3f}"
+            + (f" (by the catalog service, to {float(positions_epoch):.3f})" if positions_epoch is not None else "")
             + (f"; {n_missing} stars without proper motion kept at the catalog epoch (weighted by their larger error)"
                if n_missing else "")
             + (f"; {n_dropped} stars without proper motion dropped ({gap:.1f} yr epoch gap > "
@@ -532,6 +552,9 @@ def write_cache(cache_dir: Path, name: str, region: Region, table: Table, origin
             "origin": origin,
             "retrieved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if table.meta.get("positions_epoch") is not None:
+            # Positions moved by the service: a later run must propagate from there.
+            out.meta["positions_epoch"] = float(table.meta["positions_epoch"])
         tmp = path.with_name(path.name + ".tmp")
         failpoints.hit("cache.write")
         out.write(tmp, format="ascii.ecsv", overwrite=True)
@@ -570,6 +593,8 @@ def failure_class(exc: BaseException, timeout: float | None = None) -> str:
         return f"HTTP {status.group(1)}"
     if "not a votable" in lowered:
         return "the answer is not a VOTable"
+    if "not the catalog csv" in lowered:
+        return "the answer is not the catalog CSV"
     first = f"{type(chain[-1]).__name__}: {chain[-1]}"
     return first if len(first) <= 100 else first[:99] + "…"
 
@@ -611,7 +636,8 @@ class VizierService:
         self.row_limit = row_limit
         self.description = f"VizieR {server}"
 
-    def query(self, spec: CatalogSpec, region: Region, timeout: float) -> Table:
+    def query(self, spec: CatalogSpec, region: Region, timeout: float, epoch: float | None = None) -> Table:
+        # VizieR returns positions at the catalog epoch: finish_catalog propagates them.
         if not spec.vizier:
             raise CatalogNotServed(f"no VizieR id configured for {spec.name}")
 
@@ -647,6 +673,132 @@ class VizierService:
             return result[0]
 
         return call_with_deadline(run, timeout)
+
+
+#: MAST's catalog web service, as drizzlepac's ``haputils.astrometric_utils`` (``DEF_CAT_URL``).
+MAST_URL = "https://gsss.stsci.edu/webservices"
+#: Julian dates and MJDs in a catalog's epoch column are told from decimal years by size, as
+#: drizzlepac's ``convert_astrometric_table`` does (2MASS gives ``jdate``).
+_JD_ABOVE, _MJD_ABOVE = 2400000.0, 10000.0
+
+
+def _decimal_year(values: np.ndarray) -> np.ndarray:
+    from astropy.time import Time
+
+    out = np.asarray(values, dtype=float).copy()
+    for above, fmt in ((_JD_ABOVE, "jd"), (_MJD_ABOVE, "mjd")):
+        rows = np.isfinite(out) & (out > above)
+        if rows.any():
+            out[rows] = Time(out[rows], format=fmt).decimalyear
+    return out
+
+
+def parse_mast_csv(text: str) -> Table:
+    """The table in an answer of MAST's ``vo/CatalogSearch.aspx`` with ``FORMAT=CSV``.
+
+    The answer is a description line, then CSV (a header and one row per star), lines ending in
+    ``\\r\\n``; drizzlepac (``get_catalog``) drops the first line and reads the rest with
+    ``ascii.csv``, and so does this. Column names are brought to those :func:`normalise_table`
+    reads, as drizzlepac's ``SUPPORTED_CATALOGS`` maps them: Gaia ``ra, dec, ra_error, dec_error,
+    pmra, pmdec, pmra_error, pmdec_error, mag, epoch``; GSC ``rapm, decpm`` (mas/yr) — its
+    ``raErr/decErr`` and ``rapmErr/decpmErr`` are left out, their units not being documented
+    with the service, so the catalog's typical errors are used;
+    2MASS ``jdate`` (a Julian date) becomes the decimal-year ``epoch``.
+
+    Raises
+    ------
+    CatalogNotServed
+        The answer is the service's ``Error …`` line (an unsupported catalog or request).
+    ServiceUnavailable
+        The answer is not that CSV (an error page, garbage).
+    """
+    lines = text.splitlines()
+    if lines and lines[0].lstrip().lower().startswith("error"):
+        raise CatalogNotServed(f"MAST answered: {lines[0].strip()[:100]}")
+    rows = [ln for ln in lines[1:] if ln.strip()]
+    if not rows:
+        return Table()
+    try:
+        raw = Table.read(rows, format="ascii.csv")
+    except (ValueError, IndexError, TypeError) as exc:
+        raise ServiceUnavailable(f"the answer is not the catalog CSV ({type(exc).__name__})") from exc
+    lower = {c.lower(): c for c in raw.colnames}
+    if "ra" not in lower or "dec" not in lower:
+        raise ServiceUnavailable(f"the answer is not the catalog CSV (columns {', '.join(raw.colnames[:6])})")
+    out = Table()
+    out["ra"], out["dec"] = raw[lower["ra"]], raw[lower["dec"]]
+    for ours, theirs in (("ra_error", "ra_error"), ("dec_error", "dec_error"), ("pmra", "pmra"), ("pmdec", "pmdec"),
+                         ("pmra_error", "pmra_error"), ("pmdec_error", "pmdec_error"),
+                         ("pmra", "rapm"), ("pmdec", "decpm"), ("mag", "mag")):
+        if theirs in lower and ours not in out.colnames:
+            out[ours] = raw[lower[theirs]]
+    for name in ("epoch", "jdate"):
+        if name in lower:
+            out["epoch"] = _decimal_year(_as_float(raw[lower[name]]))
+            break
+    return out
+
+
+class MastCatalogService:
+    """Catalogs from MAST's catalog web service, asked as the HST pipeline asks it.
+
+    drizzlepac's ``haputils.astrometric_utils.get_catalog`` requests
+    ``<url>/vo/CatalogSearch.aspx?RA=…&DEC=…&SR=…&FORMAT=CSV&CAT=…&MINDET=5&EPOCH=<yyyy.yyy>``:
+    a cone (degrees) and the observation epoch, to which the service itself propagates the
+    proper motions; if the service answers an ``Error`` line, it asks again without ``EPOCH``.
+    This client sends the same request with ``requests`` (timeout, HTTP status checked) and
+    marks the table with ``meta["positions_epoch"]`` when the service propagated.
+    """
+
+    def __init__(self, url: str = MAST_URL) -> None:
+        self.url = url.rstrip("/")
+        self.description = f"MAST catalogs {self.url.split('://', 1)[-1].split('/', 1)[0]}"
+
+    def request_url(self, catalog: str, region: Region, epoch: float | None) -> str:
+        """The request drizzlepac's ``get_catalog`` makes (``epoch`` None: without ``EPOCH``)."""
+        spec = f"RA={region.ra}&DEC={region.dec}&SR={region.radius}&FORMAT=CSV&CAT={catalog}&MINDET=5"
+        if epoch is not None:
+            spec += f"&EPOCH={epoch:.3f}"
+        return f"{self.url}/vo/CatalogSearch.aspx?{spec}"
+
+    def query(self, spec: CatalogSpec, region: Region, timeout: float, epoch: float | None = None) -> Table:
+        if not spec.mast:
+            raise CatalogNotServed(f"{spec.name} is not a catalog of MAST's catalog service")
+        deadline = time.monotonic() + timeout
+
+        def get(url: str) -> str:
+            import requests
+
+            left = max(deadline - time.monotonic(), 0.01)
+            answer = requests.get(url, headers={"Content-Type": "text/csv"}, timeout=left)
+            answer.raise_for_status()
+            try:
+                return answer.content.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ServiceUnavailable("the answer is not the catalog CSV (not text)") from exc
+
+        def run() -> Table:
+            text = get(self.request_url(spec.mast, region, epoch))
+            propagated = epoch is not None
+            if epoch is not None and text.lstrip().lower().startswith("error"):
+                logger.info("MAST catalog service refused EPOCH=%.3f for %s (%s); asking without it",
+                            epoch, spec.name, text.strip().splitlines()[0][:100])
+                text, propagated = get(self.request_url(spec.mast, region, None)), False
+            table = parse_mast_csv(text)
+            if propagated and len(table):
+                table.meta["positions_epoch"] = float(f"{epoch:.3f}")
+            return table
+
+        return call_with_deadline(run, timeout)
+
+
+def make_service(name: str, config: "CatalogConfig") -> CatalogService:
+    """The network catalog service ``settings.catalog_service`` names."""
+    if name == "mast":
+        return MastCatalogService(config.mast_url)
+    if name == "vizier":
+        return VizierService(config.vizier_server)
+    raise ValueError(f"unknown catalog service {name!r}; known: {', '.join(CATALOG_SERVICES)}")
 
 
 def resolve_catalogs(*args: Any, **kwargs: Any) -> list[ReferenceCatalog | CatalogUnavailable]:
@@ -794,7 +946,7 @@ def iter_catalogs(
         logger.info("asking %s for %s within %.2f′ (timeout %.1f s)", svc.description, name, region.radius * 60, left)
         try:
             failpoints.hit("service.catalog")
-            raw = svc.query(spec, region, left)
+            raw = svc.query(spec, region, left, epoch=epoch)
         except CatalogNotServed as exc:
             service_spent += time.monotonic() - t0
             yield CatalogUnavailable(name, f"{svc.description}: {exc}")
@@ -837,6 +989,7 @@ class CatalogConfig:
     order: tuple[str, ...] = ("GAIAeDR3", "GAIADR3", "GAIADR2")
     specs: Mapping[str, CatalogSpec] = field(default_factory=dict)
     vizier_server: str = "vizier.cds.unistra.fr"
+    mast_url: str = MAST_URL
     unknown_pm_mas_yr: float = 5.0
     max_gap_without_pm_yr: float = 5.0
     max_reference_stars: int = 3000
@@ -855,6 +1008,7 @@ class CatalogConfig:
             order=tuple(cats.get("order", cls.order)),
             specs=specs,
             vizier_server=str(cats.get("vizier_server", cls.vizier_server)),
+            mast_url=str(cats.get("mast_url", cls.mast_url)),
             unknown_pm_mas_yr=float(cats.get("unknown_pm_mas_yr", cls.unknown_pm_mas_yr)),
             max_gap_without_pm_yr=float(cats.get("max_gap_without_pm_yr", cls.max_gap_without_pm_yr)),
             max_reference_stars=int(cats.get("max_reference_stars", cls.max_reference_stars)),

@@ -44,7 +44,10 @@ def _env_table() -> str:
 def _add_processing_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where things are")
     g.add_argument("-o", "--output-dir", type=Path, help="write products, trailer and report here (default: beside the input)")
-    g.add_argument("--config", type=Path, help="TOML file of settings (overrides the packaged defaults; env and flags override it)")
+    g.add_argument("--config", type=Path, help="TOML file of settings (overrides the packaged defaults and the profile; env and flags override it)")
+    g.add_argument("--profile", metavar="NAME",
+                   help="settings profile: laptop (default: the packaged defaults) or archive (as archive operations run: "
+                        "astrometry database on, strict services …); overrides AUTODRIZ_PROFILE")
     g.add_argument("--jref", type=Path, help="folder of ACS reference files (what jref$ in the headers means)")
     g.add_argument("--iref", type=Path, help="folder of WFC3 reference files (what iref$ in the headers means)")
     g.add_argument("--catalog", type=Path, help="reference catalog file or folder for a posteriori alignment")
@@ -75,6 +78,9 @@ def _add_processing_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strict-services", action="store_const", const=True, default=None,
                    help="an unreachable network service is an error instead of a warning")
     g.add_argument("--service-timeout", type=float, help="seconds to wait for a network service (default 10)")
+    g.add_argument("--catalog-service", choices=("vizier", "mast"), type=str.lower,
+                   help="network service for reference catalogs: vizier (default) or mast (MAST's catalog web "
+                        "service, epoch-propagated, as the HST pipeline asks it)")
     g.add_argument("--drizzle-timeout", type=float, help="seconds allowed for one AstroDrizzle/updatewcs run")
     g.add_argument("--num-cores", type=int,
                    help="cores (default 1); with 2 or more the DRZ and DRC are drizzled side by side")
@@ -107,13 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
             "  autodriz catalog PRODUCT [-h]  an aligned DRZ/DRC's sources as a reference catalog (--catalog)"
         ),
         epilog=(
-            "settings: packaged config/autodriz.toml < --config FILE (or AUTODRIZ_CONFIG) < environment < flags\n\n"
+            "settings: packaged config/autodriz.toml < --profile NAME (or AUTODRIZ_PROFILE) < --config FILE\n"
+            "(or AUTODRIZ_CONFIG) < environment < flags; autodriz --print-settings shows the result\n\n"
             f"environment variables:\n{_env_table()}\n\n"
             f"exit codes:\n{_exit_code_table()}"
         ),
     )
     p.add_argument("--version", action="version", version=f"autodriz {__version__}")
-    p.add_argument("input", type=Path, help="ASN table, RAW name, or FLT/FLC file")
+    p.add_argument("input", type=Path, nargs="?", help="ASN table, RAW name, or FLT/FLC file")
+    p.add_argument("--print-settings", action="store_true",
+                   help="print the effective settings and where each came from (default, profile, config file, "
+                        "environment, flag), and stop without running anything")
     _add_processing_flags(p)
     return p
 
@@ -123,8 +133,10 @@ def _cli_settings(args: argparse.Namespace) -> dict:
         "output_dir", "jref", "iref", "catalog", "cache_dir", "headerlet_store", "apply_apriori",
         "compute_aposteriori", "allow_header_wcs", "keep_workdirs", "offline", "strict_services",
         "service_timeout", "drizzle_timeout", "num_cores", "log_level", "verify", "max_fit_rms_mas", "use_astrometry_db", "astrometry_db_url",
+        "catalog_service",
     )
     cli = {k: getattr(args, k, None) for k in keys}
+    cli["profile"] = getattr(args, "profile", None)
     if getattr(args, "quiet", False):
         cli["log_level"] = "WARNING"
     if getattr(args, "debug", False):
@@ -201,10 +213,18 @@ def _check_catalog(settings) -> None:
 
 
 def _run_process(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.input is None and not args.print_settings:
+        parser.error("the following arguments are required: input")
     from autodriz.pipeline import guess_root, process
 
     settings = _load(args)
+    if args.print_settings:
+        from autodriz.config import describe_settings
+
+        print("\n".join(describe_settings(settings)))
+        return int(ExitCode.OK)
     _preflight(args.input, settings.output_dir)
     _check_catalog(settings)
     trailer = (settings.output_dir or args.input.absolute().parent) / f"{guess_root(args.input)}.tra"

@@ -7,6 +7,9 @@ can say *why* a run behaved as it did.
 Layers, later wins:
 
 1. the packaged defaults, ``config/autodriz.toml`` (see :func:`default_config_dir`);
+1b. a profile, ``config/profiles/<name>.toml``, named by ``--profile NAME`` (the ``profile`` key
+   of the ``cli`` mapping) or, failing that, by ``AUTODRIZ_PROFILE``; ``laptop`` (the packaged
+   defaults as they are) unless named; ``archive`` runs as archive operations do;
 2. a user TOML file, named by ``--config FILE`` (the ``config_file`` argument) or, failing that,
    by the environment variable ``AUTODRIZ_CONFIG``;
 3. environment variables (:data:`ENVIRONMENT_VARIABLES`), including STScI's
@@ -48,8 +51,10 @@ __all__ = [
     "astrodrizzle_defaults",
     "astrodrizzle_instrument_keys",
     "default_config_dir",
+    "describe_settings",
     "load_settings",
     "parse_switch",
+    "profile_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,9 @@ DEFAULTS_FILE_NAME = "autodriz.toml"
 ASTRODRIZZLE_FILE_NAME = "astrodrizzle.toml"
 
 CONFIG_ENV = "AUTODRIZ_CONFIG"
+PROFILE_ENV = "AUTODRIZ_PROFILE"
+PROFILES_DIR_NAME = "profiles"
+DEFAULT_PROFILE = "laptop"
 STEP_CONTROL_ENV = "ASTROMETRY_STEP_CONTROL"
 APPLY_APRIORI_ENV = "ASTROMETRY_APPLY_APRIORI"
 COMPUTE_APOSTERIORI_ENV = "ASTROMETRY_COMPUTE_APOSTERIORI"
@@ -69,9 +77,12 @@ _FALSE_WORDS = ("off", "no", "false", "0")
 _ACCEPTED_SWITCH_TEXT = "on/yes/true/1 or off/no/false/0 (any case)"
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: Network catalog services (``catalog_service``): VizieR, or MAST's as the HST pipeline asks it.
+CATALOG_SERVICES = ("vizier", "mast")
 
 PROVENANCE_DEFAULT = "default"
 PROVENANCE_CLI = "cli"
+PROVENANCE_PROFILE = "profile:"
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,6 +144,9 @@ class Settings:
         Ask the astrometry database web service for a priori solutions missing locally.
     astrometry_db_url : str
         Base URL of that service (http or https).
+    catalog_service : str
+        Network service for reference catalogs: ``vizier`` or ``mast`` (MAST's catalog web
+        service, with the observation epoch, as the HST pipeline asks it).
     provenance : Mapping[str, str]
         Read-only map from field name to where its value came from: ``'default'``,
         ``'config:<file>'``, ``'env:<VARIABLE>'`` or ``'cli'``. Not part of equality.
@@ -158,6 +172,7 @@ class Settings:
     max_fit_rms_mas: float = 100.0
     use_astrometry_db: bool = False
     astrometry_db_url: str = "https://mast.stsci.edu/portal/astrometryDB/"
+    catalog_service: str = "vizier"
     # compare=False: two runs with the same values are the same configuration wherever the
     # values came from; it also keeps Settings hashable (a mapping proxy is not).
     provenance: Mapping[str, str] = field(default_factory=_empty_provenance, compare=False)
@@ -203,7 +218,7 @@ class Settings:
 
 class _FieldSpec(NamedTuple):
     name: str
-    kind: str  # "bool" | "path" | "positive_float" | "positive_int" | "log_level"
+    kind: str  # "bool" | "path" | "positive_float" | "positive_int" | "log_level" | "url" | "catalog_service"
     env: tuple[str, ...]  # variables read, lowest priority first
     help: str
 
@@ -282,6 +297,10 @@ _FIELD_SPECS: tuple[_FieldSpec, ...] = (
         "astrometry_db_url", "url", ("ASTROMETRY_SERVICE_URL", "AUTODRIZ_ASTROMETRY_DB_URL"),
         "base URL of the astrometry database service (http/https)",
     ),
+    _FieldSpec(
+        "catalog_service", "catalog_service", ("AUTODRIZ_CATALOG_SERVICE",),
+        "network service for reference catalogs: vizier or mast (MAST's, as the HST pipeline asks it)",
+    ),
 )
 
 SETTING_NAMES: tuple[str, ...] = tuple(spec.name for spec in _FIELD_SPECS)
@@ -293,6 +312,7 @@ _SPEC_BY_NAME: Mapping[str, _FieldSpec] = MappingProxyType({s.name: s for s in _
 def _build_environment_help() -> tuple[tuple[str, str], ...]:
     rows: list[tuple[str, str]] = [
         (CONFIG_ENV, "user TOML settings file (same keys as config/autodriz.toml); --config wins"),
+        (PROFILE_ENV, f"settings profile ({DEFAULT_PROFILE} by default, or archive); --profile wins"),
     ]
     for spec in _FIELD_SPECS:
         for var in spec.env:
@@ -373,6 +393,8 @@ def _parse_text(spec: _FieldSpec, text: str, what: str, base_dir: Path | None = 
         return _check_log_level(text, what)
     if spec.kind == "url":
         return _check_url(text, what)
+    if spec.kind == "catalog_service":
+        return _check_catalog_service(text, what)
     raise AssertionError(f"unhandled setting kind {spec.kind!r}")  # a bug in _FIELD_SPECS
 
 
@@ -406,6 +428,10 @@ def _coerce_typed(spec: _FieldSpec, value: Any, what: str, base_dir: Path | None
         if isinstance(value, str):
             return _check_url(value, what)
         raise ConfigError(f"{what} must be an http(s) URL, not {value!r}")
+    if spec.kind == "catalog_service":
+        if isinstance(value, str):
+            return _check_catalog_service(value, what)
+        raise ConfigError(f"{what} must be one of {', '.join(CATALOG_SERVICES)}, not {value!r}")
     raise AssertionError(f"unhandled setting kind {spec.kind!r}")
 
 
@@ -427,6 +453,13 @@ def _check_url(text: str, what: str) -> str:
     if not url.lower().startswith(("http://", "https://")) or len(url) < 10:
         raise ConfigError(f"{what} has value {text!r}; expected an http:// or https:// URL")
     return url
+
+
+def _check_catalog_service(text: str, what: str) -> str:
+    name = text.strip().lower()
+    if name not in CATALOG_SERVICES:
+        raise ConfigError(f"{what} has value {text!r}; accepted values: {', '.join(CATALOG_SERVICES)}")
+    return name
 
 
 def _check_positive_float(number: float, what: str) -> float:
@@ -517,6 +550,19 @@ def _settings_from_toml(path: Path, what: str) -> dict[str, Any]:
     return values
 
 
+def profile_names() -> tuple[str, ...]:
+    """Names of the packaged profiles (``config/profiles/<name>.toml``), sorted."""
+    folder = default_config_dir() / PROFILES_DIR_NAME
+    return tuple(sorted(p.stem for p in folder.glob("*.toml")))
+
+
+def _profile_file(name: str, what: str) -> Path:
+    names = profile_names()
+    if name not in names:
+        raise ConfigError(f"{what} names the profile {name!r}; known profiles: {', '.join(names)}")
+    return default_config_dir() / PROFILES_DIR_NAME / f"{name}.toml"
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
@@ -537,7 +583,8 @@ def load_settings(
         Setting name (see :data:`SETTING_NAMES`) → value from the command line. ``None``
         values mean "flag not given". Values may be typed (bool, int, float, Path) or strings,
         which are parsed like environment values. Unknown names raise ConfigError, so filter
-        ``vars(args)`` through :data:`SETTING_NAMES`.
+        ``vars(args)`` through :data:`SETTING_NAMES`. The key ``profile`` names the profile
+        (``--profile``; it wins over ``AUTODRIZ_PROFILE``).
     env : Mapping[str, str], optional
         The environment; ``os.environ`` when ``None``. Only read, never changed.
     config_file : str or pathlib.Path, optional
@@ -578,6 +625,17 @@ def load_settings(
     defaults_path = default_config_dir() / DEFAULTS_FILE_NAME
     values.update(_settings_from_toml(defaults_path, "packaged settings file"))
 
+    # Layer 1b: the profile (laptop = the packaged defaults as they are).
+    cli = dict(cli or {})
+    profile = cli.pop("profile", None)
+    what = "--profile"
+    if profile is None and (env_profile := environ.get(PROFILE_ENV)) is not None:
+        profile, what = env_profile.strip(), f"environment variable {PROFILE_ENV}"
+    profile_path = _profile_file(profile or DEFAULT_PROFILE, what)
+    for key, value in _settings_from_toml(profile_path, "profile").items():
+        values[key] = value
+        provenance[key] = f"{PROVENANCE_PROFILE}{profile_path.stem}"
+
     # Layer 2: the user's file.
     user_file: Path | None = None
     if config_file is not None:
@@ -598,7 +656,7 @@ def load_settings(
         provenance[key] = f"env:{var}"
 
     # Layer 4: CLI.
-    for key, value in (cli or {}).items():
+    for key, value in cli.items():
         if key not in _SPEC_BY_NAME:
             raise ConfigError(
                 f"unknown command-line setting '{key}'; known: {', '.join(SETTING_NAMES)}"
@@ -788,3 +846,44 @@ def _find_section(data: Mapping[str, Any], instrument_key: str, path: Path) -> s
         f"no AstroDrizzle parameters for instrument key {instrument_key!r} in {path}; "
         f"known keys: {', '.join(sections.values())}"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Showing the settings
+# --------------------------------------------------------------------------------------------
+
+
+def _source_words(source: str) -> str:
+    """A provenance label as a person reads it (``env:X`` → ``environment X``)."""
+    if source == PROVENANCE_CLI:
+        return "flag"
+    for prefix, words in (("env:", "environment "), ("config:", "config file "), (PROVENANCE_PROFILE, "profile ")):
+        if source.startswith(prefix):
+            return words + source[len(prefix):]
+    return source
+
+
+def describe_settings(settings: Settings) -> list[str]:
+    """The effective settings, one line each, with where each value came from.
+
+    What ``autodriz --print-settings`` prints; nothing is run or written.
+
+    Returns
+    -------
+    list of str
+        A heading, then ``name  value  source`` per setting; the source is ``default``,
+        ``profile NAME``, ``config file PATH``, ``environment VARIABLE`` or ``flag``.
+    """
+    shown = settings.as_dict()
+    profiles = sorted({s[len(PROVENANCE_PROFILE):] for s in settings.provenance.values()
+                       if s.startswith(PROVENANCE_PROFILE)})
+    lines = [
+        f"autodriz settings (profile {', '.join(profiles) or DEFAULT_PROFILE}; later wins: default < profile "
+        "< config file < environment < flag)",
+    ]
+    width = max(len(n) for n in SETTING_NAMES)
+    for name in SETTING_NAMES:
+        value = shown[name]
+        text = "(not set)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        lines.append(f"  {name:<{width}}  {text:<44}  {_source_words(settings.provenance[name])}")
+    return lines

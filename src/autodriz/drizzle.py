@@ -24,6 +24,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from autodriz.childproc import FILE_MARK, ChildError, ChildResult, reference_env, run_child
 from autodriz.errors import DrizzleError
+from autodriz.logs import CONSOLE
 from autodriz.reffiles import names_a_file, resolve_reference
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def run_astrodrizzle(
         )
     then_seconds = float(result.result.get("then_seconds", 0.0))
     seconds = result.seconds - then_seconds
-    logger.info("AstroDrizzle made %s in %.1f s", product.name, seconds)
+    logger.info("AstroDrizzle made %s in %.1f s", product.name, seconds, extra=CONSOLE)
     contents = read_product_contents(product)
     problems = check_product(
         contents, expected_chips(inputs), input_footprint(inputs, product), requested_shape(params)

@@ -16,6 +16,15 @@ Operations grep the trailer for lines that begin with a fixed prefix after the t
     a stage starts / ends; status is ``ok``, ``skipped`` or ``failed``.
 ``AUTODRIZ-VERDICT <EXITCODE_NAME> exit=<n> ...``
     the final verdict of the run, always the last waypoint of a run.
+
+Console and trailer
+-------------------
+The trailer receives every record (DEBUG and up). The console at its default level (INFO) is a
+summary: warnings and errors, and the few INFO records logged with ``extra=CONSOLE`` — one per
+stage outcome (the dataset, the default WCS, the a priori and a posteriori results, the chosen
+WCS, the drizzle, the update, the products). The other INFO records (the details behind each
+decision) are decisions all the same and stay at INFO in the trailer; ``--log-level DEBUG`` or
+``--debug`` shows them on the console too.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import contextlib
 import logging
 import sys
 import time
+import types
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -53,6 +63,9 @@ CHILD_LOGGER = "autodriz.child"
 HEADER_LOGGER = "autodriz.trailer"
 _TRAILER_ONLY = (CHILD_LOGGER, HEADER_LOGGER)
 
+#: ``extra=`` of the INFO records the default console shows (see the module notes).
+CONSOLE: Mapping[str, Any] = types.MappingProxyType({"console": True})
+
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -72,6 +85,16 @@ class _TrailerOnly(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.name.startswith(_TRAILER_ONLY)
+
+
+class _ConsoleSummary(logging.Filter):
+    """At the console's INFO level, only stage outcomes (``extra=CONSOLE``) and warnings.
+
+    A filter on the console handler only: the trailer's handler still gets every INFO record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or bool(getattr(record, "console", False))
 
 
 class _ConsoleFormatter(logging.Formatter):
@@ -103,7 +126,8 @@ def run_logging(
     trailer : Path or None
         Trailer file, opened in append mode as the pipeline does; None for console only.
     console_level : int or str
-        Level of the console handler (the trailer always receives DEBUG and above).
+        Level of the console handler (the trailer always receives DEBUG and above). At INFO
+        the console shows the summary lines only (see the module notes); DEBUG shows all.
     stream : file-like, optional
         Console stream; ``sys.stderr`` by default.
 
@@ -119,6 +143,8 @@ def run_logging(
     level_no = logging.getLevelName(console_level) if isinstance(console_level, str) else console_level
     console.setFormatter(_ConsoleFormatter(tracebacks=level_no <= logging.DEBUG))
     console.addFilter(_TrailerOnly())
+    if level_no == logging.INFO:
+        console.addFilter(_ConsoleSummary())
     handlers.append(console)
     if trailer is not None:
         trailer.parent.mkdir(parents=True, exist_ok=True)

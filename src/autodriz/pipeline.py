@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,7 @@ from autodriz.errors import AutodrizError, UpdateError
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
 from autodriz.locks import dataset_lock
-from autodriz.logs import (
-    package_versions,
-    run_logging,
-    stage,
-    waypoint,
-    write_trailer_header,
-)
+from autodriz.logs import CONSOLE, package_versions, run_logging, stage, waypoint, write_trailer_header
 from autodriz.products import (
     commit_wcs_update,
     discard_temps,
@@ -44,13 +38,7 @@ from autodriz.products import (
 )
 from autodriz.provenance import dataset_provenance
 from autodriz.report import build_report, weight_map_check, write_html
-from autodriz.select import (
-    Selection,
-    choose,
-    is_default_only,
-    rank_candidates,
-    verification_order,
-)
+from autodriz.select import Selection, Verdict, choose, is_default_only, rank_candidates, verification_order
 from autodriz.solutions.aposteriori import make_aposteriori_candidates
 from autodriz.solutions.apriori import make_apriori_candidates
 from autodriz.solutions.base import Candidate, remove_workdir
@@ -86,6 +74,28 @@ SUMMARY_REASON_CHARS = 120
 
 def _shorten(text: str, limit: int = SUMMARY_REASON_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def summary_lines(verdicts: Sequence[Verdict], limit: int = SUMMARY_REASON_CHARS) -> tuple[str, ...]:
+    """One short console line per candidate; candidates that failed for the same reason share one.
+
+    Five catalogs skipped because one service is unreachable are one fact, not five lines: the
+    a posteriori candidates whose reasons differ only by their catalog's name (and by "not asked
+    again") are grouped as ``aposteriori-REL-GAIAeDR3, -GAIADR3 …``. The trailer and the report
+    keep every reason whole.
+    """
+    groups: dict[tuple[str, str, str], list[Verdict]] = {}
+    for v in verdicts:
+        catalog = v.name.rsplit("-", 1)[-1] if v.name.startswith("aposteriori-") and v.status != "chosen" else ""
+        reason = v.reason.replace("catalog service not asked again: ", "")
+        key = (v.status, v.wcsname or "-", reason.replace(catalog, "{catalog}") if catalog else v.name + reason)
+        groups.setdefault(key, []).append(v)
+    lines = []
+    for (status, wcsname, _), members in groups.items():
+        first = members[0]
+        names = first.name + "".join(", -" + m.name.rsplit("-", 1)[-1] for m in members[1:])
+        lines.append(f"{status:>6}  {names} ({wcsname}): {_shorten(first.reason, limit)}")
+    return tuple(lines)
 
 
 def guess_root(path: Path) -> str:
@@ -224,7 +234,8 @@ def _select(
     selection = choose(ranking, verified, require_verification=settings.verify)
     for v in selection.verdicts:
         logger.info("candidate %s (%s): %s: %s", v.name, v.wcsname or "-", v.status, v.reason)
-    logger.info("chosen WCS: %s (%s): %s", selection.winner.wcsname, selection.winner.name, selection.reason)
+    logger.info("chosen WCS: %s (%s): %s", selection.winner.wcsname, selection.winner.name, selection.reason,
+                extra=CONSOLE)
     return selection
 
 
@@ -349,7 +360,7 @@ def _process(
         root, dataset.instrument_key, len(dataset.exposures),
         ", ".join(e.rootname for e in dataset.exposures),
         " (FLT + FLC)" if dataset.has_flc else " (FLT)",
-        "/".join(dataset.filters) or "-", dataset.drizcorr,
+        "/".join(dataset.filters) or "-", dataset.drizcorr, extra=CONSOLE,
     )
     if dataset.ignored_paths:
         logger.warning(
@@ -465,6 +476,7 @@ def _process_dataset(
                 )
             if winner.updated:
                 updated = commit_wcs_update(winner, temps)
+                logger.info("WCS %s written into %d input exposure(s)", winner.wcsname, len(updated), extra=CONSOLE)
                 # Said once the inputs carry it (a failed rename above restores them all).
                 for run in runs:
                     result = run.then_result or {}
@@ -479,7 +491,8 @@ def _process_dataset(
                         logger.info("%s: %d pixels flagged as cosmic rays (DQ %d) by the final AstroDrizzle",
                                     Path(name).name, count, FORCED_PARAMETERS["crbit"])
             else:
-                logger.info("the chosen WCS (%s) is already in the originals: nothing to write back", winner.wcsname)
+                logger.info("the chosen WCS (%s) is already in the originals: nothing to write back", winner.wcsname,
+                            extra=CONSOLE)
                 updated = []
     finally:
         # Whatever failed (drizzle, preparation, interruption): no temporary file is left.
@@ -492,7 +505,7 @@ def _process_dataset(
     with stage(logger, "products", timings), products_or_none(output_dir, outputs, winner.wcsname):
         products = tuple(publish(run.product, output_dir) for run in runs)
         for p in products:
-            logger.info("product: %s", p)
+            logger.info("product: %s", p, extra=CONSOLE)
         qa = {}
         for p in products:
             with fits.open(p) as hdul:
@@ -501,6 +514,9 @@ def _process_dataset(
             level = logging.WARNING if check.flagged else logging.INFO
             logger.log(level, "weight map of %s: std/mean %.3f (flagged at ≥ %.2f)%s",
                        p.name, check.ratio, check.limit, ": FLAGGED" if check.flagged else "")
+        # Known here already (a later failure is in the trailer): the page's summary line says it.
+        default_only = is_default_only(winner, alignment_requested=run_apriori or run_aposteriori)
+        exit_code = ExitCode.DEFAULT_ONLY if default_only else ExitCode.OK
         report_data = build_report(
             version=__version__,
             versions=package_versions(),
@@ -532,6 +548,7 @@ def _process_dataset(
             updated_inputs=updated,
             products=products,
             settings=settings.as_dict(),
+            status={"exit_code": exit_code.name, "exit": int(exit_code)},
         )
         # Taken after the update: the inputs as this run leaves them are what a later run compares.
         report_data["provenance"] = dataset_provenance(input_path, settings).as_dict()
@@ -539,9 +556,8 @@ def _process_dataset(
         write_html(report_data, output_dir / f"{root}_report.html")
     # Alignment was asked for but the default won: products are fine, the astrometry is only
     # the pipeline default's, and the exit code says so for the archive's wrappers.
-    default_only = is_default_only(winner, alignment_requested=run_apriori or run_aposteriori)
     return RunResult(
-        ExitCode.DEFAULT_ONLY if default_only else ExitCode.OK,
+        exit_code,
         f"{root}: {', '.join(p.name for p in products)} with WCS {winner.wcsname}"
         + (f" (default only: {why})" if default_only else ""),
         root,
@@ -551,7 +567,5 @@ def _process_dataset(
         trailer=trailer,
         report=report,
         notes=winner.notes,
-        summary=tuple(
-            f"{v.status:>6}  {v.name} ({v.wcsname or '-'}): {_shorten(v.reason)}" for v in selection.verdicts
-        ),
+        summary=summary_lines(selection.verdicts),
     )

@@ -58,6 +58,7 @@ from autodriz.fitquality import (
     assess_fit,
 )
 from autodriz.inputs import Dataset
+from autodriz.logs import CONSOLE
 from autodriz.select import catalog_search_done, is_usable_fit, needs_image_by_image, try_sparse_geometry
 from autodriz.skygeom import MAS_PER_DEG as _MAS_PER_DEG
 from autodriz.skygeom import mean_direction, offset_mas, tangent_arcsec
@@ -1109,7 +1110,7 @@ def make_aposteriori_candidates(
         cfg.catalogs.order, region, epoch, specs=cfg.catalogs.specs, catalog_path=settings.catalog,
         cache_dir=settings.cache_dir, offline=settings.offline, timeout=settings.service_timeout,
         strict_services=settings.strict_services,
-        service=service if service is not None else catmod.VizierService(cfg.catalogs.vizier_server),
+        service=service if service is not None else catmod.make_service(settings.catalog_service, cfg.catalogs),
         unknown_pm_mas_yr=cfg.catalogs.unknown_pm_mas_yr,
         max_gap_without_pm_yr=cfg.catalogs.max_gap_without_pm_yr,
     )
@@ -1167,7 +1168,7 @@ def make_aposteriori_candidates(
             ))
     logger.info(
         "a posteriori stage: %d candidate(s), qualities %s, %.1f s",
-        len(candidates), [c.quality for c in candidates], time.perf_counter() - t0,
+        len(candidates), [c.quality for c in candidates], time.perf_counter() - t0, extra=CONSOLE,
     )
     return candidates
 

@@ -34,6 +34,7 @@ from autodriz.astrometrydb import AstrometryDB
 from autodriz.childproc import ChildError, run_child
 from autodriz.config import Settings
 from autodriz.inputs import Dataset
+from autodriz.logs import CONSOLE
 from autodriz.solutions.base import Candidate, prepare_workdir
 
 logger = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ def make_apriori_candidates(
         return []
     inventory = find_apriori_solutions(default, settings, use_service=use_service, service_url=service_url)
     if not inventory.usable:
-        logger.info("no usable a priori solution: no a priori candidate")
+        logger.info("no usable a priori solution: no a priori candidate", extra=CONSOLE)
         return []
 
     # Absolute: the stwcs child runs in another working directory.
@@ -370,7 +371,7 @@ def make_apriori_candidates(
         )
         logger.info(
             "candidate %s: %s from %s, applied to %d copies in %s",
-            candidate.name, candidate.wcsname, candidate.source, len(copies), workdir,
+            candidate.name, candidate.wcsname, candidate.source, len(copies), workdir, extra=CONSOLE,
         )
         candidates.append(candidate)
     return candidates

@@ -14,6 +14,7 @@ from astropy.io import fits
 
 from autodriz.childproc import ChildError, reference_env, run_child
 from autodriz.errors import ReferenceFileError, WCSStageError
+from autodriz.logs import CONSOLE
 from autodriz.reffiles import distortion_files
 from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
 
@@ -155,7 +156,7 @@ def make_default_candidate(
         _rename_default_wcs(copies, wcsname)
         logger.info("observed after %s (GSC 2.4.0 guide stars): the default WCS is named %s, as the archive names it",
                     GSC240_DATE, wcsname)
-    logger.info("pipeline-default WCS: %s (updatewcs took %.1f s)", wcsname, result.seconds)
+    logger.info("pipeline-default WCS: %s (updatewcs took %.1f s)", wcsname, result.seconds, extra=CONSOLE)
     return Candidate(
         name="default",
         wcsname=wcsname,
