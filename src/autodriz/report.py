@@ -447,7 +447,6 @@ figure {{ margin: 0; }} figcaption {{ font-size: 0.85em; color: #444; }}
 <p>{esc(report['dataset']['instrument'])} {esc('/'.join(report['dataset']['filters']))},
 {len(report['dataset']['exposures'])} exposure(s); autodriz {esc(report['autodriz'])}.
 Chosen <b>{esc(chosen['wcsname'])}</b> ({esc(chosen['name'])}): <span id="chosen">{esc(chosen['why'])}</span></p>
-<h2>Alignment</h2><ul id="alignment">{plan}</ul>{screened}
 <h2>Candidates</h2>
 <table id="candidates"><tr><th>name</th><th>kind</th><th>WCSNAME</th><th>quality</th><th>fit RMS (mas)</th>
 <th>matches</th><th>moved (mas)</th><th>verification</th><th>verdict</th><th>reason</th></tr>
@@ -455,6 +454,7 @@ Chosen <b>{esc(chosen['wcsname'])}</b> ({esc(chosen['name'])}): <span id="chosen
 <div id="residuals" class="row">{figures(residuals)}</div>
 <h2>Products</h2><table id="qa"><tr><th>product</th><th>std/mean WHT</th><th>limit</th><th>weight map</th></tr>{qa_rows}</table>
 <div id="figures" class="row">{figures(thumbnails)}</div>
+<h2>Alignment</h2><ul id="alignment">{plan}</ul>{screened}
 <h2>Timings (s)</h2><table id="timings">{timing_rows}</table>
 <p>AstroDrizzle runs: {report['astrodrizzle_runs']}</p>
 <script>
