@@ -182,20 +182,23 @@ def fingerprint_file(path: Path, previous: FileFingerprint | None = None) -> Fil
     return FileFingerprint(path.name, whole.hexdigest(), after if after == key else [], hdus, calibration)
 
 
-def dataset_files(input_path: Path) -> list[Path]:
+def dataset_files(input_path: Path, dataset: Any = None) -> list[Path]:
     """The files a dataset is made from: the input itself (ASN) and every FLT/FLC processed.
 
-    An input that cannot be resolved (missing member, unreadable ASN) is fingerprinted as the
-    input file alone, so that repairing it shows as a change.
+    ``dataset``: the :class:`autodriz.inputs.Dataset` already resolved by the caller (a run has
+    one; resolving again would log its warnings, e.g. a dropped member, a second time). An input
+    that cannot be resolved (missing member, unreadable ASN) is fingerprinted as the input file
+    alone, so that repairing it shows as a change.
     """
     from autodriz.errors import AutodrizError
     from autodriz.inputs import resolve_input
 
     input_path = Path(input_path)
-    try:
-        dataset = resolve_input(input_path)
-    except (AutodrizError, OSError, ValueError):
-        return [input_path] if input_path.exists() else []
+    if dataset is None:
+        try:
+            dataset = resolve_input(input_path)
+        except (AutodrizError, OSError, ValueError):
+            return [input_path] if input_path.exists() else []
     files = [*dataset.flt_paths, *dataset.flc_paths]
     out = [input_path] if input_path.resolve() not in {p.resolve() for p in files} and input_path.exists() else []
     return out + list(files)
@@ -331,10 +334,11 @@ class Provenance:
 def dataset_provenance(
     input_path: Path, settings: Any, *, previous: Provenance | None = None,
     settings_id: Mapping[str, Any] | None = None, catalog_id: Mapping[str, Any] | None = None,
-    versions: Mapping[str, str] | None = None,
+    versions: Mapping[str, str] | None = None, dataset: Any = None,
 ) -> Provenance:
-    """The provenance of one dataset now; identities computed once per campaign may be passed in."""
-    files = dataset_files(Path(input_path))
+    """The provenance of one dataset now; identities computed once per campaign may be passed in,
+    and the dataset already resolved (see :func:`dataset_files`)."""
+    files = dataset_files(Path(input_path), dataset)
     return Provenance(
         fingerprint_inputs(files, previous.inputs if previous else ()),
         settings_id if settings_id is not None else settings_identity(settings),
