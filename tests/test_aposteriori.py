@@ -273,11 +273,19 @@ def test_real_wfc3ir_relative_fit_converges(shared_data, tmp_path):
 # acceptance on the real NGC 6791 Gaia field (slow: 1024 × 2048 chips)
 
 
+# README: "~1 mas" (measured 0.80 mas rms, max 2.9, with per-exposure errors and the distortion
+# residual on; 0.10 mas without them) — the bound is 2x the claim
+ACCEPTANCE_GAIA_RMS_MAS = 2.0
+
+
 @pytest.fixture(scope="module")
 def ngc6791_visit(tmp_path_factory, shared_data):
     config = SimulationConfig(
         catalog=shared_data / "catalogs" / "gaia.cat", ra=290.22111182153577, dec=37.787546977448145,
         chip_shape=(1024, 2048), seed=3, **INJECTED,
+        # as hard as the CLI's defaults: each exposure its own pointing and roll error, and a
+        # distortion the reference files do not model exactly (issue 18)
+        relative_error_mas=10.0, relative_rotation_arcsec=0.5, distortion_residual_mas=5.0,
     )
     return _setup(tmp_path_factory.mktemp("ngc6791"), config)
 
@@ -293,7 +301,7 @@ def test_acceptance_gaia_field_within_10_mas(ngc6791_visit, tmp_path):
           f"truth error {err.rms_mas:.2f} mas (max {err.max_mas:.2f})")
     assert best.quality == 1
     assert best.details["statistics"]["n_matches"] >= 100
-    assert err.rms_mas < 10.0
+    assert err.rms_mas < ACCEPTANCE_GAIA_RMS_MAS
 
 
 @pytest.mark.slow
