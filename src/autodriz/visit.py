@@ -790,9 +790,10 @@ def exposure_centre(chips: Mapping[int, Mapping[str, Any]]) -> tuple[float, floa
 
 #: A grism/prism exposure shares the pointing of a direct image when the centres of the two,
 #: under their header WCS read before the run, agree to this (arcsec). Pairs taken at one dither
-#: position agree to a few mas (7 mas on GOODS-S: the two apertures' reference points), while
-#: dither steps are ≥ 0.3″; the nearest direct image must also be at least
-#: :data:`PAIR_AMBIGUITY_RATIO` times closer than the next one.
+#: position agree to a few mas (7 mas on GOODS-S), while dithers step further (≥ 19″ between the
+#: GOODS-S pointings; 0.2-0.4″ in the synthetic ACS visit of the tests). The nearest direct image
+#: must also be at least :data:`PAIR_AMBIGUITY_RATIO` times closer than the next one; an exposure
+#: without such a partner gets the group's correction.
 PAIR_RADIUS_ARCSEC = 0.25
 PAIR_AMBIGUITY_RATIO = 2.0
 
