@@ -531,6 +531,11 @@ def test_real_g141_gets_the_correction_of_the_f140w_image_at_its_pointing(shared
         ("F140W", "ib6o23020", False, False, "IDC_w3m18525i-FIT_REL_IB6O23920"),
         ("G141", "ib6o23010", True, False, "IDC_w3m18525i-FIT_REL_IB6O23920"),
     ]
+    # The F140W solution is verified on the real pixels: every exposure measured from its 12-13
+    # sources (s2q was "not measurable" before verification left out an insignificant rotation).
+    f140w_report = json.loads((folder / "ib6o23020_report.json").read_text())
+    chosen = {c["name"]: c for c in f140w_report["candidates"]}[f140w_report["chosen"]["name"]]
+    assert chosen["verification"]["status"] == "pass", chosen["verification"]
     transfer = report["groups"][1]["wcs_transfer"]
     for r in grism:
         paired = rows[r]["wcs_from"]  # grizli's pairing, found here from the header pointings alone
