@@ -44,6 +44,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -191,7 +192,19 @@ RESULT["patches"].append("drizzlepac.astrodrizzle.AstroDrizzle -> counting/timin
 from drizzlepac import mdzhandler as _mdz
 _getpars = _mdz.getMdriztabParameters
 def _same_grid(*args, **kwargs):
-    pars = _getpars(*args, **kwargs)
+    try:
+        pars = _getpars(*args, **kwargs)
+    except OSError as exc:
+        # No MDRIZTAB offline (the real WFC3/IR data): autodriz's defaults, which mirror the
+        # instrument's MDRIZTAB rows, so both tools drizzle with the same parameters.
+        from astropy.io import fits as _fits
+        from autodriz.config import astrodrizzle_defaults
+        _h = _fits.getheader(args[0][0], 0)
+        pars = astrodrizzle_defaults("%s/%s" % (_h["INSTRUME"], _h["DETECTOR"]), len(args[0]))
+        for _sep, _fin in (("driz_sep_rot", "final_rot"), ("driz_sep_scale", "final_scale")):
+            if _fin in pars:
+                pars.setdefault(_sep, "INDEF")  # the MDRIZTAB's native frame; made the final one below
+        RESULT.setdefault("mdriztab_missing", []).append("%s -> autodriz config/astrodrizzle.toml defaults" % exc)
     changed = {}
     for sep, fin in (("driz_sep_rot", "final_rot"), ("driz_sep_scale", "final_scale"),
                      ("driz_sep_outnx", "final_outnx"), ("driz_sep_outny", "final_outny")):
@@ -203,7 +216,7 @@ def _same_grid(*args, **kwargs):
 _mdz.getMdriztabParameters = _same_grid
 RESULT["patches"].append("drizzlepac.mdzhandler.getMdriztabParameters -> driz_sep_rot/scale/outnx/outny := "
                          "final_rot/scale/outnx/outny (single_sci on the final grid, else build_focus_dict "
-                         "raises IndexError on this MDRIZTAB)")
+                         "raises IndexError on this MDRIZTAB); a missing MDRIZTAB -> autodriz's defaults")
 
 from drizzlepac import runastrodriz
 RESULT["status"] = "running"
@@ -381,6 +394,8 @@ class Dataset:
     refcat: Path | None
     truth: Path | None
     description: str
+    # grizli's WCS per exposure (real data): each tool's WCS is compared with it at CRPIX (507,507)
+    reference_wcs: Path | None = None
 
 
 def make_sim(base: Path, full: bool, seed: int, smoke: bool = False) -> Dataset:
@@ -417,11 +432,17 @@ def make_sim(base: Path, full: bool, seed: int, smoke: bool = False) -> Dataset:
 
 
 def make_goodss(base: Path) -> Dataset:
-    """Copy of the real WFC3/IR F140W GOODS-S association, as tests/realdata.py::prepare_goodss."""
+    """Copy of the real WFC3/IR F140W GOODS-S association, as tests/realdata.py::prepare_goodss,
+    with the rebuilt IDCTAB w3m18525i in ``iref`` and a reference catalog of two of its exposures
+    placed at grizli's WCS (tests/realdata.py::reference_pair_catalog), as the alignment tests do."""
     import numpy as np
     from astropy.io import fits
 
     from autodriz.asn import write_asn_table
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from irdistortion import rebuild_wfc3ir_idctab
+    from realdata import reference_pair_catalog
 
     base.mkdir(parents=True, exist_ok=True)
     members = []
@@ -438,8 +459,13 @@ def make_goodss(base: Path) -> Dataset:
             members.append(src.name.split("_")[0])
     asn = write_asn_table(base / f"{GOODSS_ASN.lower()}_asn.fits", GOODSS_ASN, members,
                           instrument="WFC3", detector="IR", built_by="bench_vs_runastrodriz.py")
-    iref = base / "iref"  # IDCTAB/MDRIZTAB of these files are not available offline
-    iref.mkdir(exist_ok=True)
+    # The IDCTAB is a reconstruction (tests/irdistortion.py); the MDRIZTAB is still not available.
+    iref = rebuild_wfc3ir_idctab(SHARED, base / "iref").parent
+    pair = ("ib6o23rtq", "ib6o23rwq")
+    scratch = base.parent / "refcat_work"
+    shutil.rmtree(scratch, ignore_errors=True)
+    refcat = Path(shutil.copy2(reference_pair_catalog(SHARED, scratch, iref, pair), base / "ib6o23_refcat.ecsv"))
+    shutil.rmtree(scratch, ignore_errors=True)
     return Dataset(
         name=f"real WFC3/IR F140W ({len(members)} exp)",
         directory=base,
@@ -447,13 +473,28 @@ def make_goodss(base: Path) -> Dataset:
         members=members,
         has_flc=False,
         ref_env={"iref": iref.name},
-        autodriz_flags=["--iref", "iref", "--allow-header-wcs"],
-        refcat=None,
+        autodriz_flags=["--iref", "iref", "--catalog", refcat.name],
+        refcat=refcat,
         truth=None,
         description=(f"real WFC3/IR F140W association {GOODSS_ASN} (GOODS-S, {len(members)} FLTs "
-                     f"1014×1014, from {GOODSS_DIR}); its IDCTAB/MDRIZTAB are not available; no local "
-                     "reference catalog covers the field"),
+                     f"1014×1014, from {GOODSS_DIR}); IDCTAB w3m18525i rebuilt from public headers "
+                     f"(tests/irdistortion.py), MDRIZTAB not available; reference catalog {refcat.name}: "
+                     f"sources of {' + '.join(pair)} drizzled at grizli's WCS; errors are vs grizli's WCS "
+                     "at (507,507)"),
+        reference_wcs=GOODSS_DIR / "reference_wcs_ib6o23.ecsv",
     )
+
+
+def reference_errors(paths: list[Path], reference: Path | None) -> dict[str, float]:
+    """Total offset (mas) of each FLT's SCI,1 WCS from grizli's at (507,507); {} without a reference."""
+    if reference is None:
+        return {}
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from astropy.table import Table
+    from realdata import offset_from_reference_mas
+
+    rows = {str(r["rootname"]): r for r in Table.read(reference)}
+    return {p.name[:9]: offset_from_reference_mas(p, rows[p.name[:9]])[2] for p in paths if p.is_file()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,12 +539,15 @@ def run_runastrodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) ->
     flts = [d / f"{r}_flt.fits" for r in ds.members]
     flcs = [d / f"{r}_flc.fits" for r in ds.members] if ds.has_flc else []
     products = sorted(p.name for p in d.glob("*_dr[zc].fits"))
+    ref_err = reference_errors(flts, ds.reference_wcs)
     out = Outcome(ds.name, "runastrodriz", m, status, len(res.get("astrodrizzle_calls", [])),
-                  wcsnames_of(flts), truth_error(flts, ds.truth), truth_error(flcs, ds.truth),
+                  wcsnames_of(flts), _rms(ref_err) if ref_err else truth_error(flts, ds.truth), truth_error(flcs, ds.truth),
                   {"full_status": full_status, "patches": res.get("patches", []), "calls": res.get("astrodrizzle_calls", []),
+                   "reference_errors": ref_err,
                    "catalog_queries": res.get("catalog_queries", []),
                    "network_attempts": res.get("network_attempts", []),
                    "mdriztab_changes": res.get("mdriztab_changes", []),
+                   "mdriztab_missing": res.get("mdriztab_missing", []),
                    "traceback": res.get("traceback"), "products": products, "dir": str(d)})
     return out
 
@@ -546,9 +590,10 @@ def run_autodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) -> Out
     n_runs = report.get("astrodrizzle_runs")
     if n_runs is None or n_runs != n_children:
         print(f"    note: report astrodrizzle_runs={n_runs}, trailer astrodrizzle children={n_children} {labels}")
+    ref_err = reference_errors(flts, ds.reference_wcs)
     return Outcome(ds.name, "autodriz", m, status, n_children if n_children else n_runs,
-                   wcsnames_of(flts), truth_error(flts, ds.truth), truth_error(flcs, ds.truth),
-                   {"report_runs": n_runs, "children": labels, "drizzle_seconds": drizzle_seconds,
+                   wcsnames_of(flts), _rms(ref_err) if ref_err else truth_error(flts, ds.truth), truth_error(flcs, ds.truth),
+                   {"report_runs": n_runs, "reference_errors": ref_err, "children": labels, "drizzle_seconds": drizzle_seconds,
                     "timings": report.get("timings", {}), "chosen": report.get("chosen", {}),
                     "products": sorted(p.name for p in d.glob("*_dr[zc].fits")), "dir": str(d)})
 
@@ -605,6 +650,12 @@ def time_final_drizzles_alone(ds: Dataset, done: Path, num_cores: int) -> dict[s
 # ---------------------------------------------------------------------------------------------
 
 
+def _rms(errors: dict[str, float]) -> float:
+    import numpy as np
+
+    return float(np.sqrt(np.mean(np.square(list(errors.values())))))
+
+
 def _fmt(v: float | None, f: str = "{:.1f}") -> str:
     return "—" if v is None else f.format(v)
 
@@ -635,7 +686,7 @@ def table_rows(outcomes: list[Outcome]) -> list[list[str]]:
 HEADER = ["dataset", "tool", "status", "wall s", "time vs runastrodriz", "AstroDrizzle runs",
           "peak RSS MB (largest process)", "peak PSS MB (tree sum, sampled)",
           "peak RSS MB (tree sum: double-counts shared pages)", "WCSNAME (FLT SCI,1)",
-          "FLT err rms mas", "FLC err rms mas", "load 1-min before → after"]
+          "FLT err rms mas (vs truth; real data: vs grizli at CRPIX)", "FLC err rms mas", "load 1-min before → after"]
 
 
 def plain_table(rows: list[list[str]]) -> str:
@@ -740,6 +791,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"(tree sum), RSS {_fmt(o.m.tree_rss_mb, '{:.0f}')} MB (tree sum), "
                   f"WCSNAME {sorted(set(o.wcsnames))}, error FLT {_fmt(o.err_flt_mas)} / FLC {_fmt(o.err_flc_mas)} mas, "
                   f"load {o.m.load_before} → {o.m.load_after}", flush=True)
+            if o.extra.get("reference_errors"):
+                errs = o.extra["reference_errors"]
+                print(f"      {o.tool} vs grizli's WCS at CRPIX (507,507): "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in errs.items())
+                      + f" mas (median {statistics.median(errs.values()):.1f}, rms {_rms(errs):.1f}, "
+                      f"max {max(errs.values()):.1f})", flush=True)
             if o.tool == "runastrodriz":
                 if o.extra["full_status"] != o.status:
                     print(f"      status: {o.extra['full_status']}")
@@ -749,6 +806,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"      AstroDrizzle {c['seconds']:7.1f} s  output={c['output']!r}  in {Path(c['cwd']).name}/")
                 for q in o.extra["catalog_queries"]:
                     print(f"      catalog query {q['catalog']} sr={q['sr']:.3f}° epoch={q['epoch']}: served {q['served']} rows")
+                for miss in o.extra.get("mdriztab_missing", []):
+                    print(f"      MDRIZTAB missing: {miss}")
                 for ch in o.extra.get("mdriztab_changes", []):
                     print(f"      MDRIZTAB values replaced (old, new): {ch}")
                 if o.extra["network_attempts"]:

@@ -844,12 +844,18 @@ def _consensus(x: np.ndarray, y: np.ndarray, dx: np.ndarray, dy: np.ndarray, rad
     return keep
 
 
+#: Rotation + scale of a registration fit count only above this chi-square (2 dof: 2 sigma).
+_ROTATION_SCALE_CHI2 = 6.18
+
+
 def _fit_transform(
-    x: np.ndarray, y: np.ndarray, dx: np.ndarray, dy: np.ndarray, ex: np.ndarray, ey: np.ndarray, clip: float
+    x: np.ndarray, y: np.ndarray, dx: np.ndarray, dy: np.ndarray, ex: np.ndarray, ey: np.ndarray, clip: float,
+    shift_only: bool = False,
 ) -> dict[str, Any]:
     """Weighted fit of ``(dx, dy) = shift + [[a, -b], [b, a]] @ (x - xc, y - yc)`` with clipping.
 
-    Falls back to a shift only when the sources span too little to constrain a rotation.
+    Falls back to a shift only when the sources span too little to constrain a rotation, or
+    when ``shift_only``.
     Returns the parameters, covariance, the kept mask and the largest displacement (and its
     error) over the corners of the kept sources' bounding box.
     """
@@ -862,7 +868,7 @@ def _fit_transform(
         xk, yk = x[keep] - xc, y[keep] - yc
         span = float(np.sqrt(np.mean(xk**2 + yk**2))) if keep.any() else 0.0
         # Rotation and scale only when enough sources spread far enough to constrain them.
-        full_model = keep.sum() >= 10 and span > 50.0
+        full_model = not shift_only and keep.sum() >= 10 and span > 50.0
         ones, zeros = np.ones(keep.sum()), np.zeros(keep.sum())
         if full_model:
             ax = np.column_stack([ones, zeros, xk, -yk])
@@ -913,7 +919,14 @@ def _fit_transform(
             j = u[0] * jx + u[1] * jy
             var = float(j @ cov @ j)
             worst, worst_err = d, math.sqrt(var) if var > 0 else 0.0
-    return {"params": params, "cov": cov, "keep": keep, "center": (xc, yc), "worst": worst, "worst_err": worst_err}
+    # Joint significance of rotation and scale (chi-square, 2 dof; 0 for a shift-only fit).
+    rs = params[2:]
+    try:
+        rs_chi2 = float(rs @ np.linalg.solve(cov[2:, 2:], rs)) if np.any(rs) else 0.0
+    except np.linalg.LinAlgError:
+        rs_chi2 = math.inf
+    return {"params": params, "cov": cov, "keep": keep, "center": (xc, yc), "worst": worst, "worst_err": worst_err,
+            "rotation_scale_chi2": rs_chi2 if math.isfinite(rs_chi2) else math.inf}
 
 
 def _xcorr_fallback(preps: Sequence[_Prepared], i: int, th: Thresholds) -> tuple[float, float, float] | None:
@@ -1099,13 +1112,24 @@ def _similarity_from_matches(
     if together.sum() >= th.min_sources:
         x, y, dx, dy, ex, ey = (a[together] for a in (x, y, dx, dy, ex, ey))
         fit = _fit_transform(x, y, dx, dy, ex, ey, th.clip_nsigma)
+        off, off_err = fit["worst"], fit["worst_err"]
+        err = off_err if math.isfinite(off_err) else 0.0
+        model_note = ""
+        if (th.max_offset_px < off and off - th.offset_nsigma * err <= th.max_offset_px
+                and 0.0 < fit["rotation_scale_chi2"] < _ROTATION_SCALE_CHI2):
+            # Undecided only because a rotation and scale that the sources do not show (jointly
+            # below 2 sigma) are extrapolated to the field's corners, as with a few dozen faint,
+            # quantised WFC3/IR sources (issue 25): decide on the shift the sources do measure.
+            model_note = (f" (shift only: rotation and scale not significant, chi2 {fit['rotation_scale_chi2']:.1f} "
+                          f"< {_ROTATION_SCALE_CHI2}; with them {off:.3f} ± {err:.3f} px)")
+            fit = _fit_transform(x, y, dx, dy, ex, ey, th.clip_nsigma, shift_only=True)
+            off, off_err = fit["worst"], fit["worst_err"]
+            err = off_err if math.isfinite(off_err) else 0.0
         keep = fit["keep"]
         p = fit["params"]
         pd = float(np.median(m.cat("pdiff")[together][keep]))
         ratio = float(np.median(m.cat("ratio")[together][keep]))
-        off, off_err = fit["worst"], fit["worst_err"]
         fails, doubts = [], []
-        err = off_err if math.isfinite(off_err) else 0.0
         if off - th.offset_nsigma * err > th.max_offset_px:
             fails.append(f"offset {off:.3f} ± {err:.3f} px > {th.max_offset_px}")
         elif off > th.max_offset_px:
@@ -1119,6 +1143,7 @@ def _similarity_from_matches(
         reason = "; ".join(fails or doubts) or (
             f"offset {off:.3f} ± {err:.3f} px <= {th.max_offset_px}, profile difference {pd:.3f}"
         )
+        reason += model_note
         res = SimilarityResult(
             status=status, reason=reason, method="sources", offset_px=off, offset_err_px=off_err,
             dx_px=float(p[0]), dy_px=float(p[1]), rotation_deg=math.degrees(float(p[3])),
@@ -1262,7 +1287,12 @@ def verify_tiles(
             parts.append(f"combination blurred (focus z {focus.z:+.2f} < {focus.min_z})")
         status, reason = FAIL, "; ".join(parts)
     elif unver:
-        status, reason = UNVERIFIED, f"registration not measurable for {', '.join(unver)}"
+        # Measured but too close to the limit to decide is not the same as not measurable.
+        measured = [s for s in sims if s.status == UNVERIFIED and math.isfinite(s.offset_px)]
+        unmeasured = [s.name for s in sims if s.status == UNVERIFIED and not math.isfinite(s.offset_px)]
+        parts = [f"registration not measurable for {', '.join(unmeasured)}"] if unmeasured else []
+        parts += [f"registration of {s.name} inconclusive: {s.reason}" for s in measured]
+        status, reason = UNVERIFIED, "; ".join(parts)
     else:
         status = PASS
         reason = f"all {n_exp} exposures registered within {th.max_offset_px} px (worst {max(s.offset_px for s in sims):.3f} px)"

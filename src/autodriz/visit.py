@@ -680,15 +680,11 @@ def snapshot_sci_wcs(paths: Sequence[Path]) -> dict[Path, dict[int, dict[str, An
     return out
 
 
-def measure_correction(
+def _correction_samples(
     outcome: GroupOutcome, before_run: Mapping[Path, Mapping[int, Mapping[str, Any]]]
-) -> WCSCorrection | None:
-    """What alignment did to a direct-image group: its chosen WCS against its default (I/O).
-
-    The default is the ``<root>_default`` headerlet the pipeline attached to each exposure, or,
-    when the default was the header WCS as it was (nothing to attach), the WCS read before the
-    run. None when the group kept its default (nothing to transfer).
-    """
+) -> dict[Path, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None:
+    """Per exposure of a direct-image group: sky positions of sample pixels under its default
+    WCS and under its chosen one (I/O). None when the group kept its default."""
     from autodriz.headerlets import (
         embedded_headerlets,
         headerlet_bytes,
@@ -704,7 +700,7 @@ def measure_correction(
         return None
     # The default's solution travels with the inputs as a headerlet of its WCSNAME.
     default_wcsname = next((str(c.get("wcsname") or "") for c in report.get("candidates", []) if c.get("name") == "default"), "")
-    before_ra, before_dec, after_ra, after_dec = [], [], [], []
+    out: dict[Path, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
     for path in outcome.group.flt_paths or outcome.group.paths:
         snapshot = before_run.get(path, {})
         archived = next(
@@ -712,6 +708,7 @@ def measure_correction(
             None,
         )
         defaults = {ev: kw for (_, ev), kw in headerlet_chip_wcs(headerlet_bytes(archived)).items()} if archived else {}
+        samples: list[tuple[np.ndarray, ...]] = []
         with fits.open(path) as hdul:
             for hdu in hdul:
                 if hdu.name != "SCI":
@@ -724,13 +721,140 @@ def measure_correction(
                 xs, ys = _sample(shape)
                 rb, db = _chip_wcs(before_kw, shape).all_pix2world(xs, ys, 0)
                 ra, da = _chip_wcs(wcs_keywords(hdu.header), shape).all_pix2world(xs, ys, 0)
-                before_ra.append(rb), before_dec.append(db), after_ra.append(ra), after_dec.append(da)
-    if not before_ra:
+                samples.append((rb, db, ra, da))
+        if samples:
+            out[path] = tuple(np.concatenate(parts) for parts in zip(*samples))  # type: ignore[assignment]
+    return out or None
+
+
+def _chosen_wcsname(outcome: GroupOutcome) -> str:
+    if outcome.wcsname:
+        return outcome.wcsname
+    if outcome.report is None or not outcome.report.is_file():
+        return ""
+    return str(json.loads(outcome.report.read_text(encoding="utf-8")).get("chosen", {}).get("wcsname", ""))
+
+
+def measure_correction(
+    outcome: GroupOutcome, before_run: Mapping[Path, Mapping[int, Mapping[str, Any]]]
+) -> WCSCorrection | None:
+    """What alignment did to a direct-image group: its chosen WCS against its default (I/O).
+
+    The default is the ``<root>_default`` headerlet the pipeline attached to each exposure, or,
+    when the default was the header WCS as it was (nothing to attach), the WCS read before the
+    run. One rotation + shift for the whole group; None when the group kept its default
+    (nothing to transfer).
+    """
+    samples = _correction_samples(outcome, before_run)
+    if samples is None:
         return None
+    rb, db, ra, da = (np.concatenate(parts) for parts in zip(*samples.values()))
     return fit_correction(
-        (np.concatenate(before_ra), np.concatenate(before_dec)), (np.concatenate(after_ra), np.concatenate(after_dec)),
-        wcsname=outcome.wcsname or chosen.get("wcsname", ""), source_group=f"{outcome.group.filter} ({outcome.group.root})",
+        (rb, db), (ra, da), wcsname=_chosen_wcsname(outcome),
+        source_group=f"{outcome.group.filter} ({outcome.group.root})",
     )
+
+
+def measure_exposure_corrections(
+    outcome: GroupOutcome, before_run: Mapping[Path, Mapping[int, Mapping[str, Any]]]
+) -> dict[Path, WCSCorrection]:
+    """What alignment did to each exposure of a direct-image group (I/O; see
+    :func:`measure_correction`). Empty when the group kept its default.
+
+    Exposures of one visit differ in their pointing errors (each dither is a new guide-star
+    pointing: tens of mas on the real GOODS-S F140W visit), so a grism exposure taken at the
+    same pointing as one direct image needs that image's correction, not the group's mean.
+    """
+    samples = _correction_samples(outcome, before_run) or {}
+    wcsname = _chosen_wcsname(outcome)
+    return {
+        path: fit_correction((rb, db), (ra, da), wcsname=wcsname,
+                             source_group=f"{path.name[:9]}, {outcome.group.filter} ({outcome.group.root})")
+        for path, (rb, db, ra, da) in samples.items()
+    }
+
+
+def exposure_centre(chips: Mapping[int, Mapping[str, Any]]) -> tuple[float, float]:
+    """Sky position of the centre of an exposure's chips under the given WCS keywords (pure).
+
+    ``chips`` maps EXTVER to the SCI WCS keywords with NAXIS1/NAXIS2, as
+    :func:`snapshot_sci_wcs` records them.
+    """
+    ras, decs = [], []
+    for kw in chips.values():
+        shape = (int(kw["NAXIS2"]), int(kw["NAXIS1"]))
+        r, d = _chip_wcs(kw, shape).all_pix2world([(shape[1] - 1) / 2.0], [(shape[0] - 1) / 2.0], 0)
+        ras.append(float(r[0])), decs.append(float(d[0]))
+    return mean_direction(np.array(ras), np.array(decs))
+
+
+#: A grism/prism exposure shares the pointing of a direct image when the centres of the two,
+#: under their header WCS read before the run, agree to this (arcsec). Pairs taken at one dither
+#: position agree to a few mas (7 mas on GOODS-S), while dithers step further (≥ 19″ between the
+#: GOODS-S pointings; 0.2-0.4″ in the synthetic ACS visit of the tests). The nearest direct image
+#: must also be at least :data:`PAIR_AMBIGUITY_RATIO` times closer than the next one; an exposure
+#: without such a partner gets the group's correction.
+PAIR_RADIUS_ARCSEC = 0.25
+PAIR_AMBIGUITY_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class ExposurePair:
+    """A grism/prism exposure and the direct image taken at its pointing (or None)."""
+
+    grism: str
+    direct: str | None
+    separation_arcsec: float
+    reason: str
+
+
+def pair_by_pointing(
+    grism_centres: Mapping[str, tuple[float, float]],
+    direct_centres: Mapping[str, tuple[float, float]],
+    *,
+    radius_arcsec: float = PAIR_RADIUS_ARCSEC,
+    ambiguity_ratio: float = PAIR_AMBIGUITY_RATIO,
+) -> list[ExposurePair]:
+    """Pair each grism/prism exposure with the direct image at the same pointing (pure).
+
+    Parameters
+    ----------
+    grism_centres, direct_centres : mapping of name to (ra, dec), degrees
+        Centres of the exposures (:func:`exposure_centre`).
+    radius_arcsec : float
+        Largest separation of a pair.
+    ambiguity_ratio : float
+        The nearest direct image must be this many times closer than the second nearest.
+
+    Returns
+    -------
+    list of ExposurePair
+        In the order of ``grism_centres``; ``direct`` is None, with the reason, when no direct
+        image qualifies.
+    """
+    from autodriz.skygeom import angular_distance
+
+    names = list(direct_centres)
+    ra = np.array([direct_centres[n][0] for n in names], dtype=float)
+    dec = np.array([direct_centres[n][1] for n in names], dtype=float)
+    pairs = []
+    for grism, (g_ra, g_dec) in grism_centres.items():
+        if not names:
+            pairs.append(ExposurePair(grism, None, float("nan"), "no direct image"))
+            continue
+        sep = angular_distance(ra, dec, g_ra, g_dec) * 3600.0
+        order = np.argsort(sep)
+        best = float(sep[order[0]])
+        second = float(sep[order[1]]) if len(order) > 1 else float("inf")
+        if best > radius_arcsec:
+            pairs.append(ExposurePair(grism, None, best,
+                                      f"nearest direct image {names[order[0]]} is {best:.3f}\" away (> {radius_arcsec}\")"))
+        elif second < ambiguity_ratio * best:
+            pairs.append(ExposurePair(grism, None, best,
+                                      f"ambiguous: {names[order[0]]} at {best:.3f}\", {names[order[1]]} at {second:.3f}\""))
+        else:
+            pairs.append(ExposurePair(grism, names[order[0]], best, f"same pointing, {best * 1e3:.0f} mas apart"))
+    return pairs
 
 
 def mean_expstart(group: VisitGroup) -> float:
@@ -759,24 +883,37 @@ def direct_images_for(spectra: VisitGroup, imaging: Sequence[VisitGroup], starts
         starts.get(g.root, float("nan"))) else float("inf"))
 
 
-def transfer_to(corr: WCSCorrection) -> Any:
+def transfer_to(corr: WCSCorrection, per_exposure: Mapping[str, WCSCorrection] | None = None) -> Any:
     """The ``spectroscopic_wcs`` hook of :func:`autodriz.pipeline.process`: move the default
-    candidate's working copies by ``corr`` and name the result after the direct images' WCS."""
+    candidate's working copies by ``corr`` and name the result after the direct images' WCS.
+
+    ``per_exposure`` maps an exposure's file name to the correction of the direct image taken at
+    its pointing; those exposures get that correction instead of the group's ``corr``.
+    """
     from autodriz.solutions.base import Candidate
 
+    own = dict(per_exposure or {})
+
     def transfer(candidate: Candidate) -> Candidate:
-        for copy in candidate.copies.values():
+        applied = {}
+        for original, copy in candidate.copies.items():
+            this = own.get(Path(original).name, corr)
+            applied[Path(original).name] = this
             with fits.open(copy, mode="update") as hdul:
                 for hdu in hdul:
                     if hdu.name == "SCI":
-                        apply_correction(hdu.header, corr)
+                        apply_correction(hdu.header, this)
                         hdu.header["WCSNAME"] = corr.wcsname
         logger.info("grism/prism WCS: %s", corr.describe())
+        for name, this in applied.items():
+            if this is not corr:
+                logger.info("grism/prism WCS of %s: %s", name, this.describe())
         return replace(
             candidate, wcsname=corr.wcsname, updated=True,
             source=f"{candidate.source}; then the direct images' correction ({corr.wcsname} of {corr.source_group})",
             notes=(*candidate.notes, corr.describe()),
-            details={**dict(candidate.details), "wcs_transfer": asdict(corr)},
+            details={**dict(candidate.details), "wcs_transfer": asdict(corr),
+                     "wcs_transfer_per_exposure": {n: asdict(c) for n, c in applied.items()}},
         )
 
     return transfer
@@ -904,7 +1041,8 @@ def process_visit(
 
     outcomes: list[GroupOutcome] = []
     imaging = [g for g in groups if not g.spectroscopic]
-    before_run = snapshot_sci_wcs([p for g in imaging for p in g.flt_paths or g.paths]) if len(imaging) < len(groups) else {}
+    # The grism exposures' own header WCS is read too: it says which direct image shares each one's pointing.
+    before_run = snapshot_sci_wcs([p for g in groups for p in g.flt_paths or g.paths]) if len(imaging) < len(groups) else {}
     starts = {g.root: mean_expstart(g) for g in groups} if len(imaging) < len(groups) else {}
     try:
         for group, input_path in zip(groups, inputs, strict=True):
@@ -958,12 +1096,34 @@ def _grism_hook(
             note = (f"the direct images ({direct.filter}) kept their pipeline-default WCS ({done.wcsname}): "
                     "the grism keeps its own default WCS, made the same way")
         else:
-            note = corr.describe()
+            per_exposure, pairing = _pair_corrections(group, done, before_run)
+            note = f"{corr.describe()}; {pairing}"
             logger.info("%s %s: drizzled on the common grid with the direct images' WCS solution: %s",
                         group.instrument_key, group.filter, note)
-            return transfer_to(corr), note
+            return transfer_to(corr, per_exposure), note
     logger.info("%s %s: drizzled on the common grid; %s", group.instrument_key, group.filter, note)
     return None, note
+
+
+def _pair_corrections(
+    group: VisitGroup, done: GroupOutcome, before_run: Mapping[Path, Mapping[int, Mapping[str, Any]]]
+) -> tuple[dict[str, WCSCorrection], str]:
+    """Each grism exposure's own correction: that of the direct image at its pointing (I/O).
+
+    Returns the corrections by grism file name and a sentence saying who got whose (and which
+    exposures fall back to the group's correction, and why).
+    """
+    direct = measure_exposure_corrections(done, before_run)
+    direct_centres = {p.name: exposure_centre(before_run[p]) for p in direct if before_run.get(p)}
+    grism_paths = [p for p in group.flt_paths or group.paths if before_run.get(p)]
+    pairs = pair_by_pointing({p.name: exposure_centre(before_run[p]) for p in grism_paths}, direct_centres)
+    by_name = {p.name: c for p, c in direct.items()}
+    own = {pair.grism: by_name[pair.direct] for pair in pairs if pair.direct is not None}
+    parts = [f"{pair.grism[:9]} ← {pair.direct[:9]} ({pair.reason})" if pair.direct is not None
+             else f"{pair.grism[:9]}: the group's correction ({pair.reason})" for pair in pairs]
+    for part in parts:
+        logger.info("grism/prism pairing: %s", part)
+    return own, "per exposure: " + "; ".join(parts) if parts else "no exposure to pair"
 
 
 def _imaging_product(outcome: GroupOutcome) -> Path | None:
