@@ -46,7 +46,7 @@ from astropy.wcs import WCS, FITSFixedWarning, NoConvergence
 
 from autodriz import catalogs as catmod
 from autodriz.config import Settings, default_config_dir
-from autodriz.detect import DetectionParams, confirm_across_exposures, detect_sources
+from autodriz.detect import ChipJob, DetectionParams, confirm_across_exposures, detect_chips
 from autodriz.errors import ConfigError
 from autodriz.fitquality import (
     FAILED,
@@ -280,16 +280,14 @@ def _sci_indices(hdul: fits.HDUList) -> list[tuple[int, int]]:
     ]
 
 
-def _find_ext(hdul: fits.HDUList, name: str, extver: int) -> Any:
-    for h in hdul:
-        if str(h.header.get("EXTNAME", "")).strip().upper() == name and int(h.header.get("EXTVER", 1)) == extver:
-            return h.data
-    return None
-
-
-def _load_exposures(default: Candidate, dataset: Dataset, params: DetectionParams) -> list[_Exposure]:
+def _load_exposures(
+    default: Candidate, dataset: Dataset, params: DetectionParams, num_cores: int = 1
+) -> list[_Exposure]:
     use_flc = dataset.has_flc
-    out = []
+    out: list[_Exposure] = []
+    # Headers and WCS here; pixels are read and searched per chip by detect_chips, in up to
+    # num_cores processes (detection is ~5 s per full ACS/WFC chip and chips are independent).
+    pending: list[tuple[_Exposure, int, WCS, tuple[int, int]]] = []
     for exp in dataset.exposures:
         if exp.not_alignable:  # screened (autodriz.screening); the plan said so
             continue
@@ -303,30 +301,25 @@ def _load_exposures(default: Candidate, dataset: Dataset, params: DetectionParam
             expstart = hdul[0].header.get("EXPSTART")
             item = _Exposure(exp.rootname, path, originals, float(expstart) if expstart is not None else None)
             for index, extver in _sci_indices(hdul):
-                sci = hdul[index].data
-                if sci is None:
+                if hdul[index].header.get("NAXIS", 0) != 2:
                     continue
-                dq = _find_ext(hdul, "DQ", extver)
-                err = _find_ext(hdul, "ERR", extver)
-                if dq is not None and np.shape(dq) != np.shape(sci):
-                    dq = None
-                if err is not None and np.shape(err) != np.shape(sci):
-                    err = None
                 try:
                     wcs = _chip_wcs(hdul, index)
                 except (ValueError, KeyError, MemoryError) as exc:
                     logger.info("%s SCI,%d: WCS unreadable (%s); chip not used", path.name, extver, exc)
                     continue
-                table = detect_sources(sci, params, dq=dq, err=err)
-                item.chips.append(_Chip(extver, wcs, table, tuple(sci.shape)))
-                logger.info(
-                    "%s SCI,%d: %d sources kept of %d detections (%d rejected by shape as cosmic rays/hot pixels)%s",
-                    path.name, extver, len(table), table.meta.get("n_raw", 0), table.meta.get("n_rejected_shape", 0),
-                    f"; {table.meta['reason']}" if "reason" in table.meta else "",
-                )
-        if item.chips:
-            out.append(item)
-    return out
+                shape = (int(hdul[index].header["NAXIS2"]), int(hdul[index].header["NAXIS1"]))
+                pending.append((item, extver, wcs, shape))
+        out.append(item)
+    tables = detect_chips([ChipJob(str(item.detect_path), extver, params) for item, extver, _, _ in pending], num_cores)
+    for (item, extver, wcs, shape), table in zip(pending, tables, strict=True):
+        item.chips.append(_Chip(extver, wcs, table, shape))
+        logger.info(
+            "%s SCI,%d: %d sources kept of %d detections (%d rejected by shape as cosmic rays/hot pixels)%s",
+            item.detect_path.name, extver, len(table), table.meta.get("n_raw", 0), table.meta.get("n_rejected_shape", 0),
+            f"; {table.meta['reason']}" if "reason" in table.meta else "",
+        )
+    return [item for item in out if item.chips]
 
 
 def _pixel_scale_arcsec(wcs: WCS) -> float:
@@ -1053,7 +1046,7 @@ def make_aposteriori_candidates(
     )
     prepare_workdir(top)
 
-    exposures = _load_exposures(origin, dataset, cfg.detection)
+    exposures = _load_exposures(origin, dataset, cfg.detection, settings.num_cores)
     # Exposures that cannot be aligned ride along in every fit's copies with the starting WCS,
     # so that they are drizzled (and delivered) with it, as runastrodriz leaves them.
     passengers = tuple(p for e in dataset.exposures if e.not_alignable for p in e.paths if p in origin.copies)
