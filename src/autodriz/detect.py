@@ -469,6 +469,15 @@ def detect_chip(job: ChipJob) -> Table:
     return detect_sources(sci, job.params, dq=dq, err=err)
 
 
+def _spawn_pool(workers: int) -> Any:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # "spawn": the parent may hold threads (catalog queries, logging, a child's output reader)
+    # whose locks a fork would copy in a locked state; workers only need numpy/astropy/photutils.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def detect_chips(jobs: Sequence[ChipJob], max_workers: int = 1) -> list[Table]:
     """Run :func:`detect_chip` on every job, in a process pool of at most ``max_workers``.
 
@@ -489,11 +498,44 @@ def detect_chips(jobs: Sequence[ChipJob], max_workers: int = 1) -> list[Table]:
     workers = max(1, min(int(max_workers), len(jobs)))
     if workers == 1:
         return [detect_chip(job) for job in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # "spawn": the parent may hold threads (catalog queries, logging) whose locks a fork would
-    # copy in a locked state; the workers only need numpy/astropy/photutils.
     logger.info("source detection on %d chips in %d processes", len(jobs), workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with _spawn_pool(workers) as pool:
         return list(pool.map(detect_chip, jobs))
+
+
+class BackgroundDetection:
+    """Chips detected in a process pool while the caller does something else.
+
+    Detection needs only the pixels (not the WCS), so it can run beside work that changes
+    headers, e.g. the pipeline-default stage's updatewcs child. Use as a context manager:
+    leaving it cancels what has not started and waits for the workers to exit, so no
+    process outlives the run.
+
+    Parameters
+    ----------
+    jobs : sequence of ChipJob
+        Chips to detect on.
+    max_workers : int
+        Processes (``--num-cores``).
+    """
+
+    def __init__(self, jobs: Sequence[ChipJob], max_workers: int) -> None:
+        workers = max(1, min(int(max_workers), len(jobs)))
+        self._pool = _spawn_pool(workers)
+        self._futures = {job: self._pool.submit(detect_chip, job) for job in jobs}
+        logger.info("source detection started in the background on %d chips in %d processes", len(jobs), workers)
+
+    def take(self, job: ChipJob) -> Table | None:
+        """The table of ``job`` (waiting for it), or None when it was not submitted."""
+        future = self._futures.get(job)
+        return None if future is None else future.result()
+
+    def close(self) -> None:
+        """Cancel what has not started, wait for the workers to exit."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> BackgroundDetection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
