@@ -521,6 +521,23 @@ def count_autodriz_children(trailer: Path) -> tuple[int, list[str]]:
     return len(labels), labels
 
 
+def stage_profile(trailer_text: str) -> list[tuple[str, str, float]]:
+    """(stage, status, seconds) of every ``AUTODRIZ-STAGE end`` waypoint, in trailer order."""
+    import re
+
+    return [(m[1], m[2], float(m[3])) for m in re.finditer(r"AUTODRIZ-STAGE end (\S+) (\S+) ([0-9.]+)s", trailer_text)]
+
+
+def format_stage_profile(profile: list[tuple[str, str, float]], total: float) -> list[str]:
+    """One line per stage (seconds, share of the wall time), then the time outside every stage."""
+    lines = [f"{name:<14} {sec:7.1f} s  {100 * sec / total:5.1f} %" + ("" if status == "ok" else f"  ({status})")
+             for name, status, sec in profile] if total > 0 else []
+    outside = total - sum(sec for _, _, sec in profile)
+    lines.append(f"{'(outside)':<14} {outside:7.1f} s  {100 * outside / total if total > 0 else 0:5.1f} %"
+                 "  start-up, resolve of arguments, logging set-up and exit")
+    return lines
+
+
 def run_autodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) -> Outcome:
     d = fresh_copy(ds, work / "autodriz")
     cmd = [sys.executable, "-m", "autodriz", ds.asn_name, *ds.autodriz_flags, "--offline",
@@ -531,6 +548,8 @@ def run_autodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) -> Out
     report_path = d / f"{root}_report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     n_children, labels = count_autodriz_children(d / f"{root}.tra")
+    trailer = d / f"{root}.tra"
+    profile = stage_profile(trailer.read_text(errors="replace")) if trailer.is_file() else []
     flts = [d / f"{r}_flt.fits" for r in ds.members]
     flcs = [d / f"{r}_flc.fits" for r in ds.members] if ds.has_flc else []
     try:
@@ -552,7 +571,7 @@ def run_autodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) -> Out
     return Outcome(ds.name, "autodriz", m, status, n_children if n_children else n_runs,
                    wcsnames_of(flts), truth_error(flts, ds.truth), truth_error(flcs, ds.truth),
                    {"report_runs": n_runs, "children": labels, "drizzle_seconds": drizzle_seconds,
-                    "timings": report.get("timings", {}), "chosen": report.get("chosen", {}),
+                    "timings": report.get("timings", {}), "stage_profile": profile, "chosen": report.get("chosen", {}),
                     "products": sorted(p.name for p in d.glob("*_dr[zc].fits")), "dir": str(d)})
 
 
@@ -764,7 +783,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"      chosen: {o.extra['chosen'].get('wcsname')} ({o.extra['chosen'].get('name')}); "
                       f"products: {o.extra['products']}; report astrodrizzle_runs={o.extra['report_runs']}, "
                       f"children {o.extra['children']}")
-                print("      stage timings s: " + ", ".join(f"{k} {v:.1f}" for k, v in o.extra["timings"].items()))
+                print("      stage profile (AUTODRIZ-STAGE lines of the trailer):")
+                for line in format_stage_profile(o.extra["stage_profile"], o.m.seconds):
+                    print("        " + line)
 
     rows = table_rows(outcomes)
     print("\n" + plain_table(rows))
