@@ -15,7 +15,8 @@ from pathlib import Path
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _run(args: list[str], cwd: Path, shared_data: Path, timeout: float = 600) -> str:
+def _run(args: list[str], cwd: Path, shared_data: Path, timeout: float = 1800) -> str:
+    # The timeout is for a hung script: on a loaded machine a smoke run takes minutes.
     env = {**os.environ, "AUTODRIZ_SHARED_DATA": str(shared_data)}
     proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{args[0]} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
