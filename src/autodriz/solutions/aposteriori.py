@@ -314,9 +314,13 @@ def start_background_detection(
         if exp.not_alignable or not exp.paths:
             continue
         path = _detect_original(exp, None, dataset.has_flc)
-        with fits.open(path) as hdul:
-            jobs += [ChipJob(str(path), extver, params) for index, extver in _sci_indices(hdul)
-                     if hdul[index].header.get("NAXIS", 0) == 2]
+        try:
+            with fits.open(path) as hdul:
+                jobs += [ChipJob(str(path), extver, params) for index, extver in _sci_indices(hdul)
+                         if hdul[index].header.get("NAXIS", 0) == 2]
+        except (OSError, ValueError) as exc:  # unreadable: the default stage says so, with its exit code
+            logger.debug("no background detection: %s: %s", path.name, exc)
+            return None
     return BackgroundDetection(jobs, settings.num_cores) if jobs else None
 
 
