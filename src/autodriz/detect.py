@@ -194,7 +194,6 @@ def _drop_duplicates(idx: np.ndarray, x: np.ndarray, y: np.ndarray, radius: floa
     return idx[~dropped]
 
 
-
 def _dao_find(sub: np.ndarray, mask: np.ndarray, params: DetectionParams, threshold: float) -> Table | None:
     """DAOStarFinder on ``sub``, measuring only the peaks that can pass its sharpness limits.
 
