@@ -24,6 +24,7 @@ from autodriz.simulate import SimulationConfig, simulate_visit
 from autodriz.solutions.aposteriori import (
     load_aposteriori_config,
     make_aposteriori_candidates,
+    start_background_detection,
 )
 from autodriz.solutions.base import Candidate
 from autodriz.solutions.default import make_default_candidate
@@ -118,6 +119,26 @@ def test_fit_recovers_injected_pointing_error(small_visit, tmp_path, caplog, cap
     json.dumps([dict(c.details) for c in cands], allow_nan=False)
     text = caplog.text
     assert "relative fit of 2 exposures" in text and "quality 1" in text and "reference catalog USER" in text
+
+
+def test_background_detection_on_two_cores_gives_the_same_fits(small_visit, tmp_path, caplog):
+    """Chips searched in the background (on the originals, while the default stage would run)
+    and in a pool of two give exactly the candidates of the serial run; one core starts nothing."""
+    visit, dataset, default, _ = small_visit
+    serial = make_aposteriori_candidates(default, dataset, Settings(catalog=visit.catalog_path, offline=True),
+                                         tmp_path / "serial")
+    assert start_background_detection(dataset, Settings(num_cores=1)) is None
+    two = Settings(catalog=visit.catalog_path, offline=True, num_cores=2)
+    caplog.set_level(logging.INFO, logger="autodriz")
+    with start_background_detection(dataset, two) as early:
+        pooled = make_aposteriori_candidates(default, dataset, two, tmp_path / "pooled", early=early)
+    assert "source detection started in the background on 4 chips in 2 processes" in caplog.text
+    assert "searching them now" not in caplog.text
+    assert [c.name for c in pooled] == [c.name for c in serial]
+    for a, b in zip(serial, pooled, strict=True):
+        assert a.details["statistics"] == b.details["statistics"]
+        for original in a.copies:
+            assert _active_wcs(a.copies[original]) == _active_wcs(b.copies[original])
 
 
 def test_sparse_field_fits_a_shift_or_says_too_few(tmp_path):

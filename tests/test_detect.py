@@ -10,8 +10,11 @@ from scipy.special import ndtr
 
 from autodriz.detect import (
     SOURCE_COLUMNS,
+    ChipJob,
     DetectionParams,
+    _dao_find,
     confirm_across_exposures,
+    detect_chips,
     detect_sources,
 )
 
@@ -133,3 +136,58 @@ def test_confirm_across_exposures_drops_one_off_detections():
     empty = (np.zeros(0), np.zeros(0))
     out = confirm_across_exposures([exp1, empty], 0.1)
     assert not out[0].any() and out[1].size == 0
+
+
+def _crowded(seed: int, shape: tuple[int, int] = (300, 400)) -> tuple[np.ndarray, np.ndarray]:
+    """Background-subtracted noise with many stars of all fluxes, cosmic rays and masked pixels."""
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    image = np.zeros(shape)
+    for _ in range(120):
+        _star(image, rng.uniform(3, nx - 3), rng.uniform(3, ny - 3), rng.uniform(50, 20000), rng.uniform(1.6, 2.6))
+    image += rng.normal(0, 4.0, shape)
+    for _ in range(300):  # hot pixels and 2-pixel hits
+        x, y = rng.integers(0, nx - 1), rng.integers(0, ny)
+        image[y, x : x + rng.integers(1, 3)] += rng.uniform(30, 3000)
+    mask = np.zeros(shape, bool)
+    mask[100:110, 50:300] = True
+    return image, mask
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_prefiltered_finder_is_daostarfinder(seed):
+    """Measuring only peaks that can pass the sharpness cut changes nothing in the result."""
+    from photutils.detection import DAOStarFinder
+
+    sub, mask = _crowded(seed)
+    for params in (PARAMS, DetectionParams(sharplo=0.3, sharphi=0.9, roundlo=-0.5, roundhi=0.5)):
+        plain = DAOStarFinder(threshold=3 * 4.0, fwhm=params.fwhm_pix, sharplo=params.sharplo, sharphi=params.sharphi,
+                              roundlo=params.roundlo, roundhi=params.roundhi, exclude_border=True)(sub, mask=mask)
+        fast = _dao_find(sub, mask, params, 3 * 4.0)
+        assert plain is not None and len(plain) > 50  # a real comparison: many sources, many cuts
+        assert len(fast) == len(plain)
+        for name in ("xcentroid", "ycentroid", "sharpness", "roundness1", "roundness2", "peak", "flux"):
+            np.testing.assert_array_equal(np.asarray(fast[name]), np.asarray(plain[name]), err_msg=name)
+
+
+def test_detect_chips_in_processes_equals_in_process(tmp_path, chip):
+    """The process pool returns, in job order, exactly what detection in this process returns."""
+    from astropy.io import fits
+
+    image, _, _ = chip
+    crowded, mask = _crowded(5, image.shape)
+    hdus = [fits.PrimaryHDU()]
+    for extver, sci in ((1, image), (2, crowded + 50.0)):
+        hdus.append(fits.ImageHDU(sci.astype(np.float32), name="SCI", ver=extver))
+        hdus.append(fits.ImageHDU((mask * 4).astype(np.int16) if extver == 2 else np.zeros(sci.shape, np.int16),
+                                  name="DQ", ver=extver))
+    path = tmp_path / "two_chips.fits"
+    fits.HDUList(hdus).writeto(path)
+    jobs = [ChipJob(str(path), 2, PARAMS), ChipJob(str(path), 1, PARAMS), ChipJob(str(path), 3, PARAMS)]
+    serial = detect_chips(jobs, 1)
+    pooled = detect_chips(jobs, 2)
+    assert [len(t) for t in serial] == [len(t) for t in pooled]
+    assert len(serial[0]) > len(serial[1]) > 0 and len(serial[2]) == 0  # chip 2 crowded, no chip 3
+    for a, b in zip(serial, pooled, strict=True):
+        for name in SOURCE_COLUMNS:
+            np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]))

@@ -7,6 +7,7 @@ it turns every outcome into an :class:`~autodriz.exitcodes.ExitCode`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,7 @@ from autodriz.products import (
 from autodriz.provenance import dataset_provenance
 from autodriz.report import build_report, weight_map_check, write_html
 from autodriz.select import Selection, Verdict, choose, is_default_only, rank_candidates, verification_order
-from autodriz.solutions.aposteriori import make_aposteriori_candidates
+from autodriz.solutions.aposteriori import make_aposteriori_candidates, start_background_detection
 from autodriz.solutions.apriori import make_apriori_candidates
 from autodriz.solutions.base import Candidate, remove_workdir
 from autodriz.solutions.default import make_default_candidate
@@ -374,10 +375,10 @@ def _process(
         logger.info(msg)
         return RunResult(ExitCode.DRIZCORR_OMIT, msg, root, trailer=trailer)
 
-    with dataset_lock(dataset.directory, root):
+    with dataset_lock(dataset.directory, root), contextlib.ExitStack() as background:
         return _process_dataset(
             dataset, input_path, settings, output_dir, trailer, workdirs, timings, drizzle_overrides,
-            spectroscopic_wcs,
+            spectroscopic_wcs, background,
         )
 
 
@@ -391,6 +392,7 @@ def _process_dataset(
     timings: dict[str, float],
     drizzle_overrides: Mapping[str, Any] | None = None,
     spectroscopic_wcs: Callable[[Candidate], Candidate] | None = None,
+    background: contextlib.ExitStack | None = None,
 ) -> RunResult:
     root = dataset.root
     verifications: dict[str, object] = {}
@@ -399,6 +401,11 @@ def _process_dataset(
     originals = [*dataset.flt_paths, *dataset.flc_paths]
     # Under the lock: a run killed among the final renames left backups; put them back first.
     recover_interrupted_update(originals)
+    # Source detection reads only pixels: with >= 2 cores it runs beside the default stage's
+    # child (closed, workers and all, when the run ends however it ends).
+    early = start_background_detection(dataset, settings) if background is not None else None
+    if early is not None:
+        background.enter_context(early)
 
     with stage(logger, "default", timings):
         workdir = output_dir / f"{root}_default"
@@ -426,7 +433,7 @@ def _process_dataset(
         with stage(logger, "aposteriori", timings):
             start = _aposteriori_start(candidates, dataset, settings, verifications, verified)
             workdirs.append(output_dir / f"{root}_aposteriori")
-            candidates += make_aposteriori_candidates(default, dataset, settings, output_dir, start=start)
+            candidates += make_aposteriori_candidates(default, dataset, settings, output_dir, start=start, early=early)
 
     with stage(logger, "select", timings):
         selection = _select(candidates, dataset, settings, verifications, verified)

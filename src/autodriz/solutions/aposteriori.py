@@ -46,7 +46,7 @@ from astropy.wcs import WCS, FITSFixedWarning, NoConvergence
 
 from autodriz import catalogs as catmod
 from autodriz.config import Settings, default_config_dir
-from autodriz.detect import DetectionParams, confirm_across_exposures, detect_sources
+from autodriz.detect import BackgroundDetection, ChipJob, DetectionParams, confirm_across_exposures, detect_chips
 from autodriz.errors import ConfigError
 from autodriz.fitquality import (
     FAILED,
@@ -280,16 +280,63 @@ def _sci_indices(hdul: fits.HDUList) -> list[tuple[int, int]]:
     ]
 
 
-def _find_ext(hdul: fits.HDUList, name: str, extver: int) -> Any:
-    for h in hdul:
-        if str(h.header.get("EXTNAME", "")).strip().upper() == name and int(h.header.get("EXTVER", 1)) == extver:
-            return h.data
-    return None
+def _detect_original(exp: Any, default_copies: Mapping[Path, Path] | None, use_flc: bool) -> Path:
+    """The original whose pixels are searched: the FLC when every exposure has one, else the FLT."""
+    def present(p: Path | None) -> bool:
+        return p is not None and (default_copies is None or p in default_copies)
+
+    if use_flc and present(exp.flc):
+        return exp.flc
+    if present(exp.flt):
+        return exp.flt
+    return next(p for p in exp.paths if default_copies is None or p in default_copies)
 
 
-def _load_exposures(default: Candidate, dataset: Dataset, params: DetectionParams) -> list[_Exposure]:
+def start_background_detection(
+    dataset: Dataset, settings: Settings, config_path: Path | None = None
+) -> BackgroundDetection | None:
+    """Start source detection on the originals' pixels while the default stage runs.
+
+    Detection reads only pixels (SCI, DQ, ERR), which the default and a priori stages do not
+    change (they write headers of copies), so the chips can be searched while updatewcs runs
+    in its child. Only with ``num_cores`` >= 2 (with one core the run stays serial, as asked)
+    and when the a posteriori stage will run. Returns None when not started; the stage then
+    detects as usual. A settings file that cannot be read is left for the stage to report.
+    """
+    if settings.num_cores < 2 or not settings.compute_aposteriori or dataset.is_spectroscopic:
+        return None
+    try:
+        params = load_aposteriori_config(dataset.instrument_key, config_path).detection
+    except ConfigError:
+        return None
+    jobs = []
+    for exp in dataset.exposures:
+        if exp.not_alignable or not exp.paths:
+            continue
+        path = _detect_original(exp, None, dataset.has_flc)
+        try:
+            with fits.open(path) as hdul:
+                jobs += [ChipJob(str(path), extver, params) for index, extver in _sci_indices(hdul)
+                         if hdul[index].header.get("NAXIS", 0) == 2]
+        except (OSError, ValueError) as exc:  # unreadable: the default stage says so, with its exit code
+            logger.debug("no background detection: %s: %s", path.name, exc)
+            return None
+    return BackgroundDetection(jobs, settings.num_cores) if jobs else None
+
+
+def _load_exposures(
+    default: Candidate,
+    dataset: Dataset,
+    params: DetectionParams,
+    num_cores: int = 1,
+    early: BackgroundDetection | None = None,
+) -> list[_Exposure]:
     use_flc = dataset.has_flc
-    out = []
+    out: list[_Exposure] = []
+    # Headers and WCS here; pixels are read and searched per chip by detect_chips, in up to
+    # num_cores processes (detection is ~3 s per full ACS/WFC chip and chips are independent),
+    # unless the chip was already searched in the background (same original, same settings).
+    pending: list[tuple[_Exposure, int, WCS, tuple[int, int], ChipJob]] = []
     for exp in dataset.exposures:
         if exp.not_alignable:  # screened (autodriz.screening); the plan said so
             continue
@@ -297,36 +344,40 @@ def _load_exposures(default: Candidate, dataset: Dataset, params: DetectionParam
         if not originals:
             logger.info("exposure %s has no working copy in the default candidate; skipped", exp.rootname)
             continue
-        detect_original = exp.flc if (use_flc and exp.flc in default.copies) else (exp.flt if exp.flt in default.copies else originals[0])
+        detect_original = _detect_original(exp, default.copies, use_flc)
         path = default.copies[detect_original]
         with fits.open(path) as hdul:
             expstart = hdul[0].header.get("EXPSTART")
             item = _Exposure(exp.rootname, path, originals, float(expstart) if expstart is not None else None)
             for index, extver in _sci_indices(hdul):
-                sci = hdul[index].data
-                if sci is None:
+                if hdul[index].header.get("NAXIS", 0) != 2:
                     continue
-                dq = _find_ext(hdul, "DQ", extver)
-                err = _find_ext(hdul, "ERR", extver)
-                if dq is not None and np.shape(dq) != np.shape(sci):
-                    dq = None
-                if err is not None and np.shape(err) != np.shape(sci):
-                    err = None
                 try:
                     wcs = _chip_wcs(hdul, index)
                 except (ValueError, KeyError, MemoryError) as exc:
                     logger.info("%s SCI,%d: WCS unreadable (%s); chip not used", path.name, extver, exc)
                     continue
-                table = detect_sources(sci, params, dq=dq, err=err)
-                item.chips.append(_Chip(extver, wcs, table, tuple(sci.shape)))
-                logger.info(
-                    "%s SCI,%d: %d sources kept of %d detections (%d rejected by shape as cosmic rays/hot pixels)%s",
-                    path.name, extver, len(table), table.meta.get("n_raw", 0), table.meta.get("n_rejected_shape", 0),
-                    f"; {table.meta['reason']}" if "reason" in table.meta else "",
-                )
-        if item.chips:
-            out.append(item)
-    return out
+                shape = (int(hdul[index].header["NAXIS2"]), int(hdul[index].header["NAXIS1"]))
+                pending.append((item, extver, wcs, shape, ChipJob(str(detect_original), extver, params)))
+        out.append(item)
+    tables = [early.take(job) if early is not None else None for *_, job in pending]
+    if early is not None:
+        early.close()  # idle workers would hold memory through the final drizzles
+    todo = [k for k, t in enumerate(tables) if t is None]
+    if early is not None and todo:
+        logger.info("%d chip(s) were not searched in the background: searching them now", len(todo))
+    for k, table in zip(todo, detect_chips(
+        [ChipJob(str(pending[k][0].detect_path), pending[k][1], params) for k in todo], num_cores
+    ), strict=True):
+        tables[k] = table
+    for (item, extver, wcs, shape, _), table in zip(pending, tables, strict=True):
+        item.chips.append(_Chip(extver, wcs, table, shape))
+        logger.info(
+            "%s SCI,%d: %d sources kept of %d detections (%d rejected by shape as cosmic rays/hot pixels)%s",
+            item.detect_path.name, extver, len(table), table.meta.get("n_raw", 0), table.meta.get("n_rejected_shape", 0),
+            f"; {table.meta['reason']}" if "reason" in table.meta else "",
+        )
+    return [item for item in out if item.chips]
 
 
 def _pixel_scale_arcsec(wcs: WCS) -> float:
@@ -1001,6 +1052,7 @@ def make_aposteriori_candidates(
     service: catmod.CatalogService | None = None,
     config_path: Path | None = None,
     start: Candidate | None = None,
+    early: BackgroundDetection | None = None,
 ) -> list[Candidate]:
     """Fit the visit to reference catalogs; one candidate per catalog × geometry tried.
 
@@ -1022,6 +1074,9 @@ def make_aposteriori_candidates(
     start : Candidate, optional
         The WCS the fits start from when it is better than the default: the best verified a
         priori solution, as runastrodriz aligns from the a priori WCS it applied.
+    early : BackgroundDetection, optional
+        Chips already being searched (:func:`start_background_detection`); the others are
+        searched here.
 
     Returns
     -------
@@ -1053,7 +1108,7 @@ def make_aposteriori_candidates(
     )
     prepare_workdir(top)
 
-    exposures = _load_exposures(origin, dataset, cfg.detection)
+    exposures = _load_exposures(origin, dataset, cfg.detection, settings.num_cores, early)
     # Exposures that cannot be aligned ride along in every fit's copies with the starting WCS,
     # so that they are drizzled (and delivered) with it, as runastrodriz leaves them.
     passengers = tuple(p for e in dataset.exposures if e.not_alignable for p in e.paths if p in origin.copies)

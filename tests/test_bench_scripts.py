@@ -1,0 +1,59 @@
+"""Smoke tests of the benchmark scripts: each runs on its smallest size and prints its figures.
+
+They measure nothing (tiny data on a shared machine); they exist so that a change to the
+pipeline's interfaces that breaks a script fails CI instead of the next benchmark session.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _run(args: list[str], cwd: Path, shared_data: Path, timeout: float = 1800) -> str:
+    # The timeout is for a hung script: on a loaded machine a smoke run takes minutes.
+    env = {**os.environ, "AUTODRIZ_SHARED_DATA": str(shared_data)}
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{args[0]} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_bench_vs_runastrodriz_smoke(tmp_path, shared_data):
+    out = _run([str(SCRIPTS / "bench_vs_runastrodriz.py"), "--dataset", "sim", "--smoke", "--skip-runastrodriz",
+                "--num-cores", "2", "--workdir", str(tmp_path / "w"), "--json", str(tmp_path / "b.json")],
+               tmp_path, shared_data)
+    assert "autodriz: ok in" in out, out
+    # The per-stage profile, from the trailer: every stage of a full run, then the rest.
+    profile = re.findall(r"^\s+(\S+)\s+([0-9.]+) s\s+[0-9.]+ %", out, flags=re.M)
+    assert [name for name, _ in profile] == [
+        "resolve", "default", "apriori", "aposteriori", "select", "drizzle", "update-inputs", "products", "(outside)",
+    ], out
+    # The yardstick (final drizzles alone, same parallelism) and the accuracy column are printed.
+    assert re.search(r"vs its final AstroDrizzle runs alone with the same parallelism \(num_cores=2\) [0-9.]+ s = [0-9.]+×", out)
+    header = next(line for line in out.splitlines() if line.startswith("| dataset | tool |")).split("|")
+    row = next(line for line in out.splitlines() if line.startswith("| sim ACS/WFC 2×256×512 | autodriz | ok |"))
+    err_flt = float(row.split("|")[[h.strip() for h in header].index("FLT err rms mas")])
+    assert 0.0 < err_flt < 10.0, row  # realistic simulation: a non-zero error, small after alignment
+    assert (tmp_path / "b.json").is_file()
+
+
+def test_bench_verification_smallest(tmp_path, shared_data):
+    out = _run([str(SCRIPTS / "bench_verification.py"), "--skip-full", "--workdir", str(tmp_path / "w")],
+               tmp_path, shared_data)
+    line = next(x for x in out.splitlines() if x.startswith("ACS/WFC sim 4 x (2 x 256x512)"))
+    assert re.search(r"[0-9.]+s\s+[0-9.]+s/\s*[0-9.]+s\s+[0-9.]+%", line), line
+    assert "[pass]" in line, line
+
+
+def test_bench_batch_smallest(tmp_path, shared_data):
+    out = _run([str(SCRIPTS / "bench_batch.py"), "-n", "1", "--chip-shape", "128", "256", "--repetitions", "1",
+                "--keep", str(tmp_path / "w"), "--json", str(tmp_path / "b.json")], tmp_path, shared_data)
+    assert re.search(r"1 worker:\s+median\s+[0-9.]+ s", out), out
+    assert re.search(r"2 workers:\s+median\s+[0-9.]+ s", out), out
+    assert "throughput ratio 2w/1w:" in out
+    assert (tmp_path / "b.json").is_file()
