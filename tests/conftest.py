@@ -60,6 +60,24 @@ def shared_data() -> Path:
     return found
 
 
+@pytest.fixture(scope="session")
+def goodss_pair_catalog(shared_data, tmp_path_factory) -> Path:
+    """A reference catalog of the real F140W field from ib6o23rtq + ib6o23rwq placed at grizli's
+    WCS (``realdata.reference_pair_catalog``), built once per session: four real-data tests read
+    it and it costs ~40 s to make. Read-only for its users."""
+    from irdistortion import rebuild_wfc3ir_idctab
+    from realdata import reference_pair_catalog
+
+    work = tmp_path_factory.mktemp("goodss_pair")
+    with pytest.MonkeyPatch.context() as patch:  # the per-test network guard is not active yet
+        for (owner, name), function in netguard.replacements().items():
+            patch.setattr(owner, name, function)
+        iref = rebuild_wfc3ir_idctab(shared_data, work / "iref").parent
+        catalog = reference_pair_catalog(shared_data, work, iref, ("ib6o23rtq", "ib6o23rwq"))
+    catalog.chmod(0o444)
+    return catalog
+
+
 def copy_decompressed(src: Path, dest_dir: Path) -> Path:
     """Copy ``src`` into ``dest_dir``, gunzipping ``*.gz``; return the new path."""
     dest_dir.mkdir(parents=True, exist_ok=True)

@@ -168,7 +168,7 @@ def test_pipeline_default_stage_uses_the_rebuilt_table_on_real_ers_exposures(sha
         shutil.rmtree(tmp_path / asn_id)
 
 
-def test_exposures_at_the_reference_wcs_agree_with_a_catalog_of_two_others(shared_data, tmp_path, iref):
+def test_exposures_at_the_reference_wcs_agree_with_a_catalog_of_two_others(shared_data, tmp_path, iref, goodss_pair_catalog):
     """The rebuilt distortion + grizli's WCS put the other exposures' sources on the pair's catalog.
 
     Measured: median offsets (-14, 0) mas for ib6o23rzq and (+2, 0) mas for ib6o23s2q, 18-20
@@ -181,9 +181,10 @@ def test_exposures_at_the_reference_wcs_agree_with_a_catalog_of_two_others(share
     from autodriz.detect import detect_sources
     from autodriz.solutions.aposteriori import load_aposteriori_config
 
-    from realdata import place_at_reference_wcs, reference_pair_catalog, reference_rows
+    from realdata import place_at_reference_wcs, prepare_goodss, reference_rows
 
-    catalog, _ = read_catalog_file(reference_pair_catalog(shared_data, tmp_path, iref, ("ib6o23rtq", "ib6o23rwq")))
+    catalog, _ = read_catalog_file(goodss_pair_catalog)
+    prepare_goodss(shared_data, tmp_path / "prepared", "IB6O23020")
     assert len(catalog) >= 50
     stars = SkyCoord(np.asarray(catalog["ra"]), np.asarray(catalog["dec"]), unit="deg")
     rows = reference_rows(shared_data)
@@ -214,16 +215,17 @@ def test_exposures_at_the_reference_wcs_agree_with_a_catalog_of_two_others(share
         assert offsets["default"][0] < n / 2, (copy.name, offsets)
 
 
-def test_f140w_two_exposures_align_to_a_catalog_of_the_other_two(shared_data, tmp_path, iref):
+def test_f140w_two_exposures_align_to_a_catalog_of_the_other_two(shared_data, tmp_path, iref, goodss_pair_catalog):
     """Real pixels, real distortion (rebuilt), real reference: two F140W exposures placed at
     grizli's WCS make the catalog; the other two, from their pipeline-default WCS (406-437 mas
     off), are aligned to it and must land within 30 mas (median) of grizli's WCS (issue 25)."""
     from autodriz.asn import write_asn_table
     from autodriz.cli import main
     from autodriz.exitcodes import ExitCode
-    from realdata import BUILT_BY, offset_from_reference_mas, reference_pair_catalog, reference_rows
+    from realdata import BUILT_BY, offset_from_reference_mas, prepare_goodss, reference_rows
 
-    catalog = reference_pair_catalog(shared_data, tmp_path, iref, ("ib6o23rtq", "ib6o23rwq"))
+    catalog = goodss_pair_catalog
+    prepare_goodss(shared_data, tmp_path / "prepared", "IB6O23020")
     rows, work = reference_rows(shared_data), tmp_path / "align"
     work.mkdir()
     names = ["ib6o23rzq", "ib6o23s2q"]
@@ -243,15 +245,16 @@ def test_f140w_two_exposures_align_to_a_catalog_of_the_other_two(shared_data, tm
     assert np.median(totals) <= 15.0 and max(totals) <= 20.0
 
 
-def test_f140w_four_exposures_keep_the_references_relative_offsets(shared_data, tmp_path, iref):
+def test_f140w_four_exposures_keep_the_references_relative_offsets(shared_data, tmp_path, iref, goodss_pair_catalog):
     """All four exposures, aligned relative to each other and then to the pair's catalog: each
     one's offset from grizli's WCS, less the visit's mean offset, is within 15 mas (issue 25)."""
     from autodriz.asn import write_asn_table
     from autodriz.cli import main
     from autodriz.exitcodes import ExitCode
-    from realdata import BUILT_BY, offset_from_reference_mas, reference_pair_catalog, reference_rows
+    from realdata import BUILT_BY, offset_from_reference_mas, prepare_goodss, reference_rows
 
-    catalog = reference_pair_catalog(shared_data, tmp_path, iref, ("ib6o23rtq", "ib6o23rwq"))
+    catalog = goodss_pair_catalog
+    prepare_goodss(shared_data, tmp_path / "prepared", "IB6O23020")
     rows, work = reference_rows(shared_data), tmp_path / "all4"
     work.mkdir()
     names = ["ib6o23rtq", "ib6o23rwq", "ib6o23rzq", "ib6o23s2q"]

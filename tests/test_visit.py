@@ -500,7 +500,7 @@ def test_grism_is_drizzled_on_the_grid_with_the_direct_images_solution(two_filte
 # --------------------------------------------------------------------------------------------
 
 
-def test_real_g141_gets_the_correction_of_the_f140w_image_at_its_pointing(shared_data, tmp_path):
+def test_real_g141_gets_the_correction_of_the_f140w_image_at_its_pointing(shared_data, tmp_path, goodss_pair_catalog):
     """Issue 25 item 4: F140W + G141 of GOODS-S with the rebuilt IDCTAB and a catalog of two F140W
     exposures placed at grizli's WCS. The F140W are aligned; each G141 exposure gets the
     correction of the F140W exposure taken at its pointing (grizli's column ``wcs_from``) and
@@ -510,10 +510,10 @@ def test_real_g141_gets_the_correction_of_the_f140w_image_at_its_pointing(shared
     off: the four F140W pointings differ by up to ~80 mas (measured: 48.0, 41.8, 24.6, 45.3 mas).
     """
     from irdistortion import rebuild_wfc3ir_idctab
-    from realdata import offset_from_reference_mas, prepare_goodss, reference_pair_catalog, reference_rows
+    from realdata import offset_from_reference_mas, prepare_goodss, reference_rows
 
     iref = rebuild_wfc3ir_idctab(shared_data, tmp_path / "iref").parent
-    catalog = reference_pair_catalog(shared_data, tmp_path, iref, ("ib6o23rtq", "ib6o23rwq"))
+    catalog = goodss_pair_catalog
     folder = tmp_path / "goodss"
     prepare_goodss(shared_data, folder, "IB6O23020")
     prepare_goodss(shared_data, folder, "IB6O23010")
