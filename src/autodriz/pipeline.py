@@ -408,19 +408,19 @@ def _process_dataset(
         default = spectroscopic_wcs(default)
         grism_wcs = f"{default.wcsname}: {default.source}"
     ctx = replace(ctx, default=default, candidates=(default,))
-    plan, skipped = _alignment_plan(ctx, alignment, grism_wcs)
+    plan, skipped_stages = _alignment_plan(ctx, alignment, grism_wcs)
     for line in plan:
         logger.info(line)
 
     for strategy in alignment:
-        if strategy.folder in skipped:
-            waypoint(logger, "SKIPPED", strategy.folder, skipped[strategy.folder])
+        if strategy.folder in skipped_stages:
+            waypoint(logger, "SKIPPED", strategy.folder, skipped_stages[strategy.folder])
             continue
         with stage(logger, strategy.folder, timings):
             workdirs.append(ctx.folder(strategy))
             ctx = replace(ctx, candidates=ctx.candidates + tuple(strategy.propose(ctx)))
     candidates = list(ctx.candidates)
-    alignment_requested = any(s.folder not in skipped for s in alignment)
+    alignment_requested = any(s.folder not in skipped_stages for s in alignment)
 
     with stage(logger, "select", timings):
         selection = _select(candidates, dataset, settings, verifications)
@@ -531,7 +531,7 @@ def _process_dataset(
             chosen={"name": winner.name, "wcsname": winner.wcsname, "why": why},
             verifications=verifications,
             alignment=plan,
-            skipped_stages=skipped,
+            skipped_stages=skipped_stages,
             drizzle_runs=[
                 {"product": r.product.name, "parameters": r.parameter_source, "seconds": round(r.seconds, 2),
                  # From the product's own header (D###DATA), checked against the plan.

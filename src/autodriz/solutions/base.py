@@ -214,7 +214,8 @@ class Strategy(Protocol):
         ``compute_aposteriori``); empty when it cannot be switched off. Its own parameters, if
         any, live in ``config/<folder>.toml``.
     logger : logging.Logger
-        The logger of the strategy's module: its decisions are logged there at INFO.
+        The logger of the strategy's module (``autodriz.…``: the trailer records that
+        hierarchy): its decisions are logged there at INFO.
     """
 
     folder: str
