@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 from astropy.io import fits
 
@@ -77,3 +78,21 @@ def test_a_toy_strategy_is_one_class_and_one_tuple_entry(tmp_path):
     for path in [*visit.flt_paths, *visit.flc_paths]:
         with fits.open(path) as hdul:
             assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {TOY_WCSNAME}
+
+
+def test_a_grism_dataset_given_the_direct_images_wcs_skips_every_alignment_stage(tmp_path):
+    from types import SimpleNamespace
+
+    from autodriz.pipeline import _alignment_plan
+
+    ctx = RunContext(SimpleNamespace(filters=("G800L",), root="j1"), Settings(), tmp_path, ())
+    lines, skipped = _alignment_plan(ctx, (*STRATEGIES[1:], ToyStrategy()), "IDC_x-FIT_REL_GAIADR3: direct images")
+    assert lines == ["alignment skipped: G800L exposures are grism/prism (spectroscopic) images; "
+                     "drizzled with IDC_x-FIT_REL_GAIADR3: direct images"]
+    assert set(skipped) == {"apriori", "aposteriori", "toy"} and set(skipped.values()) == set(lines)
+    # Otherwise each strategy's own plan decides; a switch names where its value came from.
+    off = Settings(apply_apriori=False, provenance={"apply_apriori": "env:ASTROMETRY_APPLY_APRIORI"})
+    lines, skipped = _alignment_plan(replace(ctx, settings=off), (STRATEGIES[1], ToyStrategy()))
+    assert skipped == {"apriori": "a priori stage off (env:ASTROMETRY_APPLY_APRIORI)"}
+    assert lines == ["a priori stage off (env:ASTROMETRY_APPLY_APRIORI)", "toy stage on: the default's WCS, renamed"]
+    assert ctx.folder(ToyStrategy()) == tmp_path / "j1_toy"
