@@ -64,6 +64,46 @@ def test_readme_lists_every_environment_variable():
         assert f"`{name}`" in text, name
 
 
+def _readme_section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_every_setting_has_its_declared_flag_and_no_other_flag_sets_one():
+    """One declaration (config._FIELD_SPECS): the parser's flags are checked against it."""
+    from autodriz.cli import build_parser
+    from autodriz.config import SETTING_FLAGS, SETTING_NAMES
+
+    actions = {opt: a for a in build_parser()._actions for opt in a.option_strings}
+    for name, flag in SETTING_FLAGS.items():
+        assert flag in actions, f"setting {name}: flag {flag} missing from the parser"
+        assert actions[flag].dest == name, f"{flag} sets {actions[flag].dest}, not the setting {name}"
+    not_settings = {"help", "version", "input", "print_settings", "config", "profile", "quiet", "debug"}
+    dests = {a.dest for a in build_parser()._actions}
+    assert dests - not_settings == set(SETTING_NAMES), "a flag that is not a declared setting"
+
+
+def test_readme_flag_table_names_only_flags_that_exist_and_every_setting_flag():
+    from autodriz.cli import build_parser
+    from autodriz.config import SETTING_FLAGS
+
+    options = {opt for a in build_parser()._actions for opt in a.option_strings}
+    table = [line.split(" | ")[0] for line in _readme_section("Flags").splitlines() if line.startswith("| `")]
+    in_readme = set(re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", " ".join(table)))
+    assert in_readme <= options, sorted(in_readme - options)
+    assert set(SETTING_FLAGS.values()) <= in_readme, sorted(set(SETTING_FLAGS.values()) - in_readme)
+
+
+def test_readme_environment_table_is_exactly_what_the_loader_reads():
+    section = _readme_section("Settings and environment variables")
+    env_table = section[section.index("| variable | values | effect |"):]
+    rows = [line.split(" | ")[0] for line in env_table.splitlines() if line.startswith("| `")]
+    in_readme = set(re.findall(r"`([A-Za-z_]+)`", " ".join(rows)))
+    assert in_readme == {name for name, _ in ENVIRONMENT_VARIABLES}
+
+
 def test_bad_environment_value_is_a_usage_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("ASTROMETRY_COMPUTE_APOSTERIORI", "perhaps")
     code = main([str(tmp_path / "x_asn.fits")])

@@ -16,12 +16,16 @@ import pytest
 from autodriz import config
 from autodriz.config import (
     ENVIRONMENT_VARIABLES,
+    README_TABLE_END,
+    README_TABLE_START,
     SETTING_NAMES,
+    SETTING_TYPES,
     Settings,
     astrodrizzle_defaults,
     astrodrizzle_instrument_keys,
     default_config_dir,
     load_settings,
+    settings_table_markdown,
 )
 from autodriz.errors import ConfigError
 
@@ -445,6 +449,23 @@ def test_as_dict_is_json_friendly(tmp_path):
 def test_setting_names_match_dataclass_fields():
     fields = [f.name for f in dataclasses.fields(Settings) if f.name != "provenance"]
     assert list(SETTING_NAMES) == fields
+
+
+def test_dataclass_field_types_match_the_declared_kinds():
+    types = {f.name: f.type for f in dataclasses.fields(Settings) if f.name != "provenance"}
+    assert types == dict(SETTING_TYPES)
+
+
+def test_readme_settings_table_is_the_one_made_from_the_declaration():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index(README_TABLE_START) + len(README_TABLE_START)
+    table = readme[start:readme.index(README_TABLE_END)].strip()
+    assert table == settings_table_markdown(), (
+        "README.md's settings table is stale: paste the output of "
+        "python -c 'from autodriz.config import settings_table_markdown as t; print(t())'"
+    )
+    # And it says what the packaged defaults say.
+    assert f"| `max_fit_rms_mas` | `--max-fit-rms` | `AUTODRIZ_MAX_FIT_RMS_MAS` | `{Settings().max_fit_rms_mas}` |" in table
 
 
 # ------------------------------------------------------------------------------------------

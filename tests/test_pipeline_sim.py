@@ -232,25 +232,34 @@ def test_fit_that_looks_good_but_misregisters_an_exposure_is_rejected_by_verific
 
     from autodriz.fitquality import FitScore, FitStatistics
 
-    def false_minimum(default, dataset, settings, workroot, **kwargs):
-        workdir = prepare_workdir(workroot / f"{dataset.root}_aposteriori")
-        copies = copy_exposures(list(default.copies.values()), workdir)
-        copies = {orig: copies[work] for orig, work in default.copies.items()}
-        second = dataset.exposures[1].rootname
-        for original, copy in copies.items():
-            with fits.open(copy, mode="update") as hdul:
-                for hdu in hdul:
-                    if hdu.name == "SCI":
-                        hdu.header["WCSNAME"] = "IDC_0461802ej-FIT_IMG_FAKE"
-                        if original.name.startswith(second):
-                            hdu.header["CRVAL2"] += 0.5 / 3600.0
-        stats = FitStatistics(geometry="rscale", succeeded=True, n_matches=150, rms_mas=3.0)
-        return [Candidate("aposteriori-IMG-FAKE-rscale", "IDC_0461802ej-FIT_IMG_FAKE", workdir, copies,
-                          "injected false-minimum fit", kind="aposteriori", quality=1,
-                          details={"statistics": {"rms_mas": 3.0, "n_matches": 150}},
-                          score=FitScore(1, (), stats, catalog="FAKE", mode="IMG"))]
+    class FalseMinimum:
+        """Stands in for the a posteriori strategy (same folder): one fit, misregistered."""
 
-    monkeypatch.setattr(pipeline, "make_aposteriori_candidates", false_minimum)
+        folder, section, logger = "aposteriori", "compute_aposteriori", pipeline.logger
+
+        def plan(self, ctx):
+            return pipeline.AposterioriStrategy().plan(ctx)
+
+        def propose(self, ctx):
+            default, dataset = ctx.default, ctx.dataset
+            workdir = prepare_workdir(ctx.folder(self))
+            copies = copy_exposures(list(default.copies.values()), workdir)
+            copies = {orig: copies[work] for orig, work in default.copies.items()}
+            second = dataset.exposures[1].rootname
+            for original, copy in copies.items():
+                with fits.open(copy, mode="update") as hdul:
+                    for hdu in hdul:
+                        if hdu.name == "SCI":
+                            hdu.header["WCSNAME"] = "IDC_0461802ej-FIT_IMG_FAKE"
+                            if original.name.startswith(second):
+                                hdu.header["CRVAL2"] += 0.5 / 3600.0
+            stats = FitStatistics(geometry="rscale", succeeded=True, n_matches=150, rms_mas=3.0)
+            return [Candidate("aposteriori-IMG-FAKE-rscale", "IDC_0461802ej-FIT_IMG_FAKE", workdir, copies,
+                              "injected false-minimum fit", kind="aposteriori", quality=1,
+                              details={"statistics": {"rms_mas": 3.0, "n_matches": 150}},
+                              score=FitScore(1, (), stats, catalog="FAKE", mode="IMG"))]
+
+    monkeypatch.setattr(pipeline, "STRATEGIES", (*pipeline.STRATEGIES[:2], FalseMinimum()))
     code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--keep-workdirs"])
 
     assert code == ExitCode.OK

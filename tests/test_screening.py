@@ -12,9 +12,10 @@ from autodriz.cli import main
 from autodriz.config import Settings
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import resolve_input
-from autodriz.pipeline import _alignment_plan
 from autodriz.screening import CAL_TARGETS, screen_for_alignment
 from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.solutions.aposteriori import AposterioriStrategy
+from autodriz.solutions.base import RunContext
 from autodriz.truth import load_truth, visit_error
 
 CLEAN = {"INSTRUME": "WFC3", "DETECTOR": "UVIS", "MTFLAG": "F", "SCAN_TYP": "N", "FGSLOCK": "FINE",
@@ -82,17 +83,19 @@ def test_plan_skips_aposteriori_when_no_exposure_can_be_aligned(tmp_path):
     visit = simulate_visit(tmp_path / "v", SimulationConfig(n_exposures=2, chip_shape=(64, 128), n_stars=20, seed=2))
     for path in (*visit.flt_paths, *visit.flc_paths):
         _mark(path, MTFLAG="T")
-    dataset = resolve_input(visit.asn_path)
-    plan, _, run_aposteriori = _alignment_plan(dataset, Settings())
-    assert run_aposteriori is False
-    assert any(line.startswith("a posteriori stage skipped: no exposure can be aligned") and "MTFLAG=T" in line
-               for line in plan)
+    def aposteriori_plan():
+        # The a posteriori strategy decides whether its stage runs (the pipeline asks each one).
+        return AposterioriStrategy().plan(RunContext(resolve_input(visit.asn_path), Settings(), tmp_path, ()))
+
+    plan = aposteriori_plan()
+    assert plan.skipped is not None and plan.lines == (plan.skipped,)
+    assert plan.skipped.startswith("a posteriori stage skipped: no exposure can be aligned") and "MTFLAG=T" in plan.skipped
 
     _mark(visit.flt_paths[1], MTFLAG="F")
     _mark(visit.flc_paths[1], MTFLAG="F")
-    plan, _, run_aposteriori = _alignment_plan(resolve_input(visit.asn_path), Settings())
-    assert run_aposteriori is True
-    assert [line for line in plan if line.startswith("exposure ")] == [
+    plan = aposteriori_plan()
+    assert plan.skipped is None
+    assert [line for line in plan.lines if line.startswith("exposure ")] == [
         "exposure jsim01a1q left out of source detection and fitting (drizzled with the WCS the fits "
         "start from): MTFLAG=T (moving target: the field stars trail)"
     ]

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from autodriz.fitquality import FitScore, FitStatistics
-from autodriz.select import choose, rank_candidates
+from autodriz.select import choose, rank_candidates, rejected_candidates
 from autodriz.solutions.base import Candidate
+from autodriz.verify import FocusResult, VerificationResult
 
 WD = Path("/nonexistent")
 COPIES = {Path("a_flt.fits"): Path("w/a_flt.fits")}
@@ -24,6 +25,11 @@ def cand(name, kind, wcsname=None, quality=-1, rms=None, copies=COPIES, catalog_
                          catalog_rank=99 if catalog_rank is None else catalog_rank, mode=mode)
     return Candidate(name, wcsname or f"IDC_x-{name}", WD, dict(copies), "test", kind=kind,
                      quality=quality, notes=tuple(notes), score=score)
+
+
+def ver(status, reason):
+    """A verification record as verifydriz makes it, with only what the choice reads."""
+    return VerificationResult(status, reason, FocusResult(status, reason), ())
 
 
 DEFAULT = cand("default", "default", "IDC_x")
@@ -63,14 +69,14 @@ def test_invalid_and_large_rms_fits_are_pruned_with_reasons():
 def test_large_rms_fit_reverts_to_best_apriori():
     cands = [DEFAULT, cand("apriori-GSC240", "apriori", "IDC_x-GSC240"), cand("fit", "aposteriori", quality=1, rms=120.0)]
     r = rank_candidates(cands, max_fit_rms_mas=100)
-    s = choose(r, {"apriori-GSC240": ("pass", "ok")})
+    s = choose(r, {"apriori-GSC240": ver("pass", "ok")})
     assert s.winner.name == "apriori-GSC240"
 
 
 def test_verified_best_wins_and_failed_never_beats_a_pass():
     cands = [DEFAULT, cand("apriori-HSC30", "apriori", "IDC_x-HSC30"), cand("fit", "aposteriori", quality=1, rms=5.0)]
     r = rank_candidates(cands, max_fit_rms_mas=100)
-    s = choose(r, {"fit": ("fail", "exposure 2 off by 1.3 px"), "apriori-HSC30": ("pass", "all within 0.1 px")})
+    s = choose(r, {"fit": ver("fail", "exposure 2 off by 1.3 px"), "apriori-HSC30": ver("pass", "all within 0.1 px")})
     assert s.winner.name == "apriori-HSC30"
     v = {x.name: x for x in s.verdicts}
     assert v["fit"].status == "lost" and "failed verification: exposure 2 off by 1.3 px" in v["fit"].reason
@@ -94,7 +100,7 @@ def test_verification_off_lets_the_best_ranked_win():
 def test_default_wins_when_everything_failed_and_says_why():
     cands = [DEFAULT, cand("apriori-GSC240", "apriori", "IDC_x-GSC240")]
     r = rank_candidates(cands, max_fit_rms_mas=100)
-    s = choose(r, {"apriori-GSC240": ("fail", "shifted 3 px")})
+    s = choose(r, {"apriori-GSC240": ver("fail", "shifted 3 px")})
     assert s.winner is DEFAULT
     assert "no alignment candidate passed verification (apriori-GSC240)" in s.reason
 
@@ -133,11 +139,11 @@ def test_a_fit_without_a_score_is_not_eligible():
 def test_pass_beats_a_better_ranked_unverified_and_unverified_beats_default():
     cands = [DEFAULT, cand("apriori-HSC30", "apriori", "IDC_x-HSC30"), cand("fit", "aposteriori", quality=1, rms=5.0)]
     r = rank_candidates(cands, max_fit_rms_mas=100)
-    s = choose(r, {"fit": ("unverified", "4 common sources"), "apriori-HSC30": ("pass", "ok")})
+    s = choose(r, {"fit": ver("unverified", "4 common sources"), "apriori-HSC30": ver("pass", "ok")})
     assert s.winner.name == "apriori-HSC30"
     v = {x.name: x for x in s.verdicts}
     assert "a better-verified candidate exists" in v["fit"].reason
-    s = choose(r, {"fit": ("unverified", "4 common sources"), "apriori-HSC30": ("fail", "2 px")})
+    s = choose(r, {"fit": ver("unverified", "4 common sources"), "apriori-HSC30": ver("fail", "2 px")})
     assert s.winner.name == "fit" and "stands on its fit statistics" in s.reason
     assert {x.name: x.status for x in s.verdicts} == {"fit": "chosen", "apriori-HSC30": "lost", "default": "lost"}
 
@@ -150,16 +156,16 @@ def test_quality_3_fit_is_eligible_and_a_verified_one_beats_a_verified_apriori()
              cand("fit", "aposteriori", quality=3, rms=41.0, notes=["RMS 41.0 mas is above the 20 mas of a good fit"])]
     r = rank_candidates(cands, max_fit_rms_mas=100)
     assert names(r) == ["fit", "apriori-GSC240", "default"] and r.pruned == {}
-    s = choose(r, {"fit": ("pass", "registered"), "apriori-GSC240": ("pass", "registered")})
+    s = choose(r, {"fit": ver("pass", "registered"), "apriori-GSC240": ver("pass", "registered")})
     assert s.winner.name == "fit"
 
 
 def test_an_unverifiable_quality_3_fit_ranks_below_a_verified_apriori_but_above_the_default():
     cands = [DEFAULT, cand("apriori-GSC240", "apriori", "IDC_x-GSC240"), cand("fit", "aposteriori", quality=3, rms=41.0)]
     r = rank_candidates(cands, max_fit_rms_mas=100)
-    s = choose(r, {"fit": ("unverified", "3 common sources"), "apriori-GSC240": ("pass", "ok")})
+    s = choose(r, {"fit": ver("unverified", "3 common sources"), "apriori-GSC240": ver("pass", "ok")})
     assert s.winner.name == "apriori-GSC240"
-    s = choose(r, {"fit": ("unverified", "3 common sources"), "apriori-GSC240": ("fail", "2 px")})
+    s = choose(r, {"fit": ver("unverified", "3 common sources"), "apriori-GSC240": ver("fail", "2 px")})
     assert s.winner.name == "fit"
 
 
@@ -185,7 +191,7 @@ def test_rscale_is_preferred_when_general_only_lowers_the_rms_by_its_extra_freed
     assert names(r)[:2] == ["rs", "gen"]
     (test,) = r.geometry_tests
     assert test.preferred == "rscale" and test.p_value > 1e-3 and "F = " in test.reason
-    s = choose(r, {"rs": ("pass", "ok")})
+    s = choose(r, {"rs": ver("pass", "ok")})
     assert s.winner.name == "rs" and "rscale preferred: F-test general vs rscale" in s.reason
 
 
@@ -223,3 +229,13 @@ def test_search_policy_rules():
     assert is_default_only(DEFAULT, alignment_requested=True)
     assert not is_default_only(DEFAULT, alignment_requested=False)
     assert not is_default_only(cand("apriori-HSC30", "apriori"), alignment_requested=True)
+
+
+def test_rejected_candidates_are_the_pruned_and_those_verification_failed():
+    cands = [DEFAULT, cand("apriori-GSC240", "apriori", "IDC_x-GSC240"), cand("apriori-HSC30", "apriori", "IDC_x-HSC30"),
+             cand("fit-q4", "aposteriori", quality=4, notes=["6 matches"])]
+    r = rank_candidates(cands, max_fit_rms_mas=100)
+    verifications = {"apriori-HSC30": ver("fail", "2 px"), "apriori-GSC240": ver("unverified", "3 sources")}
+    s = choose(r, verifications)
+    assert s.winner.name == "apriori-GSC240"
+    assert rejected_candidates(s, verifications) == {"fit-q4", "apriori-HSC30"}

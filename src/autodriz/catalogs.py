@@ -35,8 +35,10 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from pathlib import Path
 from typing import Any, Protocol
+from xml.parsers.expat import ExpatError
 
 import numpy as np
 from astropy.table import Table
@@ -599,19 +601,52 @@ def failure_class(exc: BaseException, timeout: float | None = None) -> str:
     return first if len(first) <= 100 else first[:99] + "…"
 
 
+#: Exceptions a service call can raise because of the service or its answer: the network
+#: (OSError covers requests' and socket errors, timeouts included), an answer that does not
+#: parse (ValueError: UnicodeDecodeError, astropy's VOTable and CSV readers, astroquery's
+#: EmptyResponseError), a connection cut mid-answer (EOFError, http.client's errors), broken
+#: XML, and our own verdicts on an answer. Anything else (TypeError, KeyError …) is a bug.
+_SERVICE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, EOFError, HTTPException, ExpatError, ServiceUnavailable, CatalogNotServed,
+)
+#: Packages whose own exception classes describe a service failure (astroquery's
+#: RemoteServiceError, TableParseError … derive from Exception only).
+_SERVICE_CLIENT_PACKAGES = ("astroquery", "requests", "urllib3")
+
+
+def is_service_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is what a catalog service or its answer can raise (not a bug of ours).
+
+    Parameters
+    ----------
+    exc : BaseException
+        Raised by a service call.
+
+    Returns
+    -------
+    bool
+    """
+    if isinstance(exc, _SERVICE_ERRORS):
+        return True
+    module = type(exc).__module__ or ""
+    return module.split(".", 1)[0] in _SERVICE_CLIENT_PACKAGES
+
+
 def call_with_deadline(fn: Callable[[], Any], timeout: float) -> Any:
     """Run ``fn`` in a daemon thread and wait at most ``timeout`` seconds.
 
     Raises ServiceUnavailable on a timeout (the thread is abandoned; it ends by itself through
-    its own socket timeout) or with the exception ``fn`` raised.
+    its own socket timeout) or when ``fn`` raised a service or data error
+    (:func:`is_service_error`). Any other exception ``fn`` raised is a bug and is raised again
+    as it is, so that it ends the run with its traceback instead of passing for an outage.
     """
     box: dict[str, Any] = {}
 
     def target() -> None:
         try:
             box["value"] = fn()
-        # Any failure of the service client (requests, astroquery, parsing) is handed to the
-        # caller as ServiceUnavailable below, with its type in the message.
+        # Handed over to the calling thread, which sorts outages from bugs below: an exception
+        # left in a thread would only be printed, and the caller would wait for nothing.
         except Exception as exc:  # noqa: BLE001
             box["error"] = exc
 
@@ -623,6 +658,8 @@ def call_with_deadline(fn: Callable[[], Any], timeout: float) -> Any:
     if "error" in box:
         exc = box["error"]
         if isinstance(exc, ServiceUnavailable):  # already says what went wrong
+            raise exc
+        if not is_service_error(exc):
             raise exc
         raise ServiceUnavailable(f"{type(exc).__name__}: {exc}") from exc
     return box.get("value")

@@ -129,13 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cli_settings(args: argparse.Namespace) -> dict:
-    keys = (
-        "output_dir", "jref", "iref", "catalog", "cache_dir", "headerlet_store", "apply_apriori",
-        "compute_aposteriori", "allow_header_wcs", "keep_workdirs", "offline", "strict_services",
-        "service_timeout", "drizzle_timeout", "num_cores", "log_level", "verify", "max_fit_rms_mas", "use_astrometry_db", "astrometry_db_url",
-        "catalog_service",
-    )
-    cli = {k: getattr(args, k, None) for k in keys}
+    from autodriz.config import SETTING_NAMES
+
+    # Every setting has a flag whose dest is its name (config.SETTING_FLAGS; test_cli checks it).
+    cli = {k: getattr(args, k, None) for k in SETTING_NAMES}
     cli["profile"] = getattr(args, "profile", None)
     if getattr(args, "quiet", False):
         cli["log_level"] = "WARNING"

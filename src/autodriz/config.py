@@ -46,6 +46,7 @@ from autodriz.errors import AutodrizError, ConfigError
 
 __all__ = [
     "ENVIRONMENT_VARIABLES",
+    "SETTING_FLAGS",
     "SETTING_NAMES",
     "Settings",
     "astrodrizzle_defaults",
@@ -55,6 +56,7 @@ __all__ = [
     "load_settings",
     "parse_switch",
     "profile_names",
+    "settings_table_markdown",
 ]
 
 log = logging.getLogger(__name__)
@@ -221,85 +223,86 @@ class _FieldSpec(NamedTuple):
     kind: str  # "bool" | "path" | "positive_float" | "positive_int" | "log_level" | "url" | "catalog_service"
     env: tuple[str, ...]  # variables read, lowest priority first
     help: str
+    flag: str  # the command-line flag (a switch also has --no-<flag> when it can be turned off)
 
 
 _FIELD_SPECS: tuple[_FieldSpec, ...] = (
     _FieldSpec(
         "compute_aposteriori", "bool", (COMPUTE_APOSTERIORI_ENV,),
-        "a posteriori candidates (fits to a reference catalog) on/off",
+        "a posteriori candidates (fits to a reference catalog) on/off", "--aposteriori",
     ),
     _FieldSpec(
         "apply_apriori", "bool", (APPLY_APRIORI_ENV,),
-        "a priori candidates (astrometry-database headerlets) on/off",
+        "a priori candidates (astrometry-database headerlets) on/off", "--apriori",
     ),
     _FieldSpec(
         "allow_header_wcs", "bool", ("AUTODRIZ_ALLOW_HEADER_WCS",),
-        "proceed with the header WCS when distortion reference files are missing",
+        "proceed with the header WCS when distortion reference files are missing", "--allow-header-wcs",
     ),
     _FieldSpec(
         "keep_workdirs", "bool", ("AUTODRIZ_KEEP_WORKDIRS",),
-        "keep the per-candidate working folders (<root>_default/ ...)",
+        "keep the per-candidate working folders (<root>_default/ ...)", "--keep-workdirs",
     ),
     _FieldSpec(
         "output_dir", "path", ("AUTODRIZ_OUTPUT_DIR",),
-        "folder for the products (default: beside the input)",
+        "folder for the products (default: beside the input)", "--output-dir",
     ),
     # HST convention first, our own name second so that it wins when both are set.
-    _FieldSpec("jref", "path", ("jref", "AUTODRIZ_JREF"), "ACS reference-file folder"),
-    _FieldSpec("iref", "path", ("iref", "AUTODRIZ_IREF"), "WFC3 reference-file folder"),
+    _FieldSpec("jref", "path", ("jref", "AUTODRIZ_JREF"), "ACS reference-file folder", "--jref"),
+    _FieldSpec("iref", "path", ("iref", "AUTODRIZ_IREF"), "WFC3 reference-file folder", "--iref"),
     _FieldSpec(
         "catalog", "path", ("AUTODRIZ_CATALOG",),
-        "reference catalog file or folder, used before any network service",
+        "reference catalog file or folder, used before any network service", "--catalog",
     ),
     _FieldSpec(
         "cache_dir", "path", ("AUTODRIZ_CACHE_DIR",),
-        "cache folder for catalogs and astrometry-database headerlets",
+        "cache folder for catalogs and astrometry-database headerlets", "--cache-dir",
     ),
     _FieldSpec(
         "headerlet_store", "path", ("AUTODRIZ_HEADERLET_STORE",),
-        "folder of <rootname>_hlet.fits a priori headerlets",
+        "folder of <rootname>_hlet.fits a priori headerlets", "--headerlet-store",
     ),
-    _FieldSpec("offline", "bool", ("AUTODRIZ_OFFLINE",), "never use network services"),
+    _FieldSpec("offline", "bool", ("AUTODRIZ_OFFLINE",), "never use network services", "--offline"),
     _FieldSpec(
         "service_timeout", "positive_float", ("AUTODRIZ_SERVICE_TIMEOUT",),
-        "seconds allowed for one network service request (> 0)",
+        "seconds allowed for one network service request (> 0)", "--service-timeout",
     ),
     _FieldSpec(
         "strict_services", "bool", ("AUTODRIZ_STRICT_SERVICES",),
-        "an unreachable network service is an error instead of being skipped",
+        "an unreachable network service is an error instead of being skipped", "--strict-services",
     ),
     _FieldSpec(
         "drizzle_timeout", "positive_float", ("AUTODRIZ_DRIZZLE_TIMEOUT",),
-        "seconds allowed for one AstroDrizzle run (> 0)",
+        "seconds allowed for one AstroDrizzle run (> 0)", "--drizzle-timeout",
     ),
     _FieldSpec(
         "num_cores", "positive_int", ("AUTODRIZ_NUM_CORES",),
-        "cores given to AstroDrizzle (>= 1)",
+        "cores given to AstroDrizzle (>= 1)", "--num-cores",
     ),
     _FieldSpec(
         "log_level", "log_level", ("AUTODRIZ_LOG_LEVEL",),
-        "DEBUG, INFO, WARNING or ERROR",
+        "DEBUG, INFO, WARNING or ERROR", "--log-level",
     ),
     _FieldSpec(
         "verify", "bool", ("AUTODRIZ_VERIFY",),
-        "check alignment candidates with drizzled images before one may win",
+        "check alignment candidates with drizzled images before one may win", "--verify",
     ),
     _FieldSpec(
         "max_fit_rms_mas", "positive_float", ("AUTODRIZ_MAX_FIT_RMS_MAS",),
-        "a posteriori fits with a larger RMS (mas) never win; the best a priori does (> 0)",
+        "a posteriori fits with a larger RMS (mas) never win; the best a priori does (> 0)", "--max-fit-rms",
     ),
     _FieldSpec(
         "use_astrometry_db", "bool", ("AUTODRIZ_ASTROMETRY_DB",),
-        "ask the astrometry database service for a priori solutions not found locally",
+        "ask the astrometry database service for a priori solutions not found locally", "--astrometry-db",
     ),
     # stwcs's own variable first, ours second so that it wins when both are set.
     _FieldSpec(
         "astrometry_db_url", "url", ("ASTROMETRY_SERVICE_URL", "AUTODRIZ_ASTROMETRY_DB_URL"),
-        "base URL of the astrometry database service (http/https)",
+        "base URL of the astrometry database service (http/https)", "--astrometry-db-url",
     ),
     _FieldSpec(
         "catalog_service", "catalog_service", ("AUTODRIZ_CATALOG_SERVICE",),
-        "network service for reference catalogs: vizier or mast (MAST's, as the HST pipeline asks it)",
+        "network service for reference catalogs: vizier or mast (MAST's, as the HST pipeline asks it)", "--catalog-service",
     ),
 )
 
@@ -307,6 +310,54 @@ SETTING_NAMES: tuple[str, ...] = tuple(spec.name for spec in _FIELD_SPECS)
 """Names of the settings (== Settings fields other than provenance, == TOML keys, == CLI keys)."""
 
 _SPEC_BY_NAME: Mapping[str, _FieldSpec] = MappingProxyType({s.name: s for s in _FIELD_SPECS})
+
+SETTING_FLAGS: Mapping[str, str] = MappingProxyType({s.name: s.flag for s in _FIELD_SPECS})
+"""Setting name → its command-line flag; the CLI's parser is checked against it (tests)."""
+
+#: Python type of a Settings field per kind of setting (the dataclass is checked against it).
+SETTING_TYPES: Mapping[str, str] = MappingProxyType({
+    s.name: {"bool": "bool", "path": "Path | None", "positive_float": "float", "positive_int": "int"}.get(s.kind, "str")
+    for s in _FIELD_SPECS
+})
+
+#: Markers around the generated settings table in README.md.
+README_TABLE_START = "<!-- settings table: generated by autodriz.config.settings_table_markdown -->"
+README_TABLE_END = "<!-- end of settings table -->"
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"`{value}`"
+
+
+def settings_table_markdown() -> str:
+    """The README's table of settings, made from the one declaration of them.
+
+    One row per setting: its TOML key (``config/autodriz.toml``, ``--config``), command-line
+    flag, environment variables (later wins), default and meaning. README.md holds this text
+    between :data:`README_TABLE_START` and :data:`README_TABLE_END`; a test fails when they
+    differ (regenerate with ``python -c "from autodriz.config import settings_table_markdown as
+    t; print(t())"``).
+
+    Returns
+    -------
+    str
+        Markdown, one line per row, no trailing newline.
+    """
+    defaults = Settings()
+    rows = [
+        "| setting (TOML key) | flag | environment (later wins) | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in _FIELD_SPECS:
+        env = ", ".join(f"`{v}`" for v in spec.env)
+        # Escaped for Markdown: a bare <root> would be taken for an HTML tag.
+        meaning = spec.help.replace("|", "\\|").replace("<", "&lt;")
+        rows.append(f"| `{spec.name}` | `{spec.flag}` | {env} | {_shown(getattr(defaults, spec.name))} | {meaning} |")
+    return "\n".join(rows)
 
 
 def _build_environment_help() -> tuple[tuple[str, str], ...]:

@@ -25,7 +25,14 @@ from autodriz.errors import AutodrizError, UpdateError
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
 from autodriz.locks import dataset_lock
-from autodriz.logs import CONSOLE, package_versions, run_logging, stage, waypoint, write_trailer_header
+from autodriz.logs import (
+    CONSOLE,
+    package_versions,
+    run_logging,
+    stage,
+    waypoint,
+    write_trailer_header,
+)
 from autodriz.products import (
     commit_wcs_update,
     discard_temps,
@@ -39,14 +46,32 @@ from autodriz.products import (
 )
 from autodriz.provenance import dataset_provenance
 from autodriz.report import build_report, weight_map_check, write_html
-from autodriz.select import Selection, Verdict, choose, is_default_only, rank_candidates, verification_order
-from autodriz.solutions.aposteriori import make_aposteriori_candidates, start_background_detection
-from autodriz.solutions.apriori import make_apriori_candidates
-from autodriz.solutions.base import Candidate, remove_workdir
-from autodriz.solutions.default import make_default_candidate
+from autodriz.select import (
+    Selection,
+    Verdict,
+    choose,
+    is_default_only,
+    rank_candidates,
+    rejected_candidates,
+    verification_order,
+)
+from autodriz.solutions.aposteriori import (
+    AposterioriStrategy,
+    start_background_detection,
+)
+from autodriz.solutions.apriori import AprioriStrategy
+from autodriz.solutions.base import Candidate, RunContext, Strategy, remove_workdir
+from autodriz.solutions.default import DefaultStrategy, reference_folders
+from autodriz.verify import PASS, VerificationResult
 from autodriz.verifydriz import verify_candidate
 
 logger = logging.getLogger(__name__)
+
+#: The strategies a run tries, in order, one stage each. The first makes the pipeline default
+#: (one candidate of kind ``default``) that every other starts from and that is the fallback.
+#: Adding a strategy is one module with a :class:`~autodriz.solutions.base.Strategy` and one
+#: entry here.
+STRATEGIES: tuple[Strategy, ...] = (DefaultStrategy(), AprioriStrategy(), AposterioriStrategy())
 
 _SUFFIXES = ("_asn", "_raw", "_flt", "_flc", "_c0m", "_c0f", "_c1m", "_c1f", "_d0m", "_d0f")
 
@@ -108,11 +133,6 @@ def guess_root(path: Path) -> str:
     return stem.lower()
 
 
-def reference_folders(settings: Settings) -> dict[str, Path | None]:
-    """Reference-file folders by header prefix."""
-    return {"jref": settings.jref, "iref": settings.iref}
-
-
 def _child_log_location(log: Path, kept: bool, trailer: Path) -> str:
     """Where the log of a child that failed can be read once the run is over.
 
@@ -124,60 +144,42 @@ def _child_log_location(log: Path, kept: bool, trailer: Path) -> str:
     return f"child log {log.name} is in the trailer {trailer}, lines tagged [{log.stem}]; --keep-workdirs keeps the file"
 
 
-def _alignment_plan(dataset: Dataset, settings: Settings, spectroscopic_wcs: str | None = None) -> tuple[list[str], bool, bool]:
+def _alignment_plan(
+    ctx: RunContext, strategies: Sequence[Strategy], spectroscopic_wcs: str | None = None
+) -> tuple[list[str], dict[str, str]]:
     """Which alignment stages run, and why the others do not, in words.
 
-    Grism/prism data get the a priori solutions (the archive's updatewcs with the astrometry
+    Each strategy says whether its stage runs (:meth:`~autodriz.solutions.base.Strategy.plan`):
+    grism/prism data get the a priori solutions (the archive's updatewcs with the astrometry
     database applies them to every exposure) but no a posteriori fit (no point sources). In a
     visit, ``spectroscopic_wcs`` says where a grism dataset's WCS came from instead (the direct
-    images' correction), and then no a priori solution replaces it.
+    images' correction), and then no alignment stage runs.
 
     Returns
     -------
-    (list of str, bool, bool)
-        The plan's lines, whether the a priori stage runs, whether the a posteriori stage runs.
+    (list of str, dict)
+        The plan's lines; folder → why, for the stages that are skipped.
     """
-    plan = []
-    run_apriori = settings.apply_apriori and spectroscopic_wcs is None
-    run_aposteriori = settings.compute_aposteriori and not dataset.is_spectroscopic
-    grism = f"{'/'.join(dataset.filters) or 'these'} exposures are grism/prism (spectroscopic) images"
+    dataset = ctx.dataset
     if spectroscopic_wcs is not None:
-        plan.append(f"alignment skipped: {grism}; drizzled with {spectroscopic_wcs}")
-        return plan, False, False
-    if run_apriori:
-        plan.append("a priori stage on: headerlets embedded in the files, then the headerlet store"
-                    + (", then the astrometry database" if settings.use_astrometry_db and not settings.offline else ""))
-    else:
-        plan.append(f"a priori stage off ({settings.provenance.get('apply_apriori', 'settings')})")
-    if dataset.is_spectroscopic:
-        plan.append(f"a posteriori stage skipped: {grism}, which have no point sources to fit")
-    elif run_aposteriori:
-        screened = [e for e in dataset.exposures if e.not_alignable]
-        if screened and len(screened) == len(dataset.exposures):
-            run_aposteriori = False
-            plan.append(
-                "a posteriori stage skipped: no exposure can be aligned ("
-                + "; ".join(f"{e.rootname}: {', '.join(e.not_alignable)}" for e in screened) + ")"
-            )
-        else:
-            plan.append("a posteriori stage on: sources → reference catalogs → tweakwcs fits")
-            # One line per exposure, as runastrodriz logs analyze.py's verdicts.
-            plan.extend(
-                f"exposure {e.rootname} left out of source detection and fitting (drizzled with the "
-                f"WCS the fits start from): {', '.join(e.not_alignable)}"
-                for e in screened
-            )
-    else:
-        plan.append(f"a posteriori stage off ({settings.provenance.get('compute_aposteriori', 'settings')})")
-    return plan, run_apriori, run_aposteriori
+        grism = f"{'/'.join(dataset.filters) or 'these'} exposures are grism/prism (spectroscopic) images"
+        line = f"alignment skipped: {grism}; drizzled with {spectroscopic_wcs}"
+        return [line], {s.folder: line for s in strategies}
+    lines: list[str] = []
+    skipped: dict[str, str] = {}
+    for strategy in strategies:
+        plan = strategy.plan(ctx)
+        lines.extend(plan.lines)
+        if plan.skipped is not None:
+            skipped[strategy.folder] = plan.skipped
+    return lines, skipped
 
 
 def _verify_until_pass(
     order: tuple[Candidate, ...],
     dataset: Dataset,
     settings: Settings,
-    verifications: dict[str, object],
-    verified: dict[str, tuple[str, str]],
+    verifications: dict[str, VerificationResult],
 ) -> Candidate | None:
     """Verify candidates in rank order until one passes; return it (None when none did).
 
@@ -187,39 +189,35 @@ def _verify_until_pass(
     keeps that to what the choice needs.
     """
     for candidate in order:
-        if candidate.name not in verified:
-            result = verify_candidate(candidate, dataset, settings=settings)
-            verifications[candidate.name] = result.as_dict()
-            verified[candidate.name] = (result.status, result.reason)
-        if verified[candidate.name][0] == "pass":
+        if candidate.name not in verifications:
+            verifications[candidate.name] = verify_candidate(candidate, dataset, settings=settings)
+        if verifications[candidate.name].status == PASS:
             return candidate
     return None
 
 
 def _aposteriori_start(
-    candidates: list[Candidate],
+    candidates: Sequence[Candidate],
     dataset: Dataset,
     settings: Settings,
-    verifications: dict[str, object],
-    verified: dict[str, tuple[str, str]],
+    verifications: dict[str, VerificationResult],
 ) -> Candidate | None:
     """The best a priori solution that the images verify: where the a posteriori fits start."""
     apriori = [c for c in candidates if c.kind in ("default", "apriori")]
     if not settings.verify or len(apriori) < 2:
         return None
     ranking = rank_candidates(apriori, max_fit_rms_mas=settings.max_fit_rms_mas)
-    best = _verify_until_pass(verification_order(ranking), dataset, settings, verifications, verified)
+    best = _verify_until_pass(verification_order(ranking), dataset, settings, verifications)
     if best is None:
         logger.info("no a priori solution verified: the a posteriori fits start from the pipeline default")
     return best
 
 
 def _select(
-    candidates: list[Candidate],
+    candidates: Sequence[Candidate],
     dataset: Dataset,
     settings: Settings,
-    verifications: dict[str, object],
-    verified: dict[str, tuple[str, str]],
+    verifications: dict[str, VerificationResult],
 ) -> Selection:
     """Rank, verify in rank order until one passes, choose; log every verdict at INFO."""
     ranking = rank_candidates(candidates, max_fit_rms_mas=settings.max_fit_rms_mas)
@@ -228,11 +226,11 @@ def _select(
     for test in ranking.geometry_tests:
         logger.info("fit geometry for %s (%s): %s", test.catalog, test.mode, test.reason)
     if settings.verify:
-        _verify_until_pass(verification_order(ranking), dataset, settings, verifications, verified)
+        _verify_until_pass(verification_order(ranking), dataset, settings, verifications)
     else:
         logger.info("verification off (%s): the best-ranked candidate wins on its fit statistics",
                     settings.provenance.get("verify", "settings"))
-    selection = choose(ranking, verified, require_verification=settings.verify)
+    selection = choose(ranking, verifications, require_verification=settings.verify)
     for v in selection.verdicts:
         logger.info("candidate %s (%s): %s: %s", v.name, v.wcsname or "-", v.status, v.reason)
     logger.info("chosen WCS: %s (%s): %s", selection.winner.wcsname, selection.winner.name, selection.reason,
@@ -240,23 +238,15 @@ def _select(
     return selection
 
 
-def _failed_candidates(selection: Selection, verifications: Mapping[str, object]) -> set[str]:
-    """Names of the candidates pruned before drizzling or rejected by verification."""
-    pruned = {v.name for v in selection.verdicts if v.status == "pruned"}
-    return pruned | {
-        name for name, v in verifications.items() if isinstance(v, dict) and v.get("status") == "fail"
-    }
-
-
 def _remove_failed_workdirs(
-    candidates: list[Candidate], selection: Selection, verifications: dict[str, object]
+    candidates: Sequence[Candidate], selection: Selection, verifications: Mapping[str, VerificationResult]
 ) -> None:
     """Delete the folders of candidates that were pruned or failed verification.
 
     Only a candidate's own folder (one holding its copies) goes; a folder shared with, or
     holding the folder of, a candidate that did not fail (or the default's) is kept.
     """
-    failed = _failed_candidates(selection, verifications)
+    failed = rejected_candidates(selection, verifications)
     needed = [c.workdir.resolve() for c in candidates if c.name not in failed or c is selection.winner]
     for c in candidates:
         wd = c.workdir.resolve()
@@ -275,6 +265,7 @@ def process(
     argv: list[str] | None = None,
     drizzle_overrides: Mapping[str, Any] | None = None,
     spectroscopic_wcs: Callable[[Candidate], Candidate] | None = None,
+    strategies: Sequence[Strategy] | None = None,
 ) -> RunResult:
     """Process one dataset; never raises for expected failures, returns their exit code.
 
@@ -293,6 +284,9 @@ def process(
         For grism/prism data only: turns the default candidate (its working copies) into the
         candidate to drizzle and write back, e.g. with the WCS correction that the direct
         images of the same visit received (:mod:`autodriz.visit`).
+    strategies : sequence of Strategy, optional
+        The strategies to run, in order (default :data:`STRATEGIES`); the first must make the
+        pipeline default.
 
     Returns
     -------
@@ -309,7 +303,8 @@ def process(
         waypoint(log, "START", root, f"input={input_path}", f"autodriz={__version__}")
         try:
             result = _process(
-                input_path, settings, output_dir, trailer, workdirs, drizzle_overrides, spectroscopic_wcs
+                input_path, settings, output_dir, trailer, workdirs, drizzle_overrides, spectroscopic_wcs,
+                tuple(strategies) if strategies is not None else STRATEGIES,
             )
         except AutodrizError as exc:
             message = str(exc)
@@ -351,6 +346,7 @@ def _process(
     workdirs: list[Path],
     drizzle_overrides: Mapping[str, Any] | None = None,
     spectroscopic_wcs: Callable[[Candidate], Candidate] | None = None,
+    strategies: tuple[Strategy, ...] = STRATEGIES,
 ) -> RunResult:
     timings: dict[str, float] = {}
     with stage(logger, "resolve", timings):
@@ -378,7 +374,7 @@ def _process(
     with dataset_lock(dataset.directory, root), contextlib.ExitStack() as background:
         return _process_dataset(
             dataset, input_path, settings, output_dir, trailer, workdirs, timings, drizzle_overrides,
-            spectroscopic_wcs, background,
+            spectroscopic_wcs, strategies, background,
         )
 
 
@@ -392,10 +388,11 @@ def _process_dataset(
     timings: dict[str, float],
     drizzle_overrides: Mapping[str, Any] | None = None,
     spectroscopic_wcs: Callable[[Candidate], Candidate] | None = None,
+    strategies: tuple[Strategy, ...] = STRATEGIES,
     background: contextlib.ExitStack | None = None,
 ) -> RunResult:
     root = dataset.root
-    verifications: dict[str, object] = {}
+    verifications: dict[str, VerificationResult] = {}
     output_dir.mkdir(parents=True, exist_ok=True)
     folders = reference_folders(settings)
     originals = [*dataset.flt_paths, *dataset.flc_paths]
@@ -407,36 +404,43 @@ def _process_dataset(
     if early is not None:
         background.enter_context(early)
 
-    with stage(logger, "default", timings):
-        workdir = output_dir / f"{root}_default"
-        workdirs.append(workdir)
-        default = make_default_candidate(
-            originals, workdir, folders,
-            allow_header_wcs=settings.allow_header_wcs, timeout=settings.drizzle_timeout,
-        )
+    starts: list[Candidate | None] = []
+
+    def verified_start() -> Candidate | None:
+        # Verified once, when a strategy first asks: a run whose fits are off verifies nothing early.
+        if not starts:
+            starts.append(_aposteriori_start(ctx.candidates, dataset, settings, verifications))
+        return starts[0]
+
+    ctx = RunContext(dataset, settings, output_dir, tuple(originals), verified_start=verified_start, detected=early)
+    first, *alignment = strategies
+    with stage(logger, first.folder, timings):
+        workdirs.append(ctx.folder(first))
+        made = first.propose(ctx)
+    if len(made) != 1 or made[0].kind != "default":
+        raise ValueError(f"strategy {first.folder!r} must make exactly one default candidate, made {len(made)}")
+    default = made[0]
     grism_wcs = None
     if dataset.is_spectroscopic and spectroscopic_wcs is not None:
         default = spectroscopic_wcs(default)
         grism_wcs = f"{default.wcsname}: {default.source}"
-    candidates = [default]
-    plan, run_apriori, run_aposteriori = _alignment_plan(dataset, settings, grism_wcs)
+    ctx = replace(ctx, default=default, candidates=(default,))
+    plan, skipped_stages = _alignment_plan(ctx, alignment, grism_wcs)
     for line in plan:
         logger.info(line)
 
-    if run_apriori:
-        with stage(logger, "apriori", timings):
-            workdirs.append(output_dir / f"{root}_apriori")
-            candidates += make_apriori_candidates(default, dataset, settings, output_dir)
-
-    verified: dict[str, tuple[str, str]] = {}
-    if run_aposteriori:
-        with stage(logger, "aposteriori", timings):
-            start = _aposteriori_start(candidates, dataset, settings, verifications, verified)
-            workdirs.append(output_dir / f"{root}_aposteriori")
-            candidates += make_aposteriori_candidates(default, dataset, settings, output_dir, start=start, early=early)
+    for strategy in alignment:
+        if strategy.folder in skipped_stages:
+            waypoint(logger, "SKIPPED", strategy.folder, skipped_stages[strategy.folder])
+            continue
+        with stage(logger, strategy.folder, timings):
+            workdirs.append(ctx.folder(strategy))
+            ctx = replace(ctx, candidates=ctx.candidates + tuple(strategy.propose(ctx)))
+    candidates = list(ctx.candidates)
+    alignment_requested = any(s.folder not in skipped_stages for s in alignment)
 
     with stage(logger, "select", timings):
-        selection = _select(candidates, dataset, settings, verifications, verified)
+        selection = _select(candidates, dataset, settings, verifications)
         winner, why = selection.winner, selection.reason
 
     defaults = astrodrizzle_defaults(dataset.instrument_key, len(dataset.exposures))
@@ -446,7 +450,7 @@ def _process_dataset(
     # the FLTs can run beside DRC + update of the FLCs. Nothing is renamed before both succeed.
     # What travels with the delivered files besides the winner: the other solutions a user may
     # switch to, but never one that was pruned or that verification rejected.
-    failed = _failed_candidates(selection, verifications)
+    failed = rejected_candidates(selection, verifications)
     others = [c for c in candidates if c is not winner and c.copies and c.name not in failed]
     for c in candidates:
         if c is not winner and c.copies and c.name in failed:
@@ -522,7 +526,7 @@ def _process_dataset(
             logger.log(level, "weight map of %s: std/mean %.3f (flagged at ≥ %.2f)%s",
                        p.name, check.ratio, check.limit, ": FLAGGED" if check.flagged else "")
         # Known here already (a later failure is in the trailer): the page's summary line says it.
-        default_only = is_default_only(winner, alignment_requested=run_apriori or run_aposteriori)
+        default_only = is_default_only(winner, alignment_requested=alignment_requested)
         exit_code = ExitCode.DEFAULT_ONLY if default_only else ExitCode.OK
         report_data = build_report(
             version=__version__,
@@ -544,6 +548,7 @@ def _process_dataset(
             chosen={"name": winner.name, "wcsname": winner.wcsname, "why": why},
             verifications=verifications,
             alignment=plan,
+            skipped_stages=skipped_stages,
             drizzle_runs=[
                 {"product": r.product.name, "parameters": r.parameter_source, "seconds": round(r.seconds, 2),
                  # From the product's own header (D###DATA), checked against the plan.

@@ -18,6 +18,8 @@ JSON schema (``schema`` = 1); every key is always present:
     name, WCSNAME and why it won.
 ``alignment``
     sentences saying which alignment stages ran or why not.
+``skipped_stages``
+    strategy stage (folder name: ``apriori``, ``aposteriori`` …) → why it did not run.
 ``drizzle``
     one entry per AstroDrizzle run: product, where its parameters came from, seconds, and
     ``drizzled``: the chips the product holds, read from its ``D###DATA`` keywords
@@ -49,11 +51,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from autodriz import failpoints
+
+if TYPE_CHECKING:
+    from autodriz.verify import VerificationResult
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +121,7 @@ def build_report(
     candidates: Sequence[Any],
     verdicts: Sequence[Any],
     chosen: Mapping[str, Any],
-    verifications: Mapping[str, Any],
+    verifications: Mapping[str, VerificationResult],
     alignment: Sequence[str],
     drizzle_runs: Sequence[Mapping[str, Any]],
     timings: Mapping[str, float],
@@ -125,6 +130,7 @@ def build_report(
     products: Sequence[Path],
     settings: Mapping[str, Any],
     status: Mapping[str, Any] | None = None,
+    skipped_stages: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Assemble the report dictionary (pure). See the module docstring for the schema."""
     verdict_by_name = {v.name: v for v in verdicts}
@@ -140,7 +146,7 @@ def build_report(
                 "quality": c.quality,
                 "details": _plain(c.details),
                 "notes": list(c.notes),
-                "verification": _plain(verifications.get(c.name)),
+                "verification": _plain(record.as_dict()) if (record := verifications.get(c.name)) else None,
                 "verdict": v.status if v else "pruned",
                 "reason": v.reason if v else "",
             }
@@ -155,6 +161,8 @@ def build_report(
             "candidates": entries,
             "chosen": chosen,
             "alignment": list(alignment),
+            # Stages (strategies) that did not run, and why: folder → reason.
+            "skipped_stages": dict(skipped_stages or {}),
             "drizzle": list(drizzle_runs),
             "astrodrizzle_runs": len(drizzle_runs),
             "timings": dict(timings),

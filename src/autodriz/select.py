@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 
 from autodriz.fitquality import FAILED, TOO_FEW_MATCHES, VALID_QUALITIES, FitScore
 from autodriz.solutions.base import Candidate
+from autodriz.verify import FAIL, PASS, UNVERIFIED, VerificationResult
 
 #: A priori solution families by preference (substring of the WCSNAME suffix).
 APRIORI_PRIORITY: tuple[str, ...] = ("HSC", "GSC")
@@ -369,12 +370,9 @@ def is_default_only(winner: Candidate, *, alignment_requested: bool) -> bool:
     return alignment_requested and winner.kind == "default"
 
 
-PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
-
-
 def choose(
     ranking: Ranking,
-    verified: Mapping[str, tuple[str, str]],
+    verifications: Mapping[str, VerificationResult],
     *,
     require_verification: bool = True,
 ) -> Selection:
@@ -384,9 +382,10 @@ def choose(
     ----------
     ranking : Ranking
         From :func:`rank_candidates`.
-    verified : mapping
-        Candidate name → (status, summary) for the candidates that were verified; status is
-        ``pass``, ``fail`` or ``unverified``.
+    verifications : mapping
+        Candidate name → its :class:`~autodriz.verify.VerificationResult`, for the candidates
+        that were verified; its ``status`` is ``pass``, ``fail`` or ``unverified`` and its
+        ``reason`` says why.
     require_verification : bool
         When False (verification switched off), a candidate nobody verified counts as passed.
 
@@ -395,14 +394,16 @@ def choose(
     Selection
     """
     alignment = [c for c in ranking.order if c.kind != "default"]
-    status = {}
+    # (status, reason) of every alignment candidate that has an outcome.
+    status: dict[str, tuple[str, str] | None] = {}
     for c in alignment:
-        outcome = verified.get(c.name)
-        if outcome is None and not require_verification:
-            outcome = (PASS, "verification off")
-        status[c.name] = outcome
-    passing = [c for c in alignment if status[c.name] is not None and status[c.name][0] == PASS]
-    unverifiable = [c for c in alignment if status[c.name] is not None and status[c.name][0] == UNVERIFIED]
+        record = verifications.get(c.name)
+        if record is not None:
+            status[c.name] = (record.status, record.reason)
+        else:
+            status[c.name] = None if require_verification else (PASS, "verification off")
+    passing = [c for c in alignment if (o := status[c.name]) is not None and o[0] == PASS]
+    unverifiable = [c for c in alignment if (o := status[c.name]) is not None and o[0] == UNVERIFIED]
     chosen = passing[0] if passing else (unverifiable[0] if unverifiable else None)
 
     winner: Candidate | None = None
@@ -425,7 +426,7 @@ def choose(
             continue
         if c is chosen:
             winner = c
-            st, summary = status[c.name]
+            st, summary = status[c.name]  # type: ignore[misc]  # the chosen one has an outcome
             if st == PASS:
                 rank = "best-ranked" if c is alignment[0] else "best-ranked verified"
                 reason = f"{rank} {c.kind} candidate; verification: {summary}"
@@ -451,9 +452,9 @@ def choose(
                 reason = "no alignment candidate was eligible: pipeline default"
             else:
                 reason = "no alignment candidate passed: pipeline default"
-            outcome = verified.get(c.name)
-            if outcome is not None and outcome[0] == FAIL:
-                reason += f" (its own verification failed: {outcome[1]})"
+            own = verifications.get(c.name)
+            if own is not None and own.status == FAIL:
+                reason += f" (its own verification failed: {own.reason})"
             verdicts.append(Verdict(c.name, c.wcsname, c.kind, "chosen", reason))
     assert winner is not None  # the default is always in the ranking
     remarks = ranking.remarks or {}
@@ -463,3 +464,12 @@ def choose(
     for name, why in ranking.pruned.items():
         verdicts.append(Verdict(name, "", "", "pruned", why))
     return Selection(winner, reason, tuple(verdicts))
+
+
+def rejected_candidates(selection: Selection, verifications: Mapping[str, VerificationResult]) -> set[str]:
+    """Names of the candidates pruned before drizzling or rejected by verification.
+
+    They never travel with the delivered files (as headerlets) and their folders are removed.
+    """
+    pruned = {v.name for v in selection.verdicts if v.status == "pruned"}
+    return pruned | {name for name, record in verifications.items() if record.status == FAIL}

@@ -62,7 +62,15 @@ from autodriz.logs import CONSOLE
 from autodriz.select import catalog_search_done, is_usable_fit, needs_image_by_image, try_sparse_geometry
 from autodriz.skygeom import MAS_PER_DEG as _MAS_PER_DEG
 from autodriz.skygeom import mean_direction, offset_mas, tangent_arcsec
-from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
+from autodriz.solutions.base import (
+    Candidate,
+    RunContext,
+    StagePlan,
+    copy_exposures,
+    prepare_workdir,
+    switch_plan,
+    work_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -1093,7 +1101,7 @@ def make_aposteriori_candidates(
     """
     t0 = time.perf_counter()
     cfg = load_aposteriori_config(dataset.instrument_key, config_path)
-    top = workroot / f"{dataset.root}_aposteriori"
+    top = work_folder(workroot, dataset.root, AposterioriStrategy.folder)
     base, base_note = _wcsname_base(default, dataset)
     origin = start if start is not None else default
     common: dict[str, Any] = {"parameters": cfg.as_dict(), "start": origin.wcsname}
@@ -1357,3 +1365,46 @@ def _materialise(
         details=details,
         score=score,
     )
+
+
+class AposterioriStrategy:
+    """Fits to reference catalogs (:func:`make_aposteriori_candidates`), ``compute_aposteriori``.
+
+    Grism/prism data have no point sources to fit, and exposures the screening left out
+    (:mod:`autodriz.screening`) are not fitted: when that is all of them, the stage is skipped.
+    """
+
+    folder = "aposteriori"
+    section = "compute_aposteriori"
+    logger = logger
+
+    def plan(self, ctx: RunContext) -> StagePlan:
+        """Skipped for grism/prism data, when switched off or when no exposure can be aligned."""
+        dataset = ctx.dataset
+        if dataset.is_spectroscopic:
+            grism = f"{'/'.join(dataset.filters) or 'these'} exposures are grism/prism (spectroscopic) images"
+            line = f"a posteriori stage skipped: {grism}, which have no point sources to fit"
+            return StagePlan((line,), line)
+        switched = switch_plan(ctx.settings, self.section, "a posteriori", "sources → reference catalogs → tweakwcs fits")
+        if switched.skipped:
+            return switched
+        screened = [e for e in dataset.exposures if e.not_alignable]
+        if screened and len(screened) == len(dataset.exposures):
+            line = (
+                "a posteriori stage skipped: no exposure can be aligned ("
+                + "; ".join(f"{e.rootname}: {', '.join(e.not_alignable)}" for e in screened) + ")"
+            )
+            return StagePlan((line,), line)
+        # One line per exposure, as runastrodriz logs analyze.py's verdicts.
+        return StagePlan(switched.lines + tuple(
+            f"exposure {e.rootname} left out of source detection and fitting (drizzled with the "
+            f"WCS the fits start from): {', '.join(e.not_alignable)}"
+            for e in screened
+        ))
+
+    def propose(self, ctx: RunContext) -> list[Candidate]:
+        """One candidate per catalog × geometry tried, starting from ``ctx.verified_start()``."""
+        assert ctx.default is not None, "the a posteriori stage runs after the default's"
+        start = ctx.verified_start()
+        return make_aposteriori_candidates(ctx.default, ctx.dataset, ctx.settings, ctx.workroot, start=start,
+                                           early=ctx.detected)

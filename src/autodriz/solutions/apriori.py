@@ -35,7 +35,7 @@ from autodriz.childproc import ChildError, run_child
 from autodriz.config import Settings
 from autodriz.inputs import Dataset
 from autodriz.logs import CONSOLE
-from autodriz.solutions.base import Candidate, prepare_workdir
+from autodriz.solutions.base import Candidate, RunContext, StagePlan, prepare_workdir, switch_plan, work_folder
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ def make_apriori_candidates(
         return []
 
     # Absolute: the stwcs child runs in another working directory.
-    root_dir = prepare_workdir(Path(workroot).resolve() / f"{dataset.root}_apriori")
+    root_dir = prepare_workdir(work_folder(Path(workroot).resolve(), dataset.root, AprioriStrategy.folder))
     items: list[dict[str, str]] = []
     plans: list[tuple[Solution, Path, dict[Path, Path], dict[Path, Path]]] = []
     for solution in inventory.usable:
@@ -375,3 +375,25 @@ def make_apriori_candidates(
         )
         candidates.append(candidate)
     return candidates
+
+
+class AprioriStrategy:
+    """A priori solutions (:func:`make_apriori_candidates`), switched by ``apply_apriori``."""
+
+    folder = "apriori"
+    section = "apply_apriori"
+    logger = logger
+
+    def plan(self, ctx: RunContext) -> StagePlan:
+        """On unless ``apply_apriori`` is off; says which sources are asked, in order."""
+        s = ctx.settings
+        return switch_plan(
+            s, self.section, "a priori",
+            "headerlets embedded in the files, then the headerlet store"
+            + (", then the astrometry database" if s.use_astrometry_db and not s.offline else ""),
+        )
+
+    def propose(self, ctx: RunContext) -> list[Candidate]:
+        """One candidate per usable a priori solution, in ``<root>_apriori/<solution>/``."""
+        assert ctx.default is not None, "the a priori stage runs after the default's"
+        return make_apriori_candidates(ctx.default, ctx.dataset, ctx.settings, ctx.workroot)

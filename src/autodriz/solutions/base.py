@@ -1,15 +1,27 @@
-"""What every WCS solution strategy produces, and its private working folder."""
+"""The contract of a WCS solution strategy: what it reads, what it proposes, where it works.
+
+A strategy (:class:`Strategy`) reads a :class:`RunContext` and proposes :class:`Candidate`
+WCSs, each worked out on copies of the exposures in the strategy's own folder
+(:func:`work_folder`, named here and nowhere else). It never decides whether a candidate wins:
+:mod:`autodriz.select` does, from the candidates' typed scores and their verification.
+:mod:`autodriz.pipeline` runs the strategies of a tuple in order, one stage each.
+"""
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from autodriz.fitquality import FitScore
+
+if TYPE_CHECKING:
+    from autodriz.config import Settings
+    from autodriz.detect import BackgroundDetection
+    from autodriz.inputs import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +107,139 @@ def copy_exposures(originals: list[Path], workdir: Path) -> dict[Path, Path]:
         dest.chmod(0o644)
         copies[original] = dest
     return copies
+
+
+def work_folder(workroot: Path, root: str, folder: str) -> Path:
+    """The working folder of a strategy for one dataset: ``<workroot>/<root>_<folder>``.
+
+    The one place that names the folders (``jb1f89010_default``, ``…_apriori``,
+    ``…_aposteriori``); strategies and the pipeline both ask it.
+    """
+    return Path(workroot) / f"{root}_{folder}"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a strategy may read when it proposes candidates for one dataset.
+
+    Attributes
+    ----------
+    dataset : Dataset
+        The resolved input.
+    settings : Settings
+        Effective settings of the run.
+    workroot : Path
+        Folder that receives the strategies' working folders (the output folder).
+    originals : tuple of Path
+        Every exposure file of the dataset (FLTs, then FLCs); never modified by a strategy.
+    default : Candidate or None
+        The pipeline-default candidate every alignment strategy starts from; None while the
+        first strategy (the one that makes it) runs.
+    candidates : tuple of Candidate
+        What the strategies before this one proposed (the default first).
+    verified_start : callable
+        Returns the best a priori candidate the images verify, or None (the pipeline verifies
+        on the first call and remembers): where a fit should start, as runastrodriz aligns
+        from the a priori WCS it applied.
+    detected : BackgroundDetection or None
+        Source tables being detected on the originals' pixels since the run began (with
+        ``--num-cores`` >= 2; detection needs no WCS), for a strategy that measures sources.
+    """
+
+    dataset: Dataset
+    settings: Settings
+    workroot: Path
+    originals: tuple[Path, ...]
+    default: Candidate | None = None
+    candidates: tuple[Candidate, ...] = ()
+    verified_start: Callable[[], Candidate | None] = field(default=lambda: None, compare=False)
+    detected: BackgroundDetection | None = field(default=None, compare=False)
+
+    @property
+    def root(self) -> str:
+        """The dataset's product root (``jb1f89010``)."""
+        return self.dataset.root
+
+    def folder(self, strategy: Strategy) -> Path:
+        """The working folder of ``strategy`` for this dataset (see :func:`work_folder`)."""
+        return work_folder(self.workroot, self.dataset.root, strategy.folder)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Whether a strategy's stage runs for a dataset, in words for the log and the report.
+
+    Attributes
+    ----------
+    lines : tuple of str
+        What the plan says about this stage (on or off and why, exposures left out …).
+    skipped : str or None
+        Why the stage does not run; None when it runs.
+    """
+
+    lines: tuple[str, ...] = ()
+    skipped: str | None = None
+
+
+def switch_plan(settings: Settings, section: str, title: str, on: str) -> StagePlan:
+    """The plan of a stage that only a settings switch turns off.
+
+    Parameters
+    ----------
+    settings : Settings
+        Effective settings.
+    section : str
+        The Settings switch (empty: the stage cannot be switched off).
+    title : str
+        The stage in words (``a priori``).
+    on : str
+        What the stage does when on, after ``"<title> stage on: "``.
+
+    Returns
+    -------
+    StagePlan
+    """
+    if section and not getattr(settings, section):
+        line = f"{title} stage off ({settings.provenance.get(section, 'settings')})"
+        return StagePlan((line,), line)
+    return StagePlan((f"{title} stage on: {on}",))
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """A way of obtaining candidate WCSs for a dataset; the pipeline runs one stage per strategy.
+
+    Attributes
+    ----------
+    folder : str
+        Names the strategy's stage (trailer waypoints, report timings) and its working folder
+        ``<root>_<folder>`` (:func:`work_folder`).
+    section : str
+        The :class:`~autodriz.config.Settings` switch that turns it on (``apply_apriori``,
+        ``compute_aposteriori``); empty when it cannot be switched off. Its own parameters, if
+        any, live in ``config/<folder>.toml``.
+    logger : logging.Logger
+        The logger of the strategy's module (``autodriz.…``: the trailer records that
+        hierarchy): its decisions are logged there at INFO.
+    """
+
+    folder: str
+    section: str
+    logger: logging.Logger
+
+    def plan(self, ctx: RunContext) -> StagePlan:
+        """Whether the stage runs for ``ctx.dataset`` (``ctx.default`` is set) and why, in words.
+
+        The pipeline logs the lines at INFO, keeps them in the report and, for a stage that is
+        skipped, logs a ``SKIPPED`` waypoint instead of running it.
+        """
+        ...
+
+    def propose(self, ctx: RunContext) -> list[Candidate]:
+        """Candidates for ``ctx.dataset`` (possibly none), each with copies in its own folder.
+
+        A candidate that could not be made is returned without copies and with the reason in
+        ``notes``; only what the user must act on (a missing reference file, a strict service
+        that is down) is raised, as an :class:`~autodriz.errors.AutodrizError`.
+        """
+        ...

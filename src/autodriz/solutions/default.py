@@ -16,7 +16,8 @@ from autodriz.childproc import ChildError, reference_env, run_child
 from autodriz.errors import ReferenceFileError, WCSStageError
 from autodriz.logs import CONSOLE
 from autodriz.reffiles import distortion_files
-from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
+from autodriz.config import Settings
+from autodriz.solutions.base import Candidate, RunContext, StagePlan, copy_exposures, prepare_workdir
 
 logger = logging.getLogger(__name__)
 
@@ -165,3 +166,30 @@ def make_default_candidate(
         source="updatewcs: distortion model, no astrometry database",
         updated=True,
     )
+
+
+def reference_folders(settings: Settings) -> dict[str, Path | None]:
+    """Reference-file folders by header prefix."""
+    return {"jref": settings.jref, "iref": settings.iref}
+
+
+class DefaultStrategy:
+    """The pipeline default (:func:`make_default_candidate`): always runs, first; the fallback."""
+
+    folder = "default"
+    section = ""
+    logger = logger
+
+    def plan(self, ctx: RunContext) -> StagePlan:
+        """Always runs: every other candidate starts from its copies."""
+        del ctx
+        return StagePlan()
+
+    def propose(self, ctx: RunContext) -> list[Candidate]:
+        """The one pipeline-default candidate, in ``<root>_default/``."""
+        return [
+            make_default_candidate(
+                list(ctx.originals), ctx.folder(self), reference_folders(ctx.settings),
+                allow_header_wcs=ctx.settings.allow_header_wcs, timeout=ctx.settings.drizzle_timeout,
+            )
+        ]
