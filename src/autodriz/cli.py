@@ -24,6 +24,7 @@ from pathlib import Path
 from autodriz import __version__
 from autodriz.errors import AutodrizError, ConfigError, InputError
 from autodriz.exitcodes import PRODUCT_CODES, ExitCode
+from autodriz.instruments import REGISTRY, Registry
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +42,24 @@ def _env_table() -> str:
     return "\n".join(f"  {name:<32} {desc}" for name, desc in ENVIRONMENT_VARIABLES)
 
 
-def _add_processing_flags(p: argparse.ArgumentParser) -> None:
+def _add_reference_folder_flags(g: argparse._ArgumentGroup, registry: Registry) -> None:
+    """One ``--<prefix> DIR`` per reference-file prefix of the instrument registry."""
+    for prefix, instruments in registry.reference_prefixes().items():
+        names = "/".join(instruments)
+        refused = [i for i in instruments if registry.is_refused(i)]
+        note = f"; {'/'.join(refused)} data are refused" if refused else ""
+        g.add_argument(f"--{prefix}", type=Path,
+                       help=f"folder of {names} reference files (what {prefix}$ in the headers means{note})")
+
+
+def _add_processing_flags(p: argparse.ArgumentParser, registry: Registry = REGISTRY) -> None:
     g = p.add_argument_group("where things are")
     g.add_argument("-o", "--output-dir", type=Path, help="write products, trailer and report here (default: beside the input)")
     g.add_argument("--config", type=Path, help="TOML file of settings (overrides the packaged defaults and the profile; env and flags override it)")
     g.add_argument("--profile", metavar="NAME",
                    help="settings profile: laptop (default: the packaged defaults) or archive (as archive operations run: "
                         "astrometry database on, strict services …); overrides AUTODRIZ_PROFILE")
-    g.add_argument("--jref", type=Path, help="folder of ACS reference files (what jref$ in the headers means)")
-    g.add_argument("--iref", type=Path, help="folder of WFC3 reference files (what iref$ in the headers means)")
+    _add_reference_folder_flags(g, registry)
     g.add_argument("--catalog", type=Path, help="reference catalog file or folder for a posteriori alignment")
     g.add_argument("--cache-dir", type=Path, help="cache for downloaded catalogs and solutions")
     g.add_argument("--headerlet-store", type=Path, help="folder of <rootname>_hlet.fits a priori solutions")
@@ -92,8 +102,14 @@ def _add_processing_flags(p: argparse.ArgumentParser) -> None:
                    help="console shows DEBUG lines and the traceback of an unexpected error (a bug)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser for ``autodriz INPUT``; ``demo`` and ``simulate`` have their own."""
+def build_parser(registry: Registry = REGISTRY) -> argparse.ArgumentParser:
+    """The parser for ``autodriz INPUT``; ``demo`` and ``simulate`` have their own.
+
+    Parameters
+    ----------
+    registry : Registry, optional
+        Instruments whose reference-folder flags (``--jref`` …) the parser has.
+    """
     p = argparse.ArgumentParser(
         prog="autodriz",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -124,13 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-settings", action="store_true",
                    help="print the effective settings and where each came from (default, profile, config file, "
                         "environment, flag), and stop without running anything")
-    _add_processing_flags(p)
+    _add_processing_flags(p, registry)
     return p
 
 
-def _cli_settings(args: argparse.Namespace) -> dict:
+def _cli_settings(args: argparse.Namespace, registry: Registry = REGISTRY) -> dict:
     keys = (
-        "output_dir", "jref", "iref", "catalog", "cache_dir", "headerlet_store", "apply_apriori",
+        "output_dir", *registry.reference_prefixes(), "catalog", "cache_dir", "headerlet_store", "apply_apriori",
         "compute_aposteriori", "allow_header_wcs", "keep_workdirs", "offline", "strict_services",
         "service_timeout", "drizzle_timeout", "num_cores", "log_level", "verify", "max_fit_rms_mas", "use_astrometry_db", "astrometry_db_url",
         "catalog_service",

@@ -23,6 +23,7 @@ from autodriz.drizzle import FORCED_PARAMETERS, run_final_drizzles
 from autodriz.errors import AutodrizError, UpdateError
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, resolve_input
+from autodriz.instruments import REGISTRY
 from autodriz.locks import dataset_lock
 from autodriz.logs import CONSOLE, package_versions, run_logging, stage, waypoint, write_trailer_header
 from autodriz.products import (
@@ -109,7 +110,7 @@ def guess_root(path: Path) -> str:
 
 def reference_folders(settings: Settings) -> dict[str, Path | None]:
     """Reference-file folders by header prefix."""
-    return {"jref": settings.jref, "iref": settings.iref}
+    return {prefix: getattr(settings, prefix) for prefix in REGISTRY.reference_prefixes()}
 
 
 def _child_log_location(log: Path, kept: bool, trailer: Path) -> str:
