@@ -1,4 +1,6 @@
-"""A RECONSTRUCTION of the WFC3/IR distortion table ``w3m18525i_idc.fits`` (test-data tool).
+"""A RECONSTRUCTION of the WFC3/IR distortion table ``w3m18525i_idc.fits`` (test-data tool), and
+of the WFC3/UVIS table ``2731450pi_idc.fits`` by the same method (:func:`rebuild_wfc3uvis_idctab`,
+see its docstring and ``src/autodriz/data/iref/README.md`` for what is approximated there).
 
 The ERS GOODS-S exposures in the shared data name ``IDCTAB = iref$w3m18525i_idc.fits``, which no
 public package ships. What is public is what ``updatewcs`` wrote into real headers processed with

@@ -265,13 +265,14 @@ DEMO_DISTORTION_RESIDUAL_MAS = 5.0
 
 
 def _simulate_parser(prog: str, default_dir: Path | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Write a synthetic ACS/WFC visit with a known true WCS.")
+    p = argparse.ArgumentParser(prog=prog, description="Write a synthetic HST visit with a known true WCS.")
     if default_dir is None:
         p.add_argument("directory", type=Path, help="folder to write the visit into (created)")
     p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same pixels)")
     p.add_argument("--exposures", type=int, default=2, help="number of exposures (default 2)")
     p.add_argument("--chip-shape", type=int, nargs=2, metavar=("NY", "NX"), default=(256, 512),
-                   help="pixels per chip (default 256 512; 2048 4096 is a full ACS/WFC detector)")
+                   help="pixels per chip (default 256 512, a subarray centred on each chip; 2048 4096 is a full "
+                        "ACS/WFC chip, 2051 4096 a full WFC3/UVIS chip; WFC3/IR defaults to its full 1014 1014)")
     p.add_argument("--pointing-error", type=float, nargs=2, metavar=("EAST_MAS", "NORTH_MAS"), default=(150.0, -100.0),
                    help="error of the header WCS, in mas on the sky (default 150 -100)")
     p.add_argument("--rotation-error", type=float, default=0.0, help="roll error of the header WCS in arcsec")
@@ -287,9 +288,12 @@ def _simulate_parser(prog: str, default_dir: Path | None) -> argparse.ArgumentPa
                         f"(default {DEMO_DISTORTION_RESIDUAL_MAS:g}: the ACS/WFC solution's published accuracy; "
                         "a centred subarray sees little of it)")
     p.add_argument("--stars", type=int, default=200, help="number of synthetic stars")
-    p.add_argument("--detector", choices=("ACS/WFC", "WFC3/IR"), default="ACS/WFC",
-                   help="ACS/WFC (default; two chips, FLT+FLC) or WFC3/IR (one 1014x1014 chip, FLT in e-/s, "
-                        "F140W, the reconstructed IDCTAB w3m18525i; --chip-shape defaults to the full frame)")
+    from autodriz.simulate import DETECTORS
+
+    p.add_argument("--detector", choices=tuple(DETECTORS), default="ACS/WFC",
+                   help="ACS/WFC (default; two chips, FLT+FLC), WFC3/UVIS (two chips, FLT+FLC, F555W, the "
+                        "reconstructed IDCTAB 2731450pi without NPOL/D2IM) or WFC3/IR (one 1014x1014 chip, FLT in "
+                        "e-/s, F140W, the reconstructed IDCTAB w3m18525i; --chip-shape defaults to the full frame)")
     return p
 
 
@@ -348,7 +352,7 @@ def _run_demo(argv: Sequence[str]) -> int:
         shutil.rmtree(demo_dir)
     demo_dir.mkdir(parents=True)
     (demo_dir / DEMO_MARKER).write_text("made by autodriz demo; safe to delete\n")
-    print(f"autodriz demo: simulating an ACS/WFC visit in {demo_dir} …")
+    print(f"autodriz demo: simulating an {args.detector} visit in {demo_dir} …")
     visit = simulate_visit(demo_dir, _simulation_config(args))
     settings = load_settings(
         cli={visit.jref_dir.name: visit.jref_dir, "catalog": visit.catalog_path, "log_level": "WARNING" if args.quiet else None},
