@@ -115,3 +115,10 @@ def test_wfpc2_is_recognised_and_refused(tmp_path):
 def test_config_sections_follow_the_config_key():
     assert load_aposteriori_config("WFC3/UVIS").detection.fwhm_pix == pytest.approx(1.8)
     assert load_thresholds("WFC3/IR") == load_thresholds("wfc3/ir")
+
+
+def test_registry_psf_agrees_with_the_detection_settings():
+    """config/aposteriori.toml's per-detector fwhm_pix is the registry's PSF FWHM in pixels (±15 %)."""
+    for record in REGISTRY.records:
+        fwhm_pix = load_aposteriori_config(record.key).detection.fwhm_pix
+        assert fwhm_pix == pytest.approx(record.psf_fwhm_pix, rel=0.15), record.key

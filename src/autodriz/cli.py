@@ -300,9 +300,11 @@ def _simulate_parser(prog: str, default_dir: Path | None) -> argparse.ArgumentPa
 def _simulation_config(args: argparse.Namespace):
     from autodriz.simulate import config_for_detector
 
-    ir = args.detector == "WFC3/IR"
-    # --chip-shape's default is ACS/WFC's subarray; WFC3/IR takes its full frame unless told.
-    chip_shape = (1014, 1014) if ir and tuple(args.chip_shape) == (256, 512) else tuple(args.chip_shape)
+    record = REGISTRY.get(args.detector)
+    # --chip-shape's default is a two-chip detector's centred subarray; a one-chip detector
+    # (WFC3/IR) takes its full frame unless told.
+    full_frame = len(record.ccdchips) == 1 and tuple(args.chip_shape) == (256, 512)
+    chip_shape = record.chip_shape if full_frame else tuple(args.chip_shape)
     return config_for_detector(
         args.detector,
         n_exposures=args.exposures,

@@ -222,7 +222,7 @@ _CR = CR_BITS_ASTRODRIZZLE | CR_BITS_PIPELINE
 #: The detectors autodriz knows. Pixel scales: ACS IHB §3 table 3.1 (WFC 0.050″, HRC 0.028×0.025″,
 #: SBC 0.034×0.030″), WFC3 IHB §2 (UVIS 0.0395″, IR 0.135×0.121″); product scales as drizzlepac's
 #: MDRIZTABs. PSF FWHM: ACS IHB §5 (~0.1″ WFC, ~0.055″ HRC), WFC3 IHB §6.6 (UVIS ~0.07″) and §7.6
-#: (IR ~0.15″ at F140W).
+#: (IR ~0.15″ at F140W), WFPC2 ~1.5 WF pixels.
 REGISTRY = Registry((
     InstrumentDetector(
         "ACS", "WFC", "jref", 0.05, (0.0498, 0.0498), (2, 1), (2048, 4096), 0.10, _CR, "calacs",
@@ -243,7 +243,7 @@ REGISTRY = Registry((
     ),
     # Recognised so that it can be refused with its own exit code; its headers name uref$ files.
     InstrumentDetector(
-        "WFPC2", "", "uref", 0.0996, (0.0455, 0.0996), (1, 2, 3, 4), (800, 800), 0.1,
+        "WFPC2", "", "uref", 0.0996, (0.0455, 0.0996), (1, 2, 3, 4), (800, 800), 0.15,
         CR_BITS_ASTRODRIZZLE, "calwp2", ("c0m", "c1m"), err_dq_extensions=False, supported=False,
     ),
 ))
