@@ -600,3 +600,18 @@ def test_wfc3_uvis_visit_through_the_real_updatewcs(tmp_path):
     assert abs(x - 63.5) < 40 and 2051 + 15 < y - 31.5 < 2051 + 60, (x, y)
     with pytest.raises(ValueError, match="filter"):
         S.config_for_detector("WFC3/UVIS", filter="F140W")
+
+
+def test_simulate_command_makes_each_registered_simulated_detector(tmp_path, capsys):
+    """``autodriz simulate --detector`` offers every detector simulate.DETECTORS has and writes
+    files of that detector, with the reference folder named by its registry prefix."""
+    from autodriz.cli import main
+
+    assert set(S.DETECTORS) == {"ACS/WFC", "WFC3/UVIS", "WFC3/IR"}
+    code = main(["simulate", str(tmp_path / "u"), "--detector", "WFC3/UVIS", "--chip-shape", "32", "128",
+                 "--stars", "10", "--exposures", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"--iref {tmp_path / 'u' / 'iref'}" in out
+    with fits.open(tmp_path / "u" / "jsim01a1q_flc.fits") as hdul:
+        assert (hdul[0].header["DETECTOR"], hdul["SCI", 2].header["CCDCHIP"]) == ("UVIS", 1)
