@@ -307,7 +307,7 @@ def test_full_frame_chip_gap_and_subarray_cut(tmp_path):
         cfg = S.SimulationConfig(chip_shape=shape)
         idc = S._idc_reference_pixels(jref / S.REFERENCE_FILES["IDCTAB"], cfg.filter)
         chips = {}
-        for extver, ccdchip in S._CHIPS:
+        for extver, ccdchip in S.ACS_WFC.chips:
             ltv = S._subarray_ltv(shape, ccdchip)
             xref, yref = idc[ccdchip]
             cd = 1.4e-5 * np.array([[-1.0, 0.0], [0.0, 1.0]])
