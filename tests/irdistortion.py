@@ -1,4 +1,6 @@
-"""A RECONSTRUCTION of the WFC3/IR distortion table ``w3m18525i_idc.fits`` (test-data tool).
+"""A RECONSTRUCTION of the WFC3/IR distortion table ``w3m18525i_idc.fits`` (test-data tool), and
+of the WFC3/UVIS table ``2731450pi_idc.fits`` by the same method (:func:`rebuild_wfc3uvis_idctab`,
+see its docstring and ``src/autodriz/data/iref/README.md`` for what is approximated there).
 
 The ERS GOODS-S exposures in the shared data name ``IDCTAB = iref$w3m18525i_idc.fits``, which no
 public package ships. What is public is what ``updatewcs`` wrote into real headers processed with
@@ -65,6 +67,7 @@ class IDCRow:
     cx: np.ndarray  # cx[n, m]: coefficient CXnm, n = total order, m ≤ n
     cy: np.ndarray
     source: str
+    detchip: int = 1  # CCDCHIP the row is for (WFC3/UVIS has two)
 
 
 def _coefficient_from_sip(ocx: tuple[float, float], a: float, b: float) -> float:
@@ -73,7 +76,7 @@ def _coefficient_from_sip(ocx: tuple[float, float], a: float, b: float) -> float
     return ocx11 * a + ocx10 * b
 
 
-def idc_row_from_sip(keywords: Mapping[str, float], filter_name: str, source: str) -> IDCRow:
+def idc_row_from_sip(keywords: Mapping[str, float], filter_name: str, source: str, detchip: int = 1) -> IDCRow:
     """Rebuild the IDCTAB row an ``updatewcs``-processed header was computed from.
 
     Parameters
@@ -85,6 +88,8 @@ def idc_row_from_sip(keywords: Mapping[str, float], filter_name: str, source: st
         The row's ``FILTER``.
     source : str
         Where the keywords come from (kept in the table's history).
+    detchip : int
+        The row's ``DETCHIP`` (the header's CCDCHIP; 1 for WFC3/IR).
 
     Raises
     ------
@@ -116,6 +121,7 @@ def idc_row_from_sip(keywords: Mapping[str, float], filter_name: str, source: st
         cx=cx,
         cy=cy,
         source=source,
+        detchip=detchip,
     )
 
 
@@ -132,24 +138,34 @@ def read_keyword_text(path: Path) -> dict[str, float]:
     return out
 
 
-def read_flt_sci_keywords(path: Path) -> tuple[dict[str, float], str]:
-    """The SCI,1 IDC/SIP keywords of an ``updatewcs``-processed FLT (``.gz`` allowed) and its FILTER.
+def read_flt_sci_keywords(path: Path, idc_root: str = "w3m18525i", extver: int = 1) -> tuple[dict[str, float], str]:
+    """The SCI,``extver`` IDC/SIP keywords of an ``updatewcs``-processed FLT/FLC (``.gz`` allowed)
+    and its FILTER.
 
-    The primary WCS of that header must have been computed from ``w3m18525i``: an aligned
-    solution (``IDC_w3m18525i-FIT_…``) keeps the IDC SIP, only CRVAL/CD move.
+    The primary WCS of that header must have been computed from the IDCTAB ``idc_root``: an
+    aligned solution (``IDC_w3m18525i-FIT_…``) keeps the IDC SIP, only CRVAL/CD move. The
+    header's ``CCDCHIP`` (if any) is returned among the keywords.
     """
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh, fits.open(fh) as hdul:
         filt = str(hdul[0].header["FILTER"]).strip()
-        sci = hdul["SCI", 1].header
+        sci = hdul["SCI", extver].header
         wcsname = str(sci.get("WCSNAME", ""))
-        if not wcsname.startswith("IDC_w3m18525i"):
-            raise ValueError(f"{path}: SCI,1 WCSNAME {wcsname!r} is not from w3m18525i")
-        keys = [k for k in sci if re.fullmatch(r"[AB]_\d_\d|[AB]_ORDER|OC[XY]1[01]|IDC(SCALE|THETA|[XY]REF|V[23]REF)", k)]
+        if not wcsname.startswith(f"IDC_{idc_root}"):
+            raise ValueError(f"{path}: SCI,{extver} WCSNAME {wcsname!r} is not from {idc_root}")
+        keys = [k for k in sci if re.fullmatch(r"[AB]_\d_\d|[AB]_ORDER|OC[XY]1[01]|IDC(SCALE|THETA|[XY]REF|V[23]REF)|CCDCHIP", k)]
         return {k: float(sci[k]) for k in keys}, filt
 
 
-def write_idctab(rows: list[IDCRow], path: Path, stand_ins: Mapping[str, str] = FILTER_STAND_INS) -> Path:
+def write_idctab(
+    rows: list[IDCRow],
+    path: Path,
+    stand_ins: Mapping[str, str] = FILTER_STAND_INS,
+    *,
+    detector: str = "IR",
+    size: tuple[int, int] = (DETECTOR_SIZE, DETECTOR_SIZE),
+    name: str = "w3m18525i",
+) -> Path:
     """Write ``rows`` (plus copies for ``stand_ins``) as an IDCTAB that stwcs reads.
 
     Parameters
@@ -159,23 +175,29 @@ def write_idctab(rows: list[IDCRow], path: Path, stand_ins: Mapping[str, str] = 
     path : Path
         Output file (normally ``<iref>/w3m18525i_idc.fits``).
     stand_ins : mapping
-        Filter without a row → filter whose row it gets. A stand-in whose source row is missing
-        is left out (stwcs then raises for that filter, as it would for the real table).
+        Filter without a row → filter whose row it gets (every chip's). A stand-in whose source
+        row is missing is left out (stwcs then raises for that filter, as it would for the real
+        table).
+    detector, size, name : str, (int, int), str
+        WFC3 ``DETECTOR`` of the table, chip ``(XSIZE, YSIZE)``, and the IDCTAB root it
+        reconstructs (for the header).
     """
-    by_filter = {r.filter: r for r in rows}
+    filters = {r.filter for r in rows}
     table_rows = list(rows)
     for filt, src in stand_ins.items():
-        if filt not in by_filter and src in by_filter:
-            r = by_filter[src]
-            table_rows.append(IDCRow(filt, r.xref, r.yref, r.v2ref, r.v3ref, r.scale, r.theta, r.cx, r.cy,
-                                     f"copy of the {src} row (no public {filt} row)"))
+        if filt in filters:
+            continue
+        for r in rows:
+            if r.filter == src:
+                table_rows.append(IDCRow(filt, r.xref, r.yref, r.v2ref, r.v3ref, r.scale, r.theta, r.cx, r.cy,
+                                         f"copy of the {src} row (no public {filt} row)", r.detchip))
     n = len(table_rows)
     cols = [
-        fits.Column("DETCHIP", "J", array=np.ones(n, dtype=np.int32)),
+        fits.Column("DETCHIP", "J", array=np.array([r.detchip for r in table_rows], dtype=np.int32)),
         fits.Column("DIRECTION", "8A", array=["FORWARD"] * n),
         fits.Column("FILTER", "8A", array=[r.filter for r in table_rows]),
-        fits.Column("XSIZE", "J", array=np.full(n, DETECTOR_SIZE, dtype=np.int32)),
-        fits.Column("YSIZE", "J", array=np.full(n, DETECTOR_SIZE, dtype=np.int32)),
+        fits.Column("XSIZE", "J", array=np.full(n, size[0], dtype=np.int32)),
+        fits.Column("YSIZE", "J", array=np.full(n, size[1], dtype=np.int32)),
         fits.Column("XREF", "D", array=[r.xref for r in table_rows]),
         fits.Column("YREF", "D", array=[r.yref for r in table_rows]),
         fits.Column("V2REF", "D", array=[r.v2ref for r in table_rows]),
@@ -191,14 +213,14 @@ def write_idctab(rows: list[IDCRow], path: Path, stand_ins: Mapping[str, str] = 
     primary = fits.PrimaryHDU()
     h = primary.header
     h["INSTRUME"] = "WFC3"
-    h["DETECTOR"] = "IR"
+    h["DETECTOR"] = detector
     h["NORDER"] = ORDER
     h["FILETYPE"] = "DISTORTION COEFFICIENTS"
     h["PEDIGREE"] = "DUMMY"
-    h["DESCRIP"] = "RECONSTRUCTION of w3m18525i from public updatewcs headers"
+    h["DESCRIP"] = f"RECONSTRUCTION of {name} from public updatewcs headers"
     h["COMMENT"] = "Not the CRDS file: rows rebuilt by inverting stwcs CompSIP (autodriz tests/irdistortion.py)."
     for r in table_rows:
-        h["HISTORY"] = f"{r.filter}: {r.source}"
+        h["HISTORY"] = f"{r.filter}: {r.source}" if detector == "IR" else f"{r.filter} chip {r.detchip}: {r.source}"
     hdul = fits.HDUList([primary, fits.BinTableHDU.from_columns(cols, name="IDCTAB")])
     path.parent.mkdir(parents=True, exist_ok=True)
     hdul.writeto(path, overwrite=True)
@@ -219,3 +241,36 @@ def rebuild_wfc3ir_idctab(shared_data: Path, iref: Path) -> Path:
     rows.append(idc_row_from_sip(read_keyword_text(text), "F140W",
                                  "keywords of iczgs3ygq (filter inferred from its F140W flat)"))
     return write_idctab(rows, Path(iref) / IDCTAB_NAME)
+
+
+# --------------------------------------------------------------------------------------------
+# WFC3/UVIS: the same reconstruction for 2731450pi, one row per chip
+# --------------------------------------------------------------------------------------------
+
+UVIS_IDCTAB_NAME = "2731450pi_idc.fits"
+UVIS_CHIP_SIZE = (4096, 2051)  # (XSIZE, YSIZE)
+
+#: UVIS filters the simulator offers without a public row, and the row they are given. The real
+#: table's filter rows differ (WFC3/UVIS distortion is filter dependent at the 0.1 px level for
+#: some filters): a stand-in is right for simulated data, whose truth uses the same table, and
+#: not for real F606W/F814W exposures.
+UVIS_FILTER_STAND_INS: Mapping[str, str] = {"F606W": "F555W", "F814W": "F555W"}
+
+
+def rebuild_wfc3uvis_idctab(shared_data: Path, iref: Path) -> Path:
+    """Write the reconstructed WFC3/UVIS ``2731450pi_idc.fits`` into ``iref``; return its path.
+
+    Rows: F555W for both chips, from SCI,1 (CCDCHIP 2) and SCI,2 (CCDCHIP 1) of the real FLC
+    ``ib4606c5q`` (``real/headers/sample_ipppssoot_flc.fits.gz``, WCSNAME
+    ``IDC_2731450pi-FIT_REL_GAIAeDR3``: the alignment moved CRVAL/CD, the SIP is the IDCTAB's), and
+    the :data:`UVIS_FILTER_STAND_INS` copies. The NPOLFILE ``y7b1516qi`` and D2IMFILE ``y7b1516hi``
+    that the real exposure also used are not public: the table is the model without them.
+    """
+    sample = shared_data / "real" / "headers" / "sample_ipppssoot_flc.fits.gz"
+    rows = []
+    for extver in (1, 2):
+        keys, filt = read_flt_sci_keywords(sample, idc_root="2731450pi", extver=extver)
+        chip = int(keys.pop("CCDCHIP"))
+        rows.append(idc_row_from_sip(keys, filt, f"SCI,{extver} of the real FLC ib4606c5q (shared sample_ipppssoot_flc)", chip))
+    return write_idctab(rows, Path(iref) / UVIS_IDCTAB_NAME, UVIS_FILTER_STAND_INS,
+                        detector="UVIS", size=UVIS_CHIP_SIZE, name="2731450pi")

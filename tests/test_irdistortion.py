@@ -22,10 +22,12 @@ from autodriz.solutions.default import make_default_candidate
 from conftest import copy_decompressed
 from irdistortion import (
     IDCTAB_NAME,
+    UVIS_IDCTAB_NAME,
     idc_row_from_sip,
     read_flt_sci_keywords,
     read_keyword_text,
     rebuild_wfc3ir_idctab,
+    rebuild_wfc3uvis_idctab,
 )
 from realdata import prepare_goodss
 
@@ -282,3 +284,61 @@ def test_f140w_four_exposures_keep_the_references_relative_offsets(shared_data, 
         for hdrname, wcsname in hlets:
             assert hdrname == f"{r}_flt_{wcsname}-hlet.fits" or hdrname == wcsname, (hdrname, wcsname)
         assert sum(h == w for h, w in hlets) <= 1, hlets
+
+
+def _archived_uvis_sip_wcs(path: Path, extver: int) -> fits.Header:
+    """SCI,``extver`` of the archived ``IDC_2731450pi`` headerlet, without its lookup tables."""
+    from stwcs.wcsutil import headerlet  # noqa: F401 - registers the HDRLET extension type
+
+    with fits.open(path) as hdul:
+        hdu = next(h for h in hdul if h.name == "HDRLET" and h.header.get("WCSNAME") == "IDC_2731450pi")
+        header = hdu.headerlet["SIPWCS", extver].header.copy()
+    for key in [k for k in header if k.startswith(("CPDIS", "DP1", "DP2", "D2IM", "CPERR"))]:
+        del header[key]
+    header["NAXIS"], header["NAXIS1"], header["NAXIS2"] = 2, 4096, 2051
+    return header
+
+
+def test_uvis_round_trip_reproduces_the_archived_idc_sip_of_both_chips(shared_data, tmp_path, monkeypatch):
+    """The reconstructed WFC3/UVIS table, through the real updatewcs on the real ib4606c5q FLC with
+    its SIP removed and NPOLFILE/D2IMFILE off (they are not public), gives the archived
+    IDC_2731450pi SIP and places both chips where the archive did (< 1 mas over each chip)."""
+    from stwcs import updatewcs
+
+    iref = rebuild_wfc3uvis_idctab(shared_data, tmp_path / "iref").parent
+    flc = copy_decompressed(shared_data / "real" / "headers" / "sample_ipppssoot_flc.fits.gz", tmp_path / "rt")
+    expected = {e: _archived_uvis_sip_wcs(flc, e) for e in (1, 2)}
+    with fits.open(flc, mode="update") as hdul:
+        hdul[0].header["NPOLFILE"] = hdul[0].header["D2IMFILE"] = "N/A"
+        for extver in (1, 2):
+            sci = hdul["SCI", extver].header
+            removed = [k for k in sci if k.startswith(("A_", "B_", "OCX", "OCY", "IDC", "CPDIS", "DP1", "DP2", "D2IM",
+                                                       "CPERR", "NPOLEXT")) or k == "WCSNAME"]
+            for key in removed:
+                del sci[key]
+            sci["CTYPE1"], sci["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    monkeypatch.setenv("iref", f"{iref}/")
+
+    updatewcs.updatewcs([str(flc)], use_db=False, checkfiles=False)
+
+    g = np.linspace(1.0, 4096.0, GRID)
+    x, y = np.meshgrid(g, np.linspace(1.0, 2051.0, GRID))
+    with fits.open(flc) as hdul:
+        for extver in (1, 2):
+            got_header = hdul["SCI", extver].header
+            assert got_header["WCSNAME"] == "IDC_2731450pi" and got_header["A_ORDER"] == 4
+            want = expected[extver]
+            for key in [k for k in want if k[:2] in ("A_", "B_") and k[2:3].isdigit()]:
+                assert got_header[key] == pytest.approx(want[key], rel=1e-9, abs=1e-22), (extver, key)
+            ra, dec = WCS(got_header).all_pix2world(x, y, 1)
+            ra0, dec0 = WCS(want).all_pix2world(x, y, 1)
+            sep = SkyCoord(ra, dec, unit="deg").separation(SkyCoord(ra0, dec0, unit="deg")).to_value("mas")
+            assert sep.max() < 1.0, (extver, sep.max())
+    with fits.open(iref / UVIS_IDCTAB_NAME) as hdul:
+        table = Table(hdul[1].data)
+        assert (hdul[0].header["DETECTOR"], "RECONSTRUCTION" in hdul[0].header["DESCRIP"]) == ("UVIS", True)
+    assert sorted(zip(table["FILTER"], table["DETCHIP"])) == [
+        ("F555W", 1), ("F555W", 2), ("F606W", 1), ("F606W", 2), ("F814W", 1), ("F814W", 2)]
+    # The package ships exactly this reconstruction.
+    shipped = Path(__file__).resolve().parents[1] / "src" / "autodriz" / "data" / "iref" / UVIS_IDCTAB_NAME
+    assert shipped.read_bytes() == (iref / UVIS_IDCTAB_NAME).read_bytes()

@@ -307,7 +307,7 @@ def test_full_frame_chip_gap_and_subarray_cut(tmp_path):
         cfg = S.SimulationConfig(chip_shape=shape)
         idc = S._idc_reference_pixels(jref / S.REFERENCE_FILES["IDCTAB"], cfg.filter)
         chips = {}
-        for extver, ccdchip in S._CHIPS:
+        for extver, ccdchip in S.ACS_WFC.chips:
             ltv = S._subarray_ltv(shape, ccdchip)
             xref, yref = idc[ccdchip]
             cd = 1.4e-5 * np.array([[-1.0, 0.0], [0.0, 1.0]])
@@ -561,3 +561,57 @@ def test_wfc3_ir_visit_through_the_real_updatewcs(tmp_path):
         S.SimulationConfig(detector="WFC3/IR", chip_shape=(1014, 1014), filter="F140W", write_mdriztab=False)
     with pytest.raises(ValueError, match="filter"):
         S.config_for_detector("WFC3/IR", filter="F606W")
+
+
+def test_wfc3_uvis_visit_through_the_real_updatewcs(tmp_path):
+    """A WFC3/UVIS visit (reconstructed IDCTAB 2731450pi, no NPOL/D2IM): two chips, SCI,1 is
+    chip 2, FLT and FLC; the pipeline's updatewcs on the files gives the truth plus exactly the
+    injected error, and places chip 1 a full chip plus the inter-chip gap above chip 2."""
+    cfg = S.config_for_detector("WFC3/UVIS", pointing_error_mas=(-120.0, 80.0), chip_shape=(64, 128), n_stars=60,
+                                seed=6, n_exposures=2)
+    v = S.simulate_visit(tmp_path / "uvis", cfg)
+    assert len(v.flc_paths) == 2 and v.jref_dir.name == "iref" and v.mdriztab_path is None
+    with fits.open(v.flt_paths[0]) as hdul:
+        assert [(h.name, h.ver) for h in hdul][1:] == [("SCI", 1), ("ERR", 1), ("DQ", 1), ("SCI", 2), ("ERR", 2), ("DQ", 2)]
+        p = hdul[0].header
+        assert (p["INSTRUME"], p["DETECTOR"], p["FILTER"], p["NEXTEND"]) == ("WFC3", "UVIS", "F555W", 6)
+        assert p["IDCTAB"] == "iref$2731450pi_idc.fits" and p["NPOLFILE"] == p["D2IMFILE"] == "N/A"
+        assert [hdul["SCI", e].header["CCDCHIP"] for e in (1, 2)] == [2, 1]
+        assert hdul["SCI", 1].header["BUNIT"] == "ELECTRONS" and hdul["SCI", 1].data.shape == (64, 128)
+        # Centred subarrays, cut alike on both chips (see simulate._subarray_ltv).
+        assert (hdul["SCI", 1].header["LTV1"], hdul["SCI", 1].header["LTV2"]) == (-1984.0, -993.0)
+    truth = T.load_truth(v.truth_path)
+    assert truth["detector"] == "WFC3/UVIS"
+    work = _copy_exposures(v.flt_paths, tmp_path / "work")
+    env = dict(os.environ, iref=str(v.jref_dir) + "/")
+    code = "import sys\nfrom stwcs.updatewcs import updatewcs\nupdatewcs(sys.argv[1:], use_db=False)\n"
+    subprocess.run([sys.executable, "-c", code, *map(str, work)], env=env, cwd=work[0].parent, check=True,
+                   capture_output=True, timeout=300)
+    err = T.visit_error(work, truth)
+    assert err.mean_dx_mas == pytest.approx(-120.0, abs=0.5) and err.mean_dy_mas == pytest.approx(80.0, abs=0.5)
+    assert err.rms_mas == pytest.approx(truth["expected_default_error_mas"], abs=0.1)
+    with fits.open(work[0]) as hdul:
+        chip2, chip1 = (WCS(hdul["SCI", e].header, hdul) for e in (1, 2))
+        assert hdul["SCI", 1].header["WCSNAME"] == "IDC_2731450pi"
+        assert hdul["SCI", 1].header["IDCSCALE"] == pytest.approx(0.0396, abs=0.0005)
+    # Chip 1's centre in chip 2's pixels: one chip height (2051 px) plus the ~1.2" (~30 px) gap.
+    ra, dec = chip1.all_pix2world([[63.5, 31.5]], 0)[0]
+    x, y = chip2.all_world2pix([[ra, dec]], 0)[0]
+    assert abs(x - 63.5) < 40 and 2051 + 15 < y - 31.5 < 2051 + 60, (x, y)
+    with pytest.raises(ValueError, match="filter"):
+        S.config_for_detector("WFC3/UVIS", filter="F140W")
+
+
+def test_simulate_command_makes_each_registered_simulated_detector(tmp_path, capsys):
+    """``autodriz simulate --detector`` offers every detector simulate.DETECTORS has and writes
+    files of that detector, with the reference folder named by its registry prefix."""
+    from autodriz.cli import main
+
+    assert set(S.DETECTORS) == {"ACS/WFC", "WFC3/UVIS", "WFC3/IR"}
+    code = main(["simulate", str(tmp_path / "u"), "--detector", "WFC3/UVIS", "--chip-shape", "32", "128",
+                 "--stars", "10", "--exposures", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"--iref {tmp_path / 'u' / 'iref'}" in out
+    with fits.open(tmp_path / "u" / "jsim01a1q_flc.fits") as hdul:
+        assert (hdul[0].header["DETECTOR"], hdul["SCI", 2].header["CCDCHIP"]) == ("UVIS", 1)

@@ -24,6 +24,7 @@ from pathlib import Path
 from autodriz import __version__
 from autodriz.errors import AutodrizError, ConfigError, InputError
 from autodriz.exitcodes import PRODUCT_CODES, ExitCode
+from autodriz.instruments import REGISTRY, Registry
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +42,24 @@ def _env_table() -> str:
     return "\n".join(f"  {name:<32} {desc}" for name, desc in ENVIRONMENT_VARIABLES)
 
 
-def _add_processing_flags(p: argparse.ArgumentParser) -> None:
+def _add_reference_folder_flags(g: argparse._ArgumentGroup, registry: Registry) -> None:
+    """One ``--<prefix> DIR`` per reference-file prefix of the instrument registry."""
+    for prefix, instruments in registry.reference_prefixes().items():
+        names = "/".join(instruments)
+        refused = [i for i in instruments if registry.is_refused(i)]
+        note = f"; {'/'.join(refused)} data are refused" if refused else ""
+        g.add_argument(f"--{prefix}", type=Path,
+                       help=f"folder of {names} reference files (what {prefix}$ in the headers means{note})")
+
+
+def _add_processing_flags(p: argparse.ArgumentParser, registry: Registry = REGISTRY) -> None:
     g = p.add_argument_group("where things are")
     g.add_argument("-o", "--output-dir", type=Path, help="write products, trailer and report here (default: beside the input)")
     g.add_argument("--config", type=Path, help="TOML file of settings (overrides the packaged defaults and the profile; env and flags override it)")
     g.add_argument("--profile", metavar="NAME",
                    help="settings profile: laptop (default: the packaged defaults) or archive (as archive operations run: "
                         "astrometry database on, strict services …); overrides AUTODRIZ_PROFILE")
-    g.add_argument("--jref", type=Path, help="folder of ACS reference files (what jref$ in the headers means)")
-    g.add_argument("--iref", type=Path, help="folder of WFC3 reference files (what iref$ in the headers means)")
+    _add_reference_folder_flags(g, registry)
     g.add_argument("--catalog", type=Path, help="reference catalog file or folder for a posteriori alignment")
     g.add_argument("--cache-dir", type=Path, help="cache for downloaded catalogs and solutions")
     g.add_argument("--headerlet-store", type=Path, help="folder of <rootname>_hlet.fits a priori solutions")
@@ -92,8 +102,14 @@ def _add_processing_flags(p: argparse.ArgumentParser) -> None:
                    help="console shows DEBUG lines and the traceback of an unexpected error (a bug)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser for ``autodriz INPUT``; ``demo`` and ``simulate`` have their own."""
+def build_parser(registry: Registry = REGISTRY) -> argparse.ArgumentParser:
+    """The parser for ``autodriz INPUT``; ``demo`` and ``simulate`` have their own.
+
+    Parameters
+    ----------
+    registry : Registry, optional
+        Instruments whose reference-folder flags (``--jref`` …) the parser has.
+    """
     p = argparse.ArgumentParser(
         prog="autodriz",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -124,15 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-settings", action="store_true",
                    help="print the effective settings and where each came from (default, profile, config file, "
                         "environment, flag), and stop without running anything")
-    _add_processing_flags(p)
+    _add_processing_flags(p, registry)
     return p
 
 
-def _cli_settings(args: argparse.Namespace) -> dict:
+def _cli_settings(args: argparse.Namespace, registry: Registry = REGISTRY) -> dict:
     from autodriz.config import SETTING_NAMES
 
-    # Every setting has a flag whose dest is its name (config.SETTING_FLAGS; test_cli checks it).
-    cli = {k: getattr(args, k, None) for k in SETTING_NAMES}
+    # Every setting has a flag whose dest is its name (config.SETTING_FLAGS; test_cli checks it);
+    # a registry's reference-file prefixes are flags too (one registry record adds one).
+    keys = dict.fromkeys([*SETTING_NAMES, *registry.reference_prefixes()])
+    cli = {k: getattr(args, k, None) for k in keys}
     cli["profile"] = getattr(args, "profile", None)
     if getattr(args, "quiet", False):
         cli["log_level"] = "WARNING"
@@ -246,13 +264,14 @@ DEMO_DISTORTION_RESIDUAL_MAS = 5.0
 
 
 def _simulate_parser(prog: str, default_dir: Path | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Write a synthetic ACS/WFC visit with a known true WCS.")
+    p = argparse.ArgumentParser(prog=prog, description="Write a synthetic HST visit with a known true WCS.")
     if default_dir is None:
         p.add_argument("directory", type=Path, help="folder to write the visit into (created)")
     p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same pixels)")
     p.add_argument("--exposures", type=int, default=2, help="number of exposures (default 2)")
     p.add_argument("--chip-shape", type=int, nargs=2, metavar=("NY", "NX"), default=(256, 512),
-                   help="pixels per chip (default 256 512; 2048 4096 is a full ACS/WFC detector)")
+                   help="pixels per chip (default 256 512, a subarray centred on each chip; 2048 4096 is a full "
+                        "ACS/WFC chip, 2051 4096 a full WFC3/UVIS chip; WFC3/IR defaults to its full 1014 1014)")
     p.add_argument("--pointing-error", type=float, nargs=2, metavar=("EAST_MAS", "NORTH_MAS"), default=(150.0, -100.0),
                    help="error of the header WCS, in mas on the sky (default 150 -100)")
     p.add_argument("--rotation-error", type=float, default=0.0, help="roll error of the header WCS in arcsec")
@@ -268,18 +287,23 @@ def _simulate_parser(prog: str, default_dir: Path | None) -> argparse.ArgumentPa
                         f"(default {DEMO_DISTORTION_RESIDUAL_MAS:g}: the ACS/WFC solution's published accuracy; "
                         "a centred subarray sees little of it)")
     p.add_argument("--stars", type=int, default=200, help="number of synthetic stars")
-    p.add_argument("--detector", choices=("ACS/WFC", "WFC3/IR"), default="ACS/WFC",
-                   help="ACS/WFC (default; two chips, FLT+FLC) or WFC3/IR (one 1014x1014 chip, FLT in e-/s, "
-                        "F140W, the reconstructed IDCTAB w3m18525i; --chip-shape defaults to the full frame)")
+    from autodriz.simulate import DETECTORS
+
+    p.add_argument("--detector", choices=tuple(DETECTORS), default="ACS/WFC",
+                   help="ACS/WFC (default; two chips, FLT+FLC), WFC3/UVIS (two chips, FLT+FLC, F555W, the "
+                        "reconstructed IDCTAB 2731450pi without NPOL/D2IM) or WFC3/IR (one 1014x1014 chip, FLT in "
+                        "e-/s, F140W, the reconstructed IDCTAB w3m18525i; --chip-shape defaults to the full frame)")
     return p
 
 
 def _simulation_config(args: argparse.Namespace):
     from autodriz.simulate import config_for_detector
 
-    ir = args.detector == "WFC3/IR"
-    # --chip-shape's default is ACS/WFC's subarray; WFC3/IR takes its full frame unless told.
-    chip_shape = (1014, 1014) if ir and tuple(args.chip_shape) == (256, 512) else tuple(args.chip_shape)
+    record = REGISTRY.get(args.detector)
+    # --chip-shape's default is a two-chip detector's centred subarray; a one-chip detector
+    # (WFC3/IR) takes its full frame unless told.
+    full_frame = len(record.ccdchips) == 1 and tuple(args.chip_shape) == (256, 512)
+    chip_shape = record.chip_shape if full_frame else tuple(args.chip_shape)
     return config_for_detector(
         args.detector,
         n_exposures=args.exposures,
@@ -329,7 +353,7 @@ def _run_demo(argv: Sequence[str]) -> int:
         shutil.rmtree(demo_dir)
     demo_dir.mkdir(parents=True)
     (demo_dir / DEMO_MARKER).write_text("made by autodriz demo; safe to delete\n")
-    print(f"autodriz demo: simulating an ACS/WFC visit in {demo_dir} …")
+    print(f"autodriz demo: simulating an {args.detector} visit in {demo_dir} …")
     visit = simulate_visit(demo_dir, _simulation_config(args))
     settings = load_settings(
         cli={visit.jref_dir.name: visit.jref_dir, "catalog": visit.catalog_path, "log_level": "WARNING" if args.quiet else None},

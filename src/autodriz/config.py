@@ -43,6 +43,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from autodriz.errors import AutodrizError, ConfigError
+from autodriz.instruments import REGISTRY, Registry
 
 __all__ = [
     "ENVIRONMENT_VARIABLES",
@@ -116,9 +117,11 @@ class Settings:
         Keep the per-candidate working folders.
     output_dir : pathlib.Path or None
         Folder for the products; ``None`` writes them beside the input.
-    jref, iref : pathlib.Path or None
-        ACS / WFC3 reference-file folders. Paths carry no trailing separator; add one when
-        exporting them as the ``jref`` / ``iref`` variables stwcs expects.
+    jref, iref, uref : pathlib.Path or None
+        ACS / WFC3 / WFPC2 reference-file folders, one per prefix of the instrument registry
+        (:mod:`autodriz.instruments`; WFPC2 is refused, ``uref`` is accepted so that its files
+        can be named). Paths carry no trailing separator; add one when exporting them as the
+        ``jref`` / ``iref`` / ``uref`` variables stwcs expects.
     catalog : pathlib.Path or None
         A reference catalog file or a folder of catalogs.
     cache_dir : pathlib.Path or None
@@ -159,8 +162,10 @@ class Settings:
     allow_header_wcs: bool = False
     keep_workdirs: bool = False
     output_dir: Path | None = None
+    # One field per reference-file prefix of the instrument registry (a test checks they agree).
     jref: Path | None = None
     iref: Path | None = None
+    uref: Path | None = None
     catalog: Path | None = None
     cache_dir: Path | None = None
     headerlet_store: Path | None = None
@@ -247,9 +252,13 @@ _FIELD_SPECS: tuple[_FieldSpec, ...] = (
         "output_dir", "path", ("AUTODRIZ_OUTPUT_DIR",),
         "folder for the products (default: beside the input)", "--output-dir",
     ),
-    # HST convention first, our own name second so that it wins when both are set.
-    _FieldSpec("jref", "path", ("jref", "AUTODRIZ_JREF"), "ACS reference-file folder", "--jref"),
-    _FieldSpec("iref", "path", ("iref", "AUTODRIZ_IREF"), "WFC3 reference-file folder", "--iref"),
+    # One per reference-file prefix of the instrument registry. HST convention first, our own
+    # name second so that it wins when both are set.
+    *(
+        _FieldSpec(prefix, "path", (prefix, f"AUTODRIZ_{prefix.upper()}"),
+                   f"{'/'.join(instruments)} reference-file folder", f"--{prefix}")
+        for prefix, instruments in REGISTRY.reference_prefixes().items()
+    ),
     _FieldSpec(
         "catalog", "path", ("AUTODRIZ_CATALOG",),
         "reference catalog file or folder, used before any network service", "--catalog",
@@ -370,7 +379,7 @@ def _build_environment_help() -> tuple[tuple[str, str], ...]:
             text = spec.help
             if spec.kind == "bool":
                 text += f"; {_ACCEPTED_SWITCH_TEXT}"
-            if var in ("jref", "iref"):
+            if var in REGISTRY.reference_prefixes():
                 text += f" (HST convention; AUTODRIZ_{var.upper()} wins if both are set)"
             rows.append((var, text))
     rows.append(
@@ -806,6 +815,7 @@ def astrodrizzle_defaults(
     *,
     exptime_ratio: float | None = None,
     table_file: str | Path | None = None,
+    registry: Registry = REGISTRY,
 ) -> dict[str, Any]:
     """AstroDrizzle parameters for a detector and a number of exposures.
 
@@ -828,6 +838,9 @@ def astrodrizzle_defaults(
     table_file : str or pathlib.Path, optional
         Another parameter file with the same layout (default: the packaged
         ``astrodrizzle.toml``).
+    registry : Registry, optional
+        Maps the detector to its section (:attr:`InstrumentDetector.config_key`); default
+        :data:`autodriz.instruments.REGISTRY`.
 
     Returns
     -------
@@ -845,7 +858,7 @@ def astrodrizzle_defaults(
         raise ValueError(f"n_exposures must be an integer >= 1, not {n_exposures!r}")
     path, data = _load_astrodrizzle_table(None if table_file is None else Path(table_file))
 
-    section_name = _find_section(data, instrument_key, path)
+    section_name = _find_section(data, registry.config_key(instrument_key), path)
     section = data[section_name]
     base = {k: v for k, v in section.items() if not isinstance(v, dict)}
     rows: dict[int, dict[str, Any]] = {}

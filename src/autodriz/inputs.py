@@ -33,6 +33,7 @@ from types import MappingProxyType
 from astropy.io import fits
 
 from autodriz.errors import InputError, WFPC2UnsupportedError
+from autodriz.instruments import REGISTRY, Registry
 from autodriz.screening import screen_for_alignment
 from autodriz.validate import (
     check_exposures,
@@ -45,11 +46,9 @@ from autodriz.validate import (
 
 log = logging.getLogger(__name__)
 
-#: Detectors we know how to drizzle, per instrument (primary-header DETECTOR values).
-KNOWN_DETECTORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "ACS": ("WFC", "HRC", "SBC"),
-    "WFC3": ("UVIS", "IR"),
-})
+#: Detectors we know how to drizzle, per instrument (primary-header DETECTOR values), from the
+#: instrument registry.
+KNOWN_DETECTORS: Mapping[str, tuple[str, ...]] = REGISTRY.supported_detectors()
 
 #: WFPC2 file suffixes (calibrated C0M/C1M, waiver-FITS C0F/C1F, raw D0M/D0F, converted
 #: C0H/C1H): refused by name, before anything is read.
@@ -65,13 +64,9 @@ def wfpc2_refusal(name: str) -> WFPC2UnsupportedError:
         "runastrodriz for WFPC2"
     )
 
-#: Calibration pipeline that turns RAW into FLT/FLC, named in error messages.
-CALIBRATION_PIPELINES: Mapping[str, str] = MappingProxyType({
-    "ACS": "calacs",
-    "WFC3": "calwf3",
-    "WFPC2": "calwp2",
-    "STIS": "calstis",
-})
+#: Calibration pipelines of instruments the registry does not list, named in error messages
+#: (a STIS RAW is recognised only to say what would calibrate it).
+_OTHER_CALIBRATION_PIPELINES: Mapping[str, str] = MappingProxyType({"STIS": "calstis"})
 
 _SUFFIX_KIND: Mapping[str, str] = MappingProxyType({
     "_asn.fits": "asn",
@@ -276,27 +271,30 @@ def _filters_from_header(header: fits.Header, instrument: str) -> tuple[str, ...
     return tuple(filters)
 
 
-def _instrument_detector(header: fits.Header, path: Path) -> tuple[str, str]:
-    """INSTRUME/DETECTOR, validated against the instruments we support."""
+def _instrument_detector(header: fits.Header, path: Path, registry: Registry = REGISTRY) -> tuple[str, str]:
+    """INSTRUME/DETECTOR, validated against the instruments ``registry`` supports."""
     instrument = str(header.get("INSTRUME", "") or "").strip().upper()
     if not instrument:
         raise InputError(
             f"{path} has no INSTRUME keyword in its primary header; it is not an HST exposure "
             "autodriz can process"
         )
-    if instrument == "WFPC2":  # e.g. converted to _flt.fits, or an ASN member
-        raise wfpc2_refusal(path.name)
-    if instrument not in KNOWN_DETECTORS:
-        supported = ", ".join(sorted(KNOWN_DETECTORS))
+    known = registry.supported_detectors()
+    if registry.is_refused(instrument):
+        if instrument == "WFPC2":  # e.g. converted to _flt.fits, or an ASN member
+            raise wfpc2_refusal(path.name)
+        raise InputError(f"{path}: instrument {instrument!r} is recognised but not supported by autodriz")
+    if instrument not in known:
+        supported = ", ".join(sorted(known))
         raise InputError(
             f"{path}: instrument {instrument!r} is not supported (supported: {supported})"
         )
     detector = str(header.get("DETECTOR", "") or "").strip().upper()
-    if detector not in KNOWN_DETECTORS[instrument]:
-        known = ", ".join(KNOWN_DETECTORS[instrument])
+    if detector not in known[instrument]:
+        names = ", ".join(known[instrument])
         raise InputError(
             f"{path}: {instrument} detector {detector or '(none)'!r} is not supported "
-            f"(known: {known})"
+            f"(known: {names})"
         )
     return instrument, detector
 
@@ -307,6 +305,7 @@ def _exposure(
     flc: Path | None,
     memtype: str | None = None,
     check_rootname: bool = False,
+    registry: Registry = REGISTRY,
 ) -> Exposure:
     """Build an Exposure from the primary header of its FLT (else FLC).
 
@@ -324,10 +323,10 @@ def _exposure(
             log.warning(
                 "%s: ROOTNAME %s does not match ASN member %s", first.name, header_root, rootname
             )
-    instrument, detector = _instrument_detector(header, first)
+    instrument, detector = _instrument_detector(header, first, registry)
     if flt is not None and flc is not None:
         other = _read_primary_header(flc)
-        other_inst, other_det = _instrument_detector(other, flc)
+        other_inst, other_det = _instrument_detector(other, flc, registry)
         root_a = str(header.get("ROOTNAME", "") or "").strip().lower()
         root_b = str(other.get("ROOTNAME", "") or "").strip().lower()
         if (instrument, detector) != (other_inst, other_det) or (
@@ -458,7 +457,7 @@ def _screen(path: Path, exposures: list[Exposure]) -> tuple[list[Exposure], tupl
     return kept, tuple(dropped)
 
 
-def _validate(exposures: list[Exposure]) -> None:
+def _validate(exposures: list[Exposure], registry: Registry = REGISTRY) -> None:
     """Check every file that will be processed (headers and shapes only) before any work.
 
     Raises
@@ -470,7 +469,7 @@ def _validate(exposures: list[Exposure]) -> None:
     first = exposures[0]
     key = f"{first.instrument}/{first.detector}"
     headers = [read_headers(p) for e in exposures for p in e.paths]
-    violations = check_exposures(headers, first.instrument, key)
+    violations = check_exposures(headers, first.instrument, key, registry)
     raise_for(violations)
     log.info("input check: %d file(s) of %s have the extensions, WCS keywords and times a drizzle needs",
              len(headers), key)
@@ -483,6 +482,7 @@ def _assemble(
     exposures: list[Exposure],
     not_present: Iterable[str] = (),
     asn_built: str | None = None,
+    registry: Registry = REGISTRY,
 ) -> Dataset:
     """Check the exposures agree with each other and build the Dataset."""
     all_exposures = list(exposures)
@@ -503,7 +503,7 @@ def _assemble(
         dropped_paths = tuple(p for name, _ in dropped for e in all_exposures if e.rootname == name for p in e.paths)
     exposures, ignored = _keep_in_step(exposures)
     if drizzling:
-        _validate(exposures)
+        _validate(exposures, registry)
 
     filters: list[str] = []
     for exposure in exposures:
@@ -572,7 +572,7 @@ def _present(value: object) -> bool:
     return bool(value)
 
 
-def _resolve_asn(path: Path) -> Dataset:
+def _resolve_asn(path: Path, registry: Registry = REGISTRY) -> Dataset:
     """Resolve an association table."""
     header = _read_primary_header(path)
     try:
@@ -659,13 +659,13 @@ def _resolve_asn(path: Path) -> Dataset:
         )
 
     exposures = [
-        _exposure(name, flt, flc, mtype, check_rootname=True)
+        _exposure(name, flt, flc, mtype, check_rootname=True, registry=registry)
         for name, flt, flc, mtype in exposures_files
     ]
-    return _assemble(path, "asn", root, exposures, not_present, asn_built)
+    return _assemble(path, "asn", root, exposures, not_present, asn_built, registry)
 
 
-def _resolve_raw(path: Path) -> Dataset:
+def _resolve_raw(path: Path, registry: Registry = REGISTRY) -> Dataset:
     """Resolve a RAW name to the calibrated exposure beside it."""
     root = path.name[: -len("_raw.fits")].lower()
     flt, flc = _calibrated_files(path.parent, root)
@@ -679,8 +679,9 @@ def _resolve_raw(path: Path) -> Dataset:
             instrument = str(header.get("INSTRUME", "") or "").strip().upper()
         except InputError:
             instrument = ""
-        if instrument in CALIBRATION_PIPELINES:
-            how = f"run {CALIBRATION_PIPELINES[instrument]} ({instrument} calibration) first"
+        program = registry.calibration_pipeline(instrument) or _OTHER_CALIBRATION_PIPELINES.get(instrument)
+        if instrument and program:
+            how = f"run {program} ({instrument} calibration) first"
         else:
             how = "run the instrument's calibration (calacs for ACS, calwf3 for WFC3) first"
         raise InputError(
@@ -688,10 +689,10 @@ def _resolve_raw(path: Path) -> Dataset:
             f"{root}_flc.fits not found in {path.parent}): {how}"
         )
     log.info("%s: using calibrated %s", path.name, ", ".join(p.name for p in (flt, flc) if p))
-    return _assemble(path, "raw", root, [_exposure(root, flt, flc)])
+    return _assemble(path, "raw", root, [_exposure(root, flt, flc, registry=registry)], registry=registry)
 
 
-def _resolve_single(path: Path, kind: str, suffix: str) -> Dataset:
+def _resolve_single(path: Path, kind: str, suffix: str, registry: Registry = REGISTRY) -> Dataset:
     """Resolve one FLT/FLC, picking up its sibling."""
     if not path.is_file():
         raise InputError(f"input file not found: {path}")
@@ -703,10 +704,10 @@ def _resolve_single(path: Path, kind: str, suffix: str) -> Dataset:
         flc = path
     else:
         flt = path
-    return _assemble(path, kind, root, [_exposure(root, flt, flc)])
+    return _assemble(path, kind, root, [_exposure(root, flt, flc, registry=registry)], registry=registry)
 
 
-def resolve_input(path: str | Path) -> Dataset:
+def resolve_input(path: str | Path, *, registry: Registry = REGISTRY) -> Dataset:
     """Resolve an ASN table, RAW name, FLT or FLC into a :class:`Dataset`.
 
     Parameters
@@ -714,6 +715,8 @@ def resolve_input(path: str | Path) -> Dataset:
     path : str or Path
         ``<asn_id>_asn.fits``, ``<root>_raw.fits`` (need not exist if its calibrated files do),
         ``<root>_flt.fits`` or ``<root>_flc.fits``.
+    registry : Registry, optional
+        The instruments/detectors accepted (default: :data:`autodriz.instruments.REGISTRY`).
 
     Returns
     -------
@@ -752,7 +755,7 @@ def resolve_input(path: str | Path) -> Dataset:
             raise InputError(f"{path} is a folder, not a file; give the association table itself")
         if not path.is_file():
             raise InputError(f"input file not found: {path}")
-        return _resolve_asn(path)
+        return _resolve_asn(path, registry)
     if kind == "raw":
-        return _resolve_raw(path)
-    return _resolve_single(path, kind, suffix)
+        return _resolve_raw(path, registry)
+    return _resolve_single(path, kind, suffix, registry)

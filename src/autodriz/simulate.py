@@ -33,7 +33,7 @@ import logging
 import math
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -50,6 +50,7 @@ from scipy.special import ndtr
 
 from autodriz import truth as truth_mod
 from autodriz.asn import write_asn_table
+from autodriz.instruments import REGISTRY, InstrumentDetector
 from autodriz.skygeom import MAS_PER_RAD as _MAS_PER_RAD
 from autodriz.skygeom import deproject as _deproject
 from autodriz.skygeom import pa_rotation as _pa_rotation
@@ -59,7 +60,7 @@ from autodriz.skygeom import project as _project
 logger = logging.getLogger(__name__)
 
 #: Full ACS/WFC chip shape (ny, nx).
-FULL_CHIP_SHAPE: tuple[int, int] = (2048, 4096)
+FULL_CHIP_SHAPE: tuple[int, int] = REGISTRY.get("ACS/WFC").chip_shape
 
 #: Reference files shipped in ``autodriz/data/jref`` and named in the simulated headers.
 REFERENCE_FILES: Mapping[str, str] = MappingProxyType({
@@ -71,75 +72,10 @@ REFERENCE_FILES: Mapping[str, str] = MappingProxyType({
 _INDEF_INT = -2147483647
 
 
-@dataclass(frozen=True)
-class Detector:
-    """What the simulator needs to know about one HST detector.
-
-    Attributes
-    ----------
-    key : str
-        ``INSTRUME/DETECTOR`` as autodriz names detectors (``ACS/WFC``).
-    chips : tuple of (int, int)
-        (EXTVER, CCDCHIP) of the SCI extensions; EXTVER 1 is updatewcs's reference chip.
-    full_shape : tuple of int
-        ``(ny, nx)`` of a full chip.
-    ref_folder : str
-        Reference-file environment variable (``jref``, ``iref``); also the folder written beside
-        the visit, from ``autodriz/data/<ref_folder>``.
-    reference_files : mapping
-        Header keyword → file name (IDCTAB, NPOLFILE, D2IMFILE as the detector has them).
-    templates : (str, str)
-        Primary and SCI header templates in ``autodriz/data/templates``.
-    pixel_scale : float
-        Nominal pixel scale, arcsec (the seed CD; updatewcs sets the real one).
-    bunit : str
-        Unit of the FLT SCI data (``ELECTRONS`` for CCDs, ``ELECTRONS/S`` for WFC3/IR).
-    has_flc : bool
-        Whether the pipeline makes CTE-corrected FLC files.
-    """
-
-    key: str
-    chips: tuple[tuple[int, int], ...]
-    full_shape: tuple[int, int]
-    ref_folder: str
-    reference_files: Mapping[str, str]
-    templates: tuple[str, str]
-    pixel_scale: float
-    bunit: str
-    has_flc: bool
-
-    @property
-    def instrument(self) -> str:
-        return self.key.split("/")[0]
-
-    @property
-    def detector(self) -> str:
-        return self.key.split("/")[1]
-
-    @property
-    def idc_root(self) -> str:
-        return self.reference_files["IDCTAB"].split("_")[0]
-
-
-ACS_WFC = Detector(
-    key="ACS/WFC", chips=((1, 2), (2, 1)), full_shape=(2048, 4096), ref_folder="jref",
-    reference_files=REFERENCE_FILES, templates=("acs_wfc_primary.txt", "acs_wfc_sci.txt"),
-    pixel_scale=0.05, bunit="ELECTRONS", has_flc=True,
-)
-#: WFC3/IR with the RECONSTRUCTED IDCTAB w3m18525i (F110W/F140W rows from real updatewcs SIP
-#: headers; G102/G141 use them): see ``autodriz/data/iref/README.md``. No NPOL/D2IM exists for IR.
-WFC3_IR = Detector(
-    key="WFC3/IR", chips=((1, 1),), full_shape=(1014, 1014), ref_folder="iref",
-    reference_files=MappingProxyType({"IDCTAB": "w3m18525i_idc.fits"}),
-    templates=("wfc3_ir_primary.txt", "wfc3_ir_sci.txt"), pixel_scale=0.1283, bunit="ELECTRONS/S", has_flc=False,
-)
-DETECTORS: Mapping[str, Detector] = MappingProxyType({d.key: d for d in (ACS_WFC, WFC3_IR)})
-
 #: Name of the MDRIZTAB the simulator writes into ``jref/``.
 MDRIZTAB_NAME = "jsim_mdz.fits"
 
-# (EXTVER, CCDCHIP): SCI,1 is WFC2 (the reference chip of updatewcs), SCI,2 is WFC1.
-_CHIPS: tuple[tuple[int, int], ...] = ((1, 2), (2, 1))
+# SCI,1 is updatewcs's reference chip (ACS/WFC and WFC3/UVIS: chip 2, the registry's ccdchips).
 _REF_EXTVER = 1
 
 # Filters on ACS wheel 2; every other WFC filter is on wheel 1 (pairs with CLEAR2L).
@@ -170,9 +106,13 @@ _PHOTOMETRY_IR: Mapping[str, tuple[float, float, float]] = MappingProxyType({
     "G102": (25.90, 10000.0, 1200.0),
     "G141": (25.90, 13900.0, 1900.0),
 })
-_PHOTOMETRY_BY_DETECTOR: Mapping[str, Mapping[str, tuple[float, float, float]]] = MappingProxyType(
-    {"ACS/WFC": _PHOTOMETRY, "WFC3/IR": _PHOTOMETRY_IR}
-)
+# WFC3/UVIS: AB zeropoints (e-/s, UVIS1 2012 values), pivot wavelengths and bandwidths (WFC3
+# Instrument Handbook / WFC3 ISR 2017-14); the filters the reconstructed IDCTAB has rows for.
+_PHOTOMETRY_UVIS: Mapping[str, tuple[float, float, float]] = MappingProxyType({
+    "F555W": (25.81, 5308.0, 517.0),
+    "F606W": (26.08, 5889.0, 662.0),
+    "F814W": (25.10, 8039.0, 666.0),
+})
 
 _GAIA_EPOCH = 2016.0
 
@@ -186,9 +126,10 @@ class SimulationConfig:
     asn_id : str
         Nine-character association id; rootnames are derived from it (``jsim01a1q`` …).
     detector : str
-        ``ACS/WFC`` (default) or ``WFC3/IR`` (one 1014×1014 chip, FLT only in e-/s, filters
-        F110W/F140W/G102/G141, the reconstructed IDCTAB; build its config with
-        :meth:`SimulationConfig.for_detector` for sensible defaults).
+        ``ACS/WFC`` (default), ``WFC3/UVIS`` (two 2051×4096 chips, FLT and FLC, filters
+        F555W/F606W/F814W, the reconstructed IDCTAB 2731450pi without NPOL/D2IM) or ``WFC3/IR``
+        (one 1014×1014 chip, FLT only in e-/s, filters F110W/F140W/G102/G141, the reconstructed
+        IDCTAB); build their configs with :func:`config_for_detector` for sensible defaults.
     n_exposures : int
         Number of dithered exposures.
     chip_shape : tuple of int
@@ -342,7 +283,7 @@ class SimulationConfig:
                 f"chip_shape must be within (16..{det.full_shape[0]}, 64..{det.full_shape[1]}) for {det.key}, "
                 f"got {self.chip_shape}"
             )
-        phot = _PHOTOMETRY_BY_DETECTOR[det.key]
+        phot = det.photometry
         if self.filter.upper() not in phot:
             raise ValueError(f"unsupported {det.key} filter {self.filter!r}; use one of {sorted(phot)}")
         if self.write_flc and not det.has_flc:
@@ -385,9 +326,20 @@ def config_for_detector(detector: str, **kwargs: Any) -> SimulationConfig:
     F140W PSF), sky 1 e-/s, effective read noise 15 e- (up-the-ramp fit of ~4 reads), no
     cosmic rays and no saturation left in the FLT (the ramp fit removes both), no FLC, no
     MDRIZTAB (autodriz's WFC3/IR drizzle defaults).
+
+    WFC3/UVIS: two chips cut alike (the default 256×512 subarrays, or up to 2051×4096), F555W,
+    FWHM 0.07″ (the registry's, 1.75 px), gain 1.5 and read noise 3.1 e- (the real ib4606c5q's
+    CCDGAIN and READNSE*), full well 63 000 e- (WFC3 Instrument Handbook §5.4.5), sky 25 e- (the
+    ACS/WFC default scaled by the pixel area), FLT and FLC, no MDRIZTAB, observed 2011.
     """
     base: dict[str, Any] = {}
-    if detector == "WFC3/IR":
+    if detector == "WFC3/UVIS":
+        base = {
+            "filter": "F555W", "psf_fwhm_pix": REGISTRY.get("WFC3/UVIS").psf_fwhm_pix, "gain": 1.5,
+            "read_noise": 3.1, "full_well": 63000.0, "sky_electrons": 25.0, "write_mdriztab": False,
+            "date_obs": "2011-02-19",
+        }
+    elif detector == "WFC3/IR":
         base = {
             "chip_shape": (1014, 1014), "filter": "F140W", "exptime": 300.0, "psf_fwhm_pix": 1.1,
             "sky_electrons": 300.0, "read_noise": 15.0, "cosmic_ray_fraction": 0.0, "write_flc": False,
@@ -431,7 +383,7 @@ def _filter_keywords(filt: str) -> tuple[str, str]:
 
 
 def _photometry(filt: str, detector: str = "ACS/WFC") -> dict[str, float]:
-    zp_ab, plam, bw = _PHOTOMETRY_BY_DETECTOR[detector][filt.upper()]
+    zp_ab, plam, bw = DETECTORS[detector].photometry[filt.upper()]
     # ST and AB systems: ZP_ST = -2.5 log10(PHOTFLAM) - 21.1, AB = ST - 5 log10(PLAM) + 18.692.
     photflam = 10.0 ** (-0.4 * (zp_ab + 5.0 * math.log10(plam) - 18.6921 + 21.10))
     return {"ZP_AB": zp_ab, "PHOTFLAM": photflam, "PHOTPLAM": plam, "PHOTBW": bw}
@@ -445,7 +397,8 @@ def _template(name: str) -> fits.Header:
     return header
 
 
-def _copy_reference_files(jref_dir: Path, det: Detector = ACS_WFC) -> None:
+def _copy_reference_files(jref_dir: Path, det: Detector | None = None) -> None:
+    det = det or ACS_WFC
     jref_dir.mkdir(parents=True, exist_ok=True)
     source = resources.files("autodriz") / "data" / det.ref_folder
     for name in det.reference_files.values():
@@ -453,8 +406,9 @@ def _copy_reference_files(jref_dir: Path, det: Detector = ACS_WFC) -> None:
             shutil.copyfile(src, jref_dir / name)
 
 
-def _idc_reference_pixels(idctab: Path, filt: str, det: Detector = ACS_WFC) -> dict[int, tuple[float, float]]:
+def _idc_reference_pixels(idctab: Path, filt: str, det: Detector | None = None) -> dict[int, tuple[float, float]]:
     """XREF/YREF of the IDCTAB's forward model per chip (as stwcs selects it)."""
+    det = det or ACS_WFC
     # fits.getdata, not Table.read: the IDCTAB's non-FITS unit strings ('chip') only warn.
     table = Table(fits.getdata(idctab, 1))
     out: dict[int, tuple[float, float]] = {}
@@ -653,21 +607,12 @@ class _ExposureInfo:
     dither_arcsec: tuple[float, float]
 
 
-def _primary_header(
-    config: SimulationConfig,
-    info: _ExposureInfo,
-    pa_v3: float,
-    suffix: str,
-    mdriztab: str,
-) -> fits.Header:
-    det = DETECTORS[config.detector]
-    if det.key == "WFC3/IR":
-        return _primary_header_ir(config, info, pa_v3, suffix)
-    hdr = _template("acs_wfc_primary.txt")
-    f1, f2 = _filter_keywords(config.filter)
-    phot = _photometry(config.filter)
+def _common_primary_keywords(
+    config: SimulationConfig, info: _ExposureInfo, pa_v3: float, suffix: str, mdriztab: str, det: Detector
+) -> dict[str, Any]:
+    """Primary keywords every simulated detector writes alike."""
+    phot = _photometry(config.filter, det.key)
     start = Time(info.expstart, format="mjd", scale="utc")
-    subarray = tuple(config.chip_shape) != FULL_CHIP_SHAPE
     values: dict[str, Any] = {
         # DATE is fixed (not the wall clock) so the same seed gives byte-identical files.
         "DATE": start.isot[:10],
@@ -680,90 +625,140 @@ def _primary_header(
         "EXPSTART": info.expstart,
         "EXPEND": info.expstart + config.exptime / 86400.0,
         "EXPTIME": config.exptime,
-        "TEXPTIME": config.exptime,
-        "DARKTIME": config.exptime + 3.0,
         "PA_V3": pa_v3,
         "POSTARG1": info.dither_arcsec[0],
         "POSTARG2": info.dither_arcsec[1],
-        "SUBARRAY": subarray,
-        "APERTURE": "WFC" if not subarray else "WFC-SIM-GAP",
-        "PROPAPER": "WFC",
-        "FILTER1": f1,
-        "FILTER2": f2,
-        "PCTECORR": "COMPLETE" if suffix == "flc" else ("PERFORM" if config.write_flc else "OMIT"),
-        "IDCTAB": f"jref${REFERENCE_FILES['IDCTAB']}",
-        "NPOLFILE": f"jref${REFERENCE_FILES['NPOLFILE']}",
-        "D2IMFILE": f"jref${REFERENCE_FILES['D2IMFILE']}",
+        "SUBARRAY": tuple(config.chip_shape) != det.full_shape,
         "MDRIZTAB": mdriztab,
         "ASN_ID": config.asn_id.upper(),
         "ASN_TAB": f"{config.asn_id.lower()}_asn.fits",
         "ASN_MTYP": "EXP-DTH",
         "CCDGAIN": config.gain,
-        "PHOTMODE": f"ACS WFC1 {config.filter.upper()} MJD#{info.expstart:.4f}",
         "PHOTFLAM": phot["PHOTFLAM"],
         "PHOTPLAM": phot["PHOTPLAM"],
         "PHOTBW": phot["PHOTBW"],
         "PATTERN1": "LINE" if config.n_exposures > 1 else "NONE",
         "P1_NPTS": config.n_exposures if config.n_exposures > 1 else 0,
         "PATTSTEP": info.index + 1 if config.n_exposures > 1 else 0,
-        "NEXTEND": 6,
+        "NEXTEND": 3 * len(det.chips),
     }
+    for key, name in det.reference_files.items():
+        values[key] = f"{det.ref_folder}${name}"
     for amp in "ABCD":
         values[f"ATODGN{amp}"] = config.gain
         values[f"READNSE{amp}"] = config.read_noise
-    for key, value in values.items():
-        hdr[key] = value
-    return hdr
+    return values
 
 
-def _primary_header_ir(config: SimulationConfig, info: _ExposureInfo, pa_v3: float, suffix: str) -> fits.Header:
-    """WFC3/IR FLT primary header (from the real ib6o23rtq's, see the template)."""
-    det = WFC3_IR
-    hdr = _template(det.templates[0])
-    phot = _photometry(config.filter, det.key)
-    start = Time(info.expstart, format="mjd", scale="utc")
-    subarray = tuple(config.chip_shape) != det.full_shape
+def _acs_wfc_primary(config: SimulationConfig, info: _ExposureInfo, suffix: str, subarray: bool) -> dict[str, Any]:
+    f1, f2 = _filter_keywords(config.filter)
+    return {
+        "TEXPTIME": config.exptime,
+        "DARKTIME": config.exptime + 3.0,
+        "APERTURE": "WFC" if not subarray else "WFC-SIM-GAP",
+        "PROPAPER": "WFC",
+        "FILTER1": f1,
+        "FILTER2": f2,
+        "PCTECORR": "COMPLETE" if suffix == "flc" else ("PERFORM" if config.write_flc else "OMIT"),
+        "PHOTMODE": f"ACS WFC1 {config.filter.upper()} MJD#{info.expstart:.4f}",
+    }
+
+
+def _wfc3_ir_primary(config: SimulationConfig, info: _ExposureInfo, suffix: str, subarray: bool) -> dict[str, Any]:
+    """From the real ib6o23rtq's primary header, see the template."""
+    del info, suffix
     grism = config.filter.upper().startswith("G")
-    values: dict[str, Any] = {
-        "DATE": start.isot[:10],
-        "FILENAME": f"{info.rootname}_{suffix}.fits",
-        "ROOTNAME": info.rootname,
-        "RA_TARG": config.ra,
-        "DEC_TARG": config.dec,
-        "DATE-OBS": start.isot[:10],
-        "TIME-OBS": start.isot[11:19],
-        "EXPSTART": info.expstart,
-        "EXPEND": info.expstart + config.exptime / 86400.0,
-        "EXPTIME": config.exptime,
-        "PA_V3": pa_v3,
-        "POSTARG1": info.dither_arcsec[0],
-        "POSTARG2": info.dither_arcsec[1],
-        "SUBARRAY": subarray,
+    return {
         "SUBTYPE": "FULLIMAG" if not subarray else f"SQ{min(config.chip_shape)}SUB",
         "APERTURE": "IR" if not subarray else "IR-SUB",
         "FILTER": config.filter.upper(),
         "OBSTYPE": "SPECTROSCOPIC" if grism else "IMAGING",
-        "IDCTAB": f"iref${det.reference_files['IDCTAB']}",
-        "MDRIZTAB": "N/A",
-        "ASN_ID": config.asn_id.upper(),
-        "ASN_TAB": f"{config.asn_id.lower()}_asn.fits",
-        "ASN_MTYP": "EXP-DTH",
         "PHOTMODE": f"WFC3 IR {config.filter.upper()}",
-        "PHOTFLAM": phot["PHOTFLAM"],
-        "PHOTPLAM": phot["PHOTPLAM"],
-        "PHOTBW": phot["PHOTBW"],
-        "PATTERN1": "LINE" if config.n_exposures > 1 else "NONE",
-        "P1_NPTS": config.n_exposures if config.n_exposures > 1 else 0,
-        "PATTSTEP": info.index + 1 if config.n_exposures > 1 else 0,
-        "NEXTEND": 3,
-        "CCDGAIN": config.gain,
     }
-    for amp in "ABCD":
-        values[f"ATODGN{amp}"] = config.gain
-        values[f"READNSE{amp}"] = config.read_noise
+
+
+def _wfc3_uvis_primary(config: SimulationConfig, info: _ExposureInfo, suffix: str, subarray: bool) -> dict[str, Any]:
+    """From the real ib4606c5q's primary header, see the template."""
+    del info
+    photflam = _photometry(config.filter, "WFC3/UVIS")["PHOTFLAM"]
+    return {
+        "DARKTIME": config.exptime + 4.0,
+        "APERTURE": "UVIS" if not subarray else "UVIS-SIM-SUB",
+        "FILTER": config.filter.upper(),
+        "OBSTYPE": "IMAGING",
+        "PCTECORR": "COMPLETE" if suffix == "flc" else ("PERFORM" if config.write_flc else "OMIT"),
+        # One sensitivity for both chips (FLUXCORR=COMPLETE scales UVIS2 to UVIS1).
+        "PHTFLAM1": photflam,
+        "PHTFLAM2": photflam,
+        "PHTRATIO": 1.0,
+    }
+
+
+def _primary_header(
+    config: SimulationConfig,
+    info: _ExposureInfo,
+    pa_v3: float,
+    suffix: str,
+    mdriztab: str,
+) -> fits.Header:
+    """FLT/FLC primary header: the detector's template, shared keywords, then its own."""
+    det = DETECTORS[config.detector]
+    hdr = _template(det.templates[0])
+    values = _common_primary_keywords(config, info, pa_v3, suffix, mdriztab, det)
+    values.update(det.primary_keywords(config, info, suffix, bool(values["SUBARRAY"])))
     for key, value in values.items():
         hdr[key] = value
     return hdr
+
+
+def _acs_wfc_sci(config: SimulationConfig, info: _ExposureInfo, ccdchip: int, ltv: tuple[float, float]) -> dict[str, Any]:
+    ny, nx = config.chip_shape
+    phot = _photometry(config.filter, "ACS/WFC")
+    return {
+        "CCDCHIP": ccdchip,
+        "PHOTMODE": f"ACS WFC{ccdchip} {config.filter.upper()} MJD#{info.expstart:.4f}",
+        "PHOTFLAM": phot["PHOTFLAM"],
+        "PHOTPLAM": phot["PHOTPLAM"],
+        "PHOTBW": phot["PHOTBW"],
+        "SIZAXIS1": nx,
+        "SIZAXIS2": ny,
+        "CENTERA1": int(-ltv[0] + nx // 2 + 24),  # +24: the serial overscan in raw coordinates
+        "CENTERA2": int(-ltv[1] + ny // 2 + (0 if ccdchip == 1 else 20)),
+        "MEANDARK": 0.0,
+    }
+
+
+def _wfc3_ir_sci(config: SimulationConfig, info: _ExposureInfo, ccdchip: int, ltv: tuple[float, float]) -> dict[str, Any]:
+    del info, ccdchip
+    ny, nx = config.chip_shape
+    return {
+        # IR: 5 reference pixels on each side, then the 1014 science pixels.
+        "SIZAXIS1": nx + 10 if nx == 1014 else nx, "SIZAXIS2": ny + 10 if ny == 1014 else ny,
+        "CENTERA1": int(-ltv[0] + nx // 2 + 5), "CENTERA2": int(-ltv[1] + ny // 2 + 5),
+        "SAMPTIME": config.exptime,
+    }
+
+
+def _wfc3_uvis_sci(config: SimulationConfig, info: _ExposureInfo, ccdchip: int, ltv: tuple[float, float]) -> dict[str, Any]:
+    ny, nx = config.chip_shape
+    phot = _photometry(config.filter, "WFC3/UVIS")
+    return {
+        "CCDCHIP": ccdchip,
+        "PHOTMODE": f"WFC3 UVIS{ccdchip} {config.filter.upper()} MJD#{info.expstart:.4f}",
+        "PHOTFLAM": phot["PHOTFLAM"],
+        "PHTFLAM1": phot["PHOTFLAM"],
+        "PHTFLAM2": phot["PHOTFLAM"],
+        "PHTRATIO": 1.0,
+        "PHOTPLAM": phot["PHOTPLAM"],
+        "PHOTBW": phot["PHOTBW"],
+        "SIZAXIS1": nx,
+        "SIZAXIS2": ny,
+        # Chip 2 as in the real ib4606c5q (CENTERA 2104, 1036 on its full frame: prescan columns
+        # and overscan rows); chip 1's offset is not in the shared data and is approximated.
+        "CENTERA1": int(-ltv[0] + nx // 2 + 56),
+        "CENTERA2": int(-ltv[1] + ny // 2 + (0 if ccdchip == 1 else 11)),
+        "MEANDARK": 0.0,
+    }
 
 
 def _sci_header(
@@ -775,54 +770,126 @@ def _sci_header(
     ltv: tuple[float, float],
     aperture: tuple[float, float, float],
 ) -> fits.Header:
+    """SCI header: the detector's template, shared keywords, its own, then the chip's WCS."""
     det = DETECTORS[config.detector]
     hdr = _template(det.templates[1])
-    phot = _photometry(config.filter, det.key)
     ny, nx = config.chip_shape
-    if det.key == "WFC3/IR":
-        ir: dict[str, Any] = {
-            "DATE": Time(info.expstart, format="mjd").isot[:10],
-            "EXTVER": extver, "ROOTNAME": info.rootname, "EXPNAME": info.rootname,
-            "LTV1": ltv[0], "LTV2": ltv[1], "VAFACTOR": config.vafactor,
-            "RA_APER": aperture[0], "DEC_APER": aperture[1], "PA_APER": aperture[2],
-            # IR: 5 reference pixels on each side, then the 1014 science pixels.
-            "SIZAXIS1": nx + 10 if nx == 1014 else nx, "SIZAXIS2": ny + 10 if ny == 1014 else ny,
-            "CENTERA1": int(-ltv[0] + nx // 2 + 5), "CENTERA2": int(-ltv[1] + ny // 2 + 5),
-            "NGOODPIX": nx * ny, "SAMPTIME": config.exptime, "WCSNAME": "OPUS",
-        }
-        ir.update(chip.keywords())
-        for key, value in ir.items():
-            hdr[key] = value
-        return hdr
     values: dict[str, Any] = {
         "DATE": Time(info.expstart, format="mjd").isot[:10],
         "EXTVER": extver,
         "ROOTNAME": info.rootname,
         "EXPNAME": info.rootname,
-        "CCDCHIP": ccdchip,
         "LTV1": ltv[0],
         "LTV2": ltv[1],
         "VAFACTOR": config.vafactor,
         "RA_APER": aperture[0],
         "DEC_APER": aperture[1],
         "PA_APER": aperture[2],
-        "PHOTMODE": f"ACS WFC{ccdchip} {config.filter.upper()} MJD#{info.expstart:.4f}",
-        "PHOTFLAM": phot["PHOTFLAM"],
-        "PHOTPLAM": phot["PHOTPLAM"],
-        "PHOTBW": phot["PHOTBW"],
-        "SIZAXIS1": nx,
-        "SIZAXIS2": ny,
-        "CENTERA1": int(-ltv[0] + nx // 2 + 24),  # +24: the serial overscan in raw coordinates
-        "CENTERA2": int(-ltv[1] + ny // 2 + (0 if ccdchip == 1 else 20)),
-        "MEANDARK": 0.0,
         # All pixels are good (DQ=0); stsci.tools' file check drops files with NGOODPIX=0.
         "NGOODPIX": nx * ny,
         "WCSNAME": "OPUS",
     }
+    values.update(det.sci_keywords(config, info, ccdchip, ltv))
     values.update(chip.keywords())
     for key, value in values.items():
         hdr[key] = value
     return hdr
+
+
+@dataclass(frozen=True)
+class Detector:
+    """What the simulator adds to an instrument-registry record of one HST detector.
+
+    The detector's facts (chip layout, full-chip shape, reference-file prefix, FLC or not) are
+    its :class:`autodriz.instruments.InstrumentDetector`; this holds only what simulating needs
+    beyond them.
+
+    Attributes
+    ----------
+    record : InstrumentDetector
+        The registry record.
+    reference_files : mapping
+        Header keyword → file name (IDCTAB, NPOLFILE, D2IMFILE as the simulation has them),
+        shipped in ``autodriz/data/<ref_prefix>``.
+    templates : (str, str)
+        Primary and SCI header templates in ``autodriz/data/templates``.
+    pixel_scale : float
+        Pixel scale of the OPUS-like seed CD, arcsec (updatewcs sets the real one).
+    bunit : str
+        Unit of the FLT SCI data (``ELECTRONS`` for CCDs, ``ELECTRONS/S`` for WFC3/IR).
+    photometry : mapping
+        Filter → (AB zeropoint in e-/s, pivot wavelength Å, RMS bandwidth Å): the filters the
+        simulator offers.
+    primary_keywords, sci_keywords : callable
+        The detector's own primary/SCI keyword values, beside those every detector shares (see
+        :func:`_primary_header`, :func:`_sci_header`).
+    """
+
+    record: InstrumentDetector
+    reference_files: Mapping[str, str]
+    templates: tuple[str, str]
+    pixel_scale: float
+    bunit: str
+    photometry: Mapping[str, tuple[float, float, float]]
+    primary_keywords: Callable[[SimulationConfig, _ExposureInfo, str, bool], dict[str, Any]]
+    sci_keywords: Callable[[SimulationConfig, _ExposureInfo, int, tuple[float, float]], dict[str, Any]]
+
+    @property
+    def key(self) -> str:
+        return self.record.key
+
+    @property
+    def instrument(self) -> str:
+        return self.record.instrument
+
+    @property
+    def detector(self) -> str:
+        return self.record.detector
+
+    @property
+    def chips(self) -> tuple[tuple[int, int], ...]:
+        """(EXTVER, CCDCHIP) of the SCI extensions; EXTVER 1 is updatewcs's reference chip."""
+        return tuple(enumerate(self.record.ccdchips, start=1))
+
+    @property
+    def full_shape(self) -> tuple[int, int]:
+        return self.record.chip_shape
+
+    @property
+    def ref_folder(self) -> str:
+        """Reference-file prefix (``jref``, ``iref``); also the folder written beside the visit."""
+        return self.record.ref_prefix
+
+    @property
+    def has_flc(self) -> bool:
+        return self.record.has_flc
+
+    @property
+    def idc_root(self) -> str:
+        return self.reference_files["IDCTAB"].split("_")[0]
+
+
+ACS_WFC = Detector(
+    record=REGISTRY.get("ACS/WFC"), reference_files=REFERENCE_FILES,
+    templates=("acs_wfc_primary.txt", "acs_wfc_sci.txt"), pixel_scale=0.05, bunit="ELECTRONS",
+    photometry=_PHOTOMETRY, primary_keywords=_acs_wfc_primary, sci_keywords=_acs_wfc_sci,
+)
+#: WFC3/IR with the RECONSTRUCTED IDCTAB w3m18525i (F110W/F140W rows from real updatewcs SIP
+#: headers; G102/G141 use them): see ``autodriz/data/iref/README.md``. No NPOL/D2IM exists for IR.
+WFC3_IR = Detector(
+    record=REGISTRY.get("WFC3/IR"), reference_files=MappingProxyType({"IDCTAB": "w3m18525i_idc.fits"}),
+    templates=("wfc3_ir_primary.txt", "wfc3_ir_sci.txt"), pixel_scale=0.1283, bunit="ELECTRONS/S",
+    photometry=_PHOTOMETRY_IR, primary_keywords=_wfc3_ir_primary, sci_keywords=_wfc3_ir_sci,
+)
+#: WFC3/UVIS with the RECONSTRUCTED IDCTAB 2731450pi (F555W rows of both chips from the real
+#: ib4606c5q's updatewcs SIP; F606W/F814W use them) and without its NPOLFILE/D2IMFILE, which are
+#: not public: see ``autodriz/data/iref/README.md``.
+WFC3_UVIS = Detector(
+    record=REGISTRY.get("WFC3/UVIS"), reference_files=MappingProxyType({"IDCTAB": "2731450pi_idc.fits"}),
+    templates=("wfc3_uvis_primary.txt", "wfc3_uvis_sci.txt"), pixel_scale=0.04, bunit="ELECTRONS",
+    photometry=_PHOTOMETRY_UVIS, primary_keywords=_wfc3_uvis_primary, sci_keywords=_wfc3_uvis_sci,
+)
+DETECTORS: Mapping[str, Detector] = MappingProxyType({d.key: d for d in (ACS_WFC, WFC3_UVIS, WFC3_IR)})
 
 
 def _companion_header(sci: fits.Header, extname: str, bunit: str = "ELECTRONS") -> fits.Header:
@@ -924,7 +991,7 @@ def apriori_wcsname(name: str, detector: str = "ACS/WFC") -> str:
 
 
 def _apriori_hdulist(
-    truth_hdul: fits.HDUList, wcsname: str, shift_mas: tuple[float, float], det: Detector = ACS_WFC
+    truth_hdul: fits.HDUList, wcsname: str, shift_mas: tuple[float, float], det: Detector | None = None
 ) -> fits.HDUList:
     """A copy of the true in-memory exposure whose SCI WCSs are shifted by ``shift_mas``.
 
@@ -933,6 +1000,7 @@ def _apriori_hdulist(
     i.e. the distortion model in use. Reference-file keywords are put back to ``jref$`` names,
     which is what the headerlet will record.
     """
+    det = det or ACS_WFC
     hdul = fits.HDUList([h.copy() for h in truth_hdul])
     for key, name in det.reference_files.items():
         hdul[0].header[key] = f"{det.ref_folder}${name}"

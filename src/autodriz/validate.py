@@ -33,19 +33,15 @@ from astropy.io.fits.verify import VerifyError, VerifyWarning
 from astropy.time import Time
 
 from autodriz.errors import InputError, WCSStageError
+from autodriz.instruments import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
 
-#: Native pixel scale (arcsec, geometric mean of the two axes) per detector, unbinned. WFPC2's
-#: PC and WF chips differ, so it has a range.
-NOMINAL_PIXEL_SCALE_ARCSEC: Mapping[str, tuple[float, float]] = MappingProxyType({
-    "ACS/WFC": (0.0498, 0.0498),
-    "ACS/HRC": (0.0265, 0.0265),
-    "ACS/SBC": (0.0319, 0.0319),
-    "WFC3/UVIS": (0.0396, 0.0396),
-    "WFC3/IR": (0.128, 0.128),
-    "WFPC2": (0.0455, 0.0996),
-})
+#: Native pixel scale (arcsec, geometric mean of the two axes) per detector, unbinned, from the
+#: instrument registry. WFPC2's PC and WF chips differ, so it has a range.
+NOMINAL_PIXEL_SCALE_ARCSEC: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {r.key: r.nominal_scale_range_arcsec for r in REGISTRY.records}
+)
 
 #: A CD matrix whose pixel scale differs from the nominal by more than this factor is not the
 #: detector's: distortion and velocity aberration change the scale by a few per cent at most.
@@ -63,9 +59,6 @@ MAX_EXPTIME_S = 1.0e5
 _HST_FIRST_MJD = 48000.0
 _HST_LAST_MJD = 70000.0
 
-#: Instruments whose calibrated files carry ERR and DQ beside every SCI (WFPC2's C0M does not:
-#: its DQ is the separate C1M file).
-_WITH_ERR_DQ = ("ACS", "WFC3")
 
 #: BITPIX a DQ array may have: AstroDrizzle writes its cosmic-ray flag, bit 4096, into it.
 _DQ_BITPIX = (16, 32)
@@ -376,7 +369,7 @@ def _number(value: object) -> float | None:
         return None
 
 
-def check_structure(headers: ExposureHeaders, instrument: str) -> list[Violation]:
+def check_structure(headers: ExposureHeaders, instrument: str, registry: Registry = REGISTRY) -> list[Violation]:
     """SCI per chip, with ERR and DQ of the same shape where the instrument has them.
 
     Returns
@@ -400,7 +393,8 @@ def check_structure(headers: ExposureHeaders, instrument: str) -> list[Violation
         if s.bitpix not in _FLOAT_BITPIX:
             out.append(Violation(path, s.label, "BITPIX", s.bitpix,
                                  "calibrated SCI arrays are floating point (BITPIX -32 or -64)"))
-        if instrument not in _WITH_ERR_DQ:
+        # WFPC2's C0M has no ERR/DQ beside SCI: its DQ is the separate C1M file.
+        if not any(r.err_dq_extensions for r in registry.records if r.instrument == instrument):
             continue
         for name in ("ERR", "DQ"):
             companion = headers.get(name, s.ver)
@@ -468,7 +462,7 @@ def pixel_scale_arcsec(header: fits.Header) -> float:
     return math.sqrt(abs(c11 * c22 - c12 * c21)) * 3600.0
 
 
-def check_wcs(headers: ExposureHeaders, instrument_key: str) -> list[Violation]:
+def check_wcs(headers: ExposureHeaders, instrument_key: str, registry: Registry = REGISTRY) -> list[Violation]:
     """Every SCI's WCS keywords: present, finite, a non-singular CD of the detector's scale,
     CTYPEs of one celestial TAN projection, SIP coefficients if and only if ``-SIP``.
 
@@ -537,7 +531,8 @@ def check_wcs(headers: ExposureHeaders, instrument_key: str) -> list[Violation]:
         if abs(det) <= 1e-9 * float(np.sum(cd**2)):
             bad(s, "CD", cd_text, f"the CD matrix is singular (determinant {det:.3g})")
             continue
-        nominal = NOMINAL_PIXEL_SCALE_ARCSEC.get(instrument_key)
+        record = registry.find(instrument_key)
+        nominal = record.nominal_scale_range_arcsec if record is not None else None
         if nominal is not None:
             binning = _binning(h)
             low = nominal[0] * binning / PIXEL_SCALE_TOLERANCE
@@ -679,7 +674,9 @@ def check_footprints(members: Sequence[ExposureHeaders], radius_deg: float = VIS
     return out
 
 
-def check_exposures(members: Sequence[ExposureHeaders], instrument: str, instrument_key: str) -> list[Violation]:
+def check_exposures(
+    members: Sequence[ExposureHeaders], instrument: str, instrument_key: str, registry: Registry = REGISTRY
+) -> list[Violation]:
     """Every check of this module on the members of one dataset, in a stable order.
 
     Structure and times first, then WCS keywords; the footprints are compared only when every
@@ -691,12 +688,12 @@ def check_exposures(members: Sequence[ExposureHeaders], instrument: str, instrum
     """
     out: list[Violation] = []
     for m in members:
-        out += check_structure(m, instrument)
+        out += check_structure(m, instrument, registry)
         out += check_times(m)
         out += check_cards(m)
     wcs: list[Violation] = []
     for m in members:
-        wcs += check_wcs(m, instrument_key)
+        wcs += check_wcs(m, instrument_key, registry)
     if not wcs:
         wcs = check_footprints(members)
     return out + wcs

@@ -49,6 +49,7 @@ import numpy as np
 from scipy import ndimage, signal
 
 from autodriz.centroid import windowed_centroid as _windowed_centroid
+from autodriz.instruments import REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -195,8 +196,9 @@ def load_thresholds(instrument_key: str | None = None, path: str | Path | None =
         table = tomllib.load(fh)
     values: dict[str, Any] = dict(table.get("default", {}))
     if instrument_key:
+        wanted = REGISTRY.config_key(instrument_key).upper()
         for key, section in table.items():
-            if key != "default" and key.upper() == instrument_key.upper() and isinstance(section, Mapping):
+            if key != "default" and key.upper() == wanted and isinstance(section, Mapping):
                 values.update(section)
     known = {f.name for f in fields(Thresholds)}
     unknown = sorted(set(values) - known)

@@ -36,6 +36,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from scipy import ndimage
 
+from autodriz.instruments import CR_BITS_ASTRODRIZZLE, CR_BITS_PIPELINE, REGISTRY
 from autodriz.verify import (
     UNVERIFIED,
     FocusResult,
@@ -65,8 +66,9 @@ __all__ = [
 PIXMAP_STEP = 8
 
 #: DQ bits of cosmic rays flagged by an earlier drizzle (4096, AstroDrizzle's) or by the
-#: calibration's CR-SPLIT combination (8192): runastrodriz resets both before aligning.
-STALE_CR_BITS = 4096 | 8192
+#: calibration's CR-SPLIT combination (8192): runastrodriz resets both before aligning. A
+#: detector's own bits are its registry record's ``cr_dq_bits``; these are for an unknown one.
+STALE_CR_BITS = CR_BITS_ASTRODRIZZLE | CR_BITS_PIPELINE
 
 # Errors that mean "the data cannot be verified", as opposed to a bug (TypeError, IndexError …
 # surface as exit 1 with their traceback): reading an exposure (astropy raises KeyError for a
@@ -627,7 +629,8 @@ def verify_candidate(
     # Cosmic-ray flags in the inputs are stale (an earlier drizzle's): the final AstroDrizzle
     # resets them (resetbits 4096) and flags anew, runastrodriz resets 4096+8192 before it
     # aligns. Masking them would blank the cores of stars an earlier run mistook for CRs.
-    good_bits |= STALE_CR_BITS
+    record = REGISTRY.find(key) if key else None
+    good_bits |= record.cr_dq_bits if record is not None else STALE_CR_BITS
     copies = [Path(candidate.copies[p]) for p in originals]
     try:
         exposures = [load_exposure(p, good_bits) for p in copies]

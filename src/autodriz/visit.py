@@ -58,20 +58,15 @@ from autodriz.config import Settings
 from autodriz.errors import InputError
 from autodriz.exitcodes import PRODUCT_CODES, ExitCode
 from autodriz.inputs import Dataset, Exposure, resolve_input
+from autodriz.instruments import REGISTRY
 from autodriz.logs import run_logging, waypoint
 from autodriz.skygeom import linear_sip_header, mean_direction, tangent_arcsec, untangent_arcsec
 
 logger = logging.getLogger(__name__)
 
-#: Native pixel scale (arcsec) of each detector's pipeline products, the default grid scale.
-NATIVE_SCALE_ARCSEC: Mapping[str, float] = MappingProxyType({
-    "ACS/WFC": 0.05,
-    "ACS/HRC": 0.025,
-    "ACS/SBC": 0.025,
-    "WFC3/UVIS": 0.04,
-    "WFC3/IR": 0.128,
-    "WFPC2": 0.0996,
-})
+#: Native pixel scale (arcsec) of each detector's pipeline products, the default grid scale
+#: (from the instrument registry).
+NATIVE_SCALE_ARCSEC: Mapping[str, float] = MappingProxyType({r.key: r.pixel_scale_arcsec for r in REGISTRY.records})
 
 #: Sources matched between two filters' products must agree to this, in output pixels (median
 #: offset), for the visit to count as consistent. A 0.1 px colour-gradient artefact is what the

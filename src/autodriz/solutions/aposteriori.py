@@ -58,6 +58,7 @@ from autodriz.fitquality import (
     assess_fit,
 )
 from autodriz.inputs import Dataset
+from autodriz.instruments import REGISTRY
 from autodriz.logs import CONSOLE
 from autodriz.select import catalog_search_done, is_usable_fit, needs_image_by_image, try_sparse_geometry
 from autodriz.skygeom import MAS_PER_DEG as _MAS_PER_DEG
@@ -176,7 +177,8 @@ def load_aposteriori_config(instrument_key: str, path: Path | None = None) -> Ap
         raise ConfigError(f"a posteriori settings {path} cannot be read: {exc}") from exc
     default = data.get("default", {})
     sections = {k.upper(): k for k in data if k not in ("default", "catalogs", "catalog")}
-    key = instrument_key.strip().upper()
+    # The registry names the section a detector reads (its config key).
+    key = REGISTRY.config_key(instrument_key).strip().upper()
     section_name = sections.get(key) or sections.get(key.split("/", 1)[0])
     section = data.get(section_name, {}) if section_name else {}
 

@@ -169,8 +169,10 @@ def make_default_candidate(
 
 
 def reference_folders(settings: Settings) -> dict[str, Path | None]:
-    """Reference-file folders by header prefix."""
-    return {"jref": settings.jref, "iref": settings.iref}
+    """Reference-file folders by header prefix (one per prefix of the instrument registry)."""
+    from autodriz.instruments import REGISTRY
+
+    return {prefix: getattr(settings, prefix) for prefix in REGISTRY.reference_prefixes()}
 
 
 class DefaultStrategy:
