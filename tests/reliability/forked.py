@@ -13,6 +13,7 @@ within its timeout has its child killed (``SIGKILL``) and is reported as hung.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import multiprocessing.connection
 from collections.abc import Callable
@@ -80,9 +81,9 @@ class Worker(Generic[T]):
         self._conn.close()
 
 
-def call(fn: Callable[..., T], args: tuple, timeout: float) -> Result[T]:
-    """``fn(*args)`` in a fresh forked child, killed after ``timeout`` seconds."""
-    worker: Worker[T] = Worker(fn)
+def call(fn: Callable[..., T], args: tuple, timeout: float, kwargs: dict[str, Any] | None = None) -> Result[T]:
+    """``fn(*args, **kwargs)`` in a fresh forked child, killed after ``timeout`` seconds."""
+    worker: Worker[T] = Worker(functools.partial(fn, **(kwargs or {})))
     try:
         return worker.run(args, timeout)
     finally:
