@@ -153,6 +153,7 @@ def test_every_failpoint_of_a_full_run(pristine: Path, tmp_path: Path) -> None:
         work = tmp_path / f"{name}-{n}"
         work.mkdir()
         trials.append(failpointing.forked_trial(ref, name, n, work, rerun=None))
+        print("\n" + _listed(trials[-1:]), flush=True)  # as it goes: the whole list takes most of an hour
     print(f"\nevery failpoint of a full run ({len(trials)}):\n" + _listed(trials))
     assert len({t.failpoint for t in trials}) >= 25
     assert not [t for t in trials if t.problems], _listed(trials)
@@ -167,6 +168,7 @@ def test_every_failpoint_of_a_batch(pristine: Path, tmp_path: Path) -> None:
         work = tmp_path / f"{name}-{n}"
         work.mkdir()
         trials.append(failpointing.batch_trial(ref, name, n, work))
+        print("\n" + _listed(trials[-1:]), flush=True)
     print(f"\nevery failpoint of a batch ({len(trials)}):\n" + _listed(trials))
     assert len({t.failpoint for t in trials}) >= 25
     assert not [t for t in trials if t.problems], _listed(trials)
