@@ -15,8 +15,8 @@ The catalog cache and service boundaries: CI fails every ``catalog.*``, ``cache.
 loopback fake serving the visit's catalog) with an empty cache (the service is asked, its answer
 cached); ``-m slow`` also with that cache (read instead of the service).
 
-The whole enumeration is ``-m slow`` (each trial is most of a run, 30-60 s here, so the two
-lists take 30+ minutes): every failpoint of a full run (a priori, a posteriori, verification;
+The whole enumeration is ``-m slow`` (each trial is most of a run, so the full run's list took
+48 min on the shared 2-core machine at load 8-15, the batch's over an hour): every failpoint of a full run (a priori, a posteriori, verification;
 >= 25 distinct) and every failpoint of ``autodriz batch`` (ledger commits included). Each prints
 the list it hit: ``pytest -m slow -s tests/reliability/test_failpoints.py``.
 ``scripts/failpoints.py`` is the same enumeration outside pytest.
