@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib.util
-import multiprocessing
-import multiprocessing.connection
 import os
 import shutil
 import sys
@@ -33,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 
+import forked  # noqa: E402
 import fuzzing  # noqa: E402
 
 
@@ -45,52 +44,12 @@ def _shared_data() -> Path:
     raise SystemExit("shared data not found: set AUTODRIZ_SHARED_DATA")
 
 
-def _serve(conn: multiprocessing.connection.Connection, templates: fuzzing.Templates) -> None:
-    """Worker loop: run the cases the parent sends, answer each with its outcome."""
-    while True:
-        job = conn.recv()
-        if job is None:
-            return
-        case, work = job
-        work.mkdir(parents=True)
-        outcome = fuzzing.run_case(case, templates, work)
-        outcome.console = outcome.console[-4000:]
-        conn.send(outcome)
-
-
-class _Worker:
-    """One process that runs cases in turn, so that a case that hangs can be killed (and the run go
-    on) without paying an interpreter start and the imports for every case."""
-
-    def __init__(self, templates: fuzzing.Templates) -> None:
-        self._conn, child = multiprocessing.Pipe()
-        self._proc = multiprocessing.get_context("fork").Process(target=_serve, args=(child, templates), daemon=True)
-        self._proc.start()
-        child.close()
-
-    def run(self, case: fuzzing.Case, work: Path, timeout: float) -> fuzzing.Outcome | None:
-        """The case's outcome, or None when it did not finish within ``timeout`` (worker killed)."""
-        self._conn.send((case, work))
-        if self._conn.poll(timeout):
-            try:
-                return self._conn.recv()
-            except EOFError:  # the worker died (a crash is an outcome too)
-                self._proc.join(5)
-                code = self._proc.exitcode
-                return fuzzing.Outcome(case, "(worker died)", -2, "", [f"worker died (exit {code})"])
-        self.kill()
-        return None
-
-    def kill(self) -> None:
-        self._proc.kill()
-        self._proc.join()
-
-    def close(self) -> None:
-        if self._proc.is_alive():
-            self._conn.send(None)
-            self._proc.join(10)
-            if self._proc.is_alive():
-                self.kill()
+def _run_case(case: fuzzing.Case, templates: fuzzing.Templates, work: Path) -> fuzzing.Outcome:
+    """One case, in the worker process; its console is cut to what the report shows."""
+    work.mkdir(parents=True)
+    outcome = fuzzing.run_case(case, templates, work)
+    outcome.console = outcome.console[-4000:]
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,15 +102,20 @@ def main(argv: list[str] | None = None) -> int:
             case = fuzzing.make_case(args.seed, index, mutations=mutations, full_fraction=args.full_fraction)
             work = base / "case"
             if worker is None:
-                worker = _Worker(templates)
+                # One process runs case after case; a fresh one replaces it when a case hangs or dies.
+                worker = forked.Worker(_run_case)
             started = time.monotonic()
-            outcome = worker.run(case, work, args.case_timeout)
+            result = worker.run((case, templates, work), args.case_timeout)
             seconds = time.monotonic() - started
-            if outcome is None or outcome.code == -2:  # hung (killed) or died: the next case gets a fresh one
-                worker = None
-            if outcome is None:
+            if result.status == "ok":
+                outcome = result.value
+            elif result.status == "died":  # a crash is an outcome too
+                outcome = fuzzing.Outcome(case, "(worker died)", -2, "", [f"worker died (exit {result.exitcode})"])
+            else:
                 outcome = fuzzing.Outcome(case, "(not known: the worker was killed)", -1, "",
                                           [f"hung: killed after {args.case_timeout:g} s"])
+            if result.status != "ok":
+                worker = None
             shutil.rmtree(work, ignore_errors=True)
             slowest = sorted([*slowest, (seconds, case.id)], reverse=True)[:5]
             codes[outcome.code] += 1

@@ -11,8 +11,18 @@ pristine visit, runs the same command with ``AUTODRIZ_FAILPOINT=name:N`` and che
   (never a mix);
 - the next run, without the failpoint, ends as the reference run did, with the same WCS.
 
-Used by ``tests/reliability/test_failpoints.py`` (a deterministic subset: every boundary kind)
-and ``scripts/failpoints.py`` (every failpoint of a full run and of a batch).
+For ``autodriz batch`` (:func:`batch_reference`, :func:`batch_trial`) the ledger is checked too:
+after the failure it holds no row or one ``done``, ``failed`` or ``pending`` row, and the next
+batch finishes the dataset with the reference's WCS.
+
+The catalog cache and service boundaries are crossed by :data:`SERVICE` runs: no catalog file,
+MAST's catalog service played by a loopback fake (``fakeservice``, behaviour ``catalog``, serving
+the visit's own catalog), a cache folder that starts empty (the service is asked and its answer
+cached) or warm (the cache is read).
+
+Each trial runs in a process of its own (:func:`forked_trial`, a fork of the caller, killed if it
+outlives its time). Used by ``tests/reliability/test_failpoints.py`` (every failpoint of a full
+run, of a batch and of the catalog cache/service; a CI subset) and ``scripts/failpoints.py``.
 """
 
 from __future__ import annotations
@@ -23,12 +33,17 @@ import io
 import os
 import re
 import shutil
+import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import forked
 from astropy.io import fits
+from astropy.table import Table
 
 from autodriz import failpoints
 from autodriz.exitcodes import PRODUCT_CODES, ExitCode
@@ -43,6 +58,10 @@ CONFIG = SimulationConfig(n_exposures=1, chip_shape=(128, 256), n_stars=60, poin
 DEFAULT_ONLY = ("--no-apriori", "--no-aposteriori", "--no-verify")
 #: Everything: a priori, a posteriori against the visit's catalog, verification.
 FULL = ("--apriori", "--aposteriori", "--verify")
+#: A posteriori only, the catalog from MAST's catalog service (a fake: see :func:`run`), cached.
+SERVICE = ("--no-apriori", "--aposteriori", "--no-verify", "--catalog-service", "mast")
+#: Seconds one trial (a failing run and the next run) may take before it counts as hung.
+TRIAL_TIMEOUT = 900.0
 CRVAL_TOL_DEG = 1e-9
 CD_TOL = 1e-12
 
@@ -53,9 +72,21 @@ def make_visit(directory: Path) -> Path:
 
 
 def command(visit: Path, mode: Sequence[str]) -> list[str]:
-    return [str(visit / f"{ROOT}_asn.fits"), "--jref", str(visit / "jref"),
-            "--catalog", str(visit / f"{ROOT}_refcat.ecsv"), "--cache-dir", str(visit / "cache"),
-            *mode, "--offline", "--num-cores", "1"]
+    """The command line of a run of ``mode``: offline with the visit's catalog file, unless the
+    mode asks a catalog service (then the service, with the cache in the visit's folder)."""
+    catalog = [] if "--catalog-service" in mode else ["--catalog", str(visit / f"{ROOT}_refcat.ecsv"), "--offline"]
+    return [str(visit / f"{ROOT}_asn.fits"), "--jref", str(visit / "jref"), *catalog,
+            "--cache-dir", str(visit / "cache"), *mode, "--num-cores", "1"]
+
+
+def mast_csv(visit: Path) -> str:
+    """The visit's catalog as MAST's catalog service writes it (CSV after the description line)."""
+    cat = Table.read(visit / f"{ROOT}_refcat.ecsv", format="ascii.ecsv")
+    out = Table({"ra": cat["ra"], "dec": cat["dec"], "ra_error": cat["ra_error"], "dec_error": cat["dec_error"],
+                 "pmra": cat["pmra"], "pmdec": cat["pmdec"], "mag": cat["phot_g_mean_mag"], "epoch": cat["ref_epoch"]})
+    text = io.StringIO()
+    out.write(text, format="ascii.csv")
+    return text.getvalue().replace("\n", "\r\n")
 
 
 @contextlib.contextmanager
@@ -83,12 +114,31 @@ class Run:
     console: str
 
 
-def run(visit: Path, mode: Sequence[str], *, log: Path | None = None, failpoint: str | None = None) -> Run:
+@contextlib.contextmanager
+def _mast_at(url: str | None) -> Iterator[None]:
+    """MAST's catalog service at ``url`` for this process's runs (the packaged configuration names
+    the real one, and no setting moves it), then as before."""
+    if url is None:
+        yield
+        return
+    from autodriz import catalogs
+
+    real = catalogs.make_service
+    catalogs.make_service = lambda name, config: catalogs.MastCatalogService(url)
+    try:
+        yield
+    finally:
+        catalogs.make_service = real
+
+
+def run(visit: Path, mode: Sequence[str], *, log: Path | None = None, failpoint: str | None = None,
+        mast_url: str | None = None) -> Run:
     """``autodriz`` on the visit, in this process (its children inherit the switch)."""
     from autodriz.cli import main
 
     out = io.StringIO()
-    with _environment(log, failpoint), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+    with _environment(log, failpoint), _mast_at(mast_url), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(out):
         try:
             code = main(command(visit, mode))
         except SystemExit as exc:
@@ -142,20 +192,28 @@ class Reference:
     sha: dict[str, str]
     shapes: dict[str, tuple[int, ...]]
     failpoints: tuple[tuple[str, int], ...]
+    mast_url: str | None = None
+    #: The visit after the record run (its cache holds what the service answered).
+    after: Path | None = None
 
 
-def reference(pristine: Path, work: Path, mode: Sequence[str]) -> Reference:
-    """Record run on a copy of ``pristine``: every failpoint it passes, its exit code and WCS."""
-    visit = work / "visit"
-    shutil.copytree(pristine, visit)
-    log = work / "record.log"
-    done = run(visit, mode, log=log)
-    assert done.code in {int(c) for c in PRODUCT_CODES}, done.console[-3000:]
+def _shapes(visit: Path) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for p in sorted(visit.glob(f"{ROOT}_dr[zc].fits")):
         with fits.open(p) as hdul:
             shapes[p.name] = hdul["SCI"].data.shape
-    return Reference(pristine, tuple(mode), done.code, wcs_of(visit), digests(pristine), shapes, tuple(hits(log)))
+    return shapes
+
+
+def reference(pristine: Path, work: Path, mode: Sequence[str], *, mast_url: str | None = None) -> Reference:
+    """Record run on a copy of ``pristine``: every failpoint it passes, its exit code and WCS."""
+    visit = work / "visit"
+    shutil.copytree(pristine, visit)
+    log = work / "record.log"
+    done = run(visit, mode, log=log, mast_url=mast_url)
+    assert done.code in {int(c) for c in PRODUCT_CODES}, done.console[-3000:]
+    return Reference(pristine, tuple(mode), done.code, wcs_of(visit), digests(pristine), _shapes(visit),
+                     tuple(hits(log)), mast_url, visit)
 
 
 @dataclass
@@ -224,7 +282,7 @@ def trial(ref: Reference, name: str, n: int, work: Path, *, rerun: bool | None =
     visit = work / "visit"
     shutil.copytree(ref.pristine, visit)
     spec = f"{name}:{n}"
-    done = run(visit, ref.mode, log=work / "trial.log", failpoint=spec)
+    done = run(visit, ref.mode, log=work / "trial.log", failpoint=spec, mast_url=ref.mast_url)
     verdicts = _verdicts(done.console)
     state, problems = check_left_behind(visit, ref, done.code)
     if len(verdicts) != 1:
@@ -235,7 +293,7 @@ def trial(ref: Reference, name: str, n: int, work: Path, *, rerun: bool | None =
         problems.append(f"the failpoint {spec} was never reached")
     rerun_code = None
     if rerun or (rerun is None and state != "untouched"):
-        again = run(visit, ref.mode)
+        again = run(visit, ref.mode, mast_url=ref.mast_url)
         rerun_code = again.code
         if again.code != ref.code:
             problems.append(f"the next run exits {again.code}, the reference run {ref.code}: {_verdicts(again.console)}")
@@ -245,3 +303,98 @@ def trial(ref: Reference, name: str, n: int, work: Path, *, rerun: bool | None =
             problems.append(f"the next run's WCS differs from the reference's in {differ}")
     shutil.rmtree(visit, ignore_errors=True)
     return Trial(spec, done.code, verdicts[0][:200] if verdicts else "", state, rerun_code, problems)
+
+
+def forked_trial(ref: Reference, name: str, n: int, work: Path, *, rerun: bool | None = True,
+                 timeout: float = TRIAL_TIMEOUT) -> Trial:
+    """:func:`trial` in a process of its own (a fork of this one), killed after ``timeout`` s."""
+    done = forked.call(trial, (ref, name, n, work), timeout, kwargs={"rerun": rerun})
+    if done.status == "ok":
+        return done.value
+    shutil.rmtree(work / "visit", ignore_errors=True)
+    why = f"hung: killed after {timeout:g} s" if done.status == "hung" else f"the trial's process died ({done.exitcode})"
+    return Trial(f"{name}:{n}", -1, "", "unknown", None, [why])
+
+
+# --- autodriz batch --------------------------------------------------------------------------
+
+def _batch(visit: Path, ledger: Path, mode: Sequence[str], *, log: Path | None, failpoint: str | None,
+           timeout: float = TRIAL_TIMEOUT) -> subprocess.CompletedProcess:
+    """``autodriz batch`` of the visit, one worker, in a process of its own (the switch in its env)."""
+    env = {k: v for k, v in os.environ.items() if k not in (failpoints.ENV, failpoints.LOG_ENV)}
+    if log is not None:
+        env[failpoints.LOG_ENV] = str(log)
+    if failpoint is not None:
+        env[failpoints.ENV] = failpoint
+    argv = [sys.executable, "-m", "autodriz", "batch", str(visit / f"{ROOT}_asn.fits"),
+            "--ledger", str(ledger), "--workers", "1", "--progress", "plain", "--retry-failed",
+            *command(visit, mode)[1:]]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, errors="replace", timeout=timeout,
+                          check=False)
+
+
+def ledger_rows(ledger: Path) -> list[tuple[str, str]]:
+    """``(input, status)`` of every dataset row of the ledger (none if it holds no table yet)."""
+    if not ledger.is_file():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)) as conn:
+        try:
+            return [tuple(r) for r in conn.execute("SELECT input, status FROM datasets")]
+        except sqlite3.OperationalError as exc:  # the schema's own commit failed: an empty ledger
+            if "no such table" in str(exc):
+                return []
+            raise
+
+
+def batch_reference(pristine: Path, work: Path, mode: Sequence[str] = DEFAULT_ONLY) -> Reference:
+    """Record ``autodriz batch`` on a copy of ``pristine``: its failpoints (ledger commits too)."""
+    visit = work / "visit"
+    shutil.copytree(pristine, visit)
+    log = work / "record.log"
+    done = _batch(visit, work / "ledger.sqlite", mode, log=log, failpoint=None)
+    rows = ledger_rows(work / "ledger.sqlite")
+    assert done.returncode == 0 and [s for _, s in rows] == ["done"], (done.returncode, rows, done.stdout[-2000:])
+    return Reference(pristine, tuple(mode), 0, wcs_of(visit), digests(pristine), _shapes(visit), tuple(hits(log)),
+                     None, visit)
+
+
+def batch_trial(ref: Reference, name: str, n: int, work: Path) -> Trial:
+    """Fail ``name:n`` in a batch of a fresh copy; check the ledger, the files, and that the next
+    batch (``--retry-failed``) finishes the dataset with the reference's WCS."""
+    visit = work / "visit"
+    shutil.copytree(ref.pristine, visit)
+    ledger = work / "ledger.sqlite"
+    spec = f"{name}:{n}"
+    problems = []
+    try:
+        first = _batch(visit, ledger, ref.mode, log=work / "trial.log", failpoint=spec)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(visit, ignore_errors=True)
+        return Trial(f"batch {spec}", -1, "", "unknown", None, [f"hung: killed after {TRIAL_TIMEOUT:g} s"])
+    if first.returncode == 1 or first.returncode not in {int(c) for c in ExitCode}:
+        problems.append(f"batch exit {first.returncode}: {(first.stderr or first.stdout)[-400:]}")
+    if "Traceback (most recent call last)" in first.stdout + first.stderr:
+        problems.append("traceback on the console")
+    if (name, n) not in hits(work / "trial.log"):
+        problems.append(f"the failpoint {spec} was never reached")
+    rows = ledger_rows(ledger)
+    statuses = [s for _, s in rows]
+    if statuses not in ([], ["done"], ["failed"], ["pending"]):
+        problems.append(f"ledger after the failure: {rows}")
+    # The dataset's own process (products, inputs) is checked like a single run's. Products are
+    # allowed only as a finished dataset's (complete, inputs updated): a ledger commit failing
+    # after the dataset finished leaves its row ``pending`` beside them.
+    finished = statuses == ["done"] or any(visit.glob(f"{ROOT}_dr[zc].fits"))
+    state, left = check_left_behind(visit, ref, 0 if finished else int(ExitCode.DRIZZLE_FAILED))
+    problems += left
+    again = _batch(visit, ledger, ref.mode, log=None, failpoint=None)
+    rows = ledger_rows(ledger)
+    if again.returncode != 0 or [s for _, s in rows] != ["done"]:
+        problems.append(f"the next batch: exit {again.returncode}, ledger {rows}")
+    wcs = wcs_of(visit)
+    if any(not same_wcs(wcs[f], ref.wcs[f]) for f in wcs):
+        problems.append("the next batch's WCS differs from the reference's")
+    verdict = (first.stdout.strip().splitlines() or [""])[-1]
+    shutil.rmtree(visit, ignore_errors=True)
+    return Trial(f"batch {spec} (ledger {'/'.join(statuses) or 'empty'})", first.returncode, verdict[:200], state,
+                 again.returncode, problems)

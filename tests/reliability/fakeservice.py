@@ -14,6 +14,11 @@ fixture with ``yield from fakeservice.fake_services(monkeypatch)``.
   for VizieR, an ``<observation>`` without solutions for the astrometry database), and 200 on
   ``availability``.
 
+- ``catalog``: serves the CSV text given as ``body=`` the way MAST's catalog service
+  (``vo/CatalogSearch.aspx``) does, a description line first, to every request without
+  ``EPOCH=``; to a request with ``EPOCH=`` it answers MAST's ``Error`` line (a service that does
+  not propagate proper motions), so the client asks again without it and propagates itself.
+
 ``delay=S`` makes a server that answers wait S seconds before each answer (a slow service).
 
 VizieR is only reached over HTTPS (astroquery builds ``https://<server>/viz-bin/…``), so
@@ -39,7 +44,7 @@ DATA = Path(__file__).resolve().parent / "data"
 CERT, KEY = DATA / "loopback-cert.pem", DATA / "loopback-key.pem"
 #: The longest a hanging handler holds its connection (the clients give up long before).
 HANG_LIMIT = 30.0
-BEHAVIOURS = ("refuse", "hang", "garbage", "empty")
+BEHAVIOURS = ("refuse", "hang", "garbage", "empty", "catalog")
 
 GARBAGE = b"\x89PNG\r\n\x1a\n\x00\x00 not a table, not XML <html><body>maintenance" + bytes(range(256)) * 4
 EMPTY_VOTABLE = b"""<?xml version="1.0" encoding="UTF-8"?>
@@ -63,6 +68,7 @@ class FakeService:
     port: int
     tls: bool
     delay: float = 0.0
+    body: bytes = b""
     requests: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
     connections: int = 0
@@ -112,6 +118,10 @@ def _handler(service: FakeService, release: threading.Event) -> type[BaseHTTPReq
                 release.wait(service.delay)
             if service.behaviour == "garbage":
                 body, ctype = GARBAGE, "text/plain"
+            elif service.behaviour == "catalog":
+                epoch = "EPOCH=" in self.path.upper()
+                body = b"Error: EPOCH is not supported\r\n" if epoch else b"Catalog search results\r\n" + service.body
+                ctype = "text/csv"
             elif "viz-bin" in self.path:
                 body, ctype = EMPTY_VOTABLE, "text/xml"
             elif self.path.rstrip("/").endswith("availability"):
@@ -140,7 +150,7 @@ def fake_services(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Fak
     started: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
     release = threading.Event()
 
-    def start(behaviour: str, *, tls: bool = False, delay: float = 0.0) -> FakeService:
+    def start(behaviour: str, *, tls: bool = False, delay: float = 0.0, body: str = "") -> FakeService:
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"behaviour must be one of {BEHAVIOURS}")
         if tls:
@@ -148,7 +158,7 @@ def fake_services(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Fak
             monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(CERT))
         if behaviour == "refuse":
             return FakeService(behaviour, "127.0.0.1", _closed_port(), tls)
-        service = FakeService(behaviour, "127.0.0.1", 0, tls, delay)
+        service = FakeService(behaviour, "127.0.0.1", 0, tls, delay, body.encode())
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(service, release))
         server.daemon_threads = True
         if tls:
