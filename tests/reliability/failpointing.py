@@ -46,6 +46,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from autodriz import failpoints
+from autodriz.batch import BatchExit
 from autodriz.exitcodes import PRODUCT_CODES, ExitCode
 from autodriz.simulate import SimulationConfig, simulate_visit
 
@@ -371,7 +372,8 @@ def batch_trial(ref: Reference, name: str, n: int, work: Path) -> Trial:
     except subprocess.TimeoutExpired:
         shutil.rmtree(visit, ignore_errors=True)
         return Trial(f"batch {spec}", -1, "", "unknown", None, [f"hung: killed after {TRIAL_TIMEOUT:g} s"])
-    if first.returncode == 1 or first.returncode not in {int(c) for c in ExitCode}:
+    # A batch ends with its own codes (BatchExit: 20-23 beside 0/2/130), not a dataset's.
+    if first.returncode == 1 or first.returncode not in {int(c) for c in BatchExit}:
         problems.append(f"batch exit {first.returncode}: {(first.stderr or first.stdout)[-400:]}")
     if "Traceback (most recent call last)" in first.stdout + first.stderr:
         problems.append("traceback on the console")
