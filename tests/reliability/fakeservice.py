@@ -44,7 +44,10 @@ DATA = Path(__file__).resolve().parent / "data"
 CERT, KEY = DATA / "loopback-cert.pem", DATA / "loopback-key.pem"
 #: The longest a hanging handler holds its connection (the clients give up long before).
 HANG_LIMIT = 30.0
-BEHAVIOURS = ("refuse", "hang", "garbage", "empty", "catalog")
+#: Ways a service fails (the service tests run each one) ...
+FAILURES = ("refuse", "hang", "garbage", "empty")
+#: ... and everything the fake can do: "catalog" serves a real catalog (failpoint runs).
+BEHAVIOURS = (*FAILURES, "catalog")
 
 GARBAGE = b"\x89PNG\r\n\x1a\n\x00\x00 not a table, not XML <html><body>maintenance" + bytes(range(256)) * 4
 EMPTY_VOTABLE = b"""<?xml version="1.0" encoding="UTF-8"?>

@@ -32,7 +32,7 @@ from autodriz.solutions.apriori import find_apriori_solutions
 from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
 
 import fakeservice
-from fakeservice import BEHAVIOURS, FakeService
+from fakeservice import FAILURES, FakeService
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Some non-standard WCS keywords were excluded"),
@@ -75,7 +75,7 @@ def _write_catalog(path: Path, n: int = 40) -> Path:
     return path
 
 
-@pytest.mark.parametrize("behaviour", BEHAVIOURS)
+@pytest.mark.parametrize("behaviour", FAILURES)
 def test_catalog_service_failure_is_bounded_and_the_folder_still_serves(behaviour, fake_service, tmp_path):
     pytest.importorskip("astroquery")
     import astroquery.vizier  # noqa: F401  (its import time must not count against the timeout)
@@ -147,7 +147,7 @@ def _header_default(visit: SimulatedVisit, out: Path) -> Candidate:
     return Candidate("default", "header", workdir, copy_exposures(originals, workdir), "test", updated=False)
 
 
-@pytest.mark.parametrize("behaviour", BEHAVIOURS)
+@pytest.mark.parametrize("behaviour", FAILURES)
 def test_astrometry_db_failure_is_bounded_and_embedded_solutions_still_count(
     behaviour, fake_service, visit, tmp_path, caplog
 ):
