@@ -50,9 +50,10 @@ def _copy_exposures(paths, dest: Path) -> list[Path]:
     return out
 
 
-def _updatewcs_in_child(files: list[Path], jref_dir: Path) -> None:
-    """Run updatewcs as the pipeline does: own process, ``jref`` in its environment."""
-    env = dict(os.environ, jref=str(jref_dir) + "/")
+def _updatewcs_in_child(files: list[Path], jref_dir: Path, prefix: str = "jref") -> None:
+    """Run updatewcs as the pipeline does: own process, the reference folder (``jref``, ``iref``)
+    in its environment."""
+    env = dict(os.environ, **{prefix: str(jref_dir) + "/"})
     code = textwrap.dedent(
         """
         import sys
@@ -546,10 +547,7 @@ def test_wfc3_ir_visit_through_the_real_updatewcs(tmp_path):
     truth = T.load_truth(v.truth_path)
     assert truth["detector"] == "WFC3/IR"
     work = _copy_exposures(v.flt_paths, tmp_path / "work")
-    env = dict(os.environ, iref=str(v.jref_dir) + "/")
-    code = "import sys\nfrom stwcs.updatewcs import updatewcs\nupdatewcs(sys.argv[1:], use_db=False)\n"
-    subprocess.run([sys.executable, "-c", code, *map(str, work)], env=env, cwd=work[0].parent, check=True,
-                   capture_output=True, timeout=300)
+    _updatewcs_in_child(work, v.jref_dir, prefix="iref")
     err = T.visit_error(work, truth)
     assert err.mean_dx_mas == pytest.approx(300.0, abs=0.5) and err.mean_dy_mas == pytest.approx(-200.0, abs=0.5)
     assert err.rms_mas == pytest.approx(truth["expected_default_error_mas"], abs=0.1)
@@ -583,10 +581,7 @@ def test_wfc3_uvis_visit_through_the_real_updatewcs(tmp_path):
     truth = T.load_truth(v.truth_path)
     assert truth["detector"] == "WFC3/UVIS"
     work = _copy_exposures(v.flt_paths, tmp_path / "work")
-    env = dict(os.environ, iref=str(v.jref_dir) + "/")
-    code = "import sys\nfrom stwcs.updatewcs import updatewcs\nupdatewcs(sys.argv[1:], use_db=False)\n"
-    subprocess.run([sys.executable, "-c", code, *map(str, work)], env=env, cwd=work[0].parent, check=True,
-                   capture_output=True, timeout=300)
+    _updatewcs_in_child(work, v.jref_dir, prefix="iref")
     err = T.visit_error(work, truth)
     assert err.mean_dx_mas == pytest.approx(-120.0, abs=0.5) and err.mean_dy_mas == pytest.approx(80.0, abs=0.5)
     assert err.rms_mas == pytest.approx(truth["expected_default_error_mas"], abs=0.1)
