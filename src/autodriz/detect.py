@@ -436,10 +436,11 @@ class ChipJob:
 
 
 def _extension(hdul: Any, name: str, extver: int) -> Any:
-    for h in hdul:
-        if str(h.header.get("EXTNAME", "")).strip().upper() == name and int(h.header.get("EXTVER", 1)) == extver:
-            return h
-    return None
+    # astropy's (EXTNAME, EXTVER) lookup: case-insensitive, a missing EXTVER counts as 1.
+    try:
+        return hdul[name, extver]
+    except KeyError:
+        return None
 
 
 def detect_chip(job: ChipJob) -> Table:
