@@ -740,7 +740,10 @@ def measure_correction(
     run. One rotation + shift for the whole group; None when the group kept its default
     (nothing to transfer).
     """
-    samples = _correction_samples(outcome, before_run)
+    return _group_correction(outcome, _correction_samples(outcome, before_run))
+
+
+def _group_correction(outcome: GroupOutcome, samples: Mapping[Path, tuple[np.ndarray, ...]] | None) -> WCSCorrection | None:
     if samples is None:
         return None
     rb, db, ra, da = (np.concatenate(parts) for parts in zip(*samples.values()))
@@ -760,12 +763,17 @@ def measure_exposure_corrections(
     pointing: tens of mas on the real GOODS-S F140W visit), so a grism exposure taken at the
     same pointing as one direct image needs that image's correction, not the group's mean.
     """
-    samples = _correction_samples(outcome, before_run) or {}
+    return _exposure_corrections(outcome, _correction_samples(outcome, before_run))
+
+
+def _exposure_corrections(
+    outcome: GroupOutcome, samples: Mapping[Path, tuple[np.ndarray, ...]] | None
+) -> dict[Path, WCSCorrection]:
     wcsname = _chosen_wcsname(outcome)
     return {
         path: fit_correction((rb, db), (ra, da), wcsname=wcsname,
                              source_group=f"{path.name[:9]}, {outcome.group.filter} ({outcome.group.root})")
-        for path, (rb, db, ra, da) in samples.items()
+        for path, (rb, db, ra, da) in (samples or {}).items()
     }
 
 
@@ -1086,12 +1094,14 @@ def _grism_hook(
     elif done.exit_code not in PRODUCT_CODES:
         note = f"the direct images ({direct.filter}) failed ({done.exit_code.name}): the grism keeps its pipeline-default WCS"
     else:
-        corr = measure_correction(done, before_run)
+        # Read once: the group's correction and each exposure's come from the same samples.
+        samples = _correction_samples(done, before_run)
+        corr = _group_correction(done, samples)
         if corr is None:
             note = (f"the direct images ({direct.filter}) kept their pipeline-default WCS ({done.wcsname}): "
                     "the grism keeps its own default WCS, made the same way")
         else:
-            per_exposure, pairing = _pair_corrections(group, done, before_run)
+            per_exposure, pairing = _pair_corrections(group, _exposure_corrections(done, samples), before_run)
             note = f"{corr.describe()}; {pairing}"
             logger.info("%s %s: drizzled on the common grid with the direct images' WCS solution: %s",
                         group.instrument_key, group.filter, note)
@@ -1101,14 +1111,14 @@ def _grism_hook(
 
 
 def _pair_corrections(
-    group: VisitGroup, done: GroupOutcome, before_run: Mapping[Path, Mapping[int, Mapping[str, Any]]]
+    group: VisitGroup, direct: Mapping[Path, WCSCorrection], before_run: Mapping[Path, Mapping[int, Mapping[str, Any]]]
 ) -> tuple[dict[str, WCSCorrection], str]:
-    """Each grism exposure's own correction: that of the direct image at its pointing (I/O).
+    """Each grism exposure's own correction: that of the direct image (``direct``: each direct
+    exposure's correction) at its pointing.
 
     Returns the corrections by grism file name and a sentence saying who got whose (and which
     exposures fall back to the group's correction, and why).
     """
-    direct = measure_exposure_corrections(done, before_run)
     direct_centres = {p.name: exposure_centre(before_run[p]) for p in direct if before_run.get(p)}
     grism_paths = [p for p in group.flt_paths or group.paths if before_run.get(p)]
     pairs = pair_by_pointing({p.name: exposure_centre(before_run[p]) for p in grism_paths}, direct_centres)
