@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from autodriz import batch
 from autodriz.batch import BatchExit, Entry, estimate_memory_mb, input_megapixels, memory_model_mb
+from autodriz.batch import driver as batch_driver
 from autodriz.cli import main
 from autodriz.ledger import DONE, Ledger
 from autodriz.simulate import SimulationConfig, simulate_visit
@@ -81,7 +81,7 @@ def test_two_large_datasets_never_share_a_worker_whose_memory_fits_one(tmp_path,
               for i in range(3)]
     large = {str(v.asn_path) for v in visits[:2]}
     # The estimate is the driver's (tested above); here two datasets are declared large.
-    monkeypatch.setattr(batch, "estimate_memory_mb",
+    monkeypatch.setattr(batch_driver, "estimate_memory_mb",
                         lambda entry, row=None: (700.0 if str(entry.input) in large else 300.0, "test"))
     manifest = tmp_path / "campaign.txt"
     manifest.write_text("\n".join(str(v.asn_path) for v in visits) + "\n")

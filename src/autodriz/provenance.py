@@ -32,7 +32,7 @@ SCI,1 changed", "PFLTFILE 'a' → 'b'"), not only detected.
 
 autodriz itself rewrites its inputs (the final atomic WCS update): the fingerprint kept for a
 dataset is therefore the one taken *after* its run, so the next run sees the same files and does
-nothing (see :func:`autodriz.batch.plan_campaign`).
+nothing (see :func:`autodriz.batch.plan.plan_campaign`).
 
 Reference files (IDCTAB, NPOLFILE …) are identified by the names in the inputs' headers: CRDS
 reference files are immutable under their unique names, so a new file means a new name and
