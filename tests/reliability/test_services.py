@@ -22,6 +22,7 @@ import pytest
 from astropy.table import Table
 
 from autodriz import catalogs as cm
+from autodriz.catalogs import services as catalog_services
 from autodriz.cli import main
 from autodriz.config import Settings
 from autodriz.exitcodes import ExitCode
@@ -206,8 +207,9 @@ def test_cli_with_a_hanging_catalog_service_ends_with_the_default_wcs(
 ):
     pytest.importorskip("astroquery")
     service = fake_service("hang", tls=True)
-    # The packaged aposteriori.toml names VizieR's real server: send the stage to the fake.
-    monkeypatch.setattr(cm, "VizierService", lambda server, **kw: _RealVizier(server=service.netloc, **kw))
+    # The packaged aposteriori.toml names VizieR's real server: send the stage to the fake
+    # (make_service, in catalogs.services, builds the stage's service).
+    monkeypatch.setattr(catalog_services, "VizierService", lambda server, **kw: _RealVizier(server=service.netloc, **kw))
     directory = _cli_copy(small_visit, tmp_path)
     code = main([str(directory / "jsim01010_asn.fits"), "--jref", str(directory / "jref"), "--no-apriori",
                  "--aposteriori", "--no-verify", "--service-timeout", str(TIMEOUT),
