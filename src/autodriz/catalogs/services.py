@@ -24,7 +24,7 @@ from autodriz.catalogs.base import (
     ServiceUnavailable,
 )
 from autodriz.catalogs.tables import as_float
-from autodriz.config import CATALOG_SERVICES
+from autodriz.settingvalues import CATALOG_SERVICES
 
 logger = logging.getLogger(__name__)
 
