@@ -15,9 +15,10 @@ from astropy.io import fits
 
 from autodriz.dataset import Exposure
 from autodriz.errors import InputError, WFPC2UnsupportedError
+from autodriz.fitslayout import read_layout
 from autodriz.instruments import REGISTRY, Registry
 from autodriz.screening import screen_for_alignment
-from autodriz.validate import parsable_header, read_layout
+from autodriz.validate import parsable_header
 
 log = logging.getLogger(__name__)
 
