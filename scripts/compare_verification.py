@@ -19,7 +19,7 @@ at d > 0 an alarm is a detection (recall). Two kinds of visit:
 
 Both indices are computed on the same drizzled arrays. "runastrodriz formula" is drizzlepac's
 ``max_overlap_diff`` / ``evaluate_overlap_diffs`` decision RE-IMPLEMENTED in
-:func:`autodriz.verify.runastrodriz_similarity` from its published code (distance =
+``runastrodriz_similarity`` (scripts/runastrodriz_formula.py) from its published code (distance =
 min(hamming, 2 x similarity) per exposure, fail when the largest is > 1), evaluated per tile.
 
 Usage::
@@ -46,7 +46,6 @@ from autodriz.verify import (
     Thresholds,
     Tile,
     load_thresholds,
-    runastrodriz_similarity,
     verify_tiles,
 )
 from autodriz.verifydriz import (
@@ -55,6 +54,7 @@ from autodriz.verifydriz import (
     load_exposure,
     perturb_exposure,
 )
+from runastrodriz_formula import runastrodriz_similarity  # scripts/, beside this script
 
 D_VALUES = (0.0, 0.1, 0.25, 0.5, 1.0, 3.0)
 
