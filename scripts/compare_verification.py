@@ -9,7 +9,12 @@ at d > 0 an alarm is a detection (recall). Two kinds of visit:
   exposures, two 256x512 subarray chips, real distortion reference files, unflagged cosmic
   rays), updatewcs'd once by the pipeline-default stage, then drizzled and verified by the real
   harness (:mod:`autodriz.verifydriz`); the misregistration moves the chosen exposure's CRVALs
-  by d x 50 mas.
+  by d x 50 mas. The visits are realistic by default (issue 18): every exposure has its own
+  pointing and roll error and the true distortion differs from the reference files by a smooth
+  residual (``--relative-error-mas 10 --relative-rotation-arcsec 0.5 --distortion-residual-mas 5``,
+  the accuracy campaign's values; 0 0 0 gives the easy visits of before). d = 0 is every exposure
+  moved onto its truth by a shift + rotation (:func:`autodriz.truth.registered_to_truth`, what a
+  perfect fit does; the residual stays); the header WCSs as updatewcs left them are verified too.
 * **ACS/WFC sparse**: the same with 10 or 20 stars and 2 exposures, where cosmic rays cannot
   be voted out; it also prints how often the answer was ``unverified``.
 * **WFC3/IR-like**: array-level visits made here (the simulator only does ACS/WFC): 1014x1014
