@@ -21,7 +21,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.io import fits
@@ -30,8 +30,11 @@ from astropy.wcs import WCS
 from autodriz.skygeom import MAS_PER_DEG as _MAS_PER_DEG
 from autodriz.skygeom import linear_sip_header, offset_mas
 
+if TYPE_CHECKING:
+    from autodriz.verifydriz import ExposureData
+
 __all__ = ["ProductStarError", "WCSError", "header_offsets", "linear_sip_header", "load_truth",
-           "product_star_error", "truth_wcs", "visit_error", "wcs_error"]
+           "product_star_error", "registered_to_truth", "truth_wcs", "visit_error", "wcs_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -301,3 +304,64 @@ def product_star_error(
     return ProductStarError(
         float(np.median(np.hypot(d[:, 0], d[:, 1]))), float(np.median(d[:, 0])), float(np.median(d[:, 1])), int(ok.sum())
     )
+
+
+def _exposure_offsets_from_truth(exposure: ExposureData, truth: Mapping[str, Any], grid: int) -> np.ndarray:
+    """(east, north) mas of a loaded exposure's chip WCSs from the truth on a grid, flattened."""
+    out = []
+    for chip in exposure.chips:
+        ny, nx = chip.shape
+        x, y = _grid(nx, ny, grid)
+        # Linear+SIP on both sides, as everywhere in this module (NPOL/D2IM cancel).
+        w = chip.wcs.deepcopy()
+        w.cpdis1 = w.cpdis2 = w.det2im1 = w.det2im2 = None
+        ra, dec = w.all_pix2world(x, y, 0)
+        ra0, dec0 = truth_wcs(truth, exposure.name, chip.extver).all_pix2world(x, y, 0)
+        out.append(np.concatenate(offset_mas(ra, dec, ra0, dec0)))
+    return np.concatenate(out)
+
+
+def registered_to_truth(
+    exposure: ExposureData, truth: Mapping[str, Any], *, grid: int = 12
+) -> tuple[ExposureData, float]:
+    """The exposure moved by the shift + rotation that best brings its WCS onto the truth.
+
+    What a perfect fit of the exposure does: it removes the exposure's own pointing and roll
+    error, not the distortion residual (no shift + rotation can), so a set of exposures treated
+    this way is "registered as well as a fit can", the residual field still in each. For
+    verification tests and scripts (a good candidate whose misregistration is known to be ~0).
+    Gauss-Newton with a numeric Jacobian of :func:`autodriz.verifydriz.perturb_exposure` (linear
+    at these sizes: two steps).
+
+    Parameters
+    ----------
+    exposure : autodriz.verifydriz.ExposureData
+        A loaded exposure of a simulated visit (its ``name`` is the rootname in ``truth``).
+    truth : dict
+        As returned by :func:`load_truth`.
+    grid : int
+        Grid points per axis on each chip.
+
+    Returns
+    -------
+    (ExposureData, float)
+        The moved exposure and the RMS (mas) left between its WCS and the truth.
+    """
+    from autodriz.verifydriz import aperture_centre, perturb_exposure
+
+    centre = aperture_centre(exposure)
+
+    def moved(q: np.ndarray) -> ExposureData:
+        return perturb_exposure(exposure, shift_mas=(q[0], q[1]), rotation_deg=q[2], center=centre)
+
+    p = np.zeros(3)  # east mas, north mas, rotation deg
+    steps = np.array([1.0, 1.0, 1e-4])
+    for _ in range(2):
+        r0 = _exposure_offsets_from_truth(moved(p), truth, grid)
+        jac = np.column_stack([
+            (_exposure_offsets_from_truth(moved(p + np.eye(3)[k] * steps[k]), truth, grid) - r0) / steps[k]
+            for k in range(3)
+        ])
+        p = p - np.linalg.lstsq(jac, r0, rcond=None)[0]
+    out = moved(p)
+    return out, float(np.sqrt(np.mean(_exposure_offsets_from_truth(out, truth, grid) ** 2)))
