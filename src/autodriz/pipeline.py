@@ -563,7 +563,9 @@ def _process_dataset(
             status={"exit_code": exit_code.name, "exit": int(exit_code)},
         )
         # Taken after the update: the inputs as this run leaves them are what a later run compares.
-        report_data["provenance"] = dataset_provenance(input_path, settings, dataset=dataset).as_dict()
+        report_data["provenance"] = dataset_provenance(
+            input_path, settings, dataset=dataset, workers=settings.num_cores
+        ).as_dict()
         report = write_json_atomic(output_dir / f"{root}_report.json", report_data)
         write_html(report_data, output_dir / f"{root}_report.html")
     # Alignment was asked for but the default won: products are fine, the astrometry is only
