@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -236,6 +238,15 @@ def _select(
     logger.info("chosen WCS: %s (%s): %s", selection.winner.wcsname, selection.winner.name, selection.reason,
                 extra=CONSOLE)
     return selection
+
+
+def _remove_workdirs(workdirs: Sequence[Path]) -> None:
+    """Delete the run's working folders (in a thread: unlinking releases the GIL)."""
+    for wd in workdirs:
+        try:
+            remove_workdir(wd)
+        except OSError as exc:  # the products are out; a folder left behind is worth a word only
+            logger.warning("could not remove the working folder %s: %s", wd, exc)
 
 
 def _remove_failed_workdirs(
@@ -474,8 +485,9 @@ def _process_dataset(
                 overrides=drizzle_overrides,
             )
             # Before the inputs are updated and anything is published: products are complete.
-            for run in runs:
-                add_sregion(run.product)
+            # The footprints are independent and their numpy/scipy work releases the GIL.
+            with ThreadPoolExecutor(max_workers=max(1, min(settings.num_cores, len(runs)))) as pool:
+                list(pool.map(add_sregion, [run.product for run in runs]))
 
         with stage(logger, "update-inputs", timings):
             failed = [r for r in runs if r.then_error]
@@ -517,6 +529,12 @@ def _process_dataset(
         products = tuple(publish(run.product, output_dir) for run in runs)
         for p in products:
             logger.info("product: %s", p, extra=CONSOLE)
+        if not settings.keep_workdirs and background is not None:
+            # Published (hard links): the working folders (GBs of copies and AstroDrizzle
+            # intermediates) go while the report is written; the run waits for it before it ends.
+            remover = threading.Thread(target=_remove_workdirs, args=(list(workdirs),), name="autodriz-rmtree")
+            remover.start()
+            background.callback(remover.join)
         qa = {}
         for p in products:
             with fits.open(p) as hdul:
