@@ -144,6 +144,22 @@ def _state(directory: Path) -> dict:
     return out
 
 
+def test_two_cores_report_fingerprints_the_updated_inputs_and_leaves_no_working_folder(tmp_path):
+    import json
+
+    from autodriz.exitcodes import ExitCode
+
+    visit = simulate_visit(tmp_path / "v", SimulationConfig(n_exposures=2, chip_shape=(128, 256), n_stars=60, seed=3))
+    args = [str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-aposteriori", "--num-cores", "2", "--offline", "-q"]
+    assert main(args) in (ExitCode.OK, ExitCode.DEFAULT_ONLY)
+    report = json.loads((visit.directory / "jsim01010_report.json").read_text())
+    recorded = {fp["name"]: fp["sha256"] for fp in report["provenance"]["inputs"]}
+    inputs = [*visit.flt_paths, *visit.flc_paths]
+    # Taken after the WCS update (in a thread, beside the report): the files as the run left them.
+    assert {p.name: fingerprint_file(p).sha256 for p in inputs} == {p.name: recorded[p.name] for p in inputs}
+    assert not [p for p in visit.directory.iterdir() if p.is_dir() and p.name.startswith("jsim01010_")]
+
+
 def test_autodriz_on_its_own_output_changes_nothing(tmp_path):
     from autodriz.exitcodes import ExitCode
 

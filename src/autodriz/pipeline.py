@@ -525,6 +525,12 @@ def _process_dataset(
     _remove_failed_workdirs(candidates, selection, verifications)
 
     outputs = [*(run.product.name for run in runs), f"{root}_report.json", f"{root}_report.html"]
+    # The inputs are final: with >= 2 cores their fingerprints (reads and SHA-256, GIL-free) are
+    # taken while the products are checked and the report is built.
+    provenance = None
+    if settings.num_cores >= 2 and background is not None:
+        pool = background.enter_context(ThreadPoolExecutor(max_workers=1))
+        provenance = pool.submit(dataset_provenance, input_path, settings, dataset=dataset, workers=settings.num_cores)
     with stage(logger, "products", timings), products_or_none(output_dir, outputs, winner.wcsname):
         products = tuple(publish(run.product, output_dir) for run in runs)
         for p in products:
@@ -581,8 +587,8 @@ def _process_dataset(
             status={"exit_code": exit_code.name, "exit": int(exit_code)},
         )
         # Taken after the update: the inputs as this run leaves them are what a later run compares.
-        report_data["provenance"] = dataset_provenance(
-            input_path, settings, dataset=dataset, workers=settings.num_cores
+        report_data["provenance"] = (
+            provenance.result() if provenance is not None else dataset_provenance(input_path, settings, dataset=dataset)
         ).as_dict()
         report = write_json_atomic(output_dir / f"{root}_report.json", report_data)
         write_html(report_data, output_dir / f"{root}_report.html")
