@@ -24,7 +24,11 @@ SMALL = dict(chip_shape=(128, 256), n_stars=60, cosmic_ray_fraction=0.0)
 
 @pytest.fixture(scope="module")
 def visit(tmp_path_factory) -> S.SimulatedVisit:
-    return S.simulate_visit(tmp_path_factory.mktemp("twins"), S.SimulationConfig(seed=5, **SMALL))
+    # With an a priori headerlet in each file: its HDRNAME names the file, so FLT and FLC differ there.
+    return S.simulate_visit(
+        tmp_path_factory.mktemp("twins"),
+        S.SimulationConfig(seed=5, apriori_errors_mas=(("GSC240", 20.0, -10.0),), **SMALL),
+    )
 
 
 def _default(originals: list[Path], workdir: Path, jref: Path, twins=None):
@@ -58,6 +62,7 @@ def test_transferred_flc_is_byte_identical_to_updatewcs_on_it(visit, tmp_path, c
     twins = {paths[2]: paths[0], paths[3]: paths[1]}
     with fits.open(paths[0]) as a, fits.open(paths[2]) as b:
         assert transfer_refusal(a, b) is None
+        assert a["HDRLET", 1].header["HDRNAME"] != b["HDRLET", 1].header["HDRNAME"]
     plain = _default(paths, tmp_path / "plain", visit.jref_dir)
     with caplog.at_level(logging.INFO, logger="autodriz"):
         fast = _default(paths, tmp_path / "fast", visit.jref_dir, twins=twins)

@@ -9,9 +9,10 @@ once per exposure instead of twice halves the default stage's updatewcs child (I
 and a full rewrite of each 170 MB file), and the FLC's working copy is written once instead
 of copied and then rewritten.
 
-The transfer is refused (the caller then runs updatewcs on the FLC as before) unless every
-difference between the two originals is a keyword of :data:`IGNORED_DIFFERENCES` in an image
-extension, and every other extension (headerlets, WCSCORR) is identical.
+The transfer is refused (the caller then runs updatewcs on the FLC as before) unless the two
+originals have the same extensions and every difference between their image headers is a
+keyword of :data:`IGNORED_DIFFERENCES`. Other extensions (headerlets, whose HDRNAME names the
+file, WCSCORR) are the FLC's own, provided updatewcs left the FLT's unchanged.
 """
 
 from __future__ import annotations
@@ -78,9 +79,6 @@ def transfer_refusal(flt: fits.HDUList, flc: fits.HDUList) -> str | None:
                 return f"{a.name},{a.ver} headers differ in {', '.join(other[:5])}"
             if (a.data is None) != (b.data is None) or (a.data is not None and a.data.shape != b.data.shape):
                 return f"{a.name},{a.ver} pixel arrays differ in shape"
-        elif _card_differences(a.header, b.header) or _data_bytes(a) != _data_bytes(b):
-            # A table (WCSCORR, a headerlet) is taken from the updated FLT as a whole: only if equal.
-            return f"{a.name},{a.ver} differs"
     return None
 
 
@@ -117,8 +115,15 @@ def write_transferred(flt_original: Path, flt_updated: Path, flc_original: Path,
             return "updatewcs reordered or removed extensions"
         out = fits.HDUList()
         for index, hdu in enumerate(after):
-            if index >= len(flc) or not isinstance(hdu, _IMAGE_HDUS):
-                out.append(hdu.copy())  # added by updatewcs (WCSDVARR, D2IMARR), or an equal table
+            if index >= len(flc):
+                out.append(hdu.copy())  # added by updatewcs (WCSDVARR, D2IMARR)
+                continue
+            if not isinstance(hdu, _IMAGE_HDUS):
+                # A table or headerlet (its HDRNAME names the file): the FLC's own, as long as
+                # updatewcs left the FLT's untouched.
+                if _card_differences(before[index].header, hdu.header) or _data_bytes(before[index]) != _data_bytes(hdu):
+                    return f"updatewcs changed {hdu.name},{hdu.ver}"
+                out.append(flc[index])
                 continue
             header = hdu.header.copy()
             for key in _card_differences(before[index].header, flc[index].header):

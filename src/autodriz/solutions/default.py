@@ -13,6 +13,7 @@ from typing import Any
 
 from astropy.io import fits
 
+from autodriz import failpoints
 from autodriz.childproc import ChildError, ChildResult, reference_env, run_child
 from autodriz.errors import ReferenceFileError, WCSStageError
 from autodriz.logs import CONSOLE
@@ -195,7 +196,11 @@ def _transfer_to_twins(twins: Mapping[Path, Path], copies: Mapping[Path, Path], 
     """Write each FLC's copy from its FLT twin's updatewcs result; return the FLCs refused."""
     refused = []
     for flc, flt in twins.items():
-        why = write_transferred(flt, copies[flt], flc, workdir / flc.name)
+        try:
+            failpoints.hit("default.transfer")
+            why = write_transferred(flt, copies[flt], flc, workdir / flc.name)
+        except OSError as exc:  # reading an original or writing the copy, as copying could fail
+            raise WCSStageError(f"could not write the working copy of {flc.name}: {exc}") from exc
         if why is None:
             logger.info("%s: the pipeline-default WCS of %s carried over (same headers but the CTE "
                         "correction's): no updatewcs of its own", flc.name, flt.name)
