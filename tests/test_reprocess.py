@@ -19,7 +19,7 @@ from test_report_browser import FLAGS, chromium  # noqa: F401 - the browser fixt
 from autodriz.batch import Entry, decide
 from autodriz.cli import main
 from autodriz.ledger import DONE, FAILED, Ledger, Row
-from autodriz.provenance import FileFingerprint, Provenance, changes, fingerprint_file
+from autodriz.provenance import FileFingerprint, Provenance, changes, fingerprint_file, fingerprint_inputs
 from autodriz.simulate import SimulationConfig, simulate_visit
 
 # ------------------------------------------------------------------------------- unit tests
@@ -51,6 +51,18 @@ def test_fingerprint_explains_a_pixel_and_a_keyword_change_and_is_cached_by_stat
     assert changes(old, new, ["newer-autodriz"])[-1] == "newer autodriz: 0.1 → 0.2"
     assert changes(new, replace_versions(new, {"autodriz": "0.1"}), ["newer-autodriz"]) == []
     assert changes(new, replace_versions(new, {"autodriz": "0.1"}), ["any-version"]) == ["autodriz version 0.2 → 0.1"]
+
+
+def test_fingerprints_in_threads_are_the_serial_ones_in_order(tmp_path):
+    paths = []
+    for k in range(5):
+        paths.append(tmp_path / f"e{k}_flt.fits")
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.full((64, 64), k, np.float32), name="SCI")]).writeto(paths[-1])
+    serial = fingerprint_inputs(paths)
+    assert [fp.name for fp in serial] == [p.name for p in paths]
+    assert len({fp.sha256 for fp in serial}) == 5
+    assert fingerprint_inputs(paths, workers=2) == serial
+    assert fingerprint_inputs(paths, serial, workers=3)[2] is serial[2]  # unchanged stat: reused
 
 
 def replace_versions(p: Provenance, versions: dict) -> Provenance:
@@ -130,6 +142,22 @@ def _state(directory: Path) -> dict:
         with fits.open(p) as h:
             out[p.name] = {"SCI": h["SCI"].data.copy(), "WHT": h["WHT"].data.copy()}
     return out
+
+
+def test_two_cores_report_fingerprints_the_updated_inputs_and_leaves_no_working_folder(tmp_path):
+    import json
+
+    from autodriz.exitcodes import ExitCode
+
+    visit = simulate_visit(tmp_path / "v", SimulationConfig(n_exposures=2, chip_shape=(128, 256), n_stars=60, seed=3))
+    args = [str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-aposteriori", "--num-cores", "2", "--offline", "-q"]
+    assert main(args) in (ExitCode.OK, ExitCode.DEFAULT_ONLY)
+    report = json.loads((visit.directory / "jsim01010_report.json").read_text())
+    recorded = {fp["name"]: fp["sha256"] for fp in report["provenance"]["inputs"]}
+    inputs = [*visit.flt_paths, *visit.flc_paths]
+    # Taken after the WCS update (in a thread, beside the report): the files as the run left them.
+    assert {p.name: fingerprint_file(p).sha256 for p in inputs} == {p.name: recorded[p.name] for p in inputs}
+    assert not [p for p in visit.directory.iterdir() if p.is_dir() and p.name.startswith("jsim01010_")]
 
 
 def test_autodriz_on_its_own_output_changes_nothing(tmp_path):

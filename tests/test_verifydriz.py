@@ -18,6 +18,7 @@ from autodriz.solutions.default import make_default_candidate
 from autodriz.verify import load_thresholds
 from autodriz.verifydriz import (
     common_frame,
+    drizzle_singles,
     fast_pixmap,
     load_exposure,
     perturb_exposure,
@@ -44,6 +45,19 @@ def test_fast_pixmap_matches_the_exact_map(visit):
     exact = calc_pixmap(chip.wcs, frame.wcs, shape=chip.shape)
     fast = fast_pixmap(chip.wcs, frame.wcs, chip.shape)
     assert np.abs(fast - exact).max() < 2e-3
+
+
+def test_prefetched_pixel_maps_drizzle_the_same_singles(visit):
+    _, _, exposures = visit
+    frame = common_frame(exposures)
+    plain = drizzle_singles(exposures, frame)
+    prefetched = drizzle_singles(exposures, frame, prefetch=True)
+    assert len(plain) == len(prefetched) == len(frame.tiles)
+    for a, b in zip(plain, prefetched, strict=True):
+        assert len(a.singles) == len(exposures)
+        assert all(np.array_equal(x, y) for x, y in zip(a.singles, b.singles, strict=True))
+        assert all(np.array_equal(x, y) for x, y in zip(a.weights, b.weights, strict=True))
+    assert any(np.count_nonzero(w) for t in plain for w in t.weights)
 
 
 def test_common_frame_has_one_tile_per_subarray_chip(visit):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -236,6 +238,15 @@ def _select(
     logger.info("chosen WCS: %s (%s): %s", selection.winner.wcsname, selection.winner.name, selection.reason,
                 extra=CONSOLE)
     return selection
+
+
+def _remove_workdirs(workdirs: Sequence[Path]) -> None:
+    """Delete the run's working folders (in a thread: unlinking releases the GIL)."""
+    for wd in workdirs:
+        try:
+            remove_workdir(wd)
+        except OSError as exc:  # the products are out; a folder left behind is worth a word only
+            logger.warning("could not remove the working folder %s: %s", wd, exc)
 
 
 def _remove_failed_workdirs(
@@ -474,8 +485,9 @@ def _process_dataset(
                 overrides=drizzle_overrides,
             )
             # Before the inputs are updated and anything is published: products are complete.
-            for run in runs:
-                add_sregion(run.product)
+            # The footprints are independent and their numpy/scipy work releases the GIL.
+            with ThreadPoolExecutor(max_workers=max(1, min(settings.num_cores, len(runs)))) as pool:
+                list(pool.map(add_sregion, [run.product for run in runs]))
 
         with stage(logger, "update-inputs", timings):
             failed = [r for r in runs if r.then_error]
@@ -513,10 +525,22 @@ def _process_dataset(
     _remove_failed_workdirs(candidates, selection, verifications)
 
     outputs = [*(run.product.name for run in runs), f"{root}_report.json", f"{root}_report.html"]
+    # The inputs are final: with >= 2 cores their fingerprints (reads and SHA-256, GIL-free) are
+    # taken while the products are checked and the report is built.
+    provenance = None
+    if settings.num_cores >= 2 and background is not None:
+        pool = background.enter_context(ThreadPoolExecutor(max_workers=1))
+        provenance = pool.submit(dataset_provenance, input_path, settings, dataset=dataset, workers=settings.num_cores)
     with stage(logger, "products", timings), products_or_none(output_dir, outputs, winner.wcsname):
         products = tuple(publish(run.product, output_dir) for run in runs)
         for p in products:
             logger.info("product: %s", p, extra=CONSOLE)
+        if not settings.keep_workdirs and background is not None:
+            # Published (hard links): the working folders (GBs of copies and AstroDrizzle
+            # intermediates) go while the report is written; the run waits for it before it ends.
+            remover = threading.Thread(target=_remove_workdirs, args=(list(workdirs),), name="autodriz-rmtree")
+            remover.start()
+            background.callback(remover.join)
         qa = {}
         for p in products:
             with fits.open(p) as hdul:
@@ -563,7 +587,9 @@ def _process_dataset(
             status={"exit_code": exit_code.name, "exit": int(exit_code)},
         )
         # Taken after the update: the inputs as this run leaves them are what a later run compares.
-        report_data["provenance"] = dataset_provenance(input_path, settings, dataset=dataset).as_dict()
+        report_data["provenance"] = (
+            provenance.result() if provenance is not None else dataset_provenance(input_path, settings, dataset=dataset)
+        ).as_dict()
         report = write_json_atomic(output_dir / f"{root}_report.json", report_data)
         write_html(report_data, output_dir / f"{root}_report.html")
     # Alignment was asked for but the default won: products are fine, the astrometry is only

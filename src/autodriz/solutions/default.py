@@ -9,15 +9,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from astropy.io import fits
 
-from autodriz.childproc import ChildError, reference_env, run_child
+from autodriz import failpoints
+from autodriz.childproc import ChildError, ChildResult, reference_env, run_child
 from autodriz.errors import ReferenceFileError, WCSStageError
 from autodriz.logs import CONSOLE
 from autodriz.reffiles import distortion_files
 from autodriz.config import Settings
 from autodriz.solutions.base import Candidate, RunContext, StagePlan, copy_exposures, prepare_workdir
+from autodriz.wcstransfer import write_transferred
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ def make_default_candidate(
     *,
     allow_header_wcs: bool,
     timeout: float = 3600.0,
+    twins: Mapping[Path, Path] | None = None,
 ) -> Candidate:
     """Make the pipeline-default candidate on copies of ``originals`` in ``workdir``.
 
@@ -89,6 +93,10 @@ def make_default_candidate(
         failing.
     timeout : float
         Seconds allowed for updatewcs.
+    twins : mapping, optional
+        FLC → FLT of the same exposure (both in ``originals``): updatewcs runs on the FLT only
+        and the FLC's copy gets the same result (:mod:`autodriz.wcstransfer`), unless the two
+        differ in more than the CTE correction; then updatewcs runs on the FLC too.
 
     Raises
     ------
@@ -134,18 +142,16 @@ def make_default_candidate(
         )
 
     prepare_workdir(workdir)
-    copies = copy_exposures(originals, workdir)
-    logger.info("updatewcs (distortion model, no astrometry database) on %d copies", len(copies))
-    try:
-        result = run_child(
-            {"task": "updatewcs", "files": [p.name for p in copies.values()]},
-            cwd=workdir,
-            env=reference_env(folders),
-            timeout=timeout,
-        )
-    except ChildError as exc:
-        involved = Path(exc.current_file).name if exc.current_file else ", ".join(p.name for p in copies.values())
-        raise WCSStageError(f"updatewcs failed on {involved}: {exc.error_line}", child_log=exc.log_path) from exc
+    twins = {flc: flt for flc, flt in (twins or {}).items() if flc in originals and flt in originals}
+    # The FLCs whose FLT twin carries updatewcs's result over are not copied: written once, later.
+    copies = copy_exposures([p for p in originals if p not in twins], workdir)
+    result, seconds = _updatewcs(copies, workdir, folders, timeout)
+    refused = _transfer_to_twins(twins, copies, workdir)
+    if refused:
+        more, extra = _updatewcs(copy_exposures(refused, workdir), workdir, folders, timeout)
+        result.result["wcsnames"].update(more.result["wcsnames"])
+        seconds += extra
+    copies = {p: workdir / p.name for p in originals}
     names = {n for per_file in result.result["wcsnames"].values() for n in per_file}
     if len(names) != 1:
         raise WCSStageError(f"updatewcs left inconsistent WCSNAMEs across exposures: {sorted(names)}")
@@ -157,7 +163,7 @@ def make_default_candidate(
         _rename_default_wcs(copies, wcsname)
         logger.info("observed after %s (GSC 2.4.0 guide stars): the default WCS is named %s, as the archive names it",
                     GSC240_DATE, wcsname)
-    logger.info("pipeline-default WCS: %s (updatewcs took %.1f s)", wcsname, result.seconds, extra=CONSOLE)
+    logger.info("pipeline-default WCS: %s (updatewcs took %.1f s)", wcsname, seconds, extra=CONSOLE)
     return Candidate(
         name="default",
         wcsname=wcsname,
@@ -166,6 +172,47 @@ def make_default_candidate(
         source="updatewcs: distortion model, no astrometry database",
         updated=True,
     )
+
+
+def _updatewcs(
+    copies: Mapping[Path, Path], workdir: Path, folders: Mapping[str, Path | None], timeout: float
+) -> tuple[ChildResult, float]:
+    """Run updatewcs (distortion model, no astrometry database) on ``copies`` in one child."""
+    logger.info("updatewcs (distortion model, no astrometry database) on %d copies", len(copies))
+    try:
+        result = run_child(
+            {"task": "updatewcs", "files": [p.name for p in copies.values()]},
+            cwd=workdir,
+            env=reference_env(folders),
+            timeout=timeout,
+        )
+    except ChildError as exc:
+        involved = Path(exc.current_file).name if exc.current_file else ", ".join(p.name for p in copies.values())
+        raise WCSStageError(f"updatewcs failed on {involved}: {exc.error_line}", child_log=exc.log_path) from exc
+    return result, result.seconds
+
+
+def _transfer_to_twins(twins: Mapping[Path, Path], copies: Mapping[Path, Path], workdir: Path) -> list[Path]:
+    """Write each FLC's copy from its FLT twin's updatewcs result; return the FLCs refused."""
+    refused = []
+    for flc, flt in twins.items():
+        try:
+            failpoints.hit("default.transfer")
+            why = write_transferred(flt, copies[flt], flc, workdir / flc.name)
+        except OSError as exc:  # reading an original or writing the copy, as copying could fail
+            raise WCSStageError(f"could not write the working copy of {flc.name}: {exc}") from exc
+        if why is None:
+            logger.info("%s: the pipeline-default WCS of %s carried over (same headers but the CTE "
+                        "correction's): no updatewcs of its own", flc.name, flt.name)
+        else:
+            logger.info("%s: updatewcs runs on it too (not carried over from %s: %s)", flc.name, flt.name, why)
+            refused.append(flc)
+    return refused
+
+
+def exposure_twins(dataset: Any) -> dict[Path, Path]:
+    """FLC → FLT of every exposure that has both (``autodriz.inputs.Dataset``)."""
+    return {e.flc: e.flt for e in dataset.exposures if e.flt is not None and e.flc is not None}
 
 
 def reference_folders(settings: Settings) -> dict[str, Path | None]:
@@ -193,5 +240,6 @@ class DefaultStrategy:
             make_default_candidate(
                 list(ctx.originals), ctx.folder(self), reference_folders(ctx.settings),
                 allow_header_wcs=ctx.settings.allow_header_wcs, timeout=ctx.settings.drizzle_timeout,
+                twins=exposure_twins(ctx.dataset),
             )
         ]
