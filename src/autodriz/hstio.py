@@ -62,7 +62,7 @@ def chip_wcs(hdul: fits.HDUList, index: int) -> WCS:
     Returns
     -------
     astropy.wcs.WCS
-        With ``pixel_shape`` set from the data (or NAXIS1/2 when the data are not loaded).
+        With ``pixel_shape`` set from NAXIS1/2.
 
     Raises
     ------
@@ -74,8 +74,10 @@ def chip_wcs(hdul: fits.HDUList, index: int) -> WCS:
         warnings.simplefilter("ignore", FITSFixedWarning)
         header = hdul[index].header
         wcs = WCS(header, fobj=hdul)
-    ny, nx = hdul[index].data.shape if hdul[index].data is not None else (header["NAXIS2"], header["NAXIS1"])
-    wcs.pixel_shape = (int(nx), int(ny))
+    # The shape from the header: reading the pixels only to learn their shape would load the
+    # whole chip (the same numbers for an image extension).
+    ny, nx = chip_shape(header)
+    wcs.pixel_shape = (nx, ny)
     return wcs
 
 
