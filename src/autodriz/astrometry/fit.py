@@ -1,20 +1,21 @@
-"""The a posteriori fits on in-memory WCSs: relative alignment, absolute fit, their maths.
+"""The a posteriori fits on in-memory WCSs: relative alignment, absolute fits, typed results.
 
-Everything here works on :class:`ExposureSources` (each chip's WCS and detected sources, already
-read) and catalog tables, and returns typed results (:class:`RelativeFit`, :class:`Alignment`,
-:class:`FitOutcome`); no file is read or written. The fitting itself is tweakwcs' (``align_wcs``
-with ``FITSWCSCorrector``s and ``XYXYMatch``), as runastrodriz does; around it:
+Everything here works on :class:`~autodriz.astrometry.chips.ExposureSources` (each chip's WCS
+and detected sources, already read) and catalog tables, and returns typed results
+(:class:`RelativeFit`, :class:`Alignment`, :class:`FitOutcome`, :class:`CatalogFit`); no file is
+read or written. The fitting itself is tweakwcs' (``align_wcs`` with ``FITSWCSCorrector``s and
+``XYXYMatch``), as runastrodriz does; around it:
 
-- :func:`relative_fit` aligns the exposures to the first, :func:`confirm_sources` keeps sources
-  seen twice, :func:`align_exposures` decides FIT_REL or FIT_IMG from that;
+- :func:`relative_fit` aligns the exposures to the first; :func:`align_exposures` keeps the
+  sources seen twice and decides FIT_REL or FIT_IMG;
 - :func:`absolute_fit` fits them to a catalog with one geometry and measures the fit on its own
   terms (:mod:`autodriz.astrometry.residuals`);
-- :func:`one_copy_per_star`, :func:`centroid_weights`, :func:`transfer_correction`,
-  :func:`exposure_corrections_mas` are the pure helpers those need.
+- :func:`fit_catalog` tries the geometries and the FIT_IMG fallback that
+  :mod:`autodriz.select` asks for, and scores each fit (:func:`autodriz.fitquality.assess_fit`).
 
 Data that cannot be fitted gives a failed result (tweakwcs' own errors, :data:`FIT_ERRORS`);
-inputs no fit could be asked of (no exposures, an unknown geometry, masks that do not cover the
-chips) raise ``ValueError`` at once.
+inputs no fit could be asked of (no exposures, an unknown geometry or mode, masks or WCSs that
+do not cover the chips) raise ``ValueError`` at once.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ from autodriz.astrometry.chips import (
 )
 from autodriz.astrometry.config import AposterioriConfig, search_radius_arcsec
 from autodriz.astrometry.residuals import post_fit_residuals
-from autodriz.fitquality import FitStatistics, pearson
+from autodriz.fitquality import FitStatistics, assess_fit, pearson
 from autodriz.logs import quiet_libraries
+from autodriz.select import needs_image_by_image, try_sparse_geometry
 
 logger = logging.getLogger(__name__)
 
@@ -454,3 +456,74 @@ def absolute_fit(
     })
     return FitOutcome(stats, new_wcs, details)
 
+
+@dataclass(frozen=True)
+class CatalogFit:
+    """One geometry fitted to one catalog: the outcome and its quality (1–5) with the reasons."""
+
+    mode: str
+    geometry: str
+    outcome: FitOutcome
+    quality: int
+    reasons: tuple[str, ...]
+
+
+def fit_catalog(
+    exposures: Sequence[ExposureSources],
+    alignment: Alignment,
+    catalog: catmod.ReferenceCatalog,
+    ref_table: Table,
+    region: catmod.Region,
+    cfg: AposterioriConfig,
+) -> list[CatalogFit]:
+    """Every fit of the visit to one catalog, scored, in the order tried.
+
+    Each configured geometry, and the sparse one when none of them is usable
+    (:func:`autodriz.select.try_sparse_geometry`); after FIT_REL, the pipeline's fallback FIT_IMG
+    (the exposures one by one from their starting WCS with all their sources) when no relative
+    fit is usable (:func:`autodriz.select.needs_image_by_image`).
+
+    Parameters
+    ----------
+    exposures : sequence of ExposureSources
+        The exposures.
+    alignment : Alignment
+        From :func:`align_exposures`.
+    catalog : ReferenceCatalog
+        The catalog.
+    ref_table : astropy.table.Table
+        Its stars on the chips.
+    region : Region
+        The footprint.
+    cfg : AposterioriConfig
+        Fit settings and quality thresholds.
+
+    Returns
+    -------
+    list of CatalogFit
+    """
+    attempts = [(alignment.mode, alignment.relative.wcs, alignment.masks)]
+    if alignment.mode == "REL":
+        attempts.append(("IMG", starting_wcs(exposures), all_sources(exposures)))
+    fits: list[CatalogFit] = []
+    for mode, start, masks in attempts:
+        if mode == "IMG" and alignment.mode == "REL":
+            if not needs_image_by_image([f.quality for f in fits if f.mode == "REL"]):
+                break
+            logger.info("catalog %s: no usable relative fit; fitting the exposures one by one (FIT_IMG)", catalog.name)
+
+        def fit(geometry: str, mode: str = mode, start: Mapping[ChipKey, WCS] = start,
+                masks: Mapping[ChipKey, np.ndarray] = masks) -> CatalogFit:
+            outcome = absolute_fit(exposures, start, masks, catalog, ref_table, region, geometry, mode,
+                                   alignment.relative, cfg)
+            quality, reasons = assess_fit(outcome.stats, cfg.quality)
+            return CatalogFit(mode, geometry, outcome, quality, tuple(reasons))
+
+        geometries = list(cfg.fit.geometries)
+        tried = [fit(geometry) for geometry in geometries]
+        sparse = cfg.fit.sparse_geometry
+        if sparse and sparse not in geometries and try_sparse_geometry([f.quality for f in tried]):
+            logger.info("catalog %s: no %s fit usable; trying a %s fit (sparse field)", catalog.name, "/".join(geometries), sparse)
+            tried.append(fit(sparse))
+        fits += tried
+    return fits

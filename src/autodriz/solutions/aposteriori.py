@@ -35,22 +35,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from astropy.table import Table
-from astropy.wcs import WCS
 
 from autodriz import catalogs as catmod
-from autodriz.astrometry.chips import ChipKey, ExposureSources, all_sources, observation_epoch, starting_wcs
+from autodriz.astrometry.chips import ExposureSources, observation_epoch
 from autodriz.astrometry.config import AposterioriConfig, load_aposteriori_config
-from autodriz.astrometry.fit import Alignment, FitOutcome, absolute_fit, align_exposures
+from autodriz.astrometry.fit import Alignment, FitOutcome, align_exposures, fit_catalog
 from autodriz.astrometry.sources import footprint, load_exposures, prefilter_reference
 from autodriz.config import Settings
 from autodriz.detect import BackgroundDetection
-from autodriz.fitquality import FAILED, NOT_ATTEMPTED, QUALITY_MEANING, FitScore, assess_fit
+from autodriz.fitquality import FAILED, NOT_ATTEMPTED, QUALITY_MEANING, FitScore
 from autodriz.hstio import solution_keywords, write_sci_wcs
 from autodriz.inputs import Dataset
 from autodriz.logs import CONSOLE
-from autodriz.select import catalog_search_done, is_usable_fit, needs_image_by_image, try_sparse_geometry
+from autodriz.select import catalog_search_done, is_usable_fit
 from autodriz.solutions.base import (
     Candidate,
     RunContext,
@@ -257,63 +255,25 @@ def _fit_catalog(
     visit: _Visit, catalog: catmod.ReferenceCatalog, ref_table: Table, cat_details: Mapping[str, Any],
     candidates: list[Candidate],
 ) -> list[int]:
-    """Fit the visit to one catalog (FIT_REL, then FIT_IMG when no relative fit is usable);
-    append the candidates; return the usable qualities."""
-    alignment, exposures = visit.alignment, visit.exposures
-    attempts = [(alignment.mode, alignment.relative.wcs, alignment.masks)]
-    if alignment.mode == "REL":
-        # The pipeline's fallback: when no relative fit to this catalog is usable, fit the
-        # exposures one by one from the default WCS with all their sources.
-        attempts.append(("IMG", starting_wcs(exposures), all_sources(exposures)))
+    """Fit the visit to one catalog (:func:`~autodriz.astrometry.fit.fit_catalog`); append one
+    candidate per fit; return the usable qualities."""
     usable: list[int] = []
-    for mode, start_wcs, masks in attempts:
-        if mode == "IMG" and alignment.mode == "REL":
-            if not needs_image_by_image([
-                c.score.quality for c in candidates
-                if c.score is not None and c.score.catalog == catalog.name and c.score.mode == "REL"
-            ]):
-                break
-            logger.info("catalog %s: no usable relative fit; fitting the exposures one by one (FIT_IMG)", catalog.name)
-
-        results = _fit_geometries(visit, catalog, ref_table, mode, start_wcs, masks)
-        wcsname = f"{visit.base}-FIT_{mode}_{catalog.name}"
-        for geometry, outcome, q, reasons in results:
-            name = f"aposteriori-{mode}-{catalog.name}-{geometry}"
-            details = {**cat_details, **outcome.details, "statistics": outcome.stats.as_report_dict(),
-                       "quality_reasons": list(reasons)}
-            score = FitScore(
-                quality=q, reasons=tuple(reasons), statistics=outcome.stats, catalog=catalog.name,
-                catalog_rank=int(cat_details.get("catalog_rank", 99)), mode=mode,
-                n_transforms=1 if mode == "REL" else len(exposures),
-            )
-            if not is_usable_fit(q) or not outcome.wcs:
-                candidates.append(_not_done(name, wcsname, visit.top / name, q, "; ".join(reasons), details, score))
-                continue
-            candidates.append(_materialise(visit, name, wcsname, outcome, catalog, score, details))
-            usable.append(q)
+    for fit in fit_catalog(visit.exposures, visit.alignment, catalog, ref_table, visit.region, visit.cfg):
+        mode, outcome, q, reasons = fit.mode, fit.outcome, fit.quality, fit.reasons
+        name, wcsname = f"aposteriori-{mode}-{catalog.name}-{fit.geometry}", f"{visit.base}-FIT_{mode}_{catalog.name}"
+        details = {**cat_details, **outcome.details, "statistics": outcome.stats.as_report_dict(),
+                   "quality_reasons": list(reasons)}
+        score = FitScore(
+            quality=q, reasons=reasons, statistics=outcome.stats, catalog=catalog.name,
+            catalog_rank=int(cat_details.get("catalog_rank", 99)), mode=mode,
+            n_transforms=1 if mode == "REL" else len(visit.exposures),
+        )
+        if not is_usable_fit(q) or not outcome.wcs:
+            candidates.append(_not_done(name, wcsname, visit.top / name, q, "; ".join(reasons), details, score))
+            continue
+        candidates.append(_materialise(visit, name, wcsname, outcome, catalog, score, details))
+        usable.append(q)
     return usable
-
-
-def _fit_geometries(
-    visit: _Visit, catalog: catmod.ReferenceCatalog, ref_table: Table, mode: str,
-    start_wcs: Mapping[ChipKey, WCS], masks: Mapping[ChipKey, np.ndarray],
-) -> list[tuple[str, FitOutcome, int, tuple[str, ...]]]:
-    """(geometry, outcome, quality, reasons) of every configured geometry, and of the sparse one
-    when none of those is usable."""
-    cfg = visit.cfg
-
-    def fit(geometry: str) -> tuple[str, FitOutcome, int, tuple[str, ...]]:
-        outcome = absolute_fit(visit.exposures, start_wcs, masks, catalog, ref_table, visit.region, geometry, mode,
-                               visit.alignment.relative, cfg)
-        return (geometry, outcome, *assess_fit(outcome.stats, cfg.quality))
-
-    geometries = list(cfg.fit.geometries)
-    results = [fit(geometry) for geometry in geometries]
-    sparse = cfg.fit.sparse_geometry
-    if sparse and sparse not in geometries and try_sparse_geometry([r[2] for r in results]):
-        logger.info("catalog %s: no %s fit usable; trying a %s fit (sparse field)", catalog.name, "/".join(geometries), sparse)
-        results.append(fit(sparse))
-    return results
 
 
 def _materialise(
