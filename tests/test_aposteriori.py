@@ -17,15 +17,13 @@ from astropy.io import fits
 from astropy.table import Table
 
 from autodriz import catalogs as cm
+from autodriz.astrometry.config import load_aposteriori_config
+from autodriz.astrometry.sources import start_background_detection
 from autodriz.config import Settings
 from autodriz.errors import ConfigError
 from autodriz.inputs import resolve_input
 from autodriz.simulate import SimulationConfig, simulate_visit
-from autodriz.solutions.aposteriori import (
-    load_aposteriori_config,
-    make_aposteriori_candidates,
-    start_background_detection,
-)
+from autodriz.solutions.aposteriori import make_aposteriori_candidates
 from autodriz.solutions.base import Candidate
 from autodriz.solutions.default import make_default_candidate
 from autodriz.truth import load_truth, visit_error
@@ -261,7 +259,7 @@ def test_config_for_every_detector_and_unknown_keys(tmp_path):
         assert cfg.detection.fwhm_pix > 0 and cfg.match.searchrad_arcsec > 1.5
     ir = load_aposteriori_config("wfc3/ir")
     assert ir.detection.fwhm_pix == 1.3 and ir.match.searchrad_arcsec == 3.0
-    from autodriz.solutions.aposteriori import search_radius_arcsec
+    from autodriz.astrometry.config import search_radius_arcsec
 
     match = load_aposteriori_config("ACS/WFC").match
     # The era's pointing error decides (arcsec on every detector): GSC 2.4.0 after 2017-10-01.

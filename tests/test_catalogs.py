@@ -14,7 +14,7 @@ import pytest
 from astropy.table import Table
 
 from autodriz import catalogs as cm
-from autodriz.solutions.aposteriori import load_aposteriori_config
+from autodriz.astrometry.config import load_aposteriori_config
 
 SPECS = load_aposteriori_config("ACS/WFC").catalogs.specs
 NGC6791 = cm.Region(290.2211, 37.7875, 0.03)

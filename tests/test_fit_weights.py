@@ -1,6 +1,6 @@
 """The weighted fit autodriz relies on: tweakwcs honours a ``weight`` column.
 
-``solutions/aposteriori.py`` gives every reference star the weight 1/σ² of its own catalog
+``astrometry/fit.py`` gives every reference star the weight 1/σ² of its own catalog
 error (proper-motion error included) and every detected source 1/σ² of its centroid error;
 the claim that a star with a poor proper motion counts less rests on tweakwcs using them.
 An earlier check saw identical fits with and without the columns — there all stars had the

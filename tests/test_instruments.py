@@ -15,7 +15,7 @@ from autodriz.errors import ConfigError, InputError, WCSStageError, WFPC2Unsuppo
 from autodriz.inputs import resolve_input
 from autodriz.instruments import REGISTRY, InstrumentDetector, Registry
 from autodriz.pipeline import reference_folders
-from autodriz.solutions.aposteriori import load_aposteriori_config
+from autodriz.astrometry.config import load_aposteriori_config
 from autodriz.verify import load_thresholds
 from test_inputs import write_exposure
 

@@ -181,7 +181,7 @@ def test_exposures_at_the_reference_wcs_agree_with_a_catalog_of_two_others(share
 
     from autodriz.catalogs import read_catalog_file
     from autodriz.detect import detect_sources
-    from autodriz.solutions.aposteriori import load_aposteriori_config
+    from autodriz.astrometry.config import load_aposteriori_config
 
     from realdata import place_at_reference_wcs, prepare_goodss, reference_rows
 

@@ -476,7 +476,7 @@ def test_wfc3_ir_visit_fit_is_not_pulled_by_duplicate_copies(tmp_path):
     """Simulated WFC3/IR (undersampled: ~0.2 px pixel-phase centroid scatter). tweakwcs's group
     fit once held every star once per exposure and its matcher kept the copy closest to its
     2-D-histogram guess: the visit landed 12 mas off, a detector-frame offset. One copy per star
-    (aposteriori.one_copy_per_star) removes it: measured 0.4/-2.7 mas mean offset, 8.0 mas rms."""
+    (astrometry.chips.one_copy_per_star) removes it: measured 0.4/-2.7 mas mean offset, 8.0 mas rms."""
     from autodriz.simulate import config_for_detector
 
     cfg = config_for_detector("WFC3/IR", pointing_error_mas=(150.0, -100.0), relative_error_mas=10.0,

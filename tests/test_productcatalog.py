@@ -22,7 +22,7 @@ from autodriz.detect import detect_sources
 from autodriz.exitcodes import ExitCode
 from autodriz.productcatalog import catalog_from_product, centroid_error_mas, default_output, frame_error_mas
 from autodriz.simulate import SimulationConfig, simulate_visit
-from autodriz.solutions.aposteriori import load_aposteriori_config
+from autodriz.astrometry.config import load_aposteriori_config
 from autodriz.truth import load_truth, visit_error
 
 from realdata import prepare_goodss

@@ -15,7 +15,7 @@ How cosmic rays are kept out (simulated and real FLTs have many that DQ does not
    it after the relative fit, when positions of different exposures can be compared.
 
 Parameters per instrument/detector live in ``config/aposteriori.toml``
-(:func:`autodriz.solutions.aposteriori.load_aposteriori_config` turns them into a
+(:func:`autodriz.astrometry.config.load_aposteriori_config` turns them into a
 :class:`DetectionParams`).
 """
 

@@ -24,6 +24,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from autodriz.childproc import FILE_MARK, ChildError, ChildResult, reference_env, run_child
 from autodriz.errors import DrizzleError
+from autodriz.hstio import chip_shape, chip_wcs, sci_extensions
 from autodriz.logs import CONSOLE
 from autodriz.reffiles import names_a_file, resolve_reference
 
@@ -251,7 +252,7 @@ def expected_chips(inputs: Sequence[Path]) -> tuple[tuple[str, tuple[int, ...]],
     chips = []
     for path in inputs:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            chips.append((path.name, tuple(int(h.header.get("EXTVER", 1)) for h in hdul if h.name == "SCI")))
+            chips.append((path.name, tuple(extver for _, extver in sci_extensions(hdul))))
     return tuple(chips)
 
 
@@ -267,13 +268,11 @@ def input_footprint(inputs: Sequence[Path], product: Path) -> Footprint | None:
             out = WCS(fits.getheader(product, "SCI"))
             for path in inputs:
                 with fits.open(path, memmap=False) as hdul:
-                    for hdu in hdul:
-                        if hdu.name != "SCI" or hdu.header.get("NAXIS", 0) != 2:
-                            continue
-                        ny, nx = hdu.header["NAXIS2"], hdu.header["NAXIS1"]
+                    for index, _ in sci_extensions(hdul, images_only=True):
+                        ny, nx = chip_shape(hdul[index].header)
                         px = np.array([0, (nx - 1) / 2, nx - 1, nx - 1, nx - 1, (nx - 1) / 2, 0, 0], float)
                         py = np.array([0, 0, 0, (ny - 1) / 2, ny - 1, ny - 1, ny - 1, (ny - 1) / 2], float)
-                        ra, dec = WCS(hdu.header, hdul).all_pix2world(px, py, 0)
+                        ra, dec = chip_wcs(hdul, index).all_pix2world(px, py, 0)
                         x, y = out.all_world2pix(ra, dec, 0)
                         xs.append(x)
                         ys.append(y)

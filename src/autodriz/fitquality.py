@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -164,6 +164,19 @@ class FitStatistics:
     relative: bool = True
     relative_rms_mas: float | None = None
     has_proper_motions: bool = True
+
+    def as_report_dict(self) -> dict[str, Any]:
+        """The statistics for the report's JSON: floats rounded (offsets to 1 µas, others to
+        1e-4), NaN and infinities as None."""
+        out = asdict(self)
+        for k, v in list(out.items()):
+            if isinstance(v, float) and not math.isfinite(v):
+                out[k] = None
+            elif isinstance(v, float):
+                out[k] = round(v, 4)
+        out["exposure_offsets_mas"] = [[round(a, 3), round(b, 3)] for a, b in self.exposure_offsets_mas]
+        out["exposure_matches"] = list(self.exposure_matches)
+        return out
 
 
 @dataclass(frozen=True)

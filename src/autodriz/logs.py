@@ -34,6 +34,7 @@ import logging
 import sys
 import time
 import types
+import warnings
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -219,3 +220,56 @@ def stage(
         if timings is not None:
             timings[name] = round(seconds, 3)
         waypoint(logger, "STAGE", "end", name, state["status"], f"{seconds:.1f}s")
+
+
+#: Libraries whose loggers :func:`quiet_libraries` quietens by default (tweakwcs logs every
+#: match at INFO; stwcs and astroquery chatter during fits and catalog queries).
+QUIET_LIBRARIES = ("tweakwcs", "stwcs", "astroquery")
+
+
+class _Collector(logging.Handler):
+    """Keeps the messages of the libraries' loggers for our own log and the report."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.name}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def quiet_libraries(
+    relog: logging.Logger, names: tuple[str, ...] = QUIET_LIBRARIES, level: int = logging.WARNING
+) -> Iterator[list[str]]:
+    """Keep the named libraries' log records (and all warnings) off the console for the duration.
+
+    tweakwcs sets its module loggers to DEBUG at import and logs every match at INFO. Inside
+    the context their levels are raised to ``level`` and their WARNING+ records are collected
+    into the list yielded (and re-logged at DEBUG on ``relog``) instead of propagating; levels,
+    handlers and propagation are restored exactly afterwards, so logging is left unchanged.
+    """
+    manager = logging.root.manager
+    collector = _Collector()
+    # Only loggers that exist (never create one: a plain "astroquery" Logger made here would
+    # break astroquery's astropy-class logger when astroquery is imported later). Each gets the
+    # collector and stops propagating, so a record is collected once, where it was made.
+    saved: list[tuple[logging.Logger, int, bool]] = []
+    for name, lg in list(manager.loggerDict.items()):
+        if name.split(".", 1)[0] in names and isinstance(lg, logging.Logger):
+            saved.append((lg, lg.level, lg.propagate))
+            lg.setLevel(max(lg.level, level))
+            lg.addHandler(collector)
+            lg.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield collector.messages
+    finally:
+        for lg, lvl, prop in saved:
+            lg.removeHandler(collector)
+            lg.setLevel(lvl)
+            lg.propagate = prop
+        for message in collector.messages:
+            relog.debug("%s", message)
+

@@ -20,6 +20,7 @@ from typing import Any
 from astropy.io import fits
 
 from autodriz import __version__
+from autodriz.astrometry.sources import start_background_detection
 from autodriz.config import Settings, astrodrizzle_defaults
 from autodriz.delivery import add_sregion
 from autodriz.drizzle import FORCED_PARAMETERS, run_final_drizzles
@@ -57,10 +58,7 @@ from autodriz.select import (
     rejected_candidates,
     verification_order,
 )
-from autodriz.solutions.aposteriori import (
-    AposterioriStrategy,
-    start_background_detection,
-)
+from autodriz.solutions.aposteriori import AposterioriStrategy
 from autodriz.solutions.apriori import AprioriStrategy
 from autodriz.solutions.base import Candidate, RunContext, Strategy, remove_workdir
 from autodriz.solutions.default import DefaultStrategy, reference_folders

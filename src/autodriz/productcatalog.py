@@ -131,7 +131,7 @@ def detect_in_product(product: Path, instrument_key: str, native_scale_arcsec: f
     converted from native to output pixels. Returns :func:`autodriz.detect.detect_sources`'s table.
     """
     from autodriz.detect import detect_sources
-    from autodriz.solutions.aposteriori import load_aposteriori_config
+    from autodriz.astrometry.config import load_aposteriori_config
     from autodriz.visit import NATIVE_SCALE_ARCSEC
 
     cfg = load_aposteriori_config(instrument_key)

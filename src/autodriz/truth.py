@@ -27,6 +27,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from autodriz.hstio import sci_extensions
 from autodriz.skygeom import MAS_PER_DEG as _MAS_PER_DEG
 from autodriz.skygeom import linear_sip_header, offset_mas
 
@@ -183,11 +184,8 @@ def _hdulist_offsets(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rootname = str(hdul[0].header["ROOTNAME"]).strip()
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for hdu in hdul[1:]:
-        if hdu.header.get("EXTNAME", "").strip().upper() != "SCI":
-            continue
-        extver = int(hdu.header.get("EXTVER", 1))
-        parts.append(header_offsets(hdu.header, truth_wcs(truth, rootname, extver), grid=grid))
+    for index, extver in sci_extensions(hdul):
+        parts.append(header_offsets(hdul[index].header, truth_wcs(truth, rootname, extver), grid=grid))
     if not parts:
         raise ValueError(f"exposure {rootname!r} has no SCI extension")
     return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]

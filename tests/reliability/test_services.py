@@ -28,7 +28,7 @@ from autodriz.config import Settings
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import resolve_input
 from autodriz.simulate import SimulatedVisit, SimulationConfig, simulate_visit
-from autodriz.solutions.aposteriori import load_aposteriori_config
+from autodriz.astrometry.config import load_aposteriori_config
 from autodriz.solutions.apriori import find_apriori_solutions
 from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
 

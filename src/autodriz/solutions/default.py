@@ -16,6 +16,7 @@ from astropy.io import fits
 from autodriz import failpoints
 from autodriz.childproc import ChildError, ChildResult, reference_env, run_child
 from autodriz.errors import ReferenceFileError, WCSStageError
+from autodriz.hstio import sci_extensions
 from autodriz.logs import CONSOLE
 from autodriz.reffiles import distortion_files
 from autodriz.config import Settings
@@ -56,16 +57,14 @@ def era_wcsname(wcsname: str, date_obs: str) -> str:
 def _rename_default_wcs(copies: Mapping[Path, Path], wcsname: str) -> None:
     for copy in copies.values():
         with fits.open(copy, mode="update") as hdul:
-            for hdu in hdul:
-                if hdu.name == "SCI":
-                    hdu.header["WCSNAME"] = wcsname
+            for index, _ in sci_extensions(hdul):
+                hdul[index].header["WCSNAME"] = wcsname
 
 
 def _header_wcsname(path: Path) -> str:
     with fits.open(path) as hdul:
-        for hdu in hdul:
-            if hdu.name == "SCI":
-                return str(hdu.header.get("WCSNAME", "")).strip() or "header WCS (no WCSNAME)"
+        for index, _ in sci_extensions(hdul)[:1]:
+            return str(hdul[index].header.get("WCSNAME", "")).strip() or "header WCS (no WCSNAME)"
     return "header WCS"
 
 

@@ -1,0 +1,141 @@
+"""HST exposure files: SCI-extension iteration and chip WCS read/write, in one place.
+
+An FLT/FLC holds one ``SCI`` image extension per chip (``EXTVER`` 1, 2, …), each with the chip's
+WCS in its header (linear part, SIP, and the NPOL/D2IM lookup tables in other extensions). The
+modules that read chips or write a fitted WCS into copies go through these functions, so that
+"which extensions are chips" (EXTNAME compared case-insensitively, a missing EXTVER is 1) and
+"what a fitted WCS writes" (CRVAL, CD, ORIENTAT, WCSNAME and the fit keywords) mean the same
+everywhere. Only :func:`write_sci_wcs` writes, and only into the file it is given (a working
+copy: inputs are changed only by the final atomic update, :mod:`autodriz.products`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from autodriz.skygeom import MAS_PER_DEG
+
+
+def sci_extensions(hdul: fits.HDUList, *, images_only: bool = False) -> list[tuple[int, int]]:
+    """(HDU index, EXTVER) of every SCI extension, in file order.
+
+    Parameters
+    ----------
+    hdul : astropy.io.fits.HDUList
+        An open exposure.
+    images_only : bool
+        Keep only extensions with ``NAXIS = 2`` (a chip with pixels).
+
+    Returns
+    -------
+    list of (int, int)
+    """
+    out = []
+    for i, h in enumerate(hdul):
+        # EXTNAME as written (astropy's HDU.name keeps the file's case): 'sci' is a chip too.
+        if str(h.header.get("EXTNAME", "")).strip().upper() != "SCI":
+            continue
+        if images_only and h.header.get("NAXIS", 0) != 2:
+            continue
+        out.append((i, int(h.header.get("EXTVER", 1))))
+    return out
+
+
+def chip_wcs(hdul: fits.HDUList, index: int) -> WCS:
+    """The full WCS (linear, SIP, NPOL/D2IM lookup tables) of one SCI extension.
+
+    Parameters
+    ----------
+    hdul : astropy.io.fits.HDUList
+        The open exposure (the lookup tables live in its other extensions).
+    index : int
+        HDU index of the SCI extension (see :func:`sci_extensions`).
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        With ``pixel_shape`` set from NAXIS1/2.
+
+    Raises
+    ------
+    ValueError, KeyError, MemoryError
+        What astropy raises on a WCS it cannot build.
+    """
+    with warnings.catch_warnings():
+        # HST headers carry keywords astropy "fixes" (DATE-OBS, RADESYS): noise, not news.
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        header = hdul[index].header
+        wcs = WCS(header, fobj=hdul)
+    # The shape from the header: reading the pixels only to learn their shape would load the
+    # whole chip (the same numbers for an image extension).
+    ny, nx = chip_shape(header)
+    wcs.pixel_shape = (nx, ny)
+    return wcs
+
+
+def chip_shape(header: fits.Header) -> tuple[int, int]:
+    """``(ny, nx)`` of a SCI extension from its header (no pixels read)."""
+    return int(header["NAXIS2"]), int(header["NAXIS1"])
+
+
+def solution_keywords(
+    n_matches: int, rms_ra_mas: float, rms_dec_mas: float, geometry: str, wcstype: str
+) -> dict[str, tuple[Any, str]]:
+    """The fit keywords runastrodriz writes beside an a posteriori WCS (name → (value, comment))."""
+    return {
+        "NMATCHES": (int(n_matches), "matched sources in the a posteriori fit"),
+        "RMS_RA": (rms_ra_mas, "RMS of the fit in RA (mas)"),
+        "RMS_DEC": (rms_dec_mas, "RMS of the fit in Dec (mas)"),
+        "CRDER1": (rms_ra_mas / MAS_PER_DEG, "systematic error in RA (deg)"),
+        "CRDER2": (rms_dec_mas / MAS_PER_DEG, "systematic error in Dec (deg)"),
+        "FITGEOM": (geometry, "fit geometry of the a posteriori solution"),
+        "WCSTYPE": (wcstype[:60], "type of WCS"),
+    }
+
+
+def set_chip_wcs(header: fits.Header, wcs: WCS, wcsname: str, keywords: Mapping[str, tuple[Any, str]]) -> None:
+    """Write a fitted linear WCS (CRVAL, CD, ORIENTAT), its WCSNAME and fit keywords into a SCI header.
+
+    The fit changes only CRVAL and CD (tweakwcs' correctors keep CRPIX, SIP and the lookup
+    tables), so only those are written; RMS keywords are rounded to 1 µas.
+    """
+    cd = wcs.wcs.cd if wcs.wcs.has_cd() else wcs.pixel_scale_matrix
+    header["CRVAL1"] = float(wcs.wcs.crval[0])
+    header["CRVAL2"] = float(wcs.wcs.crval[1])
+    for (r, c), value in np.ndenumerate(cd):
+        header[f"CD{r + 1}_{c + 1}"] = float(value)
+    header["ORIENTAT"] = (round(math.degrees(math.atan2(cd[0, 1], cd[1, 1])), 9), "position angle of image y axis (deg)")
+    header["WCSNAME"] = wcsname
+    for key, (value, comment) in keywords.items():
+        header[key] = (round(value, 6) if isinstance(value, float) and key.startswith("RMS") else value, comment)
+
+
+def write_sci_wcs(
+    path: Path, by_extver: Mapping[int, WCS], wcsname: str, keywords: Mapping[str, tuple[Any, str]]
+) -> None:
+    """Write each chip's fitted WCS (:func:`set_chip_wcs`) into the file's SCI extensions, in place.
+
+    Parameters
+    ----------
+    path : Path
+        A working copy (never an input).
+    by_extver : mapping of int to WCS
+        The fitted WCS per EXTVER; SCI extensions not in it are left as they are.
+    wcsname : str
+        WCSNAME of the solution.
+    keywords : mapping
+        Extra keywords (name → (value, comment)), e.g. :func:`solution_keywords`.
+    """
+    with fits.open(path, mode="update") as hdul:
+        for index, extver in sci_extensions(hdul):
+            wcs = by_extver.get(extver)
+            if wcs is not None:
+                set_chip_wcs(hdul[index].header, wcs, wcsname, keywords)
