@@ -285,7 +285,7 @@ def test_transfer_moves_each_paired_exposure_by_its_own_correction(tmp_path):
 def test_grism_keeps_its_default_when_the_direct_images_kept_theirs(tmp_path):
     """What the real F140W + G141 visit did offline without a catalog or the IDCTAB (exit 9):
     the direct images kept their default WCS, so there is nothing to transfer."""
-    from autodriz.visit import GroupOutcome, VisitGroup, _grism_hook
+    from autodriz.visit import GroupOutcome, VisitGroup, grism_hook
 
     report = tmp_path / "d_report.json"
     report.write_text(json.dumps({"chosen": {"name": "default", "wcsname": "OPUS"}, "candidates": []}))
@@ -293,7 +293,7 @@ def test_grism_keeps_its_default_when_the_direct_images_kept_theirs(tmp_path):
     grism = VisitGroup("WFC3/IR", "G141", "g", (_exposure("ib6o23rsq", ("G141",), tmp_path, obstype="SPECTROSCOPIC"),),
                        spectroscopic=True)
     done = GroupOutcome(direct, tmp_path / "d_asn.fits", ExitCode.DEFAULT_ONLY, "", "OPUS", (), report, None)
-    hook, note = _grism_hook(grism, [direct], {}, [done], {})
+    hook, note = grism_hook(grism, [direct], {}, [done], {})
     assert hook is None
     assert note == ("the direct images (F140W) kept their pipeline-default WCS (OPUS): the grism keeps its own "
                     "default WCS, made the same way")
