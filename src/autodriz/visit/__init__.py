@@ -91,7 +91,7 @@ from autodriz.visit.grouping import (
     write_group_asn,
 )
 from autodriz.visit.outcome import GroupOutcome, VisitResult, worst_exit_code
-from autodriz.visit.report import write_visit_report
+from autodriz.visit.report import GroupRecord, VisitRecord, visit_banner, write_visit_html, write_visit_report
 from autodriz.visit.run import process_visit
 
 __all__ = [
@@ -106,9 +106,11 @@ __all__ = [
     "PAIR_RADIUS_ARCSEC",
     "Consistency",
     "ExposurePair",
+    "GroupRecord",
     "GroupOutcome",
     "OutputGrid",
     "VisitGroup",
+    "VisitRecord",
     "VisitResult",
     "WCSCorrection",
     "apply_correction",
@@ -132,8 +134,10 @@ __all__ = [
     "product_sources",
     "snapshot_sci_wcs",
     "transfer_to",
+    "visit_banner",
     "worst_exit_code",
     "write_grid_file",
     "write_group_asn",
+    "write_visit_html",
     "write_visit_report",
 ]
