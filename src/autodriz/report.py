@@ -36,6 +36,13 @@ JSON schema (``schema`` = 1); every key is always present:
 ``status``
     the run's exit status as far as the report knows it when written (``exit_code`` name and
     ``exit`` number: OK or DEFAULT_ONLY; a later failure is in the trailer), or null.
+``provenance``
+    the inputs (names, sizes, hashes) and settings as this run leaves them, which a later run
+    compares (:mod:`autodriz.provenance`), or null.
+
+The report is built as a typed :class:`RunRecord` (:func:`build_report`, pure);
+:meth:`RunRecord.as_dict` gives the JSON above and :func:`write_html` renders the page from it,
+through the page template the visit report shares (:mod:`autodriz.htmlpage`).
 
 The HTML page opens with a one-line summary (:func:`summary_banner`): exit status, chosen WCS,
 its fit RMS and verification, and how far it moved the images from the WCS its fit started
@@ -214,6 +221,7 @@ class RunStatus:
 
     @classmethod
     def of(cls, code: ExitCode) -> RunStatus:
+        """The status of an exit code (its name and number)."""
         return cls(code.name, int(code))
 
 

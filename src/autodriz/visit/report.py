@@ -55,6 +55,7 @@ class GroupRecord:
 
     @classmethod
     def of(cls, outcome: GroupOutcome, weight_maps: Mapping[str, Any]) -> GroupRecord:
+        """The record of a group's run; ``weight_maps`` as its own report recorded them."""
         o = outcome
         return cls(
             instrument=o.group.instrument_key, filter=o.group.filter, root=o.group.root, input=o.input,
