@@ -51,3 +51,52 @@ def test_html_page_from_report(tmp_path):
     assert len(re.findall(r"data:image/png;base64,", page)) == 1  # the residual plot
     assert "IDC_x-FIT_REL_GAIAeDR3" in page
     json.dumps(report)  # the schema is plain JSON
+
+
+def test_run_record_json_has_every_documented_key_and_joins_verdicts_and_verifications(tmp_path):
+    from types import SimpleNamespace
+
+    from autodriz.exitcodes import ExitCode
+    from autodriz.report import ChosenRecord, DatasetRecord, DrizzleRecord, RunStatus, build_report
+    from autodriz.select import Verdict
+
+    def candidate(name: str, kind: str) -> SimpleNamespace:
+        return SimpleNamespace(name=name, kind=kind, wcsname=f"W-{name}", source="s", quality=1, notes=("n",),
+                               details={"statistics": {"rms_mas": float("nan"), "n_matches": np.int64(12)}})
+
+    class Verification:  # stands in for verify.VerificationResult: the record takes its as_dict()
+        def as_dict(self):
+            return {"status": "pass", "reason": "ok", "offsets": (0.1, 0.2)}
+
+    timings = {"resolve": 0.1}
+    record = build_report(
+        version="v", versions={"numpy": "1"}, input_path=tmp_path / "x_asn.fits",
+        dataset=DatasetRecord("x", "ACS/WFC", ("F606W",), ("a", "b"), (), {"c": "EXPTIME = 0"},
+                              {"b": ("saturated",)}, True, None),
+        candidates=[candidate("default", "default"), candidate("fit", "aposteriori"), candidate("odd", "apriori")],
+        verdicts=[Verdict("fit", "W-fit", "aposteriori", "chosen", "best"),
+                  Verdict("default", "W-default", "default", "lost", "ranked below")],
+        chosen=ChosenRecord("fit", "W-fit", "best"), verifications={"fit": Verification()}, alignment=["a line"],
+        drizzle_runs=[DrizzleRecord("x_drz.fits", "MDRIZTAB", 1.23, ("a_flt.fits[sci,1]",))], timings=timings,
+        qa={"x_drz.fits": weight_map_check(np.ones((3, 3)))}, updated_inputs=[tmp_path / "a_flt.fits"],
+        products=[tmp_path / "x_drz.fits"], settings={"catalog": None}, status=RunStatus.of(ExitCode.OK),
+        skipped_stages={"apriori": "switched off"}, provenance={"inputs": []},
+    )
+    timings["drizzle"] = 5.0  # a stage after the record was made does not change it
+    data = record.as_dict()
+    assert list(data) == ["schema", "autodriz", "versions", "input", "dataset", "candidates", "chosen", "alignment",
+                          "skipped_stages", "drizzle", "astrodrizzle_runs", "timings", "qa", "updated_inputs",
+                          "products", "settings", "status", "provenance"]
+    json.dumps(data, allow_nan=False)  # plain JSON: NaN became null, numpy scalars Python numbers
+    assert data["schema"] == SCHEMA_VERSION and data["timings"] == {"resolve": 0.1}
+    assert [(c["name"], c["verdict"], c["reason"]) for c in data["candidates"]] == [
+        ("default", "lost", "ranked below"), ("fit", "chosen", "best"), ("odd", "pruned", "")]
+    assert [c["verification"] for c in data["candidates"]] == [
+        None, {"status": "pass", "reason": "ok", "offsets": [0.1, 0.2]}, None]
+    assert data["candidates"][0]["details"]["statistics"] == {"rms_mas": None, "n_matches": 12}
+    assert data["astrodrizzle_runs"] == 1 and data["drizzle"][0]["drizzled"] == ["a_flt.fits[sci,1]"]
+    assert data["status"] == {"exit_code": "OK", "exit": 0}
+    assert data["dataset"]["not_aligned"] == {"b": ["saturated"]} and data["dataset"]["dropped"] == {"c": "EXPTIME = 0"}
+    assert data["qa"]["x_drz.fits"]["footprint_pixels"] == 9 and data["chosen"]["why"] == "best"
+    # The page is rendered from the JSON form: the record and its JSON give the same page.
+    assert write_html(record, tmp_path / "a.html").read_text() == write_html(data, tmp_path / "b.html").read_text()

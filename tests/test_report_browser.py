@@ -26,7 +26,9 @@ FLAGS = [
 ]
 
 
-@pytest.fixture
+# Module scope, and asked for before demo_page: without a browser the test is skipped before the
+# demo (a full simulate-align-drizzle run) is made for it.
+@pytest.fixture(scope="module")
 def chromium() -> str:
     if CHROMIUM is None:
         if os.environ.get("AUTODRIZ_REQUIRE_BROWSER"):
@@ -120,7 +122,7 @@ def demo_page(tmp_path_factory) -> Path:
     return out / "jsim01010_report.html"
 
 
-def test_a_real_runs_report_renders_thumbnails_overlay_and_residual_plots(demo_page, chromium, tmp_path):
+def test_a_real_runs_report_renders_thumbnails_overlay_and_residual_plots(chromium, demo_page, tmp_path):
     profile = tmp_path / "profile"
     dom = subprocess.run(
         [chromium, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", demo_page.as_uri()],

@@ -9,6 +9,7 @@ it must be drizzled onto the same grid with the F814W correction applied.
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from pathlib import Path
@@ -285,7 +286,7 @@ def test_transfer_moves_each_paired_exposure_by_its_own_correction(tmp_path):
 def test_grism_keeps_its_default_when_the_direct_images_kept_theirs(tmp_path):
     """What the real F140W + G141 visit did offline without a catalog or the IDCTAB (exit 9):
     the direct images kept their default WCS, so there is nothing to transfer."""
-    from autodriz.visit import GroupOutcome, VisitGroup, _grism_hook
+    from autodriz.visit import GroupOutcome, VisitGroup, grism_hook
 
     report = tmp_path / "d_report.json"
     report.write_text(json.dumps({"chosen": {"name": "default", "wcsname": "OPUS"}, "candidates": []}))
@@ -293,10 +294,41 @@ def test_grism_keeps_its_default_when_the_direct_images_kept_theirs(tmp_path):
     grism = VisitGroup("WFC3/IR", "G141", "g", (_exposure("ib6o23rsq", ("G141",), tmp_path, obstype="SPECTROSCOPIC"),),
                        spectroscopic=True)
     done = GroupOutcome(direct, tmp_path / "d_asn.fits", ExitCode.DEFAULT_ONLY, "", "OPUS", (), report, None)
-    hook, note = _grism_hook(grism, [direct], {}, [done], {})
+    hook, note = grism_hook(grism, [direct], {}, [done], {})
     assert hook is None
     assert note == ("the direct images (F140W) kept their pipeline-default WCS (OPUS): the grism keeps its own "
                     "default WCS, made the same way")
+
+
+def test_visit_report_is_typed_and_its_page_uses_the_dataset_reports_template(tmp_path):
+    from autodriz.visit import GroupOutcome, GroupRecord, VisitGroup, VisitRecord, visit_banner, write_visit_html
+
+    grid = OutputGrid(10.0, -45.0, 0.05, 100, 80, 50.5, 40.5)
+    direct = VisitGroup("WFC3/IR", "F140W", "d", (_exposure("ib6o23rtq", ("F140W",), tmp_path),))
+    grism = VisitGroup("WFC3/IR", "G141", "g", (_exposure("ib6o23rsq", ("G141",), tmp_path, obstype="SPECTROSCOPIC"),),
+                       spectroscopic=True)
+    outcomes = [GroupOutcome(direct, tmp_path / "d_asn.fits", ExitCode.OK, "m", "W", (tmp_path / "d_drz.fits",),
+                             None, None),
+                GroupOutcome(grism, tmp_path / "g_asn.fits", ExitCode.DEFAULT_ONLY, "m", "OPUS", (), None, None,
+                             "kept <its> default")]
+    record = VisitRecord("v", ExitCode.DEFAULT_ONLY, grid,
+                         tuple(GroupRecord.of(o, {"d_drz.fits": {"ratio": float("nan"), "flagged": True}})
+                               for o in outcomes), (), {"catalog": None})
+    data = record.as_dict()
+    json.dumps(data, allow_nan=False)
+    assert list(data) == ["schema", "autodriz", "visit", "exit_code", "exit_name", "grid", "groups", "consistency",
+                          "settings"]
+    assert (data["exit_code"], data["exit_name"]) == (9, "DEFAULT_ONLY")
+    assert [(g["root"], g["asn_built"], g["spectroscopic"], g["wcs_transfer"]) for g in data["groups"]] == [
+        ("d", True, False, None), ("g", True, True, "kept <its> default")]
+    assert data["groups"][0]["weight_maps"]["d_drz.fits"]["ratio"] is None
+    assert data["consistency"] == {"tolerance_pix": 0.1, "checks": []}
+    page = write_visit_html(record, tmp_path / "v_visit_report.html").read_text()
+    # The dataset report's template: its banner (amber, not OK), style sheet and image check.
+    assert f'<p id="summary" class="warn">{html.escape(visit_banner(record))}</p>' in page
+    assert visit_banner(record).startswith("DEFAULT_ONLY (exit 9) · 2 group(s) on one 100 × 80 px grid")
+    assert "#summary.ok" in page and "imagesLoaded" in page
+    assert "kept &lt;its&gt; default" in page and "nothing to compare" in page
 
 
 # --------------------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def build_campaign(
 def _histogram_png(hist: Mapping[str, list[float]], xlabel: str) -> str | None:
     from matplotlib.figure import Figure
 
-    from autodriz.report import _png
+    from autodriz.reportfigures import png_base64
 
     if not hist.get("counts"):
         return None
@@ -147,7 +147,7 @@ def _histogram_png(hist: Mapping[str, list[float]], xlabel: str) -> str | None:
     ax.bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", color="#4477aa", edgecolor="white")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("datasets")
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:

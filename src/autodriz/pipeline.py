@@ -48,7 +48,15 @@ from autodriz.products import (
     write_json_atomic,
 )
 from autodriz.provenance import dataset_provenance
-from autodriz.report import build_report, weight_map_check, write_html
+from autodriz.report import (
+    ChosenRecord,
+    DatasetRecord,
+    DrizzleRecord,
+    RunStatus,
+    build_report,
+    weight_map_check,
+    write_html,
+)
 from autodriz.select import (
     Selection,
     Verdict,
@@ -550,46 +558,33 @@ def _process_dataset(
         # Known here already (a later failure is in the trailer): the page's summary line says it.
         default_only = is_default_only(winner, alignment_requested=alignment_requested)
         exit_code = ExitCode.DEFAULT_ONLY if default_only else ExitCode.OK
-        report_data = build_report(
+        record = build_report(
             version=__version__,
             versions=package_versions(),
             input_path=input_path,
-            dataset={
-                "root": root,
-                "instrument": dataset.instrument_key,
-                "filters": list(dataset.filters),
-                "exposures": [e.rootname for e in dataset.exposures],
-                "not_present": list(dataset.not_present),
-                "dropped": dict(dataset.dropped),
-                "not_aligned": {e.rootname: list(e.not_alignable) for e in dataset.exposures if e.not_alignable},
-                "has_flc": dataset.has_flc,
-                "asn_built": dataset.asn_built,
-            },
+            dataset=DatasetRecord.of(dataset),
             candidates=candidates,
             verdicts=selection.verdicts,
-            chosen={"name": winner.name, "wcsname": winner.wcsname, "why": why},
+            chosen=ChosenRecord(winner.name, winner.wcsname, why),
             verifications=verifications,
             alignment=plan,
             skipped_stages=skipped_stages,
-            drizzle_runs=[
-                {"product": r.product.name, "parameters": r.parameter_source, "seconds": round(r.seconds, 2),
-                 # From the product's own header (D###DATA), checked against the plan.
-                 "drizzled": list(r.drizzled)}
-                for r in runs
-            ],
+            # From each product's own header (D###DATA), checked against the plan.
+            drizzle_runs=[DrizzleRecord.of(r) for r in runs],
             timings=timings,
             qa=qa,
             updated_inputs=updated,
             products=products,
             settings=settings.as_dict(),
-            status={"exit_code": exit_code.name, "exit": int(exit_code)},
+            status=RunStatus.of(exit_code),
+            # Taken after the update: the inputs as this run leaves them are what a later run compares.
+            provenance=(
+                provenance.result() if provenance is not None
+                else dataset_provenance(input_path, settings, dataset=dataset)
+            ).as_dict(),
         )
-        # Taken after the update: the inputs as this run leaves them are what a later run compares.
-        report_data["provenance"] = (
-            provenance.result() if provenance is not None else dataset_provenance(input_path, settings, dataset=dataset)
-        ).as_dict()
-        report = write_json_atomic(output_dir / f"{root}_report.json", report_data)
-        write_html(report_data, output_dir / f"{root}_report.html")
+        report = write_json_atomic(output_dir / f"{root}_report.json", record.as_dict())
+        write_html(record, output_dir / f"{root}_report.html")
     # Alignment was asked for but the default won: products are fine, the astrometry is only
     # the pipeline default's, and the exit code says so for the archive's wrappers.
     return RunResult(
