@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,19 +124,24 @@ def plan_visits(n: int, chip_shapes: dict[str, tuple[int, int]], n_exposures: in
     return plans
 
 
-def simulate_missing(plans: Sequence[VisitPlan], visits_dir: Path) -> None:
-    """Simulate the visits not on disk yet (atomically: a half-written visit is never used)."""
+def _simulate_one(plan: VisitPlan, visits_dir: Path) -> str:
+    """Simulate one visit atomically (a half-written visit is never used); returns its name."""
+    final = visits_dir / plan.name
+    tmp = visits_dir / f".tmp-{plan.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    simulate_visit(tmp, plan.config)
+    # The truth of the untouched inputs, kept beside them: the campaign updates the FLTs.
+    tmp.rename(final)
+    return plan.name
+
+
+def simulate_missing(plans: Sequence[VisitPlan], visits_dir: Path, workers: int = 1) -> None:
+    """Simulate the visits not on disk yet, ``workers`` at a time (each visit is seeded: same bytes)."""
     visits_dir.mkdir(parents=True, exist_ok=True)
-    for plan in plans:
-        final = visits_dir / plan.name
-        if (final / f"{plan.config.asn_id.lower()}_truth.json").exists():
-            continue
-        tmp = visits_dir / f".tmp-{plan.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        simulate_visit(tmp, plan.config)
-        # The truth of the untouched inputs, kept beside them: the campaign updates the FLTs.
-        tmp.rename(final)
-        print(f"simulated {plan.name}", flush=True)
+    missing = [p for p in plans if not (visits_dir / p.name / f"{p.config.asn_id.lower()}_truth.json").exists()]
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for name in pool.map(_simulate_one, missing, [visits_dir] * len(missing)):
+            print(f"simulated {name}", flush=True)
 
 
 def merged_catalog(plans: Sequence[VisitPlan], visits_dir: Path, out: Path) -> Path:
@@ -316,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error(f"--chip-shape: unknown detector {det!r}; use one of {sorted(DETECTORS)}")
         shapes[det] = (int(ny), int(nx))
     plans = plan_visits(args.visits, shapes, args.exposures)
-    simulate_missing(plans, visits_dir)
+    simulate_missing(plans, visits_dir, args.workers)
     code = run_campaign(plans, visits_dir, out, args.workers, args.timeout)
     results = [measure(plan, visits_dir) for plan in plans]
     table = summary_table(results)
