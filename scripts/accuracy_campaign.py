@@ -301,6 +301,22 @@ def details_table(results: Sequence[VisitResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DOC_BEGIN = "<!-- accuracy_campaign.py: begin -->"
+DOC_END = "<!-- accuracy_campaign.py: end -->"
+
+
+def write_doc(path: Path, generated: str) -> None:
+    """Put ``generated`` between the markers of ``path``, keeping the text written around them
+    (the explanation of each failure mode is written by hand); a file without markers is replaced."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if DOC_BEGIN in old and DOC_END in old:
+        head, rest = old.split(DOC_BEGIN, 1)
+        tail = rest.split(DOC_END, 1)[1]
+    else:
+        head, tail = "# Accuracy campaign\n\n", "\n"
+    path.write_text(f"{head}{DOC_BEGIN}\n{generated}{DOC_END}{tail}", encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--visits", type=int, default=60, help="number of visits (default 60)")
@@ -330,15 +346,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(details_table(results))
     (out / "results.json").write_text(json.dumps([r.__dict__ for r in results], indent=1), encoding="utf-8")
     if args.write_doc:
-        args.write_doc.write_text(
-            "# Accuracy campaign\n\n"
+        generated = (
             f"`python scripts/accuracy_campaign.py --visits {args.visits} --exposures {args.exposures}` "
             f"(chips: {', '.join(f'{d} {s[0]}×{s[1]}' for d, s in shapes.items())}; see the script's "
             "docstring for the visits). Errors are RMS over each chip's pixel grid of the chosen WCS vs the "
             "truth; a wrong choice is a chosen candidate > 5 mas worse than the best candidate that was "
-            "not pruned.\n\n" + table + "\n## Every visit\n\n" + details_table(results),
-            encoding="utf-8",
+            "not pruned.\n\n" + table + "\n## Every visit\n\n" + details_table(results)
         )
+        write_doc(args.write_doc, generated)
     return 0 if code in (0, 9) else code
 
 

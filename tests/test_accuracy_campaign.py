@@ -61,3 +61,14 @@ def test_summary_counts_wrong_choices_against_the_best_available_candidate():
     assert "| WFC3/IR gaia-rich | 2 | 2/2 (100 %) | 5.5 |" in table
     assert "| ACS/WFC sparse | 1 | 0/1 (0 %) | 116.0 |" in table
     assert "| all | 3 | 2/3 (67 %) |" in table and table.count("\n") == 5
+
+
+def test_write_doc_keeps_the_hand_written_text_around_the_tables(tmp_path):
+    ac = _load()
+    doc = tmp_path / "accuracy.md"
+    ac.write_doc(doc, "table one\n")
+    assert doc.read_text().startswith("# Accuracy campaign\n\n" + ac.DOC_BEGIN)
+    doc.write_text(doc.read_text().replace(ac.DOC_END, ac.DOC_END + "\n\nWhy the crowded visits failed."))
+    ac.write_doc(doc, "table two\n")
+    text = doc.read_text()
+    assert "table two" in text and "table one" not in text and text.rstrip().endswith("Why the crowded visits failed.")
