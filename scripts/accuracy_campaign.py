@@ -301,6 +301,11 @@ def details_table(results: Sequence[VisitResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finished(trailer: Path) -> bool:
+    """Whether a visit's run has ended (its trailer has a verdict)."""
+    return trailer.exists() and "AUTODRIZ-VERDICT" in trailer.read_text(errors="replace")
+
+
 DOC_BEGIN = "<!-- accuracy_campaign.py: begin -->"
 DOC_END = "<!-- accuracy_campaign.py: end -->"
 
@@ -328,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--exposures", type=int, default=2, help="exposures per visit (default 2)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per visit")
     p.add_argument("--write-doc", type=Path, help="also write the tables into this Markdown file")
+    p.add_argument("--measure-only", action="store_true",
+                   help="neither simulate nor run: measure the visits the campaign has finished so far")
     args = p.parse_args(argv)
 
     out = args.out.resolve()
@@ -338,8 +345,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error(f"--chip-shape: unknown detector {det!r}; use one of {sorted(DETECTORS)}")
         shapes[det] = (int(ny), int(nx))
     plans = plan_visits(args.visits, shapes, args.exposures)
-    simulate_missing(plans, visits_dir, args.workers)
-    code = run_campaign(plans, visits_dir, out, args.workers, args.timeout)
+    if args.measure_only:
+        code = 0
+        plans = [p for p in plans if _finished(visits_dir / p.name / f"{p.config.asn_id.lower()}.tra")]
+        print(f"measuring the {len(plans)} visit(s) finished so far", flush=True)
+    else:
+        simulate_missing(plans, visits_dir, args.workers)
+        code = run_campaign(plans, visits_dir, out, args.workers, args.timeout)
     results = [measure(plan, visits_dir) for plan in plans]
     table = summary_table(results)
     print(table)
