@@ -295,7 +295,7 @@ def _sci_header(
 class Detector:
     """What the simulator adds to an instrument-registry record of one HST detector.
 
-    The detector's facts (chip layout, full-chip shape, reference-file prefix, FLC or not) are
+    The detector's facts (chip layout, full-chip shape, pixel scale, reference-file prefix, FLC or not) are
     its :class:`autodriz.instruments.InstrumentDetector`; this holds only what simulating needs
     beyond them.
 
@@ -308,8 +308,6 @@ class Detector:
         shipped in ``autodriz/data/<ref_prefix>``.
     templates : (str, str)
         Primary and SCI header templates in ``autodriz/data/templates``.
-    pixel_scale : float
-        Pixel scale of the OPUS-like seed CD, arcsec (updatewcs sets the real one).
     bunit : str
         Unit of the FLT SCI data (``ELECTRONS`` for CCDs, ``ELECTRONS/S`` for WFC3/IR).
     photometry : mapping
@@ -323,7 +321,6 @@ class Detector:
     record: InstrumentDetector
     reference_files: Mapping[str, str]
     templates: tuple[str, str]
-    pixel_scale: float
     bunit: str
     photometry: Mapping[str, tuple[float, float, float]]
     primary_keywords: Callable[[SimulationConfig, _ExposureInfo, str, bool], dict[str, Any]]
@@ -356,6 +353,11 @@ class Detector:
         return self.record.ref_prefix
 
     @property
+    def pixel_scale(self) -> float:
+        """Pixel scale of the OPUS-like seed CD, arcsec: the registry's (updatewcs sets the real one)."""
+        return self.record.pixel_scale_arcsec
+
+    @property
     def has_flc(self) -> bool:
         return self.record.has_flc
 
@@ -366,14 +368,14 @@ class Detector:
 
 ACS_WFC = Detector(
     record=REGISTRY.get("ACS/WFC"), reference_files=REFERENCE_FILES,
-    templates=("acs_wfc_primary.txt", "acs_wfc_sci.txt"), pixel_scale=0.05, bunit="ELECTRONS",
+    templates=("acs_wfc_primary.txt", "acs_wfc_sci.txt"), bunit="ELECTRONS",
     photometry=_PHOTOMETRY, primary_keywords=_acs_wfc_primary, sci_keywords=_acs_wfc_sci,
 )
 #: WFC3/IR with the RECONSTRUCTED IDCTAB w3m18525i (F110W/F140W rows from real updatewcs SIP
 #: headers; G102/G141 use them): see ``autodriz/data/iref/README.md``. No NPOL/D2IM exists for IR.
 WFC3_IR = Detector(
     record=REGISTRY.get("WFC3/IR"), reference_files=MappingProxyType({"IDCTAB": "w3m18525i_idc.fits"}),
-    templates=("wfc3_ir_primary.txt", "wfc3_ir_sci.txt"), pixel_scale=0.1283, bunit="ELECTRONS/S",
+    templates=("wfc3_ir_primary.txt", "wfc3_ir_sci.txt"), bunit="ELECTRONS/S",
     photometry=_PHOTOMETRY_IR, primary_keywords=_wfc3_ir_primary, sci_keywords=_wfc3_ir_sci,
 )
 #: WFC3/UVIS with the RECONSTRUCTED IDCTAB 2731450pi (F555W rows of both chips from the real
@@ -381,7 +383,7 @@ WFC3_IR = Detector(
 #: not public: see ``autodriz/data/iref/README.md``.
 WFC3_UVIS = Detector(
     record=REGISTRY.get("WFC3/UVIS"), reference_files=MappingProxyType({"IDCTAB": "2731450pi_idc.fits"}),
-    templates=("wfc3_uvis_primary.txt", "wfc3_uvis_sci.txt"), pixel_scale=0.04, bunit="ELECTRONS",
+    templates=("wfc3_uvis_primary.txt", "wfc3_uvis_sci.txt"), bunit="ELECTRONS",
     photometry=_PHOTOMETRY_UVIS, primary_keywords=_wfc3_uvis_primary, sci_keywords=_wfc3_uvis_sci,
 )
 DETECTORS: Mapping[str, Detector] = MappingProxyType({d.key: d for d in (ACS_WFC, WFC3_UVIS, WFC3_IR)})
