@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from autodriz.cli import main
 from autodriz.exitcodes import ExitCode
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.truth import load_truth, visit_error
 
 INJECTED_MAS = (40.0, -30.0)
@@ -25,7 +25,9 @@ def _sha(folder: Path) -> dict[str, str]:
 
 @pytest.fixture
 def visit(tmp_path):
-    return simulate_visit(tmp_path / "visit", SimulationConfig(pointing_error_mas=INJECTED_MAS, seed=7))
+    # Exact (one shared pointing error, exact distortion and catalog): these tests check the
+    # machinery against the injected error; the accuracy claims are tested on realistic visits.
+    return simulate_visit(tmp_path / "visit", SimulationConfig(**EXACT_WORLD, pointing_error_mas=INJECTED_MAS, seed=7))
 
 
 def _hdrlets(path: Path) -> list[tuple[str, str]]:
@@ -497,13 +499,16 @@ def test_wfc3_ir_visit_fit_is_not_pulled_by_duplicate_copies(tmp_path):
 def test_wfc3_uvis_visit_aligns_to_the_truth(tmp_path):
     """Simulated WFC3/UVIS (two chips, reconstructed IDCTAB 2731450pi), 150/-100 mas
     pointing error with 10 mas / 0.5" per-exposure errors: the pipeline chooses an a posteriori
-    fit within a few mas of the truth (demo size: 0.2 mas rms measured on 256x512 chips)."""
+    fit within a mas of the truth (README: 0.4 mas rms measured on these 128x256 chips; bound 2x)."""
     from autodriz.simulate import config_for_detector
 
     # FLT only: the FLC's layout is tested in test_simulate, and its drizzle would double the cost.
     cfg = config_for_detector("WFC3/UVIS", chip_shape=(128, 256), pointing_error_mas=(150.0, -100.0),
                               relative_error_mas=10.0, relative_rotation_arcsec=0.5, seed=2, n_stars=120,
-                              write_flc=False)
+                              write_flc=False, distortion_residual_mas=5.0,
+                              # An exact, complete catalog: with Gaia DR3's G <= 21 cut these 5"x10"
+                              # subarrays keep too few catalog stars to fit (measured: exit 9, 192 mas).
+                              gaia_dr3_errors=False, no_pm_fraction=0.0)
     visit = simulate_visit(tmp_path / "uvis", cfg)
     truth = load_truth(visit.truth_path)
     assert truth["expected_default_error_mas"] > 150.0
@@ -513,4 +518,4 @@ def test_wfc3_uvis_visit_aligns_to_the_truth(tmp_path):
     chosen = next(c for c in report["candidates"] if c["verdict"] == "chosen")
     assert chosen["kind"] == "aposteriori" and chosen["wcsname"].startswith("IDC_2731450pi-FIT_")
     err = visit_error(list(visit.flt_paths), truth)
-    assert err.rms_mas < 2.0, err
+    assert err.rms_mas < 0.8, err

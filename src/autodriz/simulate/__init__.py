@@ -59,6 +59,7 @@ from autodriz.simulate.detectors import (  # noqa: F401
     _wfc3_uvis_sci,
 )
 from autodriz.simulate.config import (  # noqa: F401
+    EXACT_WORLD,
     SimulatedVisit,
     SimulationConfig,
     _GAIA_EPOCH,
@@ -116,6 +117,7 @@ from autodriz.simulate.writer import (  # noqa: F401
 )
 
 __all__ = [
+    "EXACT_WORLD",
     "ACS_WFC",
     "DETECTORS",
     "Detector",
