@@ -1,29 +1,31 @@
 #!/usr/bin/env python
-"""Accuracy campaign: autodriz on many seeded, truth-known visits, summarised per field kind.
+"""Accuracy campaign: autodriz on many seeded, truth-known visits of three detectors, per group.
 
 Every visit is simulated with the hostile options of :mod:`autodriz.simulate` on (Gaia DR3
 errors drawn into the catalog and G > 21 missing, two-parameter faint stars, per-exposure pointing
-and roll errors, a 5 mas distortion residual), at a random position on the sky, a random date of
-the IDCTAB's validity (2003-2006: 10-13 years before the Gaia epoch) and a header pointing error of
-0.1-2″ (log-uniform, random direction). Field kinds:
+and roll errors, a 5 mas distortion residual), at a random position on the sky, a random date
+(ACS/WFC: 2003-2006, the packaged IDCTAB's validity, 10-13 years before the Gaia epoch; WFC3:
+2010-2014) and a header pointing error of 0.1-2″ (log-uniform, random direction). Detectors:
+ACS/WFC, WFC3/UVIS and WFC3/IR (:func:`autodriz.simulate.config_for_detector` gives each its
+filter, PSF, noise and reference files). Field kinds:
 
-``gaia-rich``  400 stars of 17-23 mag (~100 in the catalog)
-``hostile``    the same plus 60 galaxies no catalog lists and 5 saturated, bleeding stars
-``sparse``     50 stars of 19-24 mag (≤ 10 in the catalog)
-``crowded``    20 000 stars of 17-25 mag per visit
+``gaia-rich``  400 stars of 17-23 mag (~100 in the catalog) — on every detector
+``hostile``    the same plus 60 galaxies no catalog lists and 5 saturated, bleeding stars (ACS/WFC)
+``sparse``     50 stars of 19-24 mag (≤ 10 in the catalog) (ACS/WFC)
+``crowded``    20 000 stars of 17-25 mag per visit (ACS/WFC)
 
 The visits run as one ``autodriz batch`` campaign (ledger, resumable: run the script again and
 only what is missing is simulated or processed), offline, with ``--keep-workdirs`` so that every
-candidate's WCS can be compared with the truth too. Printed per group: how often an a posteriori
-WCS was applied, median and 95th-percentile error of the chosen WCS vs the truth, wrong choices
-(the chosen candidate > 5 mas worse than the best candidate that was available, i.e. not pruned),
-mean wall time, and the pipeline default's median and p95 for comparison.
+candidate's WCS can be compared with the truth too (except a fit verification rejected: the
+pipeline removes its folder even with ``--keep-workdirs``). Printed per group (detector × field
+kind): how often an a posteriori WCS was applied, median and 95th-percentile error of the chosen
+WCS vs the truth, wrong choices (the chosen candidate > 5 mas worse than the best candidate that was
+available, i.e. not pruned), mean wall time, and the pipeline default's median and p95 for
+comparison.
 
 Usage::
 
     python scripts/accuracy_campaign.py --visits 60 --out accuracy-campaign [--write-doc docs/accuracy.md]
-
-Only ACS/WFC for now: the simulator has no WFC3 detector yet (issue 18).
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.table import Table, vstack
 
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import DETECTORS, SimulationConfig, config_for_detector, simulate_visit
 from autodriz.truth import load_truth, visit_error
 
 #: Field kinds: SimulationConfig fields on top of COMMON.
@@ -52,8 +55,18 @@ GROUPS: dict[str, dict] = {
     "sparse": {"n_stars": 50, "mag_range": (19.0, 24.0)},
     "crowded": {"n_stars": 20000, "mag_range": (17.0, 25.0)},
 }
-#: Which group visit k belongs to: k modulo this cycle (60 visits: 20/20/10/10).
-CYCLE = ("gaia-rich", "hostile", "sparse", "gaia-rich", "crowded", "hostile")
+#: (detector, field kind) of visit k: k modulo this cycle. 60 visits: gaia-rich 12 per detector,
+#: ACS/WFC hostile 12, sparse 6, crowded 6.
+CYCLE: tuple[tuple[str, str], ...] = (
+    ("ACS/WFC", "gaia-rich"), ("WFC3/UVIS", "gaia-rich"), ("WFC3/IR", "gaia-rich"), ("ACS/WFC", "hostile"),
+    ("ACS/WFC", "sparse"), ("WFC3/UVIS", "gaia-rich"), ("WFC3/IR", "gaia-rich"), ("ACS/WFC", "crowded"),
+    ("ACS/WFC", "gaia-rich"), ("ACS/WFC", "hostile"),
+)
+#: Pixels per chip by default, chosen so that 60 visits take < 1 h on two loaded cores
+#: (subarrays centred on the chips; WFC3/IR's 512×512 is a quarter of its one chip).
+CHIP_SHAPES: dict[str, tuple[int, int]] = {"ACS/WFC": (256, 512), "WFC3/UVIS": (256, 512), "WFC3/IR": (512, 512)}
+#: Observation years drawn per detector (the packaged ACS/WFC IDCTAB is the pre-SM4 one).
+YEARS: dict[str, tuple[int, int]] = {"ACS/WFC": (2003, 2007), "WFC3/UVIS": (2010, 2015), "WFC3/IR": (2010, 2015)}
 COMMON: dict = {
     "gaia_dr3_errors": True,
     "no_pm_fraction": 0.2,
@@ -69,26 +82,32 @@ class VisitPlan:
     """One seeded visit of the campaign."""
 
     index: int
-    group: str
+    detector: str
+    kind: str
     name: str
     config: SimulationConfig
 
+    @property
+    def group(self) -> str:
+        return f"{self.detector} {self.kind}"
 
-def plan_visits(n: int, chip_shape: tuple[int, int], n_exposures: int) -> list[VisitPlan]:
+
+def plan_visits(n: int, chip_shapes: dict[str, tuple[int, int]], n_exposures: int) -> list[VisitPlan]:
     """The campaign's visits: deterministic in ``n`` (visit k is the same in every campaign)."""
     plans = []
     for k in range(n):
         rng = np.random.default_rng([k, 18])
-        group = CYCLE[k % len(CYCLE)]
+        detector, kind = CYCLE[k % len(CYCLE)]
         amplitude = 10.0 ** rng.uniform(math.log10(100.0), math.log10(2000.0))
         angle = rng.uniform(0.0, 2.0 * math.pi)
-        year = int(rng.integers(2003, 2007))
+        year = int(rng.integers(*YEARS[detector]))
         day = int(rng.integers(1, 28))
         month = int(rng.integers(1, 13))
-        config = SimulationConfig(
-            asn_id=f"J{k:05d}010",
+        config = config_for_detector(
+            detector,
+            asn_id=f"{DETECTORS[detector].ref_folder[0].upper()}{k:05d}010",
             n_exposures=n_exposures,
-            chip_shape=chip_shape,
+            chip_shape=chip_shapes[detector],
             # Distinct sky positions > 1 degree apart: one merged catalog serves every visit.
             ra=(15.0 + 37.0 * k) % 360.0,
             dec=-60.0 + (23.0 * k) % 130.0,
@@ -98,25 +117,31 @@ def plan_visits(n: int, chip_shape: tuple[int, int], n_exposures: int) -> list[V
             date_obs=f"{year}-{month:02d}-{day:02d}",
             seed=1000 + k,
             **COMMON,
-            **GROUPS[group],
+            **GROUPS[kind],
         )
-        plans.append(VisitPlan(k, group, f"v{k:03d}-{group}", config))
+        slug = detector.replace("/", "-").lower()
+        plans.append(VisitPlan(k, detector, kind, f"v{k:03d}-{slug}-{kind}", config))
     return plans
 
 
-def simulate_missing(plans: Sequence[VisitPlan], visits_dir: Path) -> None:
-    """Simulate the visits not on disk yet (atomically: a half-written visit is never used)."""
+def _simulate_one(plan: VisitPlan, visits_dir: Path) -> str:
+    """Simulate one visit atomically (a half-written visit is never used); returns its name."""
+    final = visits_dir / plan.name
+    tmp = visits_dir / f".tmp-{plan.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    simulate_visit(tmp, plan.config)
+    # The truth of the untouched inputs, kept beside them: the campaign updates the FLTs.
+    tmp.rename(final)
+    return plan.name
+
+
+def simulate_missing(plans: Sequence[VisitPlan], visits_dir: Path, workers: int = 1) -> None:
+    """Simulate the visits not on disk yet, ``workers`` at a time (each visit is seeded: same bytes)."""
     visits_dir.mkdir(parents=True, exist_ok=True)
-    for plan in plans:
-        final = visits_dir / plan.name
-        if (final / f"{plan.config.asn_id.lower()}_truth.json").exists():
-            continue
-        tmp = visits_dir / f".tmp-{plan.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        simulate_visit(tmp, plan.config)
-        # The truth of the untouched inputs, kept beside them: the campaign updates the FLTs.
-        tmp.rename(final)
-        print(f"simulated {plan.name}", flush=True)
+    missing = [p for p in plans if not (visits_dir / p.name / f"{p.config.asn_id.lower()}_truth.json").exists()]
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for name in pool.map(_simulate_one, missing, [visits_dir] * len(missing)):
+            print(f"simulated {name}", flush=True)
 
 
 def merged_catalog(plans: Sequence[VisitPlan], visits_dir: Path, out: Path) -> Path:
@@ -129,6 +154,19 @@ def merged_catalog(plans: Sequence[VisitPlan], visits_dir: Path, out: Path) -> P
     return path
 
 
+def merged_reference_folders(plans: Sequence[VisitPlan], visits_dir: Path, out: Path) -> dict[str, Path]:
+    """One ``jref``/``iref`` folder holding every visit's reference files (UVIS and IR ship different IDCTABs)."""
+    folders: dict[str, Path] = {}
+    for plan in plans:
+        name = DETECTORS[plan.detector].ref_folder
+        target = folders.setdefault(name, out / name)
+        target.mkdir(parents=True, exist_ok=True)
+        for f in (visits_dir / plan.name / name).iterdir():
+            if f.is_file() and not (target / f.name).exists():
+                shutil.copy2(f, target / f.name)
+    return folders
+
+
 def run_campaign(plans: Sequence[VisitPlan], visits_dir: Path, out: Path, workers: int, timeout: float) -> int:
     """``autodriz batch`` over every visit; returns its exit status."""
     manifest = out / "manifest.txt"
@@ -136,10 +174,11 @@ def run_campaign(plans: Sequence[VisitPlan], visits_dir: Path, out: Path, worker
         "".join(f"visits/{p.name}/{p.config.asn_id.lower()}_asn.fits\n" for p in plans), encoding="utf-8"
     )
     catalog = merged_catalog(plans, visits_dir, out)
-    jref = visits_dir / plans[0].name / "jref"  # every simulated visit ships the same files
+    refs = merged_reference_folders(plans, visits_dir, out)
     cmd = [
         sys.executable, "-m", "autodriz", "batch", str(manifest), "--workers", str(workers),
-        "--timeout", str(timeout), "--jref", str(jref), "--catalog", str(catalog.parent),
+        "--timeout", str(timeout), *[a for name, folder in refs.items() for a in (f"--{name}", str(folder))],
+        "--catalog", str(catalog.parent),
         "--offline", "--keep-workdirs", "--progress", "plain", "--summary-json", str(out / "summary.json"),
     ]
     print("running:", " ".join(cmd), flush=True)
@@ -231,7 +270,8 @@ def summary_table(results: Sequence[VisitResult]) -> str:
         "|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
-    for group in [*GROUPS, "all"]:
+    groups = list(dict.fromkeys(f"{d} {k}" for d in DETECTORS for k in GROUPS))
+    for group in [*groups, "all"]:
         rs = [r for r in results if group in ("all", r.group)]
         if not rs:
             continue
@@ -261,38 +301,71 @@ def details_table(results: Sequence[VisitResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _finished(trailer: Path) -> bool:
+    """Whether a visit's run has ended (its trailer has a verdict)."""
+    return trailer.exists() and "AUTODRIZ-VERDICT" in trailer.read_text(errors="replace")
+
+
+DOC_BEGIN = "<!-- accuracy_campaign.py: begin -->"
+DOC_END = "<!-- accuracy_campaign.py: end -->"
+
+
+def write_doc(path: Path, generated: str) -> None:
+    """Put ``generated`` between the markers of ``path``, keeping the text written around them
+    (the explanation of each failure mode is written by hand); a file without markers is replaced."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    if DOC_BEGIN in old and DOC_END in old:
+        head, rest = old.split(DOC_BEGIN, 1)
+        tail = rest.split(DOC_END, 1)[1]
+    else:
+        head, tail = "# Accuracy campaign\n\n", "\n"
+    path.write_text(f"{head}{DOC_BEGIN}\n{generated}{DOC_END}{tail}", encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--visits", type=int, default=60, help="number of visits (default 60)")
     p.add_argument("--out", type=Path, default=Path("accuracy-campaign"), help="campaign folder (resumable)")
     p.add_argument("--workers", type=int, default=1, help="autodriz batch workers (default 1)")
-    p.add_argument("--chip-shape", type=int, nargs=2, default=(512, 1024), metavar=("NY", "NX"),
-                   help="pixels per chip (default 512 1024: a quarter of a full chip in each direction)")
+    p.add_argument("--chip-shape", nargs=3, action="append", default=[], metavar=("DETECTOR", "NY", "NX"),
+                   help="pixels per chip of one detector (repeatable; default "
+                        + ", ".join(f"{d} {s[0]} {s[1]}" for d, s in CHIP_SHAPES.items()) + ")")
     p.add_argument("--exposures", type=int, default=2, help="exposures per visit (default 2)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per visit")
     p.add_argument("--write-doc", type=Path, help="also write the tables into this Markdown file")
+    p.add_argument("--measure-only", action="store_true",
+                   help="neither simulate nor run: measure the visits the campaign has finished so far")
     args = p.parse_args(argv)
 
     out = args.out.resolve()
     visits_dir = out / "visits"
-    plans = plan_visits(args.visits, tuple(args.chip_shape), args.exposures)
-    simulate_missing(plans, visits_dir)
-    code = run_campaign(plans, visits_dir, out, args.workers, args.timeout)
+    shapes = dict(CHIP_SHAPES)
+    for det, ny, nx in args.chip_shape:
+        if det not in DETECTORS:
+            p.error(f"--chip-shape: unknown detector {det!r}; use one of {sorted(DETECTORS)}")
+        shapes[det] = (int(ny), int(nx))
+    plans = plan_visits(args.visits, shapes, args.exposures)
+    if args.measure_only:
+        code = 0
+        plans = [p for p in plans if _finished(visits_dir / p.name / f"{p.config.asn_id.lower()}.tra")]
+        print(f"measuring the {len(plans)} visit(s) finished so far", flush=True)
+    else:
+        simulate_missing(plans, visits_dir, args.workers)
+        code = run_campaign(plans, visits_dir, out, args.workers, args.timeout)
     results = [measure(plan, visits_dir) for plan in plans]
     table = summary_table(results)
     print(table)
     print(details_table(results))
     (out / "results.json").write_text(json.dumps([r.__dict__ for r in results], indent=1), encoding="utf-8")
     if args.write_doc:
-        args.write_doc.write_text(
-            "# Accuracy campaign\n\n"
-            f"`python scripts/accuracy_campaign.py --visits {args.visits} --chip-shape {args.chip_shape[0]} "
-            f"{args.chip_shape[1]} --exposures {args.exposures}` (ACS/WFC simulator; see the script's "
+        generated = (
+            f"`python scripts/accuracy_campaign.py --visits {args.visits} --exposures {args.exposures}` "
+            f"(chips: {', '.join(f'{d} {s[0]}×{s[1]}' for d, s in shapes.items())}; see the script's "
             "docstring for the visits). Errors are RMS over each chip's pixel grid of the chosen WCS vs the "
             "truth; a wrong choice is a chosen candidate > 5 mas worse than the best candidate that was "
-            "not pruned.\n\n" + table + "\n## Every visit\n\n" + details_table(results),
-            encoding="utf-8",
+            "not pruned.\n\n" + table + "\n## Every visit\n\n" + details_table(results)
         )
+        write_doc(args.write_doc, generated)
     return 0 if code in (0, 9) else code
 
 

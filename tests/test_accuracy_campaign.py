@@ -22,11 +22,17 @@ def _load():
 
 def test_plan_is_seeded_hostile_and_spread_over_the_sky():
     ac = _load()
-    plans = ac.plan_visits(60, (256, 512), 2)
-    assert plans == ac.plan_visits(60, (256, 512), 2)  # same campaign, same visits
-    assert plans[:12] == ac.plan_visits(12, (256, 512), 2)  # visit k does not depend on N
+    plans = ac.plan_visits(60, ac.CHIP_SHAPES, 2)
+    assert plans == ac.plan_visits(60, ac.CHIP_SHAPES, 2)  # same campaign, same visits
+    assert plans[:12] == ac.plan_visits(12, ac.CHIP_SHAPES, 2)  # visit k does not depend on N
     groups = [p.group for p in plans]
-    assert {g: groups.count(g) for g in ac.GROUPS} == {"gaia-rich": 20, "hostile": 20, "sparse": 10, "crowded": 10}
+    assert {g: groups.count(g) for g in set(groups)} == {
+        "ACS/WFC gaia-rich": 12, "WFC3/UVIS gaia-rich": 12, "WFC3/IR gaia-rich": 12,
+        "ACS/WFC hostile": 12, "ACS/WFC sparse": 6, "ACS/WFC crowded": 6,
+    }
+    # Each visit is simulated on its own detector, with that detector's chip shape.
+    assert all(p.config.detector == p.detector and p.config.chip_shape == ac.CHIP_SHAPES[p.detector] for p in plans)
+    assert all(p.config.relative_rotation_arcsec > 0 and p.config.distortion_residual_mas > 0 for p in plans)
     errors = [math.hypot(*p.config.pointing_error_mas) for p in plans]
     assert 100.0 <= min(errors) < 300.0 and 1000.0 < max(errors) <= 2000.0
     assert all(p.config.gaia_dr3_errors and p.config.relative_error_mas > 0 for p in plans)
@@ -46,12 +52,23 @@ def test_summary_counts_wrong_choices_against_the_best_available_candidate():
         return ac.VisitResult(name, group, 500.0, 500.0, chosen_mas, "c", kind, best_mas, "b", 50.0, "OK")
 
     results = [
-        result("a", "gaia-rich", 2.0, 2.0),
-        result("b", "gaia-rich", 9.0, 3.0),  # 6 mas worse than an available candidate: wrong
-        result("c", "sparse", 116.0, 116.0, kind="default"),
+        result("a", "WFC3/IR gaia-rich", 2.0, 2.0),
+        result("b", "WFC3/IR gaia-rich", 9.0, 3.0),  # 6 mas worse than an available candidate: wrong
+        result("c", "ACS/WFC sparse", 116.0, 116.0, kind="default"),
     ]
     assert [r.wrong_choice for r in results] == [False, True, False]
     table = ac.summary_table(results)
-    assert "| gaia-rich | 2 | 2/2 (100 %) | 5.5 |" in table
-    assert "| sparse | 1 | 0/1 (0 %) | 116.0 |" in table
+    assert "| WFC3/IR gaia-rich | 2 | 2/2 (100 %) | 5.5 |" in table
+    assert "| ACS/WFC sparse | 1 | 0/1 (0 %) | 116.0 |" in table
     assert "| all | 3 | 2/3 (67 %) |" in table and table.count("\n") == 5
+
+
+def test_write_doc_keeps_the_hand_written_text_around_the_tables(tmp_path):
+    ac = _load()
+    doc = tmp_path / "accuracy.md"
+    ac.write_doc(doc, "table one\n")
+    assert doc.read_text().startswith("# Accuracy campaign\n\n" + ac.DOC_BEGIN)
+    doc.write_text(doc.read_text().replace(ac.DOC_END, ac.DOC_END + "\n\nWhy the crowded visits failed."))
+    ac.write_doc(doc, "table two\n")
+    text = doc.read_text()
+    assert "table two" in text and "table one" not in text and text.rstrip().endswith("Why the crowded visits failed.")

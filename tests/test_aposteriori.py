@@ -22,7 +22,7 @@ from autodriz.astrometry.sources import start_background_detection
 from autodriz.config import Settings
 from autodriz.errors import ConfigError
 from autodriz.inputs import resolve_input
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.solutions.aposteriori import make_aposteriori_candidates
 from autodriz.solutions.base import Candidate
 from autodriz.solutions.default import make_default_candidate
@@ -50,7 +50,7 @@ def _setup(root: Path, config: SimulationConfig):
 @pytest.fixture(scope="module")
 def small_visit(tmp_path_factory):
     """256×512 chips, 200 synthetic stars, 1″ + 0.05° header error, 2 exposures with FLCs."""
-    return _setup(tmp_path_factory.mktemp("apost"), SimulationConfig(seed=11, **INJECTED))
+    return _setup(tmp_path_factory.mktemp("apost"), SimulationConfig(**EXACT_WORLD, seed=11, **INJECTED))
 
 
 def _best(cands):
@@ -140,7 +140,7 @@ def test_background_detection_on_two_cores_gives_the_same_fits(small_visit, tmp_
 
 
 def test_sparse_field_fits_a_shift_or_says_too_few(tmp_path):
-    visit, dataset, default, out = _setup(tmp_path, SimulationConfig(n_stars=8, seed=5, **INJECTED))
+    visit, dataset, default, out = _setup(tmp_path, SimulationConfig(**EXACT_WORLD, n_stars=8, seed=5, **INJECTED))
     cands = make_aposteriori_candidates(default, dataset, Settings(catalog=visit.catalog_path, offline=True), out)
     by_geom = {c.details.get("geometry"): c for c in cands}
     # Never a wild rscale/general solution from a handful of stars.
@@ -316,6 +316,7 @@ def ngc6791_visit(tmp_path_factory, shared_data):
         # as hard as the CLI's defaults: each exposure its own pointing and roll error, and a
         # distortion the reference files do not model exactly (issue 18)
         relative_error_mas=10.0, relative_rotation_arcsec=0.5, distortion_residual_mas=5.0,
+        gaia_dr3_errors=False, no_pm_fraction=0.0,
     )
     return _setup(tmp_path_factory.mktemp("ngc6791"), config)
 

@@ -114,7 +114,8 @@ def test_apriori_off_skips(tmp_path, caplog):
 def visit(tmp_path_factory) -> S.SimulatedVisit:
     return S.simulate_visit(
         tmp_path_factory.mktemp("apriori_visit"),
-        S.SimulationConfig(seed=11, pointing_error_mas=(20.0, 10.0), apriori_errors_mas=ERRORS, **SMALL),
+        S.SimulationConfig(**S.EXACT_WORLD, seed=11, pointing_error_mas=(20.0, 10.0), apriori_errors_mas=ERRORS,
+                           **SMALL),
     )
 
 

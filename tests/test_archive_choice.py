@@ -15,7 +15,7 @@ from astropy.table import Table
 
 from autodriz.cli import main
 from autodriz.exitcodes import ExitCode
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.truth import load_truth, product_star_error, visit_error
 
 POINTING_ERROR_MAS = (150.0, -100.0)  # what `autodriz simulate` injects by default
@@ -41,7 +41,7 @@ def _noisy_catalog(src, dst, sigma_mas: float, seed: int = 123):
 def noisy_visit(tmp_path_factory):
     """`autodriz simulate v --seed 4` with a reference catalog carrying 30 mas of error per axis."""
     base = tmp_path_factory.mktemp("noisy")
-    v = simulate_visit(base / "visit", SimulationConfig(seed=4, pointing_error_mas=POINTING_ERROR_MAS))
+    v = simulate_visit(base / "visit", SimulationConfig(**EXACT_WORLD, seed=4, pointing_error_mas=POINTING_ERROR_MAS))
     _noisy_catalog(v.catalog_path, base / "noisy30.ecsv", 30.0)
     return v, base / "noisy30.ecsv"
 
@@ -84,7 +84,7 @@ def test_max_fit_rms_20_keeps_that_fit_out(noisy_visit, tmp_path, capsys):
 
 
 def test_general_wins_only_when_the_sky_has_a_skew_the_distortion_model_lacks(tmp_path, capsys):
-    v = simulate_visit(tmp_path / "visit", SimulationConfig(seed=4, pointing_error_mas=POINTING_ERROR_MAS,
+    v = simulate_visit(tmp_path / "visit", SimulationConfig(**EXACT_WORLD, seed=4, pointing_error_mas=POINTING_ERROR_MAS,
                                                           skew_error=5e-4))
     code = main([str(v.asn_path), "--jref", str(v.jref_dir), "--catalog", str(v.catalog_path), "--offline"])
     out = capsys.readouterr().out
@@ -105,7 +105,7 @@ def test_grism_exposures_get_their_embedded_apriori_solution(tmp_path, capsys):
     # Grism (G800L is simulated as point sources) with a real pointing error and an HSC30
     # headerlet 10 mas from the truth: the a priori solution applies, the a posteriori fit is
     # skipped (the archive fits no grism data).
-    v = simulate_visit(tmp_path / "visit", SimulationConfig(
+    v = simulate_visit(tmp_path / "visit", SimulationConfig(**EXACT_WORLD,
         seed=5, filter="G800L", pointing_error_mas=POINTING_ERROR_MAS, apriori_errors_mas=(("HSC30", 8.0, -6.0),),
     ))
     code = main([str(v.asn_path), "--jref", str(v.jref_dir), "--catalog", str(v.catalog_path), "--offline"])
@@ -130,7 +130,7 @@ def test_era_wcsname_follows_runastrodriz():
 
 
 def test_data_taken_after_2017_10_01_get_a_gsc240_default_wcsname(tmp_path):
-    v = simulate_visit(tmp_path / "visit", SimulationConfig(seed=4, date_obs="2018-03-01"))
+    v = simulate_visit(tmp_path / "visit", SimulationConfig(**EXACT_WORLD, seed=4, date_obs="2018-03-01"))
     code = main([str(v.asn_path), "--jref", str(v.jref_dir), "--no-apriori", "--no-aposteriori"])
     assert code == ExitCode.OK
     for path in (*v.flt_paths, *v.flc_paths):
@@ -141,7 +141,7 @@ def test_data_taken_after_2017_10_01_get_a_gsc240_default_wcsname(tmp_path):
 def test_a_pre_2017_pointing_error_of_1_5_arcsec_is_recovered(tmp_path, capsys):
     # `autodriz simulate v --pointing-error 1200 -900`: the search radius is set in arcsec from
     # the era's pointing errors (3″ before 2017-10-01), not in pixels.
-    v = simulate_visit(tmp_path / "visit", SimulationConfig(seed=4, pointing_error_mas=(1200.0, -900.0)))
+    v = simulate_visit(tmp_path / "visit", SimulationConfig(**EXACT_WORLD, seed=4, pointing_error_mas=(1200.0, -900.0)))
     code = main([str(v.asn_path), "--jref", str(v.jref_dir), "--catalog", str(v.catalog_path), "--offline"])
     out = capsys.readouterr().out
     assert code == ExitCode.OK, out
@@ -152,7 +152,7 @@ def test_a_pre_2017_pointing_error_of_1_5_arcsec_is_recovered(tmp_path, capsys):
 
 
 def test_fits_start_from_the_best_verified_apriori_solution(tmp_path, capsys):
-    v = simulate_visit(tmp_path / "visit", SimulationConfig(
+    v = simulate_visit(tmp_path / "visit", SimulationConfig(**EXACT_WORLD,
         seed=4, pointing_error_mas=(1200.0, -900.0), apriori_errors_mas=(("GSC240", 90.0, 60.0),),
     ))
     code = main([str(v.asn_path), "--jref", str(v.jref_dir), "--catalog", str(v.catalog_path), "--offline"])

@@ -34,9 +34,9 @@ from autodriz.batch import (
 from autodriz.cli import main
 from autodriz.exitcodes import ExitCode
 from autodriz.ledger import DONE, FAILED, PENDING, RUNNING, SKIPPED, Ledger, LedgerError
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 
-SMALL = {"chip_shape": (128, 256), "write_flc": False, "n_stars": 50}
+SMALL = {**EXACT_WORLD, "chip_shape": (128, 256), "write_flc": False, "n_stars": 50}
 # The datasets run in worker processes, out of reach of conftest's network guard: keep them offline.
 # These tests are about the campaign machinery: no network, and the pipeline-default WCS only
 # (alignment is tested elsewhere), so every good dataset ends OK (exit 0) quickly.

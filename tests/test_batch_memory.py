@@ -25,9 +25,9 @@ from autodriz.batch import BatchExit, Entry, estimate_memory_mb, input_megapixel
 from autodriz.batch import driver as batch_driver
 from autodriz.cli import main
 from autodriz.ledger import DONE, Ledger
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 
-SMALL = {"chip_shape": (128, 256), "write_flc": False, "n_stars": 50}
+SMALL = {**EXACT_WORLD, "chip_shape": (128, 256), "write_flc": False, "n_stars": 50}
 OFFLINE = ["--offline", "--no-apriori", "--no-aposteriori"]
 
 

@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from autodriz.cli import main
 from autodriz.exitcodes import ExitCode
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.truth import load_truth, visit_error
 
 INJECTED_MAS = (40.0, -30.0)
@@ -25,7 +25,9 @@ def _sha(folder: Path) -> dict[str, str]:
 
 @pytest.fixture
 def visit(tmp_path):
-    return simulate_visit(tmp_path / "visit", SimulationConfig(pointing_error_mas=INJECTED_MAS, seed=7))
+    # Exact (one shared pointing error, exact distortion and catalog): these tests check the
+    # machinery against the injected error; the accuracy claims are tested on realistic visits.
+    return simulate_visit(tmp_path / "visit", SimulationConfig(**EXACT_WORLD, pointing_error_mas=INJECTED_MAS, seed=7))
 
 
 def _hdrlets(path: Path) -> list[tuple[str, str]]:
@@ -457,6 +459,7 @@ def test_hostile_field_gaia_errors_galaxies_saturation_and_disagreeing_exposures
     with their own pointing and roll errors. README quotes 2.6 mas for this visit (3.6 before each star's own proper-motion error weighted it)."""
     cfg = SimulationConfig(
         seed=21, pointing_error_mas=(150.0, -100.0), relative_error_mas=10.0, relative_rotation_arcsec=0.5,
+        distortion_residual_mas=0.0,  # as measured for the README's 2.6 mas
         gaia_dr3_errors=True, no_pm_fraction=0.2, n_galaxies=40, n_saturated_stars=4, n_stars=300,
     )
     visit = simulate_visit(tmp_path / "hostile", cfg)
@@ -479,8 +482,11 @@ def test_wfc3_ir_visit_fit_is_not_pulled_by_duplicate_copies(tmp_path):
     (astrometry.chips.one_copy_per_star) removes it: measured 0.4/-2.7 mas mean offset, 8.0 mas rms."""
     from autodriz.simulate import config_for_detector
 
+    # As measured for the README's figure (no distortion residual, exact catalog); the realistic
+    # WFC3/IR numbers are the accuracy campaign's.
     cfg = config_for_detector("WFC3/IR", pointing_error_mas=(150.0, -100.0), relative_error_mas=10.0,
-                              relative_rotation_arcsec=0.5, seed=1, n_stars=200)
+                              relative_rotation_arcsec=0.5, seed=1, n_stars=200, distortion_residual_mas=0.0,
+                              gaia_dr3_errors=False, no_pm_fraction=0.0)
     visit = simulate_visit(tmp_path / "ir", cfg)
     code = main([str(visit.asn_path), "--iref", str(visit.jref_dir), "--catalog", str(visit.catalog_path), "-q"])
     assert code == ExitCode.OK
@@ -497,13 +503,16 @@ def test_wfc3_ir_visit_fit_is_not_pulled_by_duplicate_copies(tmp_path):
 def test_wfc3_uvis_visit_aligns_to_the_truth(tmp_path):
     """Simulated WFC3/UVIS (two chips, reconstructed IDCTAB 2731450pi), 150/-100 mas
     pointing error with 10 mas / 0.5" per-exposure errors: the pipeline chooses an a posteriori
-    fit within a few mas of the truth (demo size: 0.2 mas rms measured on 256x512 chips)."""
+    fit within a mas of the truth (README: 0.4 mas rms measured on these 128x256 chips; bound 2x)."""
     from autodriz.simulate import config_for_detector
 
     # FLT only: the FLC's layout is tested in test_simulate, and its drizzle would double the cost.
     cfg = config_for_detector("WFC3/UVIS", chip_shape=(128, 256), pointing_error_mas=(150.0, -100.0),
                               relative_error_mas=10.0, relative_rotation_arcsec=0.5, seed=2, n_stars=120,
-                              write_flc=False)
+                              write_flc=False, distortion_residual_mas=5.0,
+                              # An exact, complete catalog: with Gaia DR3's G <= 21 cut these 5"x10"
+                              # subarrays keep too few catalog stars to fit (measured: exit 9, 192 mas).
+                              gaia_dr3_errors=False, no_pm_fraction=0.0)
     visit = simulate_visit(tmp_path / "uvis", cfg)
     truth = load_truth(visit.truth_path)
     assert truth["expected_default_error_mas"] > 150.0
@@ -513,4 +522,4 @@ def test_wfc3_uvis_visit_aligns_to_the_truth(tmp_path):
     chosen = next(c for c in report["candidates"] if c["verdict"] == "chosen")
     assert chosen["kind"] == "aposteriori" and chosen["wcsname"].startswith("IDC_2731450pi-FIT_")
     err = visit_error(list(visit.flt_paths), truth)
-    assert err.rms_mas < 2.0, err
+    assert err.rms_mas < 0.8, err

@@ -21,7 +21,7 @@ from autodriz.cli import main
 from autodriz.detect import detect_sources
 from autodriz.exitcodes import ExitCode
 from autodriz.productcatalog import catalog_from_product, centroid_error_mas, default_output, frame_error_mas
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.astrometry.config import load_aposteriori_config
 from autodriz.truth import load_truth, visit_error
 
@@ -43,7 +43,7 @@ def _match(cat: Table, ra, dec, radius_mas: float):
 @pytest.fixture(scope="module")
 def aligned_demo(tmp_path_factory):
     """A simulated visit processed like ``autodriz demo``: aligned to its Gaia-like catalog."""
-    visit = simulate_visit(tmp_path_factory.mktemp("sim") / "a", SimulationConfig(pointing_error_mas=(150.0, -100.0), seed=SEED))
+    visit = simulate_visit(tmp_path_factory.mktemp("sim") / "a", SimulationConfig(**EXACT_WORLD, pointing_error_mas=(150.0, -100.0), seed=SEED))
     code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--catalog", str(visit.catalog_path), "-q"])
     assert code == ExitCode.OK
     return visit
@@ -88,7 +88,7 @@ def test_second_visit_aligns_to_the_catalog_of_the_first(aligned_demo, tmp_path)
     path = tmp_path / "deep_refcat.ecsv"
     catalog.table.write(path, format="ascii.ecsv")
     # Same field, another pointing error: the workflow of aligning a visit to a deep image.
-    other = simulate_visit(tmp_path / "b", SimulationConfig(pointing_error_mas=(-300.0, 200.0), seed=SEED))
+    other = simulate_visit(tmp_path / "b", SimulationConfig(**EXACT_WORLD, pointing_error_mas=(-300.0, 200.0), seed=SEED))
 
     code = main([str(other.asn_path), "--jref", str(other.jref_dir), "--catalog", str(path), "-q"])
 

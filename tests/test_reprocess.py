@@ -20,7 +20,7 @@ from autodriz.batch import Entry, decide
 from autodriz.cli import main
 from autodriz.ledger import DONE, FAILED, Ledger, Row
 from autodriz.provenance import FileFingerprint, Provenance, changes, fingerprint_file, fingerprint_inputs
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 
 # ------------------------------------------------------------------------------- unit tests
 
@@ -163,7 +163,7 @@ def test_two_cores_report_fingerprints_the_updated_inputs_and_leaves_no_working_
 def test_autodriz_on_its_own_output_changes_nothing(tmp_path):
     from autodriz.exitcodes import ExitCode
 
-    visit = simulate_visit(tmp_path / "v", SimulationConfig(
+    visit = simulate_visit(tmp_path / "v", SimulationConfig(**EXACT_WORLD,
         n_exposures=1, chip_shape=(128, 256), n_stars=60, write_flc=False, pointing_error_mas=(40.0, -30.0),
         apriori_errors_mas=(("GSC240", 20.0, -10.0),), seed=7,
     ))

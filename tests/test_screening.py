@@ -13,7 +13,7 @@ from autodriz.config import Settings
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import resolve_input
 from autodriz.screening import CAL_TARGETS, screen_for_alignment
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.solutions.aposteriori import AposterioriStrategy
 from autodriz.solutions.base import RunContext
 from autodriz.truth import load_truth, visit_error
@@ -80,7 +80,7 @@ def _mark(path: Path, **keywords) -> None:
 
 
 def test_plan_skips_aposteriori_when_no_exposure_can_be_aligned(tmp_path):
-    visit = simulate_visit(tmp_path / "v", SimulationConfig(n_exposures=2, chip_shape=(64, 128), n_stars=20, seed=2))
+    visit = simulate_visit(tmp_path / "v", SimulationConfig(**EXACT_WORLD, n_exposures=2, chip_shape=(64, 128), n_stars=20, seed=2))
     for path in (*visit.flt_paths, *visit.flc_paths):
         _mark(path, MTFLAG="T")
     def aposteriori_plan():
@@ -105,7 +105,7 @@ def test_moving_target_and_scan_members_are_drizzled_but_not_fitted(tmp_path):
     """Four exposures, one MTFLAG=T and one SCAN_TYP=C: the fit uses the other two, all four are
     drizzled, and the screened ones are delivered with the WCS the fit started from (the GSC240
     a priori solution, 5 mas off: close enough for the product to verify, as in real visits)."""
-    visit = simulate_visit(tmp_path / "v", SimulationConfig(
+    visit = simulate_visit(tmp_path / "v", SimulationConfig(**EXACT_WORLD,
         n_exposures=4, pointing_error_mas=(300.0, 200.0), apriori_errors_mas=(("GSC240", 4.0, -3.0),), seed=5,
         write_flc=False,  # the FLT alone shows it, at half the drizzles
     ))

@@ -28,16 +28,17 @@ pytestmark = pytest.mark.filterwarnings("ignore:Some non-standard WCS keywords w
 
 @pytest.fixture(scope="module")
 def visit(tmp_path_factory) -> S.SimulatedVisit:
-    """Two exposures with a 50 mas pointing error (30 mas east, 40 mas south)."""
+    """Two exposures with a 50 mas pointing error (30 mas east, 40 mas south), shared exactly
+    (EXACT_WORLD: these tests check the machinery to a fraction of a mas)."""
     return S.simulate_visit(
-        tmp_path_factory.mktemp("visit"), S.SimulationConfig(pointing_error_mas=INJECTED, seed=3)
+        tmp_path_factory.mktemp("visit"), S.SimulationConfig(**S.EXACT_WORLD, pointing_error_mas=INJECTED, seed=3)
     )
 
 
 @pytest.fixture(scope="module")
 def exact_visit(tmp_path_factory) -> S.SimulatedVisit:
     """No injected error: after updatewcs the files carry the truth."""
-    return S.simulate_visit(tmp_path_factory.mktemp("exact"), S.SimulationConfig(seed=4))
+    return S.simulate_visit(tmp_path_factory.mktemp("exact"), S.SimulationConfig(**S.EXACT_WORLD, seed=4))
 
 
 def _copy_exposures(paths, dest: Path) -> list[Path]:
@@ -193,7 +194,8 @@ def test_rotation_error_is_a_roll_about_the_reference_chip(tmp_path):
     rot = 300.0
     v = S.simulate_visit(
         tmp_path / "rot",
-        S.SimulationConfig(rotation_error_arcsec=rot, n_exposures=1, n_stars=20, write_flc=False, seed=5),
+        S.SimulationConfig(**S.EXACT_WORLD, rotation_error_arcsec=rot, n_exposures=1, n_stars=20, write_flc=False,
+                           seed=5),
     )
     truth = T.load_truth(v.truth_path)
     # Absolute reference paths: stwcs resolves them without jref in the environment.
@@ -531,7 +533,8 @@ def test_hostile_field_catalog_is_gaia_dr3_like_and_pixels_saturate(tmp_path):
 def test_wfc3_ir_visit_through_the_real_updatewcs(tmp_path):
     """A WFC3/IR visit (reconstructed IDCTAB w3m18525i): one 1014x1014 chip in e-/s, FLT only;
     the pipeline's updatewcs on the files gives the truth plus exactly the injected error."""
-    cfg = S.config_for_detector("WFC3/IR", pointing_error_mas=(300.0, -200.0), n_stars=150, seed=5, n_exposures=2)
+    cfg = S.config_for_detector("WFC3/IR", **S.EXACT_WORLD, pointing_error_mas=(300.0, -200.0), n_stars=150, seed=5,
+                                n_exposures=2)
     v = S.simulate_visit(tmp_path / "ir", cfg)
     assert v.flc_paths == () and v.jref_dir.name == "iref"
     with fits.open(v.flt_paths[0]) as hdul:
@@ -565,8 +568,8 @@ def test_wfc3_uvis_visit_through_the_real_updatewcs(tmp_path):
     """A WFC3/UVIS visit (reconstructed IDCTAB 2731450pi, no NPOL/D2IM): two chips, SCI,1 is
     chip 2, FLT and FLC; the pipeline's updatewcs on the files gives the truth plus exactly the
     injected error, and places chip 1 a full chip plus the inter-chip gap above chip 2."""
-    cfg = S.config_for_detector("WFC3/UVIS", pointing_error_mas=(-120.0, 80.0), chip_shape=(64, 128), n_stars=60,
-                                seed=6, n_exposures=2)
+    cfg = S.config_for_detector("WFC3/UVIS", **S.EXACT_WORLD, pointing_error_mas=(-120.0, 80.0), chip_shape=(64, 128),
+                                n_stars=60, seed=6, n_exposures=2)
     v = S.simulate_visit(tmp_path / "uvis", cfg)
     assert len(v.flc_paths) == 2 and v.jref_dir.name == "iref" and v.mdriztab_path is None
     with fits.open(v.flt_paths[0]) as hdul:

@@ -19,7 +19,7 @@ from autodriz.config import Settings
 from autodriz.exitcodes import ExitCode
 from autodriz.fitquality import FitScore, FitStatistics
 from autodriz.pipeline import STRATEGIES, process
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.solutions.base import Candidate, RunContext, StagePlan, Strategy, copy_exposures, prepare_workdir
 
 TOY_WCSNAME = "IDC_0461802ej-FIT_REL_TOY"
@@ -54,7 +54,7 @@ def test_a_toy_strategy_is_one_class_and_one_tuple_entry(tmp_path):
     assert isinstance(ToyStrategy(), Strategy)
     # Relative pointing errors of zero: the images register with the default's WCS, so the
     # toy's candidate (the same WCS) verifies.
-    visit = simulate_visit(tmp_path / "visit", SimulationConfig(seed=11, chip_shape=(128, 256), n_stars=80, write_flc=False,
+    visit = simulate_visit(tmp_path / "visit", SimulationConfig(**EXACT_WORLD, seed=11, chip_shape=(128, 256), n_stars=80, write_flc=False,
                                                                  pointing_error_mas=(60.0, -40.0)))
     settings = Settings(apply_apriori=False, compute_aposteriori=False, jref=visit.jref_dir)
 

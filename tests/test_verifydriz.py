@@ -12,7 +12,7 @@ from drizzle.utils import calc_pixmap
 from realdata import prepare_goodss
 
 from autodriz.inputs import resolve_input
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.solutions.base import Candidate
 from autodriz.solutions.default import make_default_candidate
 from autodriz.verify import load_thresholds
@@ -31,7 +31,7 @@ from autodriz.verifydriz import (
 def visit(tmp_path_factory):
     """A 3-exposure ACS/WFC visit, updatewcs'd by the pipeline-default stage."""
     d = tmp_path_factory.mktemp("verify_visit")
-    sim = simulate_visit(d, SimulationConfig(n_exposures=3, seed=11, write_flc=False))
+    sim = simulate_visit(d, SimulationConfig(**EXACT_WORLD, n_exposures=3, seed=11, write_flc=False))
     dataset = resolve_input(sim.asn_path)
     cand = make_default_candidate(list(dataset.flt_paths), d / "default", {"jref": sim.jref_dir}, allow_header_wcs=False)
     exposures = [load_exposure(cand.copies[p], 336) for p in dataset.flt_paths]

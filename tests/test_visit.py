@@ -24,7 +24,7 @@ from autodriz.cli import main
 from autodriz.errors import InputError
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import Dataset, Exposure
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.truth import load_truth, visit_error
 from autodriz.visit import (
     BUILT_BY,
@@ -367,7 +367,7 @@ def simulate_visit_folder(folder: Path) -> dict[str, object]:
     cat = Table.read(stars, format="ascii.commented_header")
     ra, dec = float(np.median(cat["ra"])), float(np.median(cat["dec"]))
     return {
-        filt: simulate_visit(folder, SimulationConfig(filter=filt, ra=ra, dec=dec, catalog=stars,
+        filt: simulate_visit(folder, SimulationConfig(**EXACT_WORLD, filter=filt, ra=ra, dec=dec, catalog=stars,
                                                       pm_sigma_mas_yr=0.0, **kw))  # type: ignore[arg-type]
         for filt, kw in CONFIGS.items()
     }

@@ -48,12 +48,12 @@ from astropy.table import Table
 from autodriz import failpoints
 from autodriz.batch import BatchExit
 from autodriz.exitcodes import PRODUCT_CODES, ExitCode
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 
 ROOT = "jsim01010"
 #: The smallest simulated visit that passes every stage (as in test_kill.py): one ACS/WFC
 #: exposure, FLT + FLC, 128 x 256 chips, an embedded a priori headerlet, a catalog.
-CONFIG = SimulationConfig(n_exposures=1, chip_shape=(128, 256), n_stars=60, pointing_error_mas=(40.0, -30.0),
+CONFIG = SimulationConfig(**EXACT_WORLD, n_exposures=1, chip_shape=(128, 256), n_stars=60, pointing_error_mas=(40.0, -30.0),
                           apriori_errors_mas=(("GSC240", 20.0, -10.0),), seed=7)
 #: Only the default WCS: updatewcs, two AstroDrizzle runs, the final update, products, report.
 DEFAULT_ONLY = ("--no-apriori", "--no-aposteriori", "--no-verify")

@@ -29,7 +29,7 @@ from autodriz import pipeline
 from autodriz.asn import write_asn_table
 from autodriz.cli import main
 from autodriz.exitcodes import PRODUCT_CODES, ExitCode
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 TABLE_HEADING = "What autodriz does with bad input"
@@ -590,7 +590,7 @@ ELSEWHERE: tuple[Documented, ...] = (
 
 
 def _template(base: Path, **config: object) -> Path:
-    visit = simulate_visit(base, SimulationConfig(chip_shape=(128, 256), write_flc=False, n_stars=60, **config))
+    visit = simulate_visit(base, SimulationConfig(chip_shape=(128, 256), write_flc=False, n_stars=60, **{**EXACT_WORLD, **config}))
     return visit.directory
 
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from autodriz.exitcodes import ExitCode
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 
 LIMIT_BYTES = 3 * 1024 * 1024  # > each exposure (~0.7 MB) and its copies, < the DRZ (~7 MB)
 
@@ -29,7 +29,7 @@ def _limit_file_size() -> None:
 
 
 def test_disk_full_while_drizzling_is_exit_7_with_inputs_untouched(tmp_path):
-    visit = simulate_visit(tmp_path / "visit", SimulationConfig(chip_shape=(128, 256), write_flc=False, n_stars=60))
+    visit = simulate_visit(tmp_path / "visit", SimulationConfig(**EXACT_WORLD, chip_shape=(128, 256), write_flc=False, n_stars=60))
     assert max(p.stat().st_size for p in visit.flt_paths) < LIMIT_BYTES
     before = _sha(visit.directory)
     done = subprocess.run(

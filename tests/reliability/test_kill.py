@@ -43,7 +43,7 @@ import pytest
 from astropy.io import fits
 
 from autodriz.products import BACKUP_SUFFIX
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 
 ROOT = "jsim01010"
 SEED = 20261127
@@ -392,7 +392,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
     base = tmp_path_factory.mktemp("kill")
     template = simulate_visit(
         base / "template",
-        SimulationConfig(
+        SimulationConfig(**EXACT_WORLD,
             n_exposures=1, chip_shape=(128, 256), n_stars=60, pointing_error_mas=(40.0, -30.0),
             apriori_errors_mas=(("GSC240", 20.0, -10.0),), seed=7,
         ),

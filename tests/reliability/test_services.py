@@ -27,7 +27,7 @@ from autodriz.cli import main
 from autodriz.config import Settings
 from autodriz.exitcodes import ExitCode
 from autodriz.inputs import resolve_input
-from autodriz.simulate import SimulatedVisit, SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulatedVisit, SimulationConfig, simulate_visit
 from autodriz.astrometry.config import load_aposteriori_config
 from autodriz.solutions.apriori import find_apriori_solutions
 from autodriz.solutions.base import Candidate, copy_exposures, prepare_workdir
@@ -136,7 +136,7 @@ def visit(tmp_path_factory: pytest.TempPathFactory) -> SimulatedVisit:
     """One exposure (FLT + FLC) carrying an embedded GSC240 headerlet; read-only in the tests."""
     return simulate_visit(
         tmp_path_factory.mktemp("services") / "visit",
-        SimulationConfig(n_exposures=1, chip_shape=(64, 128), n_stars=20, cosmic_ray_fraction=0.0,
+        SimulationConfig(**EXACT_WORLD, n_exposures=1, chip_shape=(64, 128), n_stars=20, cosmic_ray_fraction=0.0,
                          apriori_errors_mas=(("GSC240", 20.0, -10.0),)),
     )
 
@@ -185,7 +185,7 @@ def small_visit(tmp_path_factory: pytest.TempPathFactory) -> SimulatedVisit:
     """One exposure, FLT only, with an embedded GSC240 headerlet: the cheapest full command."""
     return simulate_visit(
         tmp_path_factory.mktemp("services-cli") / "template",
-        SimulationConfig(n_exposures=1, chip_shape=(128, 256), n_stars=60, write_flc=False,
+        SimulationConfig(**EXACT_WORLD, n_exposures=1, chip_shape=(128, 256), n_stars=60, write_flc=False,
                          apriori_errors_mas=(("GSC240", 20.0, -10.0),)),
     )
 

@@ -20,7 +20,7 @@ from autodriz.cli import main
 from autodriz.errors import UpdateError
 from autodriz.exitcodes import ExitCode
 from autodriz.products import BACKUP_SUFFIX, TMP_SUFFIX, _replace_all, backup_path, recover_interrupted_update
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 
 NAMES = ("jx1_flt.fits", "jx1_flc.fits", "jx2_flt.fits", "jx2_flc.fits")
 
@@ -119,7 +119,7 @@ def test_next_run_puts_back_an_update_killed_among_the_renames(prepared) -> None
 
 
 def test_cli_exit_8_when_the_third_of_four_renames_fails(tmp_path, monkeypatch, capsys) -> None:
-    visit = simulate_visit(tmp_path / "visit", SimulationConfig(chip_shape=(128, 256), n_stars=60, seed=7))
+    visit = simulate_visit(tmp_path / "visit", SimulationConfig(**EXACT_WORLD, chip_shape=(128, 256), n_stars=60, seed=7))
     before = _sha(visit.directory)
     seen = _fail_on_nth_input_replace(monkeypatch, 3)
     code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-apriori", "--no-aposteriori",
