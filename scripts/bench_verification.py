@@ -27,7 +27,7 @@ from pathlib import Path
 from autodriz.config import astrodrizzle_defaults
 from autodriz.drizzle import run_astrodrizzle
 from autodriz.inputs import resolve_input
-from autodriz.simulate import SimulationConfig, simulate_visit
+from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.solutions.base import Candidate
 from autodriz.solutions.default import make_default_candidate
 from autodriz.verifydriz import verify_candidate
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, shape, n_stars in shapes:
             d = wd / f"bench_{shape[0]}"
             sim = simulate_visit(d, SimulationConfig(n_exposures=4, chip_shape=shape, n_stars=n_stars, seed=3,
-                                                     write_flc=False))
+                                                     write_flc=False, **EXACT_WORLD))
             dataset = resolve_input(sim.asn_path)
             folders = {"jref": sim.jref_dir}
             cand = make_default_candidate(list(dataset.flt_paths), d / "default", folders, allow_header_wcs=False)
