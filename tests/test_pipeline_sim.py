@@ -292,7 +292,7 @@ def test_sparse_field_with_a_good_hsc30_headerlet_chooses_apriori(tmp_path, caps
     HSC30 headerlet wins over the default even though the images cannot verify it."""
     visit = simulate_visit(
         tmp_path / "sparse",
-        SimulationConfig(n_stars=4, pointing_error_mas=(400.0, 250.0), apriori_errors_mas=(("HSC30", 20.0, 0.0),), seed=3),
+        SimulationConfig(n_stars=4, pointing_error_mas=(400.0, 250.0), apriori_errors_mas=(("HSC30", 20.0, 0.0),), seed=3, **EXACT_WORLD),
     )
     code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--catalog", str(visit.catalog_path)])
     assert code == ExitCode.OK
