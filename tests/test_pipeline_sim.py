@@ -319,7 +319,7 @@ def test_ten_star_field_registered_exactly_is_not_a_false_alarm(tmp_path):
     the pipeline fell back to the default (exit 9). Now the HSC30 solution passes verification;
     with a posteriori on, the 5-match shift fit (right to 1-2 mas here) passes and wins."""
     config = SimulationConfig(
-        n_stars=10, pointing_error_mas=(400.0, 250.0), apriori_errors_mas=(("HSC30", 20.0, 0.0),), seed=3
+        n_stars=10, pointing_error_mas=(400.0, 250.0), apriori_errors_mas=(("HSC30", 20.0, 0.0),), seed=3, **EXACT_WORLD
     )
     visit = simulate_visit(tmp_path / "apriori", config)
     code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-aposteriori"])
