@@ -445,3 +445,34 @@ def test_kill_minus_9_at_ten_moments_then_rerun(baseline: Baseline, tmp_path: Pa
     stages = {t.stage.split(" ")[0] for t in done}
     assert len(stages & {"start-up", "resolve", "default", "apriori", "aposteriori", "select", "drizzle"}) >= 3, stages
     assert stages & {"update-inputs", "products"}
+
+
+def test_a_kill_inside_the_removal_of_a_working_folder_leaves_nothing_the_next_run_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The mechanism behind a kill at the start of the products: the working folders are being
+    deleted (in a thread). ``rmtree`` may unlink the marker first; killed then, a folder left
+    under its working name without its marker is one the next run must refuse to delete. The
+    folder is renamed away before it is deleted, so the working name is free at every moment."""
+    from autodriz.solutions import base
+
+    work = base.prepare_workdir(tmp_path / f"{ROOT}_apriori")
+    (work / "a_flt.fits").write_bytes(b"x" * 100)
+    real_rmtree = shutil.rmtree
+
+    def killed_after_the_marker(path, *args, **kwargs):
+        Path(path, base.WORKDIR_MARKER).unlink()
+        raise KeyboardInterrupt("killed inside rmtree")
+
+    monkeypatch.setattr(base.shutil, "rmtree", killed_after_the_marker)
+    with pytest.raises(KeyboardInterrupt):
+        base.remove_workdir(work)
+    monkeypatch.setattr(base.shutil, "rmtree", real_rmtree)
+    assert not work.exists()  # the half-deleted folder is under its hidden removal name
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert leftovers == [f".{ROOT}_apriori.autodriz-removing"]
+    # The next run takes the same folder again and sweeps the leftover.
+    again = base.prepare_workdir(tmp_path / f"{ROOT}_apriori")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{ROOT}_apriori"]
+    base.remove_workdir(again)
+    assert list(tmp_path.iterdir()) == []

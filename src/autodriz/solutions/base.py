@@ -80,22 +80,42 @@ def prepare_workdir(path: Path) -> Path:
 
     A folder that exists but is not marked as ours is never deleted: that is an error.
     """
+    leftover = _removal_name(path)
+    if leftover.exists():
+        # A run killed while removing this folder left it half-deleted under its removal name.
+        logger.info("finishing the removal of an earlier run's working folder: %s", leftover)
+        shutil.rmtree(leftover)
     if path.exists():
         if not (path / WORKDIR_MARKER).exists():
             raise FileExistsError(
                 f"{path} exists and was not made by autodriz; move it away or choose another --output-dir"
             )
         logger.info("removing the working folder of an earlier run: %s", path)
-        shutil.rmtree(path)
+        remove_workdir(path)
     path.mkdir(parents=True)
     (path / WORKDIR_MARKER).write_text("scratch folder of autodriz; safe to delete\n")
     return path
 
 
+def _removal_name(path: Path) -> Path:
+    """The hidden name a working folder is renamed to while it is being deleted."""
+    return path.with_name(f".{path.name}.autodriz-removing")
+
+
 def remove_workdir(path: Path) -> None:
-    """Delete a scratch folder made by :func:`prepare_workdir` (and nothing else)."""
-    if (path / WORKDIR_MARKER).exists():
-        shutil.rmtree(path)
+    """Delete a scratch folder made by :func:`prepare_workdir` (and nothing else).
+
+    The folder is first renamed (atomic) to a hidden removal name, then deleted: ``rmtree``
+    may unlink the marker before the rest, and a run killed in between must not leave an
+    unmarked folder under the working name, which the next run would refuse to touch.
+    """
+    if not (path / WORKDIR_MARKER).exists():
+        return
+    doomed = _removal_name(path)
+    if doomed.exists():
+        shutil.rmtree(doomed)
+    path.rename(doomed)
+    shutil.rmtree(doomed)
 
 
 def copy_exposures(originals: list[Path], workdir: Path) -> dict[Path, Path]:
