@@ -48,17 +48,18 @@ def test_plan_is_seeded_hostile_and_spread_over_the_sky():
 def test_summary_counts_wrong_choices_against_the_best_available_candidate():
     ac = _load()
 
-    def result(name, group, chosen_mas, best_mas, kind="aposteriori"):
-        return ac.VisitResult(name, group, 500.0, 500.0, chosen_mas, "c", kind, best_mas, "b", 50.0, "OK")
+    def result(name, group, chosen_mas, best_mas, kind="aposteriori", floor=1.0):
+        return ac.VisitResult(name, group, 500.0, 500.0, floor, chosen_mas, "c", kind, best_mas, "b", 50.0, "OK")
 
     results = [
         result("a", "WFC3/IR gaia-rich", 2.0, 2.0),
-        result("b", "WFC3/IR gaia-rich", 9.0, 3.0),  # 6 mas worse than an available candidate: wrong
+        result("b", "WFC3/IR gaia-rich", 9.0, 3.0, floor=4.0),  # 6 mas worse than an available one: wrong
         result("c", "ACS/WFC sparse", 116.0, 116.0, kind="default"),
     ]
     assert [r.wrong_choice for r in results] == [False, True, False]
     table = ac.summary_table(results)
-    assert "| WFC3/IR gaia-rich | 2 | 2/2 (100 %) | 5.5 |" in table
+    # chosen median 5.5, p95 8.7, floor median 2.5 (of 1 and 4), one wrong choice
+    assert "| WFC3/IR gaia-rich | 2 | 2/2 (100 %) | 5.5 | 8.7 | 2.5 | 1 |" in table
     assert "| ACS/WFC sparse | 1 | 0/1 (0 %) | 116.0 |" in table
     assert "| all | 3 | 2/3 (67 %) |" in table and table.count("\n") == 5
 

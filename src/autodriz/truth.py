@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ from autodriz.skygeom import linear_sip_header, offset_mas
 if TYPE_CHECKING:
     from autodriz.verifydriz import ExposureData
 
-__all__ = ["ProductStarError", "WCSError", "header_offsets", "linear_sip_header", "load_truth",
+__all__ = ["ProductStarError", "WCSError", "header_offsets", "linear_fit_floor", "linear_sip_header", "load_truth",
            "product_star_error", "registered_to_truth", "truth_wcs", "visit_error", "wcs_error"]
 
 logger = logging.getLogger(__name__)
@@ -236,6 +237,81 @@ def visit_error(
         raise ValueError("no exposures given")
     east, north, sep = (np.concatenate(p) for p in zip(*parts, strict=True))
     return _summarise(east, north, sep)
+
+
+def _similarity_residual(east: np.ndarray, north: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Separations (mas) left after the best shift + rotation + scale removes (east, north).
+
+    The offsets are mas; (x, y) are the grid points' tangent-plane positions (mas) about the
+    exposure's centre. At these sizes (offsets ≪ field) the similarity is linear in its four
+    parameters: east = tx + s·x − r·y, north = ty + r·x + s·y.
+    """
+    one, zero = np.ones_like(x), np.zeros_like(x)
+    design = np.vstack([
+        np.column_stack([one, zero, x, -y]),
+        np.column_stack([zero, one, y, x]),
+    ])
+    target = np.concatenate([east, north])
+    params, *_ = np.linalg.lstsq(design, target, rcond=None)
+    left = target - design @ params
+    n = east.size
+    return np.hypot(left[:n], left[n:])
+
+
+def linear_fit_floor(
+    paths: Iterable[str | Path | fits.HDUList], truth: Mapping[str, Any], *, grid: int = 16
+) -> WCSError:
+    """The error vs truth that no shift + rotation + scale of each exposure can remove.
+
+    A simulated visit with a distortion residual (``distortion_residual_mas``) has a true WCS
+    that the reference distortion model cannot reach: the residual field's 2nd/3rd-order
+    shape stays whatever the fit. Its constant and linear parts, seen over the (sub)array, do
+    not: a fit absorbs them. This is the RMS :func:`visit_error` would report for a perfect
+    per-exposure ``rscale`` fit of the given exposures (any WCS with the pipeline's distortion
+    model, e.g. the default's): the floor the chosen WCS is to be read against.
+
+    Parameters
+    ----------
+    paths : iterable of str, Path or HDUList
+        Exposure files whose WCS carries the reference distortion (any pointing).
+    truth : dict
+        As returned by :func:`load_truth`.
+    grid : int
+        Grid points per axis on each chip.
+
+    Returns
+    -------
+    WCSError
+        ``rms_mas``/``max_mas`` of what is left; the mean offsets are ~0 by construction.
+    """
+    seps: list[np.ndarray] = []
+    for path in paths:
+        with nullcontext(path) if isinstance(path, fits.HDUList) else fits.open(path) as hdul:
+            rootname = str(hdul[0].header["ROOTNAME"]).strip()
+            east_parts, north_parts, ra_parts, dec_parts = [], [], [], []
+            for index, extver in sci_extensions(hdul):
+                header = hdul[index].header
+                true = truth_wcs(truth, rootname, extver)
+                nx = int(header.get("NAXIS1", true.pixel_shape[0]))
+                ny = int(header.get("NAXIS2", true.pixel_shape[1]))
+                x, y = _grid(nx, ny, grid)
+                test = _wcs_from_header(linear_sip_header(header))
+                ra, dec = test.all_pix2world(x, y, 0)
+                ra0, dec0 = true.all_pix2world(x, y, 0)
+                east, north, _ = _offsets_mas(ra, dec, ra0, dec0)
+                east_parts.append(east)
+                north_parts.append(north)
+                ra_parts.append(ra0)
+                dec_parts.append(dec0)
+        if not east_parts:
+            raise ValueError(f"exposure {rootname!r} has no SCI extension")
+        ra0, dec0 = np.concatenate(ra_parts), np.concatenate(dec_parts)
+        xt, yt = offset_mas(ra0, dec0, float(np.mean(ra0)), float(np.mean(dec0)))
+        seps.append(_similarity_residual(np.concatenate(east_parts), np.concatenate(north_parts), xt, yt))
+    if not seps:
+        raise ValueError("no exposures given")
+    sep = np.concatenate(seps)
+    return WCSError(float(np.sqrt(np.mean(sep**2))), float(np.max(sep)), 0.0, 0.0, int(sep.size))
 
 
 @dataclass(frozen=True)
