@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 from scipy import ndimage
 
+from autodriz.hstio import chip_wcs
 from autodriz.instruments import CR_BITS_ASTRODRIZZLE, CR_BITS_PIPELINE, REGISTRY
 from autodriz.verify import (
     UNVERIFIED,
@@ -126,15 +127,6 @@ class ExposureData:
     pixel_scale_arcsec: float
 
 
-def _chip_wcs(hdul: fits.HDUList, ext: int) -> WCS:
-    with warnings.catch_warnings():
-        # HST headers carry keywords astropy "fixes" (DATE-OBS, RADESYS): noise, not news.
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        w = WCS(hdul[ext].header, hdul)
-    w.array_shape = hdul[ext].data.shape
-    return w
-
-
 def load_exposure(path: str | Path, good_bits: int = 0) -> ExposureData:
     """Read an FLT/FLC: SCI data, DQ-based good mask, full WCS per chip.
 
@@ -176,7 +168,7 @@ def load_exposure(path: str | Path, good_bits: int = 0) -> ExposureData:
                 dq = None
             if dq is not None and dq.shape == data.shape:
                 good &= (dq.astype(np.uint32) & bad_mask) == 0
-            w = _chip_wcs(hdul, idx)
+            w = chip_wcs(hdul, idx)
             if not math.isfinite(scale):
                 idcscale = hdu.header.get("IDCSCALE")
                 scale = float(idcscale) if idcscale else float(np.sqrt(abs(np.linalg.det(w.pixel_scale_matrix))) * 3600)

@@ -18,6 +18,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 from autodriz import truth as truth_mod
+from autodriz.hstio import sci_extensions
 from autodriz.skygeom import deproject as _deproject
 from autodriz.skygeom import pa_rotation as _pa_rotation
 from autodriz.skygeom import perturb_sky
@@ -399,12 +400,8 @@ def _apriori_headerlet_hdu(
 
 
 def _sci_extensions(hdul: fits.HDUList) -> dict[int, int]:
-    """EXTVER → HDU index of the SCI extensions."""
-    return {
-        int(h.header["EXTVER"]): i
-        for i, h in enumerate(hdul)
-        if i > 0 and h.header.get("EXTNAME", "").strip().upper() == "SCI"
-    }
+    """EXTVER → HDU index of the SCI extensions (the simulator's view of :func:`hstio.sci_extensions`)."""
+    return {extver: index for index, extver in sci_extensions(hdul)}
 
 
 def _truth_record(hdul: fits.HDUList) -> dict[str, dict[str, Any]]:
