@@ -119,54 +119,25 @@ def empty_source_table() -> Table:
 
 
 def _refine_positions(
-    data: np.ndarray, x: np.ndarray, y: np.ndarray, fwhm: float, rms: float
+    data: np.ndarray, x: np.ndarray, y: np.ndarray, fwhm: float, rms: float, *, prf: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian-windowed centroids started at the star finder's positions.
+    """Refined centroids started at the star finder's positions.
 
-    DAOStarFinder's marginal-fit centroids carry a pixel-phase bias of a few hundredths of a
-    pixel; with hundreds of stars sharing one pointing it does not average away exactly
-    (a 0.15 mas offset of the absolute fit on the full-size benchmark). Positions whose window
-    does not converge keep the finder's value.
+    DAOStarFinder's marginal-fit centroids carry a pixel-phase bias: a few hundredths of a pixel
+    on a well-sampled PSF, where with hundreds of stars sharing one pointing it does not average
+    away exactly (a 0.15 mas offset of the absolute fit on the full-size benchmark), and
+    0.1-0.15 px on an undersampled one. ``prf=False``: Gaussian-windowed centroids
+    (:func:`autodriz.centroid.windowed_centroid`, well-sampled PSFs); ``prf=True``: fits of the
+    pixel-integrated PSF (:func:`autodriz.centroid.prf_centroid`, undersampled PSFs). Positions
+    whose refinement does not converge, or that moved more than half a FWHM (to a neighbour),
+    keep the finder's value.
     """
-    from autodriz.centroid import windowed_centroid
+    from autodriz.centroid import prf_centroid, windowed_centroid
 
     if x.size == 0:
         return x, y
-    r = max(3, math.ceil(2.0 * fwhm) + 1)
-    ny, nx = data.shape
-    ix, iy = np.round(x).astype(int), np.round(y).astype(int)
-    inside = (ix >= r) & (iy >= r) & (ix < nx - r) & (iy < ny - r)
-    if not inside.any():
-        return x, y
-    off = np.arange(-r, r + 1)
-    yy = iy[inside][:, None, None] + off[None, :, None]
-    xx = ix[inside][:, None, None] + off[None, None, :]
-    stamps = data[yy, xx]
-    var = np.full(stamps.shape, max(rms, 1e-12) ** 2)
-    wx, wy, _, _, ok = windowed_centroid(
-        stamps, var, x[inside] - ix[inside], y[inside] - iy[inside], fwhm / 2.3548
-    )
-    # A window pulled more than half a FWHM away went to a neighbour: keep the finder's position.
-    ok &= np.hypot(wx - (x[inside] - ix[inside]), wy - (y[inside] - iy[inside])) < 0.5 * fwhm
-    x_new, y_new = x.copy(), y.copy()
-    x_new[np.flatnonzero(inside)[ok]] = (ix[inside] + wx)[ok]
-    y_new[np.flatnonzero(inside)[ok]] = (iy[inside] + wy)[ok]
-    return x_new, y_new
-
-
-def _refine_positions_prf(
-    data: np.ndarray, x: np.ndarray, y: np.ndarray, fwhm: float, rms: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-integrated Gaussian fits started at the star finder's positions (undersampled PSFs).
-
-    Positions whose fit does not converge, or that moved more than half a FWHM (to a
-    neighbour), keep the finder's value.
-    """
-    from autodriz.centroid import prf_centroid
-
-    if x.size == 0:
-        return x, y
-    r = max(2, math.ceil(1.5 * fwhm))
+    # The window needs room for its Gaussian weights; the PRF fit only the core and a background.
+    r = max(2, math.ceil(1.5 * fwhm)) if prf else max(3, math.ceil(2.0 * fwhm) + 1)
     ny, nx = data.shape
     ix, iy = np.round(x).astype(int), np.round(y).astype(int)
     inside = (ix >= r) & (iy >= r) & (ix < nx - r) & (iy < ny - r)
@@ -176,7 +147,10 @@ def _refine_positions_prf(
     stamps = data[iy[inside][:, None, None] + off[None, :, None], ix[inside][:, None, None] + off[None, None, :]]
     var = np.full(stamps.shape, max(rms, 1e-12) ** 2)
     x0, y0 = x[inside] - ix[inside], y[inside] - iy[inside]
-    fx, fy, _, ok = prf_centroid(stamps, var, x0, y0, fwhm / 2.3548)
+    if prf:
+        fx, fy, _, ok = prf_centroid(stamps, var, x0, y0, fwhm / 2.3548)
+    else:
+        fx, fy, _, _, ok = windowed_centroid(stamps, var, x0, y0, fwhm / 2.3548)
     ok &= np.hypot(fx - x0, fy - y0) < 0.5 * fwhm
     x_new, y_new = x.copy(), y.copy()
     x_new[np.flatnonzero(inside)[ok]] = (ix[inside] + fx)[ok]
@@ -383,12 +357,9 @@ def detect_sources(
         keep &= raw_peak < params.saturation
     order = np.argsort(-flux[keep], kind="stable")
     idx = _drop_duplicates(np.flatnonzero(keep)[order], x, y, params.fwhm_pix)[: params.max_sources]
-    if params.window_centroids and note is None:  # not on floored/quantised pixels either
+    if (params.window_centroids or params.prf_centroids) and note is None:  # not on floored/quantised pixels
         x, y = x.copy(), y.copy()
-        x[idx], y[idx] = _refine_positions(sub, x[idx], y[idx], params.fwhm_pix, rms)
-    elif params.prf_centroids and note is None:
-        x, y = x.copy(), y.copy()
-        x[idx], y[idx] = _refine_positions_prf(sub, x[idx], y[idx], params.fwhm_pix, rms)
+        x[idx], y[idx] = _refine_positions(sub, x[idx], y[idx], params.fwhm_pix, rms, prf=params.prf_centroids)
     with np.errstate(divide="ignore", invalid="ignore"):
         mag = -2.5 * np.log10(flux[idx])
         # Aperture-free S/N estimate: flux over the noise in a PSF-sized area.
