@@ -150,13 +150,23 @@ def header_offsets(
     grid : int
         Points per axis.
     """
+    east, north, sep, _, _ = _chip_points(header, true_wcs, grid)
+    return east, north, sep
+
+
+#: Per grid point: east/north offset and separation (mas) of the tested WCS from the truth, and
+#: the point's true RA/Dec (deg).
+_Points = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _chip_points(header: Mapping[str, Any], true_wcs: WCS, grid: int) -> _Points:
     test = _wcs_from_header(linear_sip_header(header))
     nx = int(header.get("NAXIS1", true_wcs.pixel_shape[0]))
     ny = int(header.get("NAXIS2", true_wcs.pixel_shape[1]))
     x, y = _grid(nx, ny, grid)
     ra, dec = test.all_pix2world(x, y, 0)
     ra0, dec0 = true_wcs.all_pix2world(x, y, 0)
-    return _offsets_mas(ra, dec, ra0, dec0)
+    return (*_offsets_mas(ra, dec, ra0, dec0), ra0, dec0)
 
 
 def _summarise(east: np.ndarray, north: np.ndarray, sep: np.ndarray) -> WCSError:
@@ -171,22 +181,14 @@ def _summarise(east: np.ndarray, north: np.ndarray, sep: np.ndarray) -> WCSError
     )
 
 
-def _exposure_offsets(
-    exposure: str | Path | fits.HDUList, truth: Mapping[str, Any], grid: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if isinstance(exposure, fits.HDUList):
-        return _hdulist_offsets(exposure, truth, grid)
-    with fits.open(exposure) as hdul:
-        return _hdulist_offsets(hdul, truth, grid)
-
-
-def _hdulist_offsets(
-    hdul: fits.HDUList, truth: Mapping[str, Any], grid: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rootname = str(hdul[0].header["ROOTNAME"]).strip()
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for index, extver in sci_extensions(hdul):
-        parts.append(header_offsets(hdul[index].header, truth_wcs(truth, rootname, extver), grid=grid))
+def _exposure_points(exposure: str | Path | fits.HDUList, truth: Mapping[str, Any], grid: int) -> _Points:
+    """:func:`_chip_points` of every SCI extension of one exposure, concatenated."""
+    with nullcontext(exposure) if isinstance(exposure, fits.HDUList) else fits.open(exposure) as hdul:
+        rootname = str(hdul[0].header["ROOTNAME"]).strip()
+        parts = [
+            _chip_points(hdul[index].header, truth_wcs(truth, rootname, extver), grid)
+            for index, extver in sci_extensions(hdul)
+        ]
     if not parts:
         raise ValueError(f"exposure {rootname!r} has no SCI extension")
     return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
@@ -211,7 +213,7 @@ def wcs_error(
     -------
     WCSError
     """
-    return _summarise(*_exposure_offsets(exposure_path, truth, grid))
+    return _summarise(*_exposure_points(exposure_path, truth, grid)[:3])
 
 
 def visit_error(
@@ -232,7 +234,7 @@ def visit_error(
     -------
     WCSError
     """
-    parts = [_exposure_offsets(p, truth, grid) for p in paths]
+    parts = [_exposure_points(p, truth, grid)[:3] for p in paths]
     if not parts:
         raise ValueError("no exposures given")
     east, north, sep = (np.concatenate(p) for p in zip(*parts, strict=True))
@@ -286,28 +288,9 @@ def linear_fit_floor(
     """
     seps: list[np.ndarray] = []
     for path in paths:
-        with nullcontext(path) if isinstance(path, fits.HDUList) else fits.open(path) as hdul:
-            rootname = str(hdul[0].header["ROOTNAME"]).strip()
-            east_parts, north_parts, ra_parts, dec_parts = [], [], [], []
-            for index, extver in sci_extensions(hdul):
-                header = hdul[index].header
-                true = truth_wcs(truth, rootname, extver)
-                nx = int(header.get("NAXIS1", true.pixel_shape[0]))
-                ny = int(header.get("NAXIS2", true.pixel_shape[1]))
-                x, y = _grid(nx, ny, grid)
-                test = _wcs_from_header(linear_sip_header(header))
-                ra, dec = test.all_pix2world(x, y, 0)
-                ra0, dec0 = true.all_pix2world(x, y, 0)
-                east, north, _ = _offsets_mas(ra, dec, ra0, dec0)
-                east_parts.append(east)
-                north_parts.append(north)
-                ra_parts.append(ra0)
-                dec_parts.append(dec0)
-        if not east_parts:
-            raise ValueError(f"exposure {rootname!r} has no SCI extension")
-        ra0, dec0 = np.concatenate(ra_parts), np.concatenate(dec_parts)
+        east, north, _, ra0, dec0 = _exposure_points(path, truth, grid)
         xt, yt = offset_mas(ra0, dec0, float(np.mean(ra0)), float(np.mean(dec0)))
-        seps.append(_similarity_residual(np.concatenate(east_parts), np.concatenate(north_parts), xt, yt))
+        seps.append(_similarity_residual(east, north, xt, yt))
     if not seps:
         raise ValueError("no exposures given")
     sep = np.concatenate(seps)
