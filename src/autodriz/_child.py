@@ -13,7 +13,9 @@ The job is a JSON file: ``{"task": "updatewcs" | "astrodrizzle" | "apply_headerl
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -22,6 +24,36 @@ from types import MappingProxyType
 import numpy as np
 
 from autodriz import failpoints
+
+
+def _fsync_quietly(path: str) -> None:
+    """Flush ``path`` to disk; a failure is left for the parent, whose own fsync is the one that counts."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _start_writeback(paths: list[str]) -> None:
+    """Start writing ``paths`` to disk while this child goes on with CPU work (or exits).
+
+    The parent fsyncs a product before it publishes it; started here, as soon as the product
+    is complete (S_REGION included), that disk time overlaps the WCS-update preparation that
+    follows in this child (a full-size DRZ is ~215 MB: ~1 s of the parent's products stage).
+    A daemon thread, never waited for: the kernel finishes the writeback after this process
+    exits, and the parent's fsync is what guarantees it.
+    """
+    def sync_all() -> None:
+        for path in paths:
+            _fsync_quietly(path)
+
+    threading.Thread(target=sync_all, name="autodriz-writeback", daemon=True).start()
 
 
 def _updatewcs(job: dict) -> dict:
@@ -55,13 +87,21 @@ def _astrodrizzle(job: dict) -> dict:
         **params,
     )
     made = sorted(str(p) for p in Path.cwd().glob(f"{job['output']}_dr?.fits"))
+    sregion, t0 = {}, time.perf_counter()
+    if job.get("sregion"):
+        # Here rather than in the parent: the product is rewritten once, before it goes to disk.
+        from autodriz.delivery import add_sregion
+
+        sregion = {Path(p).name: add_sregion(Path(p)) for p in made}
+    sregion_seconds = time.perf_counter() - t0
+    _start_writeback(made)
     # AstroDrizzle's own log (the parameters it actually used, step by step) into this child's
     # output, which the parent copies into the trailer.
     runfile = Path(job.get("runfile", "astrodrizzle.log"))
     if runfile.is_file():
         print(f"--- AstroDrizzle runfile {runfile.name} ---")
         print(runfile.read_text(encoding="utf-8", errors="replace"), flush=True)
-    return {"products": made}
+    return {"products": made, "sregion": sregion, "sregion_seconds": sregion_seconds}
 
 
 def _apply_headerlets(job: dict) -> dict:

@@ -22,7 +22,6 @@ from astropy.io import fits
 from autodriz import __version__
 from autodriz.astrometry.sources import start_background_detection
 from autodriz.config import Settings, astrodrizzle_defaults
-from autodriz.delivery import add_sregion
 from autodriz.drizzle import FORCED_PARAMETERS, run_final_drizzles
 from autodriz.errors import AutodrizError, UpdateError
 from autodriz.exitcodes import ExitCode
@@ -489,11 +488,10 @@ def _process_dataset(
                 num_cores=settings.num_cores, timeout=settings.drizzle_timeout,
                 then=[job for job, _ in updates],
                 overrides=drizzle_overrides,
+                # Written by each drizzle child, before the inputs are updated and anything is
+                # published: products are complete.
+                sregion=True,
             )
-            # Before the inputs are updated and anything is published: products are complete.
-            # The footprints are independent and their numpy/scipy work releases the GIL.
-            with ThreadPoolExecutor(max_workers=max(1, min(settings.num_cores, len(runs)))) as pool:
-                list(pool.map(add_sregion, [run.product for run in runs]))
 
         with stage(logger, "update-inputs", timings):
             failed = [r for r in runs if r.then_error]
