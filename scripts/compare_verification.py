@@ -55,12 +55,8 @@ from autodriz.verify import (
     verify_tiles,
 )
 from autodriz.truth import load_truth, registered_to_truth
-from autodriz.verifydriz import (
-    common_frame,
-    drizzle_singles,
-    load_exposure,
-    perturb_exposure,
-)
+from autodriz.verification.singles import common_frame, drizzle_singles
+from autodriz.verifydriz import load_exposure, perturb_exposure
 from runastrodriz_formula import runastrodriz_similarity  # scripts/, beside this script
 
 D_VALUES = (0.0, 0.1, 0.25, 0.5, 1.0, 3.0)

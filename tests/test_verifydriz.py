@@ -16,10 +16,8 @@ from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.solutions.base import Candidate
 from autodriz.solutions.default import make_default_candidate
 from autodriz.verify import load_thresholds
+from autodriz.verification.singles import common_frame, drizzle_singles, fast_pixmap
 from autodriz.verifydriz import (
-    common_frame,
-    drizzle_singles,
-    fast_pixmap,
     load_exposure,
     perturb_exposure,
     verify_candidate,
