@@ -12,6 +12,7 @@ The job is a JSON file: ``{"task": "updatewcs" | "astrodrizzle" | "apply_headerl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -26,20 +27,6 @@ import numpy as np
 from autodriz import failpoints
 
 
-def _fsync_quietly(path: str) -> None:
-    """Flush ``path`` to disk; a failure is left for the parent, whose own fsync is the one that counts."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _start_writeback(paths: list[str]) -> None:
     """Start writing ``paths`` to disk while this child goes on with CPU work (or exits).
 
@@ -51,7 +38,9 @@ def _start_writeback(paths: list[str]) -> None:
     """
     def sync_all() -> None:
         for path in paths:
-            _fsync_quietly(path)
+            # A failure is left for the parent, whose own fsync is the one that counts.
+            with contextlib.suppress(OSError), open(path, "rb") as fh:
+                os.fsync(fh.fileno())
 
     threading.Thread(target=sync_all, name="autodriz-writeback", daemon=True).start()
 
@@ -87,13 +76,14 @@ def _astrodrizzle(job: dict) -> dict:
         **params,
     )
     made = sorted(str(p) for p in Path.cwd().glob(f"{job['output']}_dr?.fits"))
-    sregion, t0 = {}, time.perf_counter()
+    sregion, sregion_seconds = {}, 0.0
     if job.get("sregion"):
         # Here rather than in the parent: the product is rewritten once, before it goes to disk.
         from autodriz.delivery import add_sregion
 
+        t0 = time.perf_counter()
         sregion = {Path(p).name: add_sregion(Path(p)) for p in made}
-    sregion_seconds = time.perf_counter() - t0
+        sregion_seconds = time.perf_counter() - t0
     _start_writeback(made)
     # AstroDrizzle's own log (the parameters it actually used, step by step) into this child's
     # output, which the parent copies into the trailer.
