@@ -62,7 +62,8 @@ def test_run_record_json_has_every_documented_key_and_joins_verdicts_and_verific
 
     def candidate(name: str, kind: str) -> SimpleNamespace:
         return SimpleNamespace(name=name, kind=kind, wcsname=f"W-{name}", source="s", quality=1, notes=("n",),
-                               details={"statistics": {"rms_mas": float("nan"), "n_matches": np.int64(12)}})
+                               details={"statistics": {"rms_mas": float("nan"), "n_matches": np.int64(12)}},
+                               unfitted_wcsnames={"/d/x_flt.fits": "W-start"} if kind == "aposteriori" else {})
 
     class Verification:  # stands in for verify.VerificationResult: the record takes its as_dict()
         def as_dict(self):
@@ -94,6 +95,9 @@ def test_run_record_json_has_every_documented_key_and_joins_verdicts_and_verific
     assert [c["verification"] for c in data["candidates"]] == [
         None, {"status": "pass", "reason": "ok", "offsets": [0.1, 0.2]}, None]
     assert data["candidates"][0]["details"]["statistics"] == {"rms_mas": None, "n_matches": 12}
+    # An exposure a fit carried but did not fit is shown with the fit's details.
+    assert data["candidates"][1]["details"]["unfitted_wcsname"] == {"/d/x_flt.fits": "W-start"}
+    assert "unfitted_wcsname" not in data["candidates"][0]["details"]
     assert data["astrodrizzle_runs"] == 1 and data["drizzle"][0]["drizzled"] == ["a_flt.fits[sci,1]"]
     assert data["status"] == {"exit_code": "OK", "exit": 0}
     assert data["dataset"]["not_aligned"] == {"b": ["saturated"]} and data["dataset"]["dropped"] == {"c": "EXPTIME = 0"}

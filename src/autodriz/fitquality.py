@@ -129,6 +129,8 @@ class FitStatistics:
         counts twice).
     rms_mas : float
         RMS of the on-sky residuals of the matched stars after the fit (both axes together).
+    rms_ra_mas, rms_dec_mas : float
+        The same per axis (RA, Dec): what the delivered ``RMS_RA``/``RMS_DEC``/``CRDER`` say.
     radial_offset_arcsec : float
         Size of the correction the fit applied at the centre of the footprint.
     n_reference : int
@@ -155,6 +157,8 @@ class FitStatistics:
     failure: str = ""
     n_matches: int = 0
     rms_mas: float = math.nan
+    rms_ra_mas: float = math.nan
+    rms_dec_mas: float = math.nan
     radial_offset_arcsec: float = math.nan
     n_reference: int = 0
     expected_rms_mas: float | None = None

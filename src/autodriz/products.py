@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -133,27 +134,28 @@ def _hdrname(original: Path, wcsname: str) -> str:
 
 def _fit_primary_keywords(candidate: Candidate) -> dict[str, tuple[Any, str]]:
     """Keywords drizzlepac puts in the primary header of a fit's headerlet (CATALOG, FIT_RMS)."""
-    if candidate.kind != "aposteriori":
+    score = candidate.score
+    if candidate.kind != "aposteriori" or score is None:
         return {}
     out: dict[str, tuple[Any, str]] = {}
-    catalog = (candidate.details.get("catalog") or {}).get("catalog")
-    if catalog:
-        out["CATALOG"] = (str(catalog), "reference catalog of the a posteriori fit")
-    stats = candidate.details.get("statistics") or {}
+    if score.catalog:
+        out["CATALOG"] = (score.catalog, "reference catalog of the a posteriori fit")
+    stats = score.statistics
+    # The precision the report shows them at (µas per axis, 0.1 µas for the total).
     for key, value, comment in (
-        ("RMS_RA", candidate.details.get("rms_ra_mas"), "RMS in RA of the WCS fit (mas)"),
-        ("RMS_DEC", candidate.details.get("rms_dec_mas"), "RMS in Dec of the WCS fit (mas)"),
-        ("NMATCH", stats.get("n_matches"), "number of matched sources in the fit"),
-        ("FIT_RMS", stats.get("rms_mas"), "RMS (mas) of the 2D fit of the headerlet solution"),
+        ("RMS_RA", round(stats.rms_ra_mas, 3), "RMS in RA of the WCS fit (mas)"),
+        ("RMS_DEC", round(stats.rms_dec_mas, 3), "RMS in Dec of the WCS fit (mas)"),
+        ("NMATCH", stats.n_matches, "number of matched sources in the fit"),
+        ("FIT_RMS", round(stats.rms_mas, 4), "RMS (mas) of the 2D fit of the headerlet solution"),
     ):
-        if value is not None:
+        if math.isfinite(value):
             out[key] = (int(value) if key == "NMATCH" else float(value), comment)
     return out
 
 
 def unfitted_wcsnames(candidate: Candidate) -> dict[str, str]:
     """Original (as str) → WCSNAME of the exposures a fit candidate carries but did not fit."""
-    return dict(candidate.details.get("unfitted_wcsname") or {})
+    return dict(candidate.unfitted_wcsnames)
 
 
 def wcs_update_job(
@@ -185,7 +187,7 @@ def wcs_update_job(
                 "solved": str(o.copies[original]),
                 "wcsname": o.wcsname,
                 # Only a fit has a geometry to tell two fits of one WCSNAME apart.
-                "geometry": str(o.details.get("geometry") or "") if o.kind == "aposteriori" else "",
+                "geometry": o.score.geometry if o.kind == "aposteriori" and o.score is not None else "",
                 "descrip": f"autodriz {o.kind} candidate: {o.source}"[:68],
                 "primary_keywords": _fit_primary_keywords(o),
             }

@@ -317,7 +317,9 @@ def build_report(
     entries = tuple(
         CandidateRecord(
             name=c.name, kind=c.kind, wcsname=c.wcsname, source=c.source, quality=c.quality,
-            details=c.details, notes=tuple(c.notes), verification=verifications.get(c.name),
+            # The typed facts a strategy sets besides its details are shown with them.
+            details={**c.details, **({"unfitted_wcsname": dict(c.unfitted_wcsnames)} if c.unfitted_wcsnames else {})},
+            notes=tuple(c.notes), verification=verifications.get(c.name),
             verdict=v.status if (v := verdict_by_name.get(c.name)) else "pruned",
             reason=v.reason if v else "",
         )

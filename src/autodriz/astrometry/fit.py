@@ -441,6 +441,8 @@ def absolute_fit(
         succeeded=True,
         n_matches=resid.n_matches,
         rms_mas=resid.rms_mas,
+        rms_ra_mas=resid.rms_ra_mas,
+        rms_dec_mas=resid.rms_dec_mas,
         radial_offset_arcsec=radial_offset_arcsec(exposures, start_wcs, new_wcs),
         mag_correlation=mag_r,
         exposure_offsets_mas=offsets,
@@ -448,8 +450,6 @@ def absolute_fit(
         **base_stats,
     )
     details.update({
-        "rms_ra_mas": round(resid.rms_ra_mas, 3) if math.isfinite(resid.rms_ra_mas) else None,
-        "rms_dec_mas": round(resid.rms_dec_mas, 3) if math.isfinite(resid.rms_dec_mas) else None,
         "per_exposure": resid.per_exposure,
         "match_radius_arcsec": round(radius, 4),
         "residuals": resid.vectors,

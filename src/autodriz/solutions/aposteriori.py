@@ -28,6 +28,7 @@ the fits and restored after).
 
 from __future__ import annotations
 
+import math
 import logging
 import time
 from collections.abc import Mapping
@@ -285,14 +286,11 @@ def _materialise(
     folder, origin, passengers = visit.top / name, visit.origin, visit.passengers
     prepare_workdir(folder)
     originals = [p for e in visit.exposures for p in e.originals] + list(passengers)
-    if passengers:
-        # What the delivered file of an unfitted exposure is named after (autodriz.products).
-        details = {**details, "unfitted_wcsname": {str(p): origin.wcsname for p in passengers}}
     copies = copy_exposures([origin.copies[p] for p in originals], folder)
     by_original = {orig: copies[origin.copies[orig]] for orig in originals}
     kind_text = "relatively aligned to" if score.mode == "REL" else "aligned image by image to"
     keywords = solution_keywords(
-        stats.n_matches, float(details.get("rms_ra_mas") or 0.0), float(details.get("rms_dec_mas") or 0.0),
+        stats.n_matches, _mas_keyword(stats.rms_ra_mas), _mas_keyword(stats.rms_dec_mas),
         stats.geometry, f"a posteriori solution {kind_text} {catalog.name.upper()}",
     )
     # FLT and FLC of an exposure get the same WCS, chip by chip (EXTVER).
@@ -313,7 +311,14 @@ def _materialise(
         name=name, wcsname=wcsname, workdir=folder, copies=by_original, updated=True, notes=notes,
         source=f"tweakwcs {stats.geometry} fit ({how}) to {catalog.name} from {catalog.origin}",
         kind="aposteriori", quality=quality, details=details, score=score,
+        # What the delivered file of an unfitted exposure is named after (autodriz.products).
+        unfitted_wcsnames={str(p): origin.wcsname for p in passengers},
     )
+
+
+def _mas_keyword(value: float) -> float:
+    """A fit's RMS as its header keywords carry it: to the µas, 0 when there is none."""
+    return round(value, 3) if math.isfinite(value) else 0.0
 
 
 class AposterioriStrategy:

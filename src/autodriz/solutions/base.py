@@ -60,6 +60,10 @@ class Candidate:
     score : FitScore or None
         An a posteriori fit's typed score (quality, statistics, catalog, mode): what
         :mod:`autodriz.select` reads. None for candidates that are not fits.
+    unfitted_wcsnames : mapping
+        Original (as str) → WCSNAME, for exposures the candidate carries but did not fit (left
+        out by :mod:`autodriz.screening`): they keep, and are delivered under, the WCS the fit
+        started from.
     """
 
     name: str
@@ -73,6 +77,7 @@ class Candidate:
     quality: int = -1
     details: Mapping[str, Any] = field(default_factory=dict)
     score: FitScore | None = None
+    unfitted_wcsnames: Mapping[str, str] = field(default_factory=dict)
 
 
 def prepare_workdir(path: Path) -> Path:
