@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.wcs import WCS
 from matplotlib.path import Path as PolygonPath
 
@@ -64,3 +65,25 @@ def test_sregion_text_is_drizzlepacs_format_closed_polygons():
     coords = np.array(parts[0].split(), dtype=float).reshape(-1, 2)
     assert len(coords) == 5 and np.allclose(coords[0], coords[-1])
     assert np.allclose(coords[:4], wcs.all_pix2world(square, 0))
+
+
+def test_exposure_sregion_is_drizzlepacs_compute_sregion_on_a_real_flt(shared_data, tmp_path):
+    # The WCS update writes S_REGION of each chip itself (drizzlepac's compute_sregion insists on
+    # a file opened in update mode): the text must be drizzlepac's, to the digit, SIP included.
+    import gzip
+    import shutil
+
+    from drizzlepac.haputils import processing_utils
+
+    from autodriz.delivery import exposure_sregion
+
+    flt = tmp_path / "ib6o23rtq_flt.fits"
+    with gzip.open(shared_data / "real" / "wfc3ir_goodss" / "ib6o23rtq_flt.fits.gz") as src, flt.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    with fits.open(flt) as hdul:
+        ours = exposure_sregion(hdul, 1)
+    with fits.open(flt, mode="update") as hdul:
+        processing_utils.compute_sregion(hdul)
+    theirs = fits.getheader(flt, ("SCI", 1)).cards["S_REGION"]
+    assert ours.startswith("POLYGON ICRS ") and len(ours.split()) == 2 + 2 * 5
+    assert fits.Card("S_REGION", ours).image == theirs.image  # the card as written, CONTINUEs included

@@ -23,8 +23,20 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
+from astropy.io import fits
 
 from autodriz import failpoints
+
+
+class _InMemoryHDUList(fits.HDUList):
+    """HDUs edited in memory and written out once: stwcs's flushes are no-ops.
+
+    stwcs edits an HDUList in place and flushes it after each step; it accepts one that no file
+    backs (its ``fileinfo`` is None) as it accepts one opened in update mode.
+    """
+
+    def flush(self, output_verify: str = "fix", verbose: bool = False) -> None:  # noqa: ARG002
+        return None
 
 
 def _start_writeback(paths: list[str]) -> None:
@@ -55,7 +67,6 @@ def _updatewcs(job: dict) -> dict:
         print(f"AUTODRIZ-CHILD-FILE {f}", flush=True)
         failpoints.hit("updatewcs")
         updatewcs.updatewcs([f], use_db=False, checkfiles=False)
-    from astropy.io import fits
 
     names = {}
     for f in files:
@@ -101,10 +112,15 @@ def _apply_headerlets(job: dict) -> dict:
     extension so the change can be reverted, and the other solutions the parent passes along
     are attached under WCSNAMEs no other headerlet in the file has. The parent fsyncs and
     renames the temporary files.
+
+    Each temporary file is written once: the original is opened read-only (memory-mapped,
+    copy-on-write, so the cosmic-ray flags can be merged into its DQ in memory), the headerlets
+    are applied to an in-memory HDUList of its HDUs (:class:`_InMemoryHDUList`) and that is
+    written out. A copy opened in update mode instead is rewritten whole each time stwcs grows
+    it (twice per file): ~1 s more per 170 MB file.
     """
     import shutil
 
-    from astropy.io import fits
     from stwcs.wcsutil import headerlet
 
     from autodriz.headerlets import drizzlepac_hdrname, unique_wcsnames
@@ -128,9 +144,8 @@ def _apply_headerlets(job: dict) -> dict:
         )
         _set_primary_keywords(hdrlet, item.get("primary_keywords", job.get("primary_keywords")) or {})
         failpoints.hit("update.prepare")
-        shutil.copyfile(item["original"], item["tmp"])
-        Path(item["tmp"]).chmod(0o644)
-        with fits.open(item["tmp"], mode="update") as hdul:
+        with fits.open(item["original"], mode="readonly") as original:
+            hdul = _InMemoryHDUList(list(original))
             others = list(item.get("others", ()))
             # Names the file carries anyway: its headerlets, its WCSs (the primary is archived
             # under its WCSNAME) and the winner's.
@@ -166,6 +181,8 @@ def _apply_headerlets(job: dict) -> dict:
                     hdul, Path(drizzled.get(item["solved"], item["solved"])), int(final["crbit"])
                 )
             _set_wcstypes(hdul)
+            # A leftover of an interrupted run is replaced, as a copy over it would be.
+            hdul.writeto(item["tmp"], output_verify="exception", overwrite=True)
         shutil.copymode(item["original"], item["tmp"])
         with fits.open(item["tmp"]) as hdul:
             names_now = {str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"}
@@ -195,7 +212,6 @@ def _set_primary_keywords(hlet, keywords: dict) -> None:
 
 def _copy_fit_keywords(hdul, solved: str, keywords) -> None:
     """The winner's fit keywords from its working copy's SCI headers into the original's."""
-    from astropy.io import fits
 
     if not keywords:
         return
@@ -214,13 +230,10 @@ def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int) -> int:
 
     The ``crbit`` flags of the drizzled copy's DQ (cleared by ``resetbits``, set by the
     cosmic-ray step), ``DRIZCORR = 'COMPLETE'`` as runastrodriz sets it, and ``S_REGION`` of
-    each chip from its new primary WCS (drizzlepac's ``compute_sregion``). Returns the number
-    of flagged pixels.
+    each chip from its new primary WCS (as drizzlepac's ``compute_sregion`` writes it). Returns
+    the number of flagged pixels.
     """
-    from astropy.io import fits
-    from drizzlepac.haputils import processing_utils
-
-    from autodriz.delivery import merge_cr_flags
+    from autodriz.delivery import exposure_sregion, merge_cr_flags
 
     flagged = 0
     with fits.open(drizzled) as copy:
@@ -231,7 +244,9 @@ def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int) -> int:
             hdu.data = merge_cr_flags(hdu.data, copy[key].data, crbit)
             flagged += int(np.count_nonzero(hdu.data & crbit))
     hdul[0].header["DRIZCORR"] = "COMPLETE"
-    processing_utils.compute_sregion(hdul)
+    for hdu in hdul:
+        if hdu.name == "SCI":
+            hdu.header["S_REGION"] = exposure_sregion(hdul, int(hdu.header.get("EXTVER", 1)))
     return flagged
 
 
@@ -268,7 +283,6 @@ def _apply_apriori(job: dict) -> dict:
     DISTNAME that differs only in those files still gives a self-consistent WCS; the parent has
     already required the same IDCTAB.
     """
-    from astropy.io import fits
     from stwcs.wcsutil import headerlet
 
     done, errors = {}, {}

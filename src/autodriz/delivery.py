@@ -129,3 +129,18 @@ def add_sregion(product: Path) -> str | None:
         sci.header["S_REGION"] = (value, "spatial footprint")
     logger.info("%s: S_REGION with %d polygon(s) around the WHT > 0 area", product.name, len(polygons))
     return value
+
+
+def exposure_sregion(hdul: fits.HDUList, extver: int) -> str:
+    """``S_REGION`` of one SCI chip of an FLT/FLC, as drizzlepac's ``compute_sregion`` writes it.
+
+    The chip's corners (pixel centres) through its whole primary WCS (SIP and lookup tables
+    included), in stwcs's ``calc_footprint(center=True)`` order, closed by the first corner.
+    Written here rather than by calling ``compute_sregion``, which insists on a file opened in
+    update mode, while the WCS update builds each delivered file in memory.
+    """
+    from stwcs.wcsutil import HSTWCS
+
+    corners = HSTWCS(hdul, ext=("SCI", extver)).calc_footprint(center=True)
+    # drizzlepac formats each number with '{}' (str of the float64): the same text, to the digit.
+    return "POLYGON ICRS " + "".join(f"{ra} {dec} " for ra, dec in (*corners, corners[0]))
