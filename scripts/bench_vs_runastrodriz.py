@@ -399,7 +399,7 @@ class Dataset:
 
 
 def make_sim(base: Path, full: bool, seed: int, smoke: bool = False) -> Dataset:
-    from autodriz.cli import DEMO_DISTORTION_RESIDUAL_MAS, DEMO_RELATIVE_ERROR_MAS, DEMO_RELATIVE_ROTATION_ARCSEC
+    from autodriz.cli.simulate import DEMO_DISTORTION_RESIDUAL_MAS, DEMO_RELATIVE_ERROR_MAS, DEMO_RELATIVE_ROTATION_ARCSEC
     from autodriz.simulate import SimulationConfig, simulate_visit
 
     n, shape = (2, (256, 512)) if smoke else ((4, (2048, 4096)) if full else (3, (1024, 2048)))

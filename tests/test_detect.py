@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
+from autodriz.chipdetection import ChipJob, detect_chips
 from autodriz.detect import (
     SOURCE_COLUMNS,
-    ChipJob,
     DetectionParams,
     _dao_find,
     confirm_across_exposures,
-    detect_chips,
     detect_sources,
 )
 

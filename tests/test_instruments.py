@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from autodriz.cli import _cli_settings, build_parser
+from autodriz.cli import build_parser
+from autodriz.cli.common import cli_settings
 from autodriz.config import ENVIRONMENT_VARIABLES, SETTING_NAMES, Settings, astrodrizzle_defaults
 from autodriz.errors import ConfigError, InputError, WCSStageError, WFPC2UnsupportedError
 from autodriz.inputs import resolve_input
@@ -73,7 +74,7 @@ def test_settings_environment_and_flags_have_one_folder_per_prefix():
     env = {name for name, _ in ENVIRONMENT_VARIABLES}
     assert all({p, f"AUTODRIZ_{p.upper()}"} <= env for p in prefixes)
     args = build_parser().parse_args(["x_flt.fits", "--uref", "/refs/wfpc2"])
-    assert _cli_settings(args)["uref"] == Path("/refs/wfpc2")
+    assert cli_settings(args)["uref"] == Path("/refs/wfpc2")
     settings = Settings(jref=Path("/a"), uref=Path("/c"))
     assert reference_folders(settings) == {"jref": Path("/a"), "iref": None, "uref": Path("/c")}
 
@@ -100,7 +101,7 @@ def test_a_toy_instrument_is_one_registry_record(tmp_path):
     # cli: the toy's reference-file prefix is a flag.
     parser = build_parser(toy_registry)
     args = parser.parse_args([str(flt), "--tref", str(tmp_path)])
-    assert _cli_settings(args, toy_registry)["tref"] == tmp_path
+    assert cli_settings(args, toy_registry)["tref"] == tmp_path
     assert "--tref" in parser.format_help() and "TOY reference files" in parser.format_help()
     with pytest.raises(SystemExit):
         build_parser().parse_args([str(flt), "--tref", str(tmp_path)])

@@ -97,7 +97,7 @@ def test_f140w_with_header_wcs_makes_a_drz(shared_data, tmp_path, empty_iref, ca
         assert sum(outcome in l for l in lines) == 1, outcome
     assert "AUTODRIZ-STAGE" not in console.err and "asking VizieR" not in console.err
     assert re.search(r" INFO +autodriz\.catalogs(\.\w+)?: asking VizieR \S+ for GAIAeDR3", trailer)
-    assert re.search(r" INFO +autodriz\.pipeline: candidate aposteriori-REL-GAIAeDR3 pruned before drizzling", trailer)
+    assert re.search(r" INFO +autodriz\.choosing: candidate aposteriori-REL-GAIAeDR3 pruned before drizzling", trailer)
 
 
 def test_g141_grism_gets_no_aposteriori_fit(shared_data, tmp_path, empty_iref):

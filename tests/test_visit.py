@@ -614,10 +614,10 @@ def test_visit_command_refuses_bad_input_with_the_usual_exit_codes(tmp_path, cap
 def test_visit_command_refuses_a_folder_it_cannot_write(tmp_path, monkeypatch, capsys):
     import errno
 
-    from autodriz import cli
+    from autodriz.cli import common
 
     folder = tmp_path / "ro"
     folder.mkdir()
-    monkeypatch.setattr(cli, "_probe_writable", lambda path: OSError(errno.EROFS, "Read-only file system"))
+    monkeypatch.setattr(common, "probe_writable", lambda path: OSError(errno.EROFS, "Read-only file system"))
     assert main(["visit", str(folder)]) == ExitCode.INPUT_ERROR
     assert f"visit folder {folder} is not writable (Read-only file system)" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from astropy.io import fits
 
 from autodriz import __version__
 from autodriz.astrometry.sources import start_background_detection
+from autodriz.choosing import aposteriori_start, remove_failed_workdirs, remove_workdirs, select_candidate
 from autodriz.config import Settings, astrodrizzle_defaults
 from autodriz.drizzle import FORCED_PARAMETERS, run_final_drizzles
 from autodriz.errors import AutodrizError, UpdateError
@@ -56,21 +57,13 @@ from autodriz.report import (
     weight_map_check,
     write_html,
 )
-from autodriz.select import (
-    Selection,
-    Verdict,
-    choose,
-    is_default_only,
-    rank_candidates,
-    rejected_candidates,
-    verification_order,
-)
+from autodriz.runresult import RunResult, summary_lines
+from autodriz.select import is_default_only, rejected_candidates
 from autodriz.solutions.aposteriori import AposterioriStrategy
 from autodriz.solutions.apriori import AprioriStrategy
 from autodriz.solutions.base import Candidate, RunContext, Strategy, remove_workdir
 from autodriz.solutions.default import DefaultStrategy, reference_folders
-from autodriz.verify import PASS, VerificationResult
-from autodriz.verifydriz import verify_candidate
+from autodriz.verify import VerificationResult
 
 logger = logging.getLogger(__name__)
 
@@ -81,54 +74,6 @@ logger = logging.getLogger(__name__)
 STRATEGIES: tuple[Strategy, ...] = (DefaultStrategy(), AprioriStrategy(), AposterioriStrategy())
 
 _SUFFIXES = ("_asn", "_raw", "_flt", "_flc", "_c0m", "_c0f", "_c1m", "_c1f", "_d0m", "_d0f")
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """The outcome of processing one dataset."""
-
-    exit_code: ExitCode
-    message: str
-    root: str
-    products: tuple[Path, ...] = ()
-    wcsname: str | None = None
-    updated_inputs: tuple[Path, ...] = ()
-    trailer: Path | None = None
-    report: Path | None = None
-    seconds: float = 0.0
-    notes: tuple[str, ...] = field(default_factory=tuple)
-    #: One line per candidate: its verdict and why (for the command's stdout summary).
-    summary: tuple[str, ...] = field(default_factory=tuple)
-
-
-#: Longest reason in a console summary line; the trailer and the report keep the whole text.
-SUMMARY_REASON_CHARS = 120
-
-
-def _shorten(text: str, limit: int = SUMMARY_REASON_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def summary_lines(verdicts: Sequence[Verdict], limit: int = SUMMARY_REASON_CHARS) -> tuple[str, ...]:
-    """One short console line per candidate; candidates that failed for the same reason share one.
-
-    Five catalogs skipped because one service is unreachable are one fact, not five lines: the
-    a posteriori candidates whose reasons differ only by their catalog's name (and by "not asked
-    again") are grouped as ``aposteriori-REL-GAIAeDR3, -GAIADR3 …``. The trailer and the report
-    keep every reason whole.
-    """
-    groups: dict[tuple[str, str, str], list[Verdict]] = {}
-    for v in verdicts:
-        catalog = v.name.rsplit("-", 1)[-1] if v.name.startswith("aposteriori-") and v.status != "chosen" else ""
-        reason = v.reason.replace("catalog service not asked again: ", "")
-        key = (v.status, v.wcsname or "-", reason.replace(catalog, "{catalog}") if catalog else v.name + reason)
-        groups.setdefault(key, []).append(v)
-    lines = []
-    for (status, wcsname, _), members in groups.items():
-        first = members[0]
-        names = first.name + "".join(", -" + m.name.rsplit("-", 1)[-1] for m in members[1:])
-        lines.append(f"{status:>6}  {names} ({wcsname}): {_shorten(first.reason, limit)}")
-    return tuple(lines)
 
 
 def guess_root(path: Path) -> str:
@@ -180,98 +125,6 @@ def _alignment_plan(
         if plan.skipped is not None:
             skipped[strategy.folder] = plan.skipped
     return lines, skipped
-
-
-def _verify_until_pass(
-    order: tuple[Candidate, ...],
-    dataset: Dataset,
-    settings: Settings,
-    verifications: dict[str, VerificationResult],
-) -> Candidate | None:
-    """Verify candidates in rank order until one passes; return it (None when none did).
-
-    A candidate verified earlier in the run (an a priori solution checked before the a
-    posteriori stage) is not drizzled again. Verification drizzles (in memory, the lightweight
-    ``drizzle`` library) cost a fraction of an AstroDrizzle run each; stopping at the first pass
-    keeps that to what the choice needs.
-    """
-    for candidate in order:
-        if candidate.name not in verifications:
-            verifications[candidate.name] = verify_candidate(candidate, dataset, settings=settings)
-        if verifications[candidate.name].status == PASS:
-            return candidate
-    return None
-
-
-def _aposteriori_start(
-    candidates: Sequence[Candidate],
-    dataset: Dataset,
-    settings: Settings,
-    verifications: dict[str, VerificationResult],
-) -> Candidate | None:
-    """The best a priori solution that the images verify: where the a posteriori fits start."""
-    apriori = [c for c in candidates if c.kind in ("default", "apriori")]
-    if not settings.verify or len(apriori) < 2:
-        return None
-    ranking = rank_candidates(apriori, max_fit_rms_mas=settings.max_fit_rms_mas)
-    best = _verify_until_pass(verification_order(ranking), dataset, settings, verifications)
-    if best is None:
-        logger.info("no a priori solution verified: the a posteriori fits start from the pipeline default")
-    return best
-
-
-def _select(
-    candidates: Sequence[Candidate],
-    dataset: Dataset,
-    settings: Settings,
-    verifications: dict[str, VerificationResult],
-) -> Selection:
-    """Rank, verify in rank order until one passes, choose; log every verdict at INFO."""
-    ranking = rank_candidates(candidates, max_fit_rms_mas=settings.max_fit_rms_mas)
-    for name, why in ranking.pruned.items():
-        logger.info("candidate %s pruned before drizzling: %s", name, why)
-    for test in ranking.geometry_tests:
-        logger.info("fit geometry for %s (%s): %s", test.catalog, test.mode, test.reason)
-    if settings.verify:
-        _verify_until_pass(verification_order(ranking), dataset, settings, verifications)
-    else:
-        logger.info("verification off (%s): the best-ranked candidate wins on its fit statistics",
-                    settings.provenance.get("verify", "settings"))
-    selection = choose(ranking, verifications, require_verification=settings.verify)
-    for v in selection.verdicts:
-        logger.info("candidate %s (%s): %s: %s", v.name, v.wcsname or "-", v.status, v.reason)
-    logger.info("chosen WCS: %s (%s): %s", selection.winner.wcsname, selection.winner.name, selection.reason,
-                extra=CONSOLE)
-    return selection
-
-
-def _remove_workdirs(workdirs: Sequence[Path]) -> None:
-    """Delete the run's working folders (in a thread: unlinking releases the GIL)."""
-    for wd in workdirs:
-        try:
-            remove_workdir(wd)
-        except OSError as exc:  # the products are out; a folder left behind is worth a word only
-            logger.warning("could not remove the working folder %s: %s", wd, exc)
-
-
-def _remove_failed_workdirs(
-    candidates: Sequence[Candidate], selection: Selection, verifications: Mapping[str, VerificationResult]
-) -> None:
-    """Delete the folders of candidates that were pruned or failed verification.
-
-    Only a candidate's own folder (one holding its copies) goes; a folder shared with, or
-    holding the folder of, a candidate that did not fail (or the default's) is kept.
-    """
-    failed = rejected_candidates(selection, verifications)
-    needed = [c.workdir.resolve() for c in candidates if c.name not in failed or c is selection.winner]
-    for c in candidates:
-        wd = c.workdir.resolve()
-        if (
-            c.name in failed and c is not selection.winner and c.copies and wd.is_dir()
-            and not any(n == wd or n.is_relative_to(wd) for n in needed)
-        ):
-            remove_workdir(wd)
-            logger.info("removed the working folder of failed candidate %s: %s", c.name, wd)
 
 
 def process(
@@ -425,7 +278,7 @@ def _process_dataset(
     def verified_start() -> Candidate | None:
         # Verified once, when a strategy first asks: a run whose fits are off verifies nothing early.
         if not starts:
-            starts.append(_aposteriori_start(ctx.candidates, dataset, settings, verifications))
+            starts.append(aposteriori_start(ctx.candidates, dataset, settings, verifications))
         return starts[0]
 
     ctx = RunContext(dataset, settings, output_dir, tuple(originals), verified_start=verified_start, detected=early)
@@ -456,7 +309,7 @@ def _process_dataset(
     alignment_requested = any(s.folder not in skipped_stages for s in alignment)
 
     with stage(logger, "select", timings):
-        selection = _select(candidates, dataset, settings, verifications)
+        selection = select_candidate(candidates, dataset, settings, verifications)
         winner, why = selection.winner, selection.reason
 
     defaults = astrodrizzle_defaults(dataset.instrument_key, len(dataset.exposures))
@@ -526,7 +379,7 @@ def _process_dataset(
         discard_temps(temps)
     # Their headerlets now travel with the inputs; what is left of a candidate that failed is
     # noise even for someone debugging with --keep-workdirs.
-    _remove_failed_workdirs(candidates, selection, verifications)
+    remove_failed_workdirs(candidates, selection, verifications)
 
     outputs = [*(run.product.name for run in runs), f"{root}_report.json", f"{root}_report.html"]
     # The inputs are final: with >= 2 cores their fingerprints (reads and SHA-256, GIL-free) are
@@ -542,7 +395,7 @@ def _process_dataset(
         if not settings.keep_workdirs and background is not None:
             # Published (hard links): the working folders (GBs of copies and AstroDrizzle
             # intermediates) go while the report is written; the run waits for it before it ends.
-            remover = threading.Thread(target=_remove_workdirs, args=(list(workdirs),), name="autodriz-rmtree")
+            remover = threading.Thread(target=remove_workdirs, args=(list(workdirs),), name="autodriz-rmtree")
             remover.start()
             background.callback(remover.join)
         qa = {}

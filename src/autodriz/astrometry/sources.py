@@ -22,7 +22,8 @@ from autodriz import catalogs as catmod
 from autodriz.astrometry.chips import Chip, ExposureSources, pixel_scale_arcsec
 from autodriz.astrometry.config import load_aposteriori_config
 from autodriz.config import Settings
-from autodriz.detect import BackgroundDetection, ChipJob, DetectionParams, detect_chips
+from autodriz.chipdetection import BackgroundDetection, ChipJob, detect_chips
+from autodriz.detect import DetectionParams
 from autodriz.errors import ConfigError
 from autodriz.hstio import chip_shape, chip_wcs, sci_extensions
 from autodriz.inputs import Dataset

@@ -1,6 +1,6 @@
 """``autodriz batch`` on the command line: its flags, its exit table and the command itself.
 
-The parser lives in cli.py with the other commands; these add the batch's own flags to it.
+The parser lives in autodriz.cli.batch with the other commands; these add the batch's own flags to it.
 """
 
 from __future__ import annotations

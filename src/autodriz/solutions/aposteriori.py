@@ -44,7 +44,7 @@ from autodriz.astrometry.config import AposterioriConfig, load_aposteriori_confi
 from autodriz.astrometry.fit import Alignment, FitOutcome, align_exposures, fit_catalog
 from autodriz.astrometry.sources import footprint, load_exposures, prefilter_reference
 from autodriz.config import Settings
-from autodriz.detect import BackgroundDetection
+from autodriz.chipdetection import BackgroundDetection
 from autodriz.fitquality import FAILED, NOT_ATTEMPTED, QUALITY_MEANING, FitScore
 from autodriz.hstio import solution_keywords, write_sci_wcs
 from autodriz.inputs import Dataset

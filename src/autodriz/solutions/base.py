@@ -20,7 +20,7 @@ from autodriz.fitquality import FitScore
 
 if TYPE_CHECKING:
     from autodriz.config import Settings
-    from autodriz.detect import BackgroundDetection
+    from autodriz.chipdetection import BackgroundDetection
     from autodriz.inputs import Dataset
 
 logger = logging.getLogger(__name__)
