@@ -64,7 +64,7 @@ def iref(shared_data, tmp_path) -> Path:
     return rebuild_wfc3ir_idctab(shared_data, tmp_path / "iref").parent
 
 
-def test_round_trip_reproduces_the_archived_idc_wcs_within_1_mas(shared_data, tmp_path, iref, monkeypatch):
+def test_round_trip_reproduces_the_archived_idc_wcs_to_1e_5_mas(shared_data, tmp_path, iref, monkeypatch):
     from stwcs import updatewcs
 
     flt = copy_decompressed(shared_data / "real" / "headers" / "sample_ipppssoot_flt.fits.gz", tmp_path / "rt")
@@ -94,7 +94,7 @@ def test_round_trip_reproduces_the_archived_idc_wcs_within_1_mas(shared_data, tm
     ra, dec = got.all_pix2world(x, y, 1)
     ra0, dec0 = WCS(expected).all_pix2world(x, y, 1)
     sep = SkyCoord(ra, dec, unit="deg").separation(SkyCoord(ra0, dec0, unit="deg")).to_value("mas")
-    assert sep.max() < 1.0
+    assert sep.max() < 2e-5  # README: "< 1e-5 mas over the detector"
 
 
 def test_rows_follow_the_sip_relation_and_filters_are_selected(shared_data, iref):
@@ -220,7 +220,7 @@ def test_exposures_at_the_reference_wcs_agree_with_a_catalog_of_two_others(share
 def test_f140w_two_exposures_align_to_a_catalog_of_the_other_two(shared_data, tmp_path, iref, goodss_pair_catalog):
     """Real pixels, real distortion (rebuilt), real reference: two F140W exposures placed at
     grizli's WCS make the catalog; the other two, from their pipeline-default WCS (406-437 mas
-    off), are aligned to it and must land within 30 mas (median) of grizli's WCS (issue 25)."""
+    off), are aligned to it and land within 15 mas (median) of grizli's WCS (issue 25 asked 30)."""
     from autodriz.asn import write_asn_table
     from autodriz.cli import main
     from autodriz.exitcodes import ExitCode
@@ -242,8 +242,8 @@ def test_f140w_two_exposures_align_to_a_catalog_of_the_other_two(shared_data, tm
         assert fits.getheader(work / f"{r}_flt.fits", ("SCI", 1))["WCSNAME"] == "IDC_w3m18525i-FIT_REL_IB6O23920"
     totals = [offset_from_reference_mas(work / f"{r}_flt.fits", rows[r])[2] for r in names]
     print(f"\nF140W vs grizli at (507,507): before {before} mas, after {totals} mas")
-    # The issue asks for ≤ 30 mas (median) and ≤ 50 (each); measured 4.7 and 10.4 mas, and the
-    # README quotes them, so the bounds are within 2× of what is claimed.
+    # The issue asks for ≤ 30 mas (median) and ≤ 50 (each); the README quotes the measured 13.1
+    # and 4.5 mas, so the bounds are within 2× of what is claimed.
     assert np.median(totals) <= 15.0 and max(totals) <= 20.0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 
@@ -498,7 +499,7 @@ def test_wfc3_ir_visit_fit_is_not_pulled_by_duplicate_copies(tmp_path):
     groups = chosen["details"]["group_sources"]
     assert groups["one_copy_per_star"] < 0.7 * groups["detected"]  # duplicates were really removed
     err = visit_error(list(visit.flt_paths), load_truth(visit.truth_path))
-    assert abs(err.mean_dx_mas) < 0.2 and abs(err.mean_dy_mas) < 0.2, err
+    assert math.hypot(err.mean_dx_mas, err.mean_dy_mas) < 0.2, err  # README: mean offset under 0.1 mas
     assert err.rms_mas < 1.6, err
 
 
@@ -524,4 +525,4 @@ def test_wfc3_uvis_visit_aligns_to_the_truth(tmp_path):
     chosen = next(c for c in report["candidates"] if c["verdict"] == "chosen")
     assert chosen["kind"] == "aposteriori" and chosen["wcsname"].startswith("IDC_2731450pi-FIT_")
     err = visit_error(list(visit.flt_paths), truth)
-    assert err.rms_mas < 0.8, err
+    assert err.rms_mas < 0.8 and err.max_mas < 1.2, err  # README: 0.42 rms, 0.61 max

@@ -49,12 +49,15 @@ def test_a_registered_crowded_visit_passes(crowded):
     assert max(s.offset_px for s in res.similarity) < 0.05
 
 
-@pytest.mark.parametrize(("shift_px", "status"), [(0.5, "fail"), (0.2, "fail"), (0.08, "pass")])
+@pytest.mark.parametrize(("shift_px", "status"), [(0.5, "fail"), (0.25, "fail"), (0.2, "fail"), (0.08, "pass")])
 def test_a_shifted_exposure_is_measured_at_its_size(crowded, shift_px, status):
-    # 0.2 px = 10 mas is the size of v010's real relative error; 0.08 px is within the limit.
+    # 0.2 px = 10 mas is the size of v010's real relative error; 0.08 px is within the limit;
+    # README: "a 0.25 px error measures 0.25 px".
     moved = [crowded[0], perturb_exposure(crowded[1], shift_mas=(shift_px * ACS_SCALE_MAS * 0.6,
                                                                  -shift_px * ACS_SCALE_MAS * 0.8))]
     res = verify_exposures(moved, load_thresholds("ACS/WFC"))
     assert res.status == status, res.reason
+    # Measured within 0.002 px of the shift; docs/verification.md: "to 0.004 px" on the campaign's
+    # crowded visits.
     for s in res.similarity:
-        assert s.offset_px == pytest.approx(shift_px, abs=0.03)
+        assert s.offset_px == pytest.approx(shift_px, abs=0.008)
