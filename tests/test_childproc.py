@@ -34,3 +34,30 @@ def test_timeout_is_said_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ChildError) as failure:
         run_child({"task": "updatewcs", "files": []}, cwd=tmp_path, timeout=0.01)
     assert failure.value.error_line == "timed out after 0.01 s"
+
+
+def test_a_warm_child_gets_the_folder_and_environment_of_its_call(tmp_path: Path) -> None:
+    # The server is started before the reference folder is known, as in a run: a child forked
+    # from it must still find jref$ files (environment of the call) and its job's files by
+    # their bare names (working directory of the call), and do what a fresh interpreter does.
+    from astropy.io import fits
+
+    from autodriz.childproc import reference_env, start_warm_server
+    from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
+
+    start_warm_server()
+    visit = simulate_visit(tmp_path / "v", SimulationConfig(n_exposures=1, chip_shape=(64, 128), n_stars=10,
+                                                            write_flc=False, seed=5, **EXACT_WORLD))
+    headers = {}
+    for warm in (True, False):
+        folder = tmp_path / f"warm{warm}"
+        folder.mkdir()
+        copy = folder / visit.flt_paths[0].name
+        copy.write_bytes(visit.flt_paths[0].read_bytes())
+        result = run_child({"task": "updatewcs", "files": [copy.name]}, cwd=folder,
+                           env=reference_env({"jref": visit.jref_dir}), timeout=300, warm=warm)
+        assert result.log_path == folder / "updatewcs.log"
+        headers[warm] = fits.getheader(copy, ("SCI", 1))
+    assert headers[True]["WCSNAME"] == headers[False]["WCSNAME"] != fits.getheader(visit.flt_paths[0], ("SCI", 1)).get("WCSNAME")
+    for key in ("CRVAL1", "CRVAL2", "CD1_1", "CD2_2", "A_2_0", "B_0_2", "IDCSCALE"):
+        assert headers[True][key] == headers[False][key], key

@@ -3,7 +3,9 @@
 AstroDrizzle writes into its working directory and reads reference files through environment
 variables (``jref``, ``iref``), and stwcs/drizzlepac configure logging globally. Running them in a
 child whose working directory is the candidate's folder keeps the calling process free of all
-that: no ``chdir``, no environment changes, no foreign log handlers.
+that: no ``chdir``, no environment changes, no foreign log handlers. A child is either a fresh
+interpreter (``python -m autodriz._child``) or forked from a server that has imported drizzlepac
+already (:func:`forked_main`, :mod:`autodriz.childproc`); both run :func:`main`.
 
 The job is a JSON file: ``{"task": "updatewcs" | "astrodrizzle" | "apply_headerlets", ...}``. The child prints
 ``AUTODRIZ-CHILD-RESULT <json>`` as its last line on success. A job may carry a second job under
@@ -325,6 +327,27 @@ def main(argv: list[str]) -> int:
     sys.stdout.flush()
     print("AUTODRIZ-CHILD-RESULT " + json.dumps(result), flush=True)
     return 0
+
+
+def forked_main(job_path: str, cwd: str, env: dict[str, str], log_path: str) -> None:
+    """:func:`main` in a child forked from the warm server: made what a fresh child would be.
+
+    The server's working directory, environment and standard streams are the calling process's
+    of when it started; the job's are set here, in the child, before it runs.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    code = main(["autodriz._child", job_path])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,19 @@
-"""Run stwcs/drizzlepac work in a child process (see :mod:`autodriz._child` for why)."""
+"""Run stwcs/drizzlepac work in a child process (see :mod:`autodriz._child` for why).
+
+A child is forked from a *warm* server, started by :func:`start_warm_server` at the beginning
+of a run, that has imported drizzlepac and stwcs once (:mod:`autodriz._warm`): a fresh
+interpreter spends ~5 CPU-s on those imports, and a run starts three to five children. The
+server is :mod:`multiprocessing`'s fork server (one per calling process, ended with it); a
+child forked from it gets the job's working directory, environment and log file before it
+runs (:func:`autodriz._child.forked_main`). ``warm=False`` starts a fresh interpreter instead.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -12,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from autodriz.logs import CHILD_LOGGER
 
@@ -23,6 +35,8 @@ RESULT_MARK = "AUTODRIZ-CHILD-RESULT "
 FILE_MARK = "AUTODRIZ-CHILD-FILE "
 #: The longest error line a one-line message quotes from a child's log.
 _MAX_ERROR_LINE = 240
+#: What the warm server imports before it forks children.
+WARM_PRELOAD = ("autodriz._warm",)
 
 
 class ChildError(RuntimeError):
@@ -95,6 +109,59 @@ def reference_env(folders: Mapping[str, Path | None]) -> dict[str, str]:
     return env
 
 
+def _fork_context() -> multiprocessing.context.BaseContext:
+    ctx = multiprocessing.get_context("forkserver")
+    # Global to the fork server, which is started once per process: every caller sets the same.
+    ctx.set_forkserver_preload(list(WARM_PRELOAD))
+    return ctx
+
+
+def start_warm_server() -> None:
+    """Start the server children are forked from, so that it imports while the run goes on.
+
+    Returns at once (the server imports in its own process); a child asked for before it is
+    ready waits for it, which costs no more than a fresh interpreter's imports. Calling it again
+    does nothing.
+    """
+    from multiprocessing import forkserver
+
+    _fork_context()
+    forkserver.ensure_running()
+
+
+def _kill_tree(pid: int) -> None:
+    """Kill a child and every process it started (AstroDrizzle's own workers)."""
+    try:
+        top = psutil.Process(pid)
+        procs = [*top.children(recursive=True), top]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
+def _run_forked(job_path: Path, cwd: Path, env: Mapping[str, str], log_path: Path, label: str,
+                timeout: float) -> int | None:
+    """Fork the job's child from the warm server; its exit code, or None after a timeout."""
+    from autodriz._child import forked_main
+
+    proc = _fork_context().Process(
+        target=forked_main, args=(str(job_path), str(cwd), dict(env), str(log_path)), name=f"autodriz-{label}"
+    )
+    proc.start()
+    try:
+        proc.join(timeout)
+        if proc.exitcode is None:
+            _kill_tree(proc.pid)
+            proc.join()
+            return None
+        return proc.exitcode
+    finally:
+        proc.close()
+
+
 def run_child(
     job: Mapping[str, Any],
     *,
@@ -102,6 +169,7 @@ def run_child(
     env: Mapping[str, str] | None = None,
     timeout: float = 3600.0,
     label: str | None = None,
+    warm: bool = True,
 ) -> ChildResult:
     """Run ``job`` in ``python -m autodriz._child`` with working directory ``cwd``.
 
@@ -118,6 +186,9 @@ def run_child(
         Seconds before the child is killed.
     label : str, optional
         Name for the log file (``<label>.log``); defaults to the task name.
+    warm : bool
+        Fork the child from the warm server (:func:`start_warm_server`; started here if it is
+        not running) instead of starting a fresh interpreter.
 
     Returns
     -------
@@ -142,38 +213,38 @@ def run_child(
     child_env.setdefault("MPLBACKEND", "Agg")
     t0 = time.perf_counter()
     logger.debug("child %s: starting in %s", label, cwd)
-    with open(log_path, "w", encoding="utf-8") as log:
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-m", "autodriz._child", str(job_path)],
-                cwd=cwd,
-                env=child_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-            for line in lines:
-                child_output.debug("[%s] %s", label, line)
-            raise ChildError(
-                f"{label} timed out after {timeout:g} s (log: {log_path})",
-                label=label, log_path=log_path, error_line=f"timed out after {timeout:g} s",
-                current_file=_current_file(lines),
-            ) from exc
+    if warm:
+        returncode = _run_forked(job_path, cwd, child_env, log_path, label, timeout)
+    else:
+        with open(log_path, "w", encoding="utf-8") as log:
+            try:
+                returncode = subprocess.run(
+                    [sys.executable, "-m", "autodriz._child", str(job_path)],
+                    cwd=cwd, env=child_env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False,
+                ).returncode
+            except subprocess.TimeoutExpired:
+                returncode = None
+    if returncode is None:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for line in lines:
+            child_output.debug("[%s] %s", label, line)
+        raise ChildError(
+            f"{label} timed out after {timeout:g} s (log: {log_path})",
+            label=label, log_path=log_path, error_line=f"timed out after {timeout:g} s",
+            current_file=_current_file(lines),
+        )
     seconds = time.perf_counter() - t0
     text = log_path.read_text(encoding="utf-8", errors="replace")
     lines = text.splitlines()
     for line in lines:
         child_output.debug("[%s] %s", label, line)
     result_lines = [ln for ln in lines if ln.startswith(RESULT_MARK)]
-    if proc.returncode != 0 or not result_lines:
+    if returncode != 0 or not result_lines:
         tail = "\n".join(lines[-15:])
         raise ChildError(
-            f"{label} failed (exit {proc.returncode}) after {seconds:.1f} s; log {log_path}; last lines:\n{tail}",
+            f"{label} failed (exit {returncode}) after {seconds:.1f} s; log {log_path}; last lines:\n{tail}",
             label=label, log_path=log_path, current_file=_current_file(lines),
-            error_line=_error_line(lines) if proc.returncode != 0 else "finished without a result",
+            error_line=_error_line(lines) if returncode != 0 else "finished without a result",
         )
     logger.debug("child %s: done in %.1f s", label, seconds)
     return ChildResult(task, seconds, json.loads(result_lines[-1][len(RESULT_MARK):]), log_path)

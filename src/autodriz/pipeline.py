@@ -22,6 +22,7 @@ from astropy.io import fits
 from autodriz import __version__
 from autodriz.astrometry.sources import start_background_detection
 from autodriz.choosing import aposteriori_start, remove_failed_workdirs, remove_workdirs, select_candidate
+from autodriz.childproc import start_warm_server
 from autodriz.config import Settings, astrodrizzle_defaults
 from autodriz.drizzle import FORCED_PARAMETERS, run_final_drizzles
 from autodriz.errors import AutodrizError, UpdateError
@@ -267,6 +268,9 @@ def _process_dataset(
     originals = [*dataset.flt_paths, *dataset.flc_paths]
     # Under the lock: a run killed among the final renames left backups; put them back first.
     recover_interrupted_update(originals)
+    # The children after the default stage's are forked from a server that imports drizzlepac
+    # meanwhile (autodriz.childproc), instead of each importing it anew.
+    start_warm_server()
     # Source detection reads only pixels: with >= 2 cores it runs beside the default stage's
     # child (closed, workers and all, when the run ends however it ends).
     early = start_background_detection(dataset, settings) if background is not None else None

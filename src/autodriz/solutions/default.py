@@ -184,6 +184,9 @@ def _updatewcs(
             cwd=workdir,
             env=reference_env(folders),
             timeout=timeout,
+            # A fresh interpreter: it needs stwcs only (~1 s to import), and the warm server
+            # started with the run is still importing drizzlepac (~5 s).
+            warm=False,
         )
     except ChildError as exc:
         involved = Path(exc.current_file).name if exc.current_file else ", ".join(p.name for p in copies.values())

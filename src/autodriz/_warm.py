@@ -1,0 +1,21 @@
+"""What the fork server of autodriz's child processes imports once (:mod:`autodriz.childproc`).
+
+A fresh interpreter spends ~5 CPU-s importing drizzlepac (its ``__init__`` pulls in
+runastrodriz, scikit-learn, scipy.signal …) before an AstroDrizzle run can start; every child
+forked from a server that has imported it already starts at once. Imported in that server only,
+never in the calling process.
+"""
+
+from __future__ import annotations
+
+import os
+
+# matplotlib (imported by drizzlepac) settles its backend when it is imported: headless, as the
+# children of subprocess get it from their environment (autodriz.childproc.run_child).
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import autodriz._child  # noqa: E402,F401
+import drizzlepac.astrodrizzle  # noqa: E402,F401
+import drizzlepac.updatehdr  # noqa: E402,F401
+import stwcs.updatewcs  # noqa: E402,F401
+from stwcs.wcsutil import headerlet  # noqa: E402,F401
