@@ -61,3 +61,31 @@ def test_a_warm_child_gets_the_folder_and_environment_of_its_call(tmp_path: Path
     assert headers[True]["WCSNAME"] == headers[False]["WCSNAME"] != fits.getheader(visit.flt_paths[0], ("SCI", 1)).get("WCSNAME")
     for key in ("CRVAL1", "CRVAL2", "CD1_1", "CD2_2", "A_2_0", "B_0_2", "IDCSCALE"):
         assert headers[True][key] == headers[False][key], key
+
+
+def test_a_daemonic_process_or_a_fork_of_the_server_owner_runs_fresh_children(tmp_path: Path) -> None:
+    # A test harness runs the pipeline in a forked daemonic worker after other tests started the
+    # server in the harness process: neither may fork from it (multiprocessing would refuse or
+    # fail to reach it); both must still run the child, in a fresh interpreter.
+    import multiprocessing
+
+    from autodriz.childproc import start_warm_server, warm_server_usable
+
+    start_warm_server()
+    assert warm_server_usable()
+
+    def job(folder: str, out: multiprocessing.queues.Queue) -> None:
+        try:
+            run_child({"task": "no_such_task"}, cwd=Path(folder), timeout=120)
+        except ChildError as exc:
+            out.put((warm_server_usable(), exc.error_line))
+
+    for daemon in (True, False):
+        ctx = multiprocessing.get_context("fork")
+        out = ctx.Queue()
+        proc = ctx.Process(target=job, args=(str(tmp_path / str(daemon)), out), daemon=daemon)
+        proc.start()
+        usable, line = out.get(timeout=120)
+        proc.join(60)
+        assert (usable, line) == (False, "KeyError: 'no_such_task'")
+        assert (tmp_path / str(daemon) / "no_such_task.log").is_file()

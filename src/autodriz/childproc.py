@@ -1,7 +1,7 @@
 """Run stwcs/drizzlepac work in a child process (see :mod:`autodriz._child` for why).
 
-A child is forked from a *warm* server, started by :func:`start_warm_server` at the beginning
-of a run, that has imported drizzlepac and stwcs once (:mod:`autodriz._warm`): a fresh
+A child is forked from a *warm* server, started by :func:`start_warm_server` (the pipeline
+starts it with the select stage), that has imported drizzlepac and stwcs once (:mod:`autodriz._warm`): a fresh
 interpreter spends ~5 CPU-s on those imports, and a run starts three to five children. The
 server is :mod:`multiprocessing`'s fork server (one per calling process, ended with it); a
 child forked from it gets the job's working directory, environment and log file before it
@@ -116,15 +116,39 @@ def _fork_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
+def warm_server_usable() -> bool:
+    """Whether this process can fork children from the warm server.
+
+    Not in a daemonic process (multiprocessing forbids it children, e.g. a test harness's
+    forked worker), nor in a process forked from one that started the server: the server is
+    then not this process's child, and multiprocessing cannot reach it. Those get fresh
+    interpreters.
+    """
+    from multiprocessing import forkserver
+
+    if multiprocessing.current_process().daemon:
+        return False
+    # multiprocessing keeps the server's pid privately; None until a server is started.
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid is None:
+        return True
+    try:
+        return psutil.Process(pid).ppid() == os.getpid()
+    except psutil.NoSuchProcess:
+        return False
+
+
 def start_warm_server() -> None:
     """Start the server children are forked from, so that it imports while the run goes on.
 
     Returns at once (the server imports in its own process); a child asked for before it is
     ready waits for it, which costs no more than a fresh interpreter's imports. Calling it again
-    does nothing.
+    does nothing, nor does calling it where :func:`warm_server_usable` is False.
     """
     from multiprocessing import forkserver
 
+    if not warm_server_usable():
+        return
     _fork_context()
     forkserver.ensure_running()
 
@@ -188,7 +212,8 @@ def run_child(
         Name for the log file (``<label>.log``); defaults to the task name.
     warm : bool
         Fork the child from the warm server (:func:`start_warm_server`; started here if it is
-        not running) instead of starting a fresh interpreter.
+        not running) instead of starting a fresh interpreter, where this process can
+        (:func:`warm_server_usable`).
 
     Returns
     -------
@@ -213,7 +238,7 @@ def run_child(
     child_env.setdefault("MPLBACKEND", "Agg")
     t0 = time.perf_counter()
     logger.debug("child %s: starting in %s", label, cwd)
-    if warm:
+    if warm and warm_server_usable():
         returncode = _run_forked(job_path, cwd, child_env, log_path, label, timeout)
     else:
         with open(log_path, "w", encoding="utf-8") as log:

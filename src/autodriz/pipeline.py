@@ -268,9 +268,6 @@ def _process_dataset(
     originals = [*dataset.flt_paths, *dataset.flc_paths]
     # Under the lock: a run killed among the final renames left backups; put them back first.
     recover_interrupted_update(originals)
-    # The children after the default stage's are forked from a server that imports drizzlepac
-    # meanwhile (autodriz.childproc), instead of each importing it anew.
-    start_warm_server()
     # Source detection reads only pixels: with >= 2 cores it runs beside the default stage's
     # child (closed, workers and all, when the run ends however it ends).
     early = start_background_detection(dataset, settings) if background is not None else None
@@ -312,6 +309,11 @@ def _process_dataset(
     candidates = list(ctx.candidates)
     alignment_requested = any(s.folder not in skipped_stages for s in alignment)
 
+    # The final drizzles' children are forked from a server that imports drizzlepac once
+    # (autodriz.childproc) instead of each importing it anew; it imports while verification,
+    # which leaves a core idle, runs. (Started at the run's start it slowed source detection
+    # and the default stage's updatewcs, which keep both cores busy.)
+    start_warm_server()
     with stage(logger, "select", timings):
         selection = select_candidate(candidates, dataset, settings, verifications)
         winner, why = selection.winner, selection.reason
