@@ -81,6 +81,14 @@ def _error_line(lines: list[str]) -> str:
     return "no output"
 
 
+def _log_lines(log_path: Path) -> list[str]:
+    """The child's log; none when it died before it opened it (e.g. in multiprocessing's start-up)."""
+    try:
+        return log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+
+
 def _current_file(lines: list[str]) -> str | None:
     marks = [ln[len(FILE_MARK):].strip() for ln in lines if ln.startswith(FILE_MARK)]
     return marks[-1] if marks else None
@@ -250,7 +258,7 @@ def run_child(
             except subprocess.TimeoutExpired:
                 returncode = None
     if returncode is None:
-        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = _log_lines(log_path)
         for line in lines:
             child_output.debug("[%s] %s", label, line)
         raise ChildError(
@@ -259,8 +267,7 @@ def run_child(
             current_file=_current_file(lines),
         )
     seconds = time.perf_counter() - t0
-    text = log_path.read_text(encoding="utf-8", errors="replace")
-    lines = text.splitlines()
+    lines = _log_lines(log_path)
     for line in lines:
         child_output.debug("[%s] %s", label, line)
     result_lines = [ln for ln in lines if ln.startswith(RESULT_MARK)]
