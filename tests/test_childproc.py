@@ -89,3 +89,29 @@ def test_a_daemonic_process_or_a_fork_of_the_server_owner_runs_fresh_children(tm
         proc.join(60)
         assert (usable, line) == (False, "KeyError: 'no_such_task'")
         assert (tmp_path / str(daemon) / "no_such_task.log").is_file()
+
+
+def test_an_interrupted_wait_kills_the_warm_child_and_stays_an_interrupt(tmp_path: Path, monkeypatch) -> None:
+    # Ctrl-C while a run waits for its child: the pipeline must see the KeyboardInterrupt (exit
+    # 130, "interrupted"), and the child must not go on writing into the candidate's folder.
+    import os
+    from multiprocessing.process import BaseProcess
+
+    import psutil
+
+    os.mkfifo(tmp_path / "x_flt.fits")  # opening it blocks: the child hangs until killed
+    real_join = BaseProcess.join
+    waited: list[int] = []
+
+    def interrupted_join(self, timeout=None):
+        if not waited:
+            waited.append(self.pid)
+            real_join(self, 5)  # the child is inside updatewcs by now
+            raise KeyboardInterrupt
+        return real_join(self, timeout)
+
+    monkeypatch.setattr(BaseProcess, "join", interrupted_join)
+    with pytest.raises(KeyboardInterrupt):
+        run_child({"task": "updatewcs", "files": ["x_flt.fits"]}, cwd=tmp_path, timeout=300)
+    assert waited and not psutil.pid_exists(waited[0])
+    assert "AUTODRIZ-CHILD-FILE x_flt.fits" in (tmp_path / "updatewcs.log").read_text()

@@ -1,8 +1,8 @@
 """Run stwcs/drizzlepac work in a child process (see :mod:`autodriz._child` for why).
 
-A child is forked from a *warm* server, started by :func:`start_warm_server` (the pipeline
-starts it with the select stage), that has imported drizzlepac and stwcs once (:mod:`autodriz._warm`): a fresh
-interpreter spends ~5 CPU-s on those imports, and a run starts three to five children. The
+A child is forked from a *warm* server that has imported drizzlepac and stwcs once
+(:mod:`autodriz._warm`; :func:`start_warm_server`, which the pipeline calls as its select stage
+starts): a fresh interpreter spends ~5 CPU-s on those imports, and a run starts two or more. The
 server is :mod:`multiprocessing`'s fork server (one per calling process, ended with it); a
 child forked from it gets the job's working directory, environment and log file before it
 runs (:func:`autodriz._child.forked_main`). ``warm=False`` starts a fresh interpreter instead.
@@ -183,15 +183,18 @@ def _run_forked(job_path: Path, cwd: Path, env: Mapping[str, str], log_path: Pat
         target=forked_main, args=(str(job_path), str(cwd), dict(env), str(log_path)), name=f"autodriz-{label}"
     )
     proc.start()
+    timed_out = False
     try:
         proc.join(timeout)
+        timed_out = proc.exitcode is None
+    finally:
+        # Timed out, or the wait itself was interrupted (Ctrl-C): no child outlives its call.
         if proc.exitcode is None:
             _kill_tree(proc.pid)
             proc.join()
-            return None
-        return proc.exitcode
-    finally:
+        code = proc.exitcode
         proc.close()
+    return None if timed_out else code
 
 
 def run_child(
