@@ -28,6 +28,7 @@ import numpy as np
 from astropy.io import fits
 
 from autodriz import failpoints
+from autodriz.allocator import tune_process
 
 
 class _InMemoryHDUList(fits.HDUList):
@@ -309,6 +310,11 @@ TASKS = MappingProxyType({"updatewcs": _updatewcs, "astrodrizzle": _astrodrizzle
 
 
 def main(argv: list[str]) -> int:
+    # A fresh interpreter's allocator as the warm server's children have it (autodriz.allocator).
+    tuning = tune_process()
+    print(f"allocator: numpy huge pages {'off' if tuning.hugepages_off else 'as they were'}, glibc thresholds "
+          f"{'raised' if tuning.malloc else 'as they were'}{'; ' + '; '.join(tuning.notes) if tuning.notes else ''}",
+          flush=True)
     job = json.loads(Path(argv[1]).read_text())
     failpoints.hit(f"child-start.{job['task']}")
     result = TASKS[job["task"]](job)

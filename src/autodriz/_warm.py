@@ -14,6 +14,12 @@ import os
 # children of subprocess get it from their environment (autodriz.childproc.run_child).
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Before the imports, so that whatever they allocate is already under the tuned allocator;
+# the children forked from this server inherit it.
+from autodriz.allocator import tune_process  # noqa: E402
+
+tune_process()
+
 import autodriz._child  # noqa: E402,F401
 import drizzlepac.astrodrizzle  # noqa: E402,F401
 import drizzlepac.updatehdr  # noqa: E402,F401

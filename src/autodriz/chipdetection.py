@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from autodriz.allocator import tune_process
 from autodriz.detect import DetectionParams, detect_sources, empty_source_table
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ def _spawn_pool(workers: int) -> Any:
 
     # "spawn": the parent may hold threads (catalog queries, logging, a child's output reader)
     # whose locks a fork would copy in a locked state; workers only need numpy/astropy/photutils.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=tune_process
+    )
 
 
 def detect_chips(jobs: Sequence[ChipJob], max_workers: int = 1) -> list[Table]:

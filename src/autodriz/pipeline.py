@@ -20,6 +20,7 @@ from typing import Any
 from astropy.io import fits
 
 from autodriz import __version__
+from autodriz.allocator import release_free_memory
 from autodriz.astrometry.sources import start_background_detection
 from autodriz.choosing import aposteriori_start, remove_failed_workdirs, remove_workdirs, select_candidate
 from autodriz.childproc import start_warm_server
@@ -317,6 +318,9 @@ def _process_dataset(
     with stage(logger, "select", timings):
         selection = select_candidate(candidates, dataset, settings, verifications)
         winner, why = selection.winner, selection.reason
+    # Verification's arrays are freed; with the tuned allocator this process would keep them
+    # through the final drizzles, whose children need the memory (autodriz.allocator).
+    release_free_memory()
 
     defaults = astrodrizzle_defaults(dataset.instrument_key, len(dataset.exposures))
     groups = [list(paths) for paths in (dataset.flt_paths, dataset.flc_paths)]

@@ -113,6 +113,11 @@ def _subcommand(name: str) -> Callable[[Sequence[str]], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``autodriz`` command; return the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # This process is autodriz's own: its big arrays should not cost the kernel more than the
+    # work on them (autodriz.allocator; a library caller's process is left as it is).
+    from autodriz.allocator import tune_process
+
+    tune_process()
     # Read before parsing, so that an error while parsing or loading settings honours it too.
     debug = "--debug" in argv
     try:
