@@ -166,10 +166,11 @@ def _apply_headerlets(job: dict) -> dict:
                     skipped[item["original"]].append(other["wcsname"])
                     continue
                 hdrname = drizzlepac_hdrname(item["original"], name)[:68]
-                hlet = headerlet.create_headerlet(
-                    other["solved"], hdrname=hdrname, wcsname=other["wcsname"],
-                    descrip=other["descrip"], author="autodriz", logging=False,
-                )
+                with _solved(other) as solved:
+                    hlet = headerlet.create_headerlet(
+                        solved, hdrname=hdrname, wcsname=other["wcsname"],
+                        descrip=other["descrip"], author="autodriz", logging=False,
+                    )
                 if name != other["wcsname"]:
                     for hdu in hlet:
                         if hdu.name in ("PRIMARY", "SIPWCS") and "WCSNAME" in hdu.header:
@@ -205,6 +206,22 @@ def _apply_headerlets(job: dict) -> dict:
         done.append(item["tmp"])
     return {"prepared": done, "cr_pixels": cr_pixels, "attached": attached, "not_attached": skipped,
             "duplicate_wcsnames": duplicates}
+
+
+@contextlib.contextmanager
+def _solved(other: dict):
+    """The file a solution's headerlet is made from: its working copy, or, for a fit whose copies
+    were never written (``sci_cards``), its starting copy with the fit applied in memory."""
+    cards = other.get("sci_cards")
+    if not cards:
+        yield other["solved"]
+        return
+    from autodriz.hstio import apply_sci_cards
+
+    with fits.open(other["solved"], mode="readonly") as hdul:
+        edited = _InMemoryHDUList(list(hdul))
+        apply_sci_cards(edited, {int(k): v for k, v in cards.items()})
+        yield edited
 
 
 def _set_primary_keywords(hlet, keywords: dict) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,21 +101,47 @@ def solution_keywords(
     }
 
 
-def set_chip_wcs(header: fits.Header, wcs: WCS, wcsname: str, keywords: Mapping[str, tuple[Any, str]]) -> None:
-    """Write a fitted linear WCS (CRVAL, CD, ORIENTAT), its WCSNAME and fit keywords into a SCI header.
+#: One header assignment ``header[key] = value``; value is a scalar or ``(value, comment)``.
+Card = tuple[str, Any]
+
+
+def chip_wcs_cards(wcs: WCS, wcsname: str, keywords: Mapping[str, tuple[Any, str]]) -> list[Card]:
+    """The header assignments that write a fitted linear WCS (CRVAL, CD, ORIENTAT), its WCSNAME
+    and fit keywords into a SCI header, in order (:func:`apply_cards` replays them).
 
     The fit changes only CRVAL and CD (tweakwcs' correctors keep CRPIX, SIP and the lookup
-    tables), so only those are written; RMS keywords are rounded to 1 µas.
+    tables), so only those are written; RMS keywords are rounded to 1 µas. A plain value keeps
+    the comment the header has; ``(value, comment)`` sets both.
     """
     cd = wcs.wcs.cd if wcs.wcs.has_cd() else wcs.pixel_scale_matrix
-    header["CRVAL1"] = float(wcs.wcs.crval[0])
-    header["CRVAL2"] = float(wcs.wcs.crval[1])
-    for (r, c), value in np.ndenumerate(cd):
-        header[f"CD{r + 1}_{c + 1}"] = float(value)
-    header["ORIENTAT"] = (round(math.degrees(math.atan2(cd[0, 1], cd[1, 1])), 9), "position angle of image y axis (deg)")
-    header["WCSNAME"] = wcsname
-    for key, (value, comment) in keywords.items():
-        header[key] = (round(value, 6) if isinstance(value, float) and key.startswith("RMS") else value, comment)
+    cards: list[Card] = [("CRVAL1", float(wcs.wcs.crval[0])), ("CRVAL2", float(wcs.wcs.crval[1]))]
+    cards += [(f"CD{r + 1}_{c + 1}", float(value)) for (r, c), value in np.ndenumerate(cd)]
+    cards.append(("ORIENTAT", (round(math.degrees(math.atan2(cd[0, 1], cd[1, 1])), 9), "position angle of image y axis (deg)")))
+    cards.append(("WCSNAME", wcsname))
+    cards += [
+        (key, (round(value, 6) if isinstance(value, float) and key.startswith("RMS") else value, comment))
+        for key, (value, comment) in keywords.items()
+    ]
+    return cards
+
+
+def apply_cards(header: fits.Header, cards: Sequence[Card | list[Any]]) -> None:
+    """Replay :func:`chip_wcs_cards`'s assignments on ``header`` (also as they come back from JSON)."""
+    for key, value in cards:
+        header[key] = tuple(value) if isinstance(value, list) else value
+
+
+def apply_sci_cards(hdul: fits.HDUList, by_extver: Mapping[int, Sequence[Card]]) -> None:
+    """Replay each chip's assignments on its SCI header; SCI extensions not in ``by_extver`` are kept."""
+    for index, extver in sci_extensions(hdul):
+        cards = by_extver.get(extver)
+        if cards is not None:
+            apply_cards(hdul[index].header, cards)
+
+
+def set_chip_wcs(header: fits.Header, wcs: WCS, wcsname: str, keywords: Mapping[str, tuple[Any, str]]) -> None:
+    """Write a fitted linear WCS, its WCSNAME and fit keywords into a SCI header (:func:`chip_wcs_cards`)."""
+    apply_cards(header, chip_wcs_cards(wcs, wcsname, keywords))
 
 
 def write_sci_wcs(

@@ -25,7 +25,7 @@ from autodriz import failpoints
 from autodriz.childproc import ChildError, run_child
 from autodriz.errors import DrizzleError, UpdateError
 from autodriz.headerlets import drizzlepac_hdrname, wcs_keywords
-from autodriz.solutions.base import Candidate
+from autodriz.solutions.base import Candidate, pending_copies
 
 logger = logging.getLogger(__name__)
 
@@ -181,10 +181,19 @@ def wcs_update_job(
     # from, under that WCS's own name: it is delivered as it was drizzled, never named a fit.
     unfitted = unfitted_wcsnames(candidate)
 
+    def solved(o: Candidate, original: Path) -> dict[str, Any]:
+        # A fit whose copies were never written (it lost): its headerlet is made from its
+        # starting copy with its WCS applied in memory, in the child.
+        pending = pending_copies(o.copies)
+        if pending is None:
+            return {"solved": str(o.copies[original])}
+        cards = pending.edits.get(original) or {}
+        return {"solved": str(pending.sources[original]), "sci_cards": {str(k): v for k, v in cards.items()}}
+
     def others_for(original: Path) -> list[dict[str, Any]]:
         return [
             {
-                "solved": str(o.copies[original]),
+                **solved(o, original),
                 "wcsname": o.wcsname,
                 # Only a fit has a geometry to tell two fits of one WCSNAME apart.
                 "geometry": o.score.geometry if o.kind == "aposteriori" and o.score is not None else "",

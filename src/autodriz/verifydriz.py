@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,10 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from autodriz.hstio import chip_wcs
+from autodriz.hstio import Card, apply_cards, chip_wcs
 from autodriz.instruments import CR_BITS_ASTRODRIZZLE, CR_BITS_PIPELINE, REGISTRY
 from autodriz.skygeom import mean_direction, pa_rotation
+from autodriz.solutions.base import pending_copies
 from autodriz.verification.singles import common_frame, drizzle_singles
 from autodriz.verify import (
     UNVERIFIED,
@@ -107,7 +108,9 @@ class ExposureData:
     pixel_scale_arcsec: float
 
 
-def load_exposure(path: str | Path, good_bits: int = 0) -> ExposureData:
+def load_exposure(
+    path: str | Path, good_bits: int = 0, sci_cards: Mapping[int, Sequence[Card]] | None = None
+) -> ExposureData:
     """Read an FLT/FLC: SCI data, DQ-based good mask, full WCS per chip.
 
     Parameters
@@ -117,6 +120,9 @@ def load_exposure(path: str | Path, good_bits: int = 0) -> ExposureData:
     good_bits : int
         DQ bits that are *not* bad (AstroDrizzle's ``final_bits``, plus :data:`STALE_CR_BITS`
         when the cosmic-ray flags are an earlier drizzle's).
+    sci_cards : mapping, optional
+        EXTVER → header assignments applied (in memory only) to that SCI header before its WCS
+        is read: a fit whose copies are not written (:class:`~autodriz.solutions.base.PendingCopies`).
 
     Returns
     -------
@@ -140,6 +146,8 @@ def load_exposure(path: str | Path, good_bits: int = 0) -> ExposureData:
             if hdu.name != "SCI" or hdu.data is None or hdu.data.ndim != 2:
                 continue
             extver = int(hdu.header.get("EXTVER", 1))
+            if sci_cards and extver in sci_cards:
+                apply_cards(hdu.header, sci_cards[extver])
             data = np.asarray(hdu.data, dtype=np.float32)
             good = np.isfinite(data)
             try:
@@ -333,9 +341,14 @@ def verify_candidate(
     # aligns. Masking them would blank the cores of stars an earlier run mistook for CRs.
     record = REGISTRY.find(key) if key else None
     good_bits |= record.cr_dq_bits if record is not None else STALE_CR_BITS
-    copies = [Path(candidate.copies[p]) for p in originals]
+    # A fit whose copies are not written: its starting copies, with its WCS applied in memory.
+    pending = pending_copies(candidate.copies)
+    if pending is not None:
+        reads = [(pending.sources[p], pending.edits.get(p)) for p in originals]
+    else:
+        reads = [(Path(candidate.copies[p]), None) for p in originals]
     try:
-        exposures = [load_exposure(p, good_bits) for p in copies]
+        exposures = [load_exposure(path, good_bits, cards) for path, cards in reads]
     except _READ_ERRORS as exc:
         return _could_not_run(name, exc, th, t0)
     try:

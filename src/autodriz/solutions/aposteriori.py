@@ -15,9 +15,10 @@ distortion-corrected WCS), it
    on its own (``FIT_IMG``);
 4. measures the fit on its own terms (post-fit cross-match: matches, RMS, per-exposure offsets,
    magnitude correlation) and scores it with :func:`autodriz.fitquality.assess_fit`;
-5. writes each usable fit into copies of the default's exposures in
+5. describes each usable fit as copies of the default's exposures in
    ``<workroot>/<root>_aposteriori/<candidate name>/`` (FLT and FLC of an exposure get the same
-   WCS, ``WCSNAME = IDC_<idctab>-FIT_<REL|IMG>_<CATALOG>``), and returns one
+   WCS, ``WCSNAME = IDC_<idctab>-FIT_<REL|IMG>_<CATALOG>``), written only if the fit is drizzled
+   (:class:`~autodriz.solutions.base.PendingCopies`), and returns one
    :class:`~autodriz.solutions.base.Candidate` per attempt — failures included, with
    quality 4/5 (or -1 when not attempted) and the reason in ``notes``.
 
@@ -46,15 +47,15 @@ from autodriz.astrometry.sources import footprint, load_exposures, prefilter_ref
 from autodriz.config import Settings
 from autodriz.chipdetection import BackgroundDetection
 from autodriz.fitquality import FAILED, NOT_ATTEMPTED, QUALITY_MEANING, FitScore
-from autodriz.hstio import solution_keywords, write_sci_wcs
+from autodriz.hstio import chip_wcs_cards, solution_keywords
 from autodriz.inputs import Dataset
 from autodriz.logs import CONSOLE
 from autodriz.select import catalog_search_done, is_usable_fit
 from autodriz.solutions.base import (
     Candidate,
+    PendingCopies,
     RunContext,
     StagePlan,
-    copy_exposures,
     prepare_workdir,
     switch_plan,
     work_folder,
@@ -281,23 +282,24 @@ def _materialise(
     visit: _Visit, name: str, wcsname: str, outcome: FitOutcome, catalog: catmod.ReferenceCatalog, score: FitScore,
     details: dict[str, Any],
 ) -> Candidate:
-    """Write a usable fit into copies of the starting candidate's exposures: the candidate."""
+    """A usable fit as the candidate: copies of the starting candidate's exposures with the fitted
+    WCS, written when first read (:class:`~autodriz.solutions.base.PendingCopies`)."""
     quality, reasons, stats = score.quality, score.reasons, outcome.stats
     folder, origin, passengers = visit.top / name, visit.origin, visit.passengers
-    prepare_workdir(folder)
     originals = [p for e in visit.exposures for p in e.originals] + list(passengers)
-    copies = copy_exposures([origin.copies[p] for p in originals], folder)
-    by_original = {orig: copies[origin.copies[orig]] for orig in originals}
     kind_text = "relatively aligned to" if score.mode == "REL" else "aligned image by image to"
     keywords = solution_keywords(
         stats.n_matches, _mas_keyword(stats.rms_ra_mas), _mas_keyword(stats.rms_dec_mas),
         stats.geometry, f"a posteriori solution {kind_text} {catalog.name.upper()}",
     )
-    # FLT and FLC of an exposure get the same WCS, chip by chip (EXTVER).
-    for i, exp in enumerate(visit.exposures):
-        by_extver = {chip.extver: outcome.wcs[(i, j)] for j, chip in enumerate(exp.chips)}
-        for original in exp.originals:
-            write_sci_wcs(by_original[original], by_extver, wcsname, keywords)
+    # FLT and FLC of an exposure get the same WCS, chip by chip (EXTVER); the copies are written
+    # only if the candidate is drizzled (PendingCopies), the winner.
+    edits = {
+        original: {chip.extver: chip_wcs_cards(outcome.wcs[(i, j)], wcsname, keywords) for j, chip in enumerate(exp.chips)}
+        for i, exp in enumerate(visit.exposures)
+        for original in exp.originals
+    }
+    by_original = PendingCopies({orig: origin.copies[orig] for orig in originals}, folder, edits)
     notes = (tuple(reasons) if quality != 1 else ()) + tuple(catalog.notes)
     logger.info(
         "a posteriori %s: quality %d (%s), %d matches, RMS %.2f mas, offset %.3f″ → %s in %s",

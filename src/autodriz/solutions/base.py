@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -41,8 +41,9 @@ class Candidate:
         WCSNAME the solution carries in the working copies.
     workdir : Path
         The candidate's own folder.
-    copies : dict
-        Original exposure path → its working copy holding this candidate's WCS.
+    copies : dict or PendingCopies
+        Original exposure path → its working copy holding this candidate's WCS (an a posteriori
+        fit's are written when first read: :class:`PendingCopies`).
     source : str
         How the WCS was obtained, in words, for the log and report.
     updated : bool
@@ -69,7 +70,7 @@ class Candidate:
     name: str
     wcsname: str
     workdir: Path
-    copies: dict[Path, Path]
+    copies: Mapping[Path, Path]
     source: str
     updated: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -132,6 +133,85 @@ def copy_exposures(originals: list[Path], workdir: Path) -> dict[Path, Path]:
         dest.chmod(0o644)
         copies[original] = dest
     return copies
+
+
+class PendingCopies(Mapping[Path, Path]):
+    """Working copies written only when first read: original → copy, as a ``Candidate.copies``.
+
+    An a posteriori fit changes a few keywords of each SCI header (:func:`autodriz.hstio.chip_wcs_cards`)
+    of copies that are otherwise its starting candidate's. Most fits lose, and a loser is never
+    drizzled: its copies (1.4 GB for a full-size ACS/WFC visit with FLT and FLC) need never be
+    written. Until they are, :attr:`sources` (the starting candidate's copies) and :attr:`edits`
+    say what they would hold: verification applies the edits in memory to what it reads
+    (:func:`autodriz.verifydriz.verify_candidate`), and the update of the inputs makes the
+    headerlet of a loser from them (:func:`autodriz.products.wcs_update_job`). Reading an item
+    (the winner's final drizzle) writes every copy first, into ``folder``, as
+    :func:`copy_exposures` and :func:`autodriz.hstio.apply_sci_cards` would.
+
+    Membership, length and iteration never write; two of them are equal when they would write
+    the same files.
+    """
+
+    def __init__(
+        self, sources: Mapping[Path, Path], folder: Path, edits: Mapping[Path, Mapping[int, Sequence[Any]]]
+    ) -> None:
+        self.sources = dict(sources)
+        self.folder = Path(folder)
+        self.edits = {original: dict(by_extver) for original, by_extver in edits.items()}
+        self._written = False
+
+    @property
+    def written(self) -> bool:
+        """Whether the copies are on disk."""
+        return self._written
+
+    def write(self) -> None:
+        """Write the copies (once): copy each source into :attr:`folder`, then apply its edits."""
+        if self._written:
+            return
+        from astropy.io import fits
+
+        from autodriz.hstio import apply_sci_cards
+
+        prepare_workdir(self.folder)
+        copies = copy_exposures(list(self.sources.values()), self.folder)
+        for original, source in self.sources.items():
+            by_extver = self.edits.get(original)
+            if by_extver:
+                with fits.open(copies[source], mode="update") as hdul:
+                    apply_sci_cards(hdul, by_extver)
+        self._written = True
+        logger.debug("working copies written in %s", self.folder)
+
+    def __getitem__(self, original: Path) -> Path:
+        source = self.sources[original]
+        self.write()
+        return self.folder / source.name
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __contains__(self, original: object) -> bool:
+        return original in self.sources
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PendingCopies):
+            return NotImplemented
+        return (self.sources, self.folder, self.edits) == (other.sources, other.folder, other.edits)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (written or not), like the dict it stands for
+
+    def __repr__(self) -> str:
+        state = "written" if self._written else "not written"
+        return f"PendingCopies({len(self)} files in {self.folder}, {state})"
+
+
+def pending_copies(copies: Mapping[Path, Path]) -> PendingCopies | None:
+    """``copies`` when they are :class:`PendingCopies` not yet written, else None (files on disk)."""
+    return copies if isinstance(copies, PendingCopies) and not copies.written else None
 
 
 def work_folder(workroot: Path, root: str, folder: str) -> Path:
