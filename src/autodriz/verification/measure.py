@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import ndimage
 
 from autodriz.centroid import windowed_centroid as _windowed_centroid
 from autodriz.verification.results import Tile
@@ -22,6 +22,14 @@ _MAD_TO_SIGMA = 1.4826
 # small robust statistics
 # --------------------------------------------------------------------------------------------
 
+
+
+def _signal():  # type: ignore[no-untyped-def]
+    # scipy.signal (and scipy.stats, which it imports) costs ~0.8 s to import: when verification
+    # runs, not at every run's start-up, where the command waits for it.
+    from scipy import signal
+
+    return signal
 
 def _sky_noise(values: np.ndarray, max_samples: int = 200_000) -> tuple[float, float]:
     """Sigma-clipped median and MAD-sigma of ``values`` (1-D finite), on a strided subsample."""
@@ -185,7 +193,7 @@ def _coarse_votes(s_st: np.ndarray, r_st: np.ndarray, search: int, rt: int) -> n
         tmpl = np.clip(rr[c : c + 2 * rt + 1, c : c + 2 * rt + 1], 0, None)
         if not tmpl.sum() > 0:
             continue
-        cc = signal.correlate(np.clip(s, 0, None), tmpl, mode="valid", method="fft")
+        cc = _signal().correlate(np.clip(s, 0, None), tmpl, mode="valid", method="fft")
         if not cc.max() > 0:
             continue
         iy, ix = np.unravel_index(np.argmax(cc), cc.shape)

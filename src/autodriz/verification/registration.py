@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import signal
 
 from autodriz.verification.measure import _MAD_TO_SIGMA, _mad_sigma, _Matches, _Prepared
 from autodriz.verification.results import SimilarityResult
@@ -172,6 +171,8 @@ def _xcorr_fallback(preps: Sequence[_Prepared], i: int, th: Thresholds) -> tuple
     r = np.clip(r, -3 * ns, 50 * ns)
     if s.shape[0] < 8 or s.shape[1] < 8:
         return None
+    from scipy import signal  # imported when needed: see autodriz.verification.measure._signal
+
     cc = signal.fftconvolve(s, r[::-1, ::-1], mode="same")
     cy, cx = (s.shape[0]) // 2, (s.shape[1]) // 2
     m = th.max_search_px
