@@ -112,3 +112,75 @@ def test_a_losers_headerlet_from_memory_equals_the_one_from_its_written_copy(vis
             assert np.array_equal(a.data, b.data)
     # The starting copy itself is untouched.
     assert fits.getheader(source, ("SCI", 1))["WCSNAME"] != "IDC_x-FIT_REL_USER"
+
+
+def test_a_pending_fit_that_fails_verification_is_never_written_and_the_next_one_wins(tmp_path, monkeypatch):
+    """Two fits whose copies are pending: the better-ranked one misregisters an exposure by
+    0.5″, so verification (reading it in memory) rejects it; the next one is verified the same
+    way and wins. Only the winner's copies are ever written; the rejected fit never travels
+    with the inputs, and products and inputs carry the winner's WCS."""
+    import json
+
+    from autodriz import pipeline
+    from autodriz.cli import main
+    from autodriz.exitcodes import ExitCode
+    from autodriz.fitquality import FitScore, FitStatistics
+    from autodriz.solutions.base import Candidate
+
+    visit = simulate_visit(tmp_path / "v", SimulationConfig(n_exposures=3, chip_shape=(256, 512), n_stars=60,
+                                                            pointing_error_mas=(0.0, 0.0), seed=7, **EXACT_WORLD))
+    written: list[str] = []
+
+    class TwoPendingFits:
+        """Stands in for the a posteriori strategy: the pipeline default's WCS as two 'fits'."""
+
+        folder, section, logger = "aposteriori", "compute_aposteriori", pipeline.logger
+
+        def plan(self, ctx):
+            return pipeline.AposterioriStrategy().plan(ctx)
+
+        def propose(self, ctx):
+            default, dataset = ctx.default, ctx.dataset
+            second = dataset.exposures[1].rootname
+            out = []
+            for name, rms, shift in (("aposteriori-REL-BAD-rscale", 2.0, 0.5), ("aposteriori-REL-GOOD-rscale", 4.0, 0.0)):
+                wcsname = f"IDC_0461802ej-FIT_REL_{name.split('-')[2]}"
+                edits = {}
+                for original, copy in default.copies.items():
+                    with fits.open(copy) as hdul:
+                        edits[original] = {
+                            extver: [("WCSNAME", wcsname)]
+                            + ([("CRVAL2", hdul[index].header["CRVAL2"] + shift / 3600.0)]
+                               if original.name.startswith(second) and shift else [])
+                            for index, extver in sci_extensions(hdul)
+                        }
+                copies = PendingCopies(dict(default.copies), ctx.folder(self) / name, edits)
+                original_write = copies.write
+
+                def write(copies=copies, original_write=original_write, name=name):
+                    if not copies.written:
+                        written.append(name)
+                    original_write()
+
+                copies.write = write
+                stats = FitStatistics(geometry="rscale", succeeded=True, n_matches=150, rms_mas=rms)
+                out.append(Candidate(name, wcsname, copies.folder, copies, "injected fit", kind="aposteriori",
+                                     quality=1, details={"statistics": {"rms_mas": rms, "n_matches": 150}},
+                                     score=FitScore(1, (), stats, catalog=name.split("-")[2], mode="REL")))
+            return out
+
+    monkeypatch.setattr(pipeline, "STRATEGIES", (*pipeline.STRATEGIES[:2], TwoPendingFits()))
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--keep-workdirs"])
+
+    assert code == ExitCode.OK
+    report = json.loads((visit.directory / "jsim01010_report.json").read_text())
+    by_name = {c["name"]: c for c in report["candidates"]}
+    assert by_name["aposteriori-REL-BAD-rscale"]["verification"]["status"] == "fail"
+    assert by_name["aposteriori-REL-GOOD-rscale"]["verification"]["status"] == "pass"
+    assert report["chosen"]["name"] == "aposteriori-REL-GOOD-rscale"
+    assert written == ["aposteriori-REL-GOOD-rscale"]
+    assert not (visit.directory / "jsim01010_aposteriori" / "aposteriori-REL-BAD-rscale").exists()
+    for path in [*visit.flt_paths, *visit.flc_paths]:
+        with fits.open(path) as hdul:
+            assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {"IDC_0461802ej-FIT_REL_GOOD"}
+            assert "IDC_0461802ej-FIT_REL_BAD" not in {h.header.get("WCSNAME") for h in hdul if h.name == "HDRLET"}
