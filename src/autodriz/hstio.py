@@ -5,8 +5,9 @@ WCS in its header (linear part, SIP, and the NPOL/D2IM lookup tables in other ex
 modules that read chips or write a fitted WCS into copies go through these functions, so that
 "which extensions are chips" (EXTNAME compared case-insensitively, a missing EXTVER is 1) and
 "what a fitted WCS writes" (CRVAL, CD, ORIENTAT, WCSNAME and the fit keywords) mean the same
-everywhere. Only :func:`write_sci_wcs` writes, and only into the file it is given (a working
-copy: inputs are changed only by the final atomic update, :mod:`autodriz.products`).
+everywhere. Nothing here writes a file: :func:`chip_wcs_cards` says what a fit writes, and
+:func:`apply_sci_cards` applies it to an open HDUList (a working copy's, or one in memory;
+inputs are changed only by the final atomic update, :mod:`autodriz.products`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,31 +137,3 @@ def apply_sci_cards(hdul: fits.HDUList, by_extver: Mapping[int, Sequence[Card]])
         cards = by_extver.get(extver)
         if cards is not None:
             apply_cards(hdul[index].header, cards)
-
-
-def set_chip_wcs(header: fits.Header, wcs: WCS, wcsname: str, keywords: Mapping[str, tuple[Any, str]]) -> None:
-    """Write a fitted linear WCS, its WCSNAME and fit keywords into a SCI header (:func:`chip_wcs_cards`)."""
-    apply_cards(header, chip_wcs_cards(wcs, wcsname, keywords))
-
-
-def write_sci_wcs(
-    path: Path, by_extver: Mapping[int, WCS], wcsname: str, keywords: Mapping[str, tuple[Any, str]]
-) -> None:
-    """Write each chip's fitted WCS (:func:`set_chip_wcs`) into the file's SCI extensions, in place.
-
-    Parameters
-    ----------
-    path : Path
-        A working copy (never an input).
-    by_extver : mapping of int to WCS
-        The fitted WCS per EXTVER; SCI extensions not in it are left as they are.
-    wcsname : str
-        WCSNAME of the solution.
-    keywords : mapping
-        Extra keywords (name → (value, comment)), e.g. :func:`solution_keywords`.
-    """
-    with fits.open(path, mode="update") as hdul:
-        for index, extver in sci_extensions(hdul):
-            wcs = by_extver.get(extver)
-            if wcs is not None:
-                set_chip_wcs(hdul[index].header, wcs, wcsname, keywords)

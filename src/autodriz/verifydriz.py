@@ -23,7 +23,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from autodriz.hstio import Card, apply_cards, chip_wcs
+from autodriz.hstio import Card, apply_sci_cards, chip_wcs
 from autodriz.instruments import CR_BITS_ASTRODRIZZLE, CR_BITS_PIPELINE, REGISTRY
 from autodriz.skygeom import mean_direction, pa_rotation
 from autodriz.solutions.base import pending_copies
@@ -137,6 +137,8 @@ def load_exposure(
     bad_mask = ~np.uint32(good_bits) & np.uint32(0xFFFF)
     chips = []
     with fits.open(path, memmap=False) as hdul:
+        if sci_cards:
+            apply_sci_cards(hdul, sci_cards)
         prim = hdul[0].header
         exptime = float(prim.get("EXPTIME", 0.0) or 0.0)
         name = str(prim.get("ROOTNAME", path.name.split("_")[0])).strip().lower()
@@ -146,8 +148,6 @@ def load_exposure(
             if hdu.name != "SCI" or hdu.data is None or hdu.data.ndim != 2:
                 continue
             extver = int(hdu.header.get("EXTVER", 1))
-            if sci_cards and extver in sci_cards:
-                apply_cards(hdu.header, sci_cards[extver])
             data = np.asarray(hdu.data, dtype=np.float32)
             good = np.isfinite(data)
             try:

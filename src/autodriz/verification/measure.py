@@ -23,14 +23,6 @@ _MAD_TO_SIGMA = 1.4826
 # --------------------------------------------------------------------------------------------
 
 
-
-def _signal():  # type: ignore[no-untyped-def]
-    # scipy.signal (and scipy.stats, which it imports) costs ~0.8 s to import: when verification
-    # runs, not at every run's start-up, where the command waits for it.
-    from scipy import signal
-
-    return signal
-
 def _sky_noise(values: np.ndarray, max_samples: int = 200_000) -> tuple[float, float]:
     """Sigma-clipped median and MAD-sigma of ``values`` (1-D finite), on a strided subsample."""
     if values.size == 0:
@@ -186,6 +178,10 @@ def _coarse_votes(s_st: np.ndarray, r_st: np.ndarray, search: int, rt: int) -> n
     correlation maps: every map adds a broad background, so in a sparse field many chance pairs
     of cosmic rays (two exposures) outweigh a few stars in a sum, while their votes scatter.
     """
+    # Imported here, not with the module: scipy.signal (and the scipy.stats it imports) costs
+    # ~0.8 s, which every run's start-up would wait for; verification is where it is needed.
+    from scipy import signal
+
     big = s_st.shape[1] // 2
     c = big - rt
     votes: list[tuple[float, float]] = []
@@ -193,7 +189,7 @@ def _coarse_votes(s_st: np.ndarray, r_st: np.ndarray, search: int, rt: int) -> n
         tmpl = np.clip(rr[c : c + 2 * rt + 1, c : c + 2 * rt + 1], 0, None)
         if not tmpl.sum() > 0:
             continue
-        cc = _signal().correlate(np.clip(s, 0, None), tmpl, mode="valid", method="fft")
+        cc = signal.correlate(np.clip(s, 0, None), tmpl, mode="valid", method="fft")
         if not cc.max() > 0:
             continue
         iy, ix = np.unravel_index(np.argmax(cc), cc.shape)

@@ -171,7 +171,7 @@ def _xcorr_fallback(preps: Sequence[_Prepared], i: int, th: Thresholds) -> tuple
     r = np.clip(r, -3 * ns, 50 * ns)
     if s.shape[0] < 8 or s.shape[1] < 8:
         return None
-    from scipy import signal  # imported when needed: see autodriz.verification.measure._signal
+    from scipy import signal  # imported when needed: see autodriz.verification.measure._coarse_votes
 
     cc = signal.fftconvolve(s, r[::-1, ::-1], mode="same")
     cy, cx = (s.shape[0]) // 2, (s.shape[1]) // 2
