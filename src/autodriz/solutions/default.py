@@ -142,12 +142,13 @@ def make_default_candidate(
 
     prepare_workdir(workdir)
     twins = {flc: flt for flc, flt in (twins or {}).items() if flc in originals and flt in originals}
-    # The FLCs whose FLT twin carries updatewcs's result over are not copied: written once, later.
-    copies = copy_exposures([p for p in originals if p not in twins], workdir)
+    # The updatewcs child writes each copy (read, updated in memory, written once); the FLCs
+    # whose FLT twin carries its result over are written once, from the FLT's result.
+    copies = {p: workdir / p.name for p in originals if p not in twins}
     result, seconds = _updatewcs(copies, workdir, folders, timeout)
     refused = _transfer_to_twins(twins, copies, workdir)
     if refused:
-        more, extra = _updatewcs(copy_exposures(refused, workdir), workdir, folders, timeout)
+        more, extra = _updatewcs({p: workdir / p.name for p in refused}, workdir, folders, timeout)
         result.result["wcsnames"].update(more.result["wcsnames"])
         seconds += extra
     copies = {p: workdir / p.name for p in originals}
@@ -176,11 +177,13 @@ def make_default_candidate(
 def _updatewcs(
     copies: Mapping[Path, Path], workdir: Path, folders: Mapping[str, Path | None], timeout: float
 ) -> tuple[ChildResult, float]:
-    """Run updatewcs (distortion model, no astrometry database) on ``copies`` in one child."""
+    """Write ``copies`` (original → copy) with updatewcs's WCS (distortion model, no astrometry
+    database), in one child."""
     logger.info("updatewcs (distortion model, no astrometry database) on %d copies", len(copies))
+    files = [{"source": str(original), "dest": copy.name} for original, copy in copies.items()]
     try:
         result = run_child(
-            {"task": "updatewcs", "files": [p.name for p in copies.values()]},
+            {"task": "updatewcs", "files": files},
             cwd=workdir,
             env=reference_env(folders),
             timeout=timeout,
