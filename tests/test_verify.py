@@ -235,3 +235,20 @@ def test_two_exposure_sparse_fields_with_cosmic_rays_do_not_false_alarm():
     assert outcomes[0.0].count("fail") == 0, outcomes[0.0]
     assert outcomes[0.0].count("pass") >= 10, outcomes[0.0]
     assert outcomes[2.5].count("fail") >= 11, outcomes[2.5]
+
+
+def test_batched_fft_correlation_is_scipys_valid_correlation():
+    # The coarse offset votes correlate with numpy's FFT instead of scipy.signal (whose import
+    # cost more than the correlations): the same numbers at every valid lag, also for stamps
+    # and templates of different sizes.
+    from scipy import signal
+
+    from autodriz.verification.measure import _correlate_valid
+
+    rng = np.random.default_rng(7)
+    images, templates = rng.random((5, 37, 41)), rng.random((5, 9, 11))
+    got = _correlate_valid(images, templates)
+    want = np.array([signal.correlate(a, t, mode="valid", method="direct") for a, t in zip(images, templates)])
+    assert got.shape == want.shape == (5, 29, 31)
+    assert np.abs(got - want).max() < 1e-12 * np.abs(want).max()
+    assert _correlate_valid(images[:0], templates[:0]).shape == (0, 29, 31)
