@@ -65,7 +65,9 @@ def detect_chip(job: ChipJob) -> Table:
     return detect_sources(sci, job.params, dq=dq, err=err)
 
 
-def _spawn_pool(workers: int) -> Any:
+def spawn_pool(workers: int) -> Any:
+    """A process pool of ``workers`` spawned processes whose allocator is tuned
+    (:func:`autodriz.allocator.tune_process`)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -97,7 +99,7 @@ def detect_chips(jobs: Sequence[ChipJob], max_workers: int = 1) -> list[Table]:
     if workers == 1:
         return [detect_chip(job) for job in jobs]
     logger.info("source detection on %d chips in %d processes", len(jobs), workers)
-    with _spawn_pool(workers) as pool:
+    with spawn_pool(workers) as pool:
         return list(pool.map(detect_chip, jobs))
 
 
@@ -119,7 +121,7 @@ class BackgroundDetection:
 
     def __init__(self, jobs: Sequence[ChipJob], max_workers: int) -> None:
         workers = max(1, min(int(max_workers), len(jobs)))
-        self._pool = _spawn_pool(workers)
+        self._pool = spawn_pool(workers)
         self._futures = {job: self._pool.submit(detect_chip, job) for job in jobs}
         logger.info("source detection started in the background on %d chips in %d processes", len(jobs), workers)
 
