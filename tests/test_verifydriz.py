@@ -58,54 +58,6 @@ def test_prefetched_pixel_maps_drizzle_the_same_singles(visit):
     assert any(np.count_nonzero(w) for t in plain for w in t.weights)
 
 
-def test_a_worker_process_drizzles_the_same_singles_beside_this_one(visit):
-    # The pool a run given two cores uses: its worker takes exposures from the end while this
-    # process takes them from the start; every single lands at its exposure's place.
-    from autodriz.verifydriz import _drizzle_pool
-
-    _, _, exposures = visit
-    frame = common_frame(exposures)
-    plain = drizzle_singles(exposures, frame)
-
-    class TwoCores:
-        num_cores = 2
-
-    with _drizzle_pool(TwoCores, len(exposures)) as pool:
-        assert pool is not None
-        shared = drizzle_singles(exposures, frame, pool=pool)
-    for a, b in zip(plain, shared, strict=True):
-        for x, y in zip([*a.singles, *a.weights], [*b.singles, *b.weights], strict=True):
-            np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6 * float(np.abs(x).max()))
-    with _drizzle_pool(TwoCores, 2) as none, _drizzle_pool(None, 3) as also_none:
-        assert none is None and also_none is None  # two exposures, or one core: no pool
-
-
-def test_a_broken_worker_leaves_its_exposure_to_this_process(visit, caplog):
-    from concurrent.futures import Future
-    from concurrent.futures.process import BrokenProcessPool
-
-    _, _, exposures = visit
-    frame = common_frame(exposures)
-
-    class Broken:
-        submitted = 0
-
-        def submit(self, *args, **kwargs):
-            self.submitted += 1
-            future = Future()
-            future.set_exception(BrokenProcessPool("worker killed"))
-            return future
-
-    broken = Broken()
-    with caplog.at_level("WARNING", logger="autodriz.verification.singles"):
-        tiles = drizzle_singles(exposures, frame, pool=broken)
-    plain = drizzle_singles(exposures, frame)
-    assert broken.submitted == 1  # not asked again once broken
-    assert "drizzling here instead" in caplog.text
-    for a, b in zip(plain, tiles, strict=True):
-        assert all(np.array_equal(x, y) for x, y in zip(a.singles, b.singles, strict=True))
-
-
 def test_common_frame_has_one_tile_per_subarray_chip(visit):
     _, _, exposures = visit
     frame = common_frame(exposures)

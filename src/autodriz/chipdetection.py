@@ -65,9 +65,7 @@ def detect_chip(job: ChipJob) -> Table:
     return detect_sources(sci, job.params, dq=dq, err=err)
 
 
-def spawn_pool(workers: int) -> Any:
-    """A process pool of ``workers`` spawned processes whose allocator is tuned
-    (:func:`autodriz.allocator.tune_process`)."""
+def _spawn_pool(workers: int) -> Any:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -99,7 +97,7 @@ def detect_chips(jobs: Sequence[ChipJob], max_workers: int = 1) -> list[Table]:
     if workers == 1:
         return [detect_chip(job) for job in jobs]
     logger.info("source detection on %d chips in %d processes", len(jobs), workers)
-    with spawn_pool(workers) as pool:
+    with _spawn_pool(workers) as pool:
         return list(pool.map(detect_chip, jobs))
 
 
@@ -121,7 +119,7 @@ class BackgroundDetection:
 
     def __init__(self, jobs: Sequence[ChipJob], max_workers: int) -> None:
         workers = max(1, min(int(max_workers), len(jobs)))
-        self._pool = spawn_pool(workers)
+        self._pool = _spawn_pool(workers)
         self._futures = {job: self._pool.submit(detect_chip, job) for job in jobs}
         logger.info("source detection started in the background on %d chips in %d processes", len(jobs), workers)
 

@@ -11,12 +11,10 @@ kernel — so it costs nothing extra. :func:`verify_candidate` is what the pipel
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from autodriz.hstio import Card, apply_sci_cards, chip_wcs
 from autodriz.instruments import CR_BITS_ASTRODRIZZLE, CR_BITS_PIPELINE, REGISTRY
 from autodriz.skygeom import mean_direction, pa_rotation
 from autodriz.solutions.base import pending_copies
-from autodriz.verification.singles import common_frame, drizzle_singles, warm_worker
+from autodriz.verification.singles import common_frame, drizzle_singles
 from autodriz.verify import (
     UNVERIFIED,
     FocusResult,
@@ -245,11 +243,10 @@ def verify_exposures(
     *,
     kernel: str = "turbo",
     prefetch: bool = False,
-    pool: Executor | None = None,
 ) -> VerificationResult:
     """Drizzle ``exposures`` onto a common frame and run :func:`autodriz.verify.verify_tiles`.
 
-    ``prefetch``, ``pool``: see :func:`drizzle_singles`.
+    ``prefetch``: see :func:`drizzle_singles`.
 
     Returns
     -------
@@ -260,7 +257,7 @@ def verify_exposures(
     t0 = time.perf_counter()
     frame = common_frame(exposures)
     t1 = time.perf_counter()
-    tiles = drizzle_singles(exposures, frame, kernel=kernel, prefetch=prefetch, pool=pool)
+    tiles = drizzle_singles(exposures, frame, kernel=kernel, prefetch=prefetch)
     t2 = time.perf_counter()
     result = verify_tiles(
         tiles, names=[e.name for e in exposures], exptimes=[e.exptime for e in exposures],
@@ -282,23 +279,6 @@ def verify_exposures(
 def _could_not_run(name: str, exc: BaseException, th: Thresholds, t0: float) -> VerificationResult:
     logger.warning("verification of %s could not run: %s: %s", name, type(exc).__name__, exc)
     return _unverified(f"verification could not run: {type(exc).__name__}: {exc}", th, time.perf_counter() - t0)
-
-
-def _drizzle_pool(settings: Any | None, n_exposures: int) -> contextlib.AbstractContextManager[Executor | None]:
-    """A one-worker process pool that drizzles exposures beside this process
-    (:func:`drizzle_singles`), for a run given two cores or more and three exposures or more
-    (with two, the worker's ~2 s start-up is about what it would save); else None.
-
-    Started here, before the exposures are read, with :func:`warm_worker` as its first job, so
-    that its start-up overlaps the reading. Spawned: this process holds threads.
-    """
-    if int(getattr(settings, "num_cores", 1) or 1) < 2 or n_exposures < 3:
-        return contextlib.nullcontext(None)
-    from autodriz.chipdetection import spawn_pool
-
-    pool = spawn_pool(1)
-    pool.submit(warm_worker)
-    return pool
 
 
 def verify_candidate(
@@ -367,15 +347,14 @@ def verify_candidate(
         reads = [(pending.sources[p], pending.edits.get(p)) for p in originals]
     else:
         reads = [(Path(candidate.copies[p]), None) for p in originals]
-    with _drizzle_pool(settings, len(reads)) as pool:
-        try:
-            exposures = [load_exposure(path, good_bits, cards) for path, cards in reads]
-        except _READ_ERRORS as exc:
-            return _could_not_run(name, exc, th, t0)
-        try:
-            result = verify_exposures(exposures, th, prefetch=prefetch and pool is None, pool=pool)
-        except _MEASURE_ERRORS as exc:
-            return _could_not_run(name, exc, th, t0)
+    try:
+        exposures = [load_exposure(path, good_bits, cards) for path, cards in reads]
+    except _READ_ERRORS as exc:
+        return _could_not_run(name, exc, th, t0)
+    try:
+        result = verify_exposures(exposures, th, prefetch=prefetch)
+    except _MEASURE_ERRORS as exc:
+        return _could_not_run(name, exc, th, t0)
     seconds = time.perf_counter() - t0
     logger.info(
         "verification of %s (%s): %s in %.1f s (drizzle %.1f s, measure %.1f s): %s",

@@ -15,12 +15,10 @@ exact map is below 1e-3 pixel. The exposures are read by :mod:`autodriz.verifydr
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +31,6 @@ from autodriz.verification.results import Tile
 
 if TYPE_CHECKING:
     from autodriz.verifydriz import ExposureData
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["PIXMAP_STEP", "OutputFrame", "common_frame", "drizzle_singles", "fast_pixmap"]
 
@@ -264,71 +260,6 @@ def _pixmaps(
             yield pixmap
 
 
-def _drizzle_exposure(
-    exp: ExposureData, frame: OutputFrame, kernel: str, pixfrac: float, pixmaps: Iterator[np.ndarray] | None = None
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """One exposure alone onto every tile of ``frame``: its single and weight map per tile.
-
-    A module-level function of picklable arguments: :func:`drizzle_singles` gives it to a
-    process pool's worker. ``pixmaps`` yields the exposure's chips' pixel maps in order
-    (default: computed here).
-    """
-    from drizzle.resample import Drizzle
-
-    drizzlers = [
-        Drizzle(kernel=kernel, out_shape=(t[3], t[2]), fillval=0.0, disable_ctx=True) for t in frame.tiles
-    ]
-    for chip in exp.chips:
-        pixmap = next(pixmaps) if pixmaps is not None else fast_pixmap(chip.wcs, frame.wcs, chip.shape)
-        wmap = chip.good.astype(np.float32) * np.float32(exp.exptime)
-        # Which input rows/columns land in a tile, from a strided sample of the (smooth)
-        # map, widened by the stride: cheap, and drizzle clips at the tile edge anyway.
-        sub = 8
-        coarse = pixmap[::sub, ::sub]
-        cy, cx = chip.shape
-        for k, (x0, y0, nx, ny) in enumerate(frame.tiles):
-            if len(frame.tiles) == 1:
-                rows, cols = np.array([0, cy - 1]), np.array([0, cx - 1])
-            else:
-                inside = (
-                    (coarse[..., 0] > x0 - 2 * sub) & (coarse[..., 0] < x0 + nx + 2 * sub)
-                    & (coarse[..., 1] > y0 - 2 * sub) & (coarse[..., 1] < y0 + ny + 2 * sub)
-                )
-                if not inside.any():
-                    continue
-                r = np.nonzero(inside.any(axis=1))[0]
-                c = np.nonzero(inside.any(axis=0))[0]
-                rows = np.clip([r[0] * sub - sub, r[-1] * sub + sub], 0, cy - 1)
-                cols = np.clip([c[0] * sub - sub, c[-1] * sub + sub], 0, cx - 1)
-            local = pixmap if x0 == 0 and y0 == 0 else pixmap - np.array([x0, y0], dtype=np.float64)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                drizzlers[k].add_image(
-                    chip.data, exp.exptime, local, weight_map=wmap, pixfrac=pixfrac,
-                    in_units=exp.in_units, iscale=1.0, pixel_scale_ratio=1.0,
-                    xmin=int(cols[0]), xmax=int(cols[-1]), ymin=int(rows[0]), ymax=int(rows[-1]),
-                )
-    singles, weights = [], []
-    for (_, _, nx, ny), d in zip(frame.tiles, drizzlers, strict=True):
-        if d.out_img is None:
-            singles.append(np.zeros((ny, nx), np.float32))
-            weights.append(np.zeros((ny, nx), np.float32))
-        else:
-            singles.append(np.asarray(d.out_img, np.float32))
-            weights.append(np.asarray(d.out_wht, np.float32))
-    return singles, weights
-
-
-def warm_worker() -> bool:
-    """Import in a pool's worker what :func:`_drizzle_exposure` and its arguments need: given
-    to a new pool first, it overlaps the worker's start-up with the caller's reading."""
-    import drizzle.resample  # noqa: F401
-
-    import autodriz.verifydriz  # noqa: F401 - ExposureData is unpickled from there
-
-    return True
-
-
 def drizzle_singles(
     exposures: Sequence[ExposureData],
     frame: OutputFrame,
@@ -336,7 +267,6 @@ def drizzle_singles(
     kernel: str = "turbo",
     pixfrac: float = 1.0,
     prefetch: bool = False,
-    pool: Executor | None = None,
 ) -> list[Tile]:
     """Drizzle every exposure alone onto every tile of ``frame``.
 
@@ -344,40 +274,54 @@ def drizzle_singles(
     weighting), so the weighted mean of the singles is the combined drizzle. ``prefetch``
     computes the next chip's pixel map in a thread meanwhile (for a run given two cores; the
     result is the same).
-
-    ``pool``: a process pool (one worker for a run given two cores) that drizzles exposures
-    beside this process: whenever it is idle it is given the last exposure not yet started,
-    while this process drizzles from the first, so the two share the work whatever the
-    worker's start-up costs. ``tdriz`` holds the GIL, so a thread could not do this. The
-    result is the same; a pool that breaks (its worker killed) leaves its exposure to this
-    process.
     """
-    n = len(exposures)
-    results: list[tuple[list[np.ndarray], list[np.ndarray]] | None] = [None] * n
-    if pool is None:
-        pixmaps = _pixmaps(exposures, frame, prefetch)
-        for i, exp in enumerate(exposures):
-            results[i] = _drizzle_exposure(exp, frame, kernel, pixfrac, pixmaps)
-    else:
-        todo = list(range(n))
-        running: tuple[int, Future] | None = None
-        while todo or running is not None:
-            if running is not None and (running[1].done() or not todo):
-                k, future = running
-                running = None
-                try:
-                    results[k] = future.result()
-                except BrokenProcessPool as exc:
-                    logger.warning("verification drizzle worker stopped (%s): drizzling here instead", exc)
-                    pool, todo = None, [k, *todo]
-                continue
-            if running is None and pool is not None and len(todo) > 1:
-                k = todo.pop()
-                running = (k, pool.submit(_drizzle_exposure, exposures[k], frame, kernel, pixfrac))
-                continue
-            k = todo.pop(0)
-            results[k] = _drizzle_exposure(exposures[k], frame, kernel, pixfrac)
+    from drizzle.resample import Drizzle
+
+    n_tiles = len(frame.tiles)
+    singles: list[list[np.ndarray]] = [[] for _ in range(n_tiles)]
+    weights: list[list[np.ndarray]] = [[] for _ in range(n_tiles)]
+    pixmaps = _pixmaps(exposures, frame, prefetch)
+    for exp in exposures:
+        drizzlers = [
+            Drizzle(kernel=kernel, out_shape=(t[3], t[2]), fillval=0.0, disable_ctx=True) for t in frame.tiles
+        ]
+        for chip in exp.chips:
+            pixmap = next(pixmaps)
+            wmap = chip.good.astype(np.float32) * np.float32(exp.exptime)
+            # Which input rows/columns land in a tile, from a strided sample of the (smooth)
+            # map, widened by the stride: cheap, and drizzle clips at the tile edge anyway.
+            sub = 8
+            coarse = pixmap[::sub, ::sub]
+            cy, cx = chip.shape
+            for k, (x0, y0, nx, ny) in enumerate(frame.tiles):
+                if len(frame.tiles) == 1:
+                    rows, cols = np.array([0, cy - 1]), np.array([0, cx - 1])
+                else:
+                    inside = (
+                        (coarse[..., 0] > x0 - 2 * sub) & (coarse[..., 0] < x0 + nx + 2 * sub)
+                        & (coarse[..., 1] > y0 - 2 * sub) & (coarse[..., 1] < y0 + ny + 2 * sub)
+                    )
+                    if not inside.any():
+                        continue
+                    r = np.nonzero(inside.any(axis=1))[0]
+                    c = np.nonzero(inside.any(axis=0))[0]
+                    rows = np.clip([r[0] * sub - sub, r[-1] * sub + sub], 0, cy - 1)
+                    cols = np.clip([c[0] * sub - sub, c[-1] * sub + sub], 0, cx - 1)
+                local = pixmap if x0 == 0 and y0 == 0 else pixmap - np.array([x0, y0], dtype=np.float64)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    drizzlers[k].add_image(
+                        chip.data, exp.exptime, local, weight_map=wmap, pixfrac=pixfrac,
+                        in_units=exp.in_units, iscale=1.0, pixel_scale_ratio=1.0,
+                        xmin=int(cols[0]), xmax=int(cols[-1]), ymin=int(rows[0]), ymax=int(rows[-1]),
+                    )
+        for k, d in enumerate(drizzlers):
+            if d.out_img is None:
+                singles[k].append(np.zeros((frame.tiles[k][3], frame.tiles[k][2]), np.float32))
+                weights[k].append(np.zeros((frame.tiles[k][3], frame.tiles[k][2]), np.float32))
+            else:
+                singles[k].append(np.asarray(d.out_img, np.float32))
+                weights[k].append(np.asarray(d.out_wht, np.float32))
     return [
-        Tile((t[0], t[1]), [r[0][k] for r in results], [r[1][k] for r in results])  # type: ignore[index]
-        for k, t in enumerate(frame.tiles)
+        Tile((t[0], t[1]), singles[k], weights[k]) for k, t in enumerate(frame.tiles)
     ]
