@@ -35,6 +35,14 @@ def test_bench_vs_runastrodriz_smoke(tmp_path, shared_data):
     ], out
     # The yardstick (final drizzles alone, same parallelism) and the accuracy column are printed.
     assert re.search(r"vs its final AstroDrizzle runs alone with the same parallelism \(num_cores=2\) [0-9.]+ s = [0-9.]+×", out)
+    # … drizzling the very files autodriz drizzled (kept for it, then removed, the removal counted).
+    assert "no kept drizzle input" not in out, out
+    assert re.search(r"work folders kept for the yardstick removed in [0-9.]+ s \(added to its total\)", out), out
+    from astropy.io import fits
+
+    frames = [fits.getheader(tmp_path / "w" / "sim" / d / "jsim01010_drz.fits", 1) for d in ("autodriz", "alone-same_parallelism")]
+    assert [(h["NAXIS1"], h["NAXIS2"], h["ORIENTAT"]) for h in frames][0] == [(h["NAXIS1"], h["NAXIS2"], h["ORIENTAT"]) for h in frames][1]
+    assert not [p for p in (tmp_path / "w" / "sim" / "autodriz").iterdir() if p.is_dir() and p.name.startswith("jsim01010_")]
     header = next(line for line in out.splitlines() if line.startswith("| dataset | tool |")).split("|")
     row = next(line for line in out.splitlines() if line.startswith("| sim ACS/WFC 2×256×512 | autodriz | ok |"))
     column = next(i for i, h in enumerate(header) if h.strip().startswith("FLT err rms mas"))
