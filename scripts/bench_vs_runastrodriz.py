@@ -816,6 +816,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-runastrodriz", action="store_true",
                     help="autodriz only (quick iterations; the comparison needs both)")
     ap.add_argument("--json", type=Path, default=None, help="also write all figures as JSON here")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run autodriz and its yardstick (final drizzles alone, same parallelism) this many "
+                         "times, each pair back to back, and print every ratio and their median: this "
+                         "machine's speed drifts by more than the effects measured (default 1)")
     args = ap.parse_args(argv)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_vs_runastrodriz_"))
@@ -837,17 +841,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {ds.name}: {ds.description}")
         runners = (run_autodriz,) if args.skip_runastrodriz else (run_runastrodriz, run_autodriz)
         for runner in runners:
-            o = runner(ds, ds.directory.parent, args.num_cores, args.timeout)
+            repeats: list[Outcome] = []
+            for k in range(max(1, args.repeat) if runner is run_autodriz else 1):
+                o = runner(ds, ds.directory.parent, args.num_cores, args.timeout)
+                if o.tool == "autodriz" and o.extra.get("products"):
+                    # --smoke checks the script, it measures nothing: the fair yardstick only;
+                    # repetitions after the first: the fair yardstick only.
+                    modes = ("same_parallelism",) if args.smoke or k else ("same_parallelism", "serial")
+                    o.extra["alone_seconds"] = time_final_drizzles_alone(ds, Path(o.extra["dir"]), args.num_cores, modes)
+                    o.extra["num_cores"] = args.num_cores
+                if o.tool == "autodriz":
+                    o.extra["cleanup_seconds"] = cleanup = remove_kept_workdirs(Path(o.extra["dir"]))
+                    print(f"    autodriz: work folders kept for the yardstick removed in {cleanup:.1f} s (added to its total)")
+                    o.m.seconds += cleanup
+                    alone_k = (o.extra.get("alone_seconds") or {}).get("same_parallelism")
+                    if args.repeat > 1:
+                        print(f"    repetition {k + 1}/{args.repeat}: autodriz {o.status} in {o.m.seconds:.1f} s, final "
+                              f"drizzles alone {_fmt(alone_k)} s"
+                              + (f" = {o.m.seconds / alone_k:.2f}×" if alone_k else ""), flush=True)
+                repeats.append(o)
+            o = repeats[0]
+            if len(repeats) > 1:
+                o.extra["repetitions"] = [
+                    {"total": r.m.seconds, "alone": (r.extra.get("alone_seconds") or {}).get("same_parallelism"),
+                     "status": r.status} for r in repeats
+                ]
             outcomes.append(o)
-            if o.tool == "autodriz" and o.extra.get("products"):
-                # --smoke checks the script, it measures nothing: the fair yardstick only.
-                modes = ("same_parallelism",) if args.smoke else ("same_parallelism", "serial")
-                o.extra["alone_seconds"] = time_final_drizzles_alone(ds, Path(o.extra["dir"]), args.num_cores, modes)
-                o.extra["num_cores"] = args.num_cores
-            if o.tool == "autodriz":
-                o.extra["cleanup_seconds"] = cleanup = remove_kept_workdirs(Path(o.extra["dir"]))
-                print(f"    autodriz: work folders kept for the yardstick removed in {cleanup:.1f} s (added to its total)")
-                o.m.seconds += cleanup
             print(f"    {o.tool}: {o.status} in {o.m.seconds:.1f} s, AstroDrizzle runs {o.astrodrizzle_runs}, "
                   f"peak RSS {o.m.maxrss_mb:.0f} MB (largest process), PSS {_fmt(o.m.tree_pss_mb, '{:.0f}')} MB "
                   f"(tree sum), RSS {_fmt(o.m.tree_rss_mb, '{:.0f}')} MB (tree sum), "
@@ -904,6 +923,15 @@ def main(argv: list[str] | None = None) -> int:
                       f"{o.m.seconds / same:.2f}× (issue 19 target ≤ 1.3× at 2 cores, ≤ 1.4× at 1); "
                       + (f"one after the other {serial:.1f} s = {o.m.seconds / serial:.2f}×" if serial
                          else "one after the other: not measured (--smoke)"))
+    for o in outcomes:
+        reps = [r for r in o.extra.get("repetitions", []) if r["alone"] and r["status"] == "ok"]
+        if reps:
+            ratios = [r["total"] / r["alone"] for r in reps]
+            print(f"autodriz on {o.dataset}, {len(reps)} repetitions (each autodriz then its yardstick, "
+                  f"num_cores={o.extra.get('num_cores')}): ratios " + ", ".join(f"{x:.2f}×" for x in ratios)
+                  + f"; median {statistics.median(ratios):.2f}× (min {min(ratios):.2f}×, max {max(ratios):.2f}×); "
+                  f"median total {statistics.median(r['total'] for r in reps):.1f} s, median alone "
+                  f"{statistics.median(r['alone'] for r in reps):.1f} s")
     if args.json:
         args.json.write_text(json.dumps([{**o.__dict__, "m": o.m.__dict__} for o in outcomes], indent=1, default=str))
     if not args.keep and args.workdir is None:

@@ -25,7 +25,8 @@ def _run(args: list[str], cwd: Path, shared_data: Path, timeout: float = 1800) -
 
 def test_bench_vs_runastrodriz_smoke(tmp_path, shared_data):
     out = _run([str(SCRIPTS / "bench_vs_runastrodriz.py"), "--dataset", "sim", "--smoke", "--skip-runastrodriz",
-                "--num-cores", "2", "--workdir", str(tmp_path / "w"), "--json", str(tmp_path / "b.json")],
+                "--num-cores", "2", "--workdir", str(tmp_path / "w"), "--json", str(tmp_path / "b.json"),
+                "--repeat", "2"],
                tmp_path, shared_data)
     assert "autodriz: ok in" in out, out
     # The per-stage profile, from the trailer: every stage of a full run, then the rest.
@@ -49,6 +50,9 @@ def test_bench_vs_runastrodriz_smoke(tmp_path, shared_data):
     err_flt = float(row.split("|")[column])
     assert 0.0 < err_flt < 10.0, row  # realistic simulation: a non-zero error, small after alignment
     assert (tmp_path / "b.json").is_file()
+    # Two repetitions, each autodriz then its yardstick, and the median of their ratios.
+    assert len(re.findall(r"repetition [12]/2: autodriz ok in [0-9.]+ s, final drizzles alone [0-9.]+ s = [0-9.]+×", out)) == 2, out
+    assert re.search(r"2 repetitions .*: ratios [0-9.]+×, [0-9.]+×; median [0-9.]+× \(min [0-9.]+×, max [0-9.]+×\)", out), out
 
 
 def test_bench_verification_smallest(tmp_path, shared_data):
