@@ -79,11 +79,11 @@ def _updatewcs(job: dict) -> dict:
         source, dest = (None, str(entry)) if isinstance(entry, str) else (entry["source"], entry["dest"])
         print(f"AUTODRIZ-CHILD-FILE {dest}", flush=True)
         failpoints.hit("updatewcs")
-        if source is not None and not _update_in_memory(source, dest):
-            shutil.copyfile(source, dest)
-            os.chmod(dest, 0o644)
-            source = None
-        if source is None:
+        in_place = source is None or not _update_in_memory(source, dest)
+        if in_place:
+            if source is not None:
+                shutil.copyfile(source, dest)
+                os.chmod(dest, 0o644)
             updatewcs.updatewcs([dest], use_db=False, checkfiles=False)
         with fits.open(dest) as hdul:
             names[dest] = [h.header.get("WCSNAME", "") for h in hdul if h.name == "SCI"]
