@@ -36,9 +36,12 @@ def verify_until_pass(
     ``drizzle`` library) cost a fraction of an AstroDrizzle run each; stopping at the first pass
     keeps that to what the choice needs.
     """
+    # Where the a posteriori detection found stars (pixel positions, valid for every
+    # candidate's WCS): verification drizzles only there.
+    stars = next((c.stars for c in order if getattr(c, "stars", None)), None)
     for candidate in order:
         if candidate.name not in verifications:
-            verifications[candidate.name] = verify_candidate(candidate, dataset, settings=settings)
+            verifications[candidate.name] = verify_candidate(candidate, dataset, settings=settings, stars=stars)
         if verifications[candidate.name].status == PASS:
             return candidate
     return None

@@ -46,9 +46,10 @@ import numpy as np
 from autodriz.verification.focus import focus_index
 from autodriz.verification.measure import (
     _coarse_offset_votes,
+    _cut_exposure,
     _detect,
     _Matches,
-    _measure_exposure,
+    _measure_cuts,
     _prepare_tile,
     _select,
     _vote_mode,
@@ -85,6 +86,7 @@ def verify_tiles(
     exptimes: Sequence[float] | None = None,
     thresholds: Thresholds | None = None,
     pixel_scale_arcsec: float | None = None,
+    sparse: bool = False,
 ) -> VerificationResult:
     """Registration and focus indices of N exposures drizzled onto one common frame.
 
@@ -100,6 +102,9 @@ def verify_tiles(
         Default: ``Thresholds()``.
     pixel_scale_arcsec : float, optional
         Output pixel scale, to report offsets in mas as well.
+    sparse : bool
+        The tiles are small squares around stars (:func:`autodriz.verification.singles.source_frame`):
+        ``max_sources`` and the sky samples are shared by all tiles instead of given to each.
 
     Returns
     -------
@@ -124,15 +129,20 @@ def verify_tiles(
     if len(names) != n_exp or len(exptimes) != n_exp or any(len(t.singles) != n_exp or len(t.weights) != n_exp for t in tiles):
         raise ValueError("every tile needs one single and one weight map per exposure, matching names/exptimes")
 
-    preps = [_prepare_tile(t) for t in tiles]
+    samples = max(20_000, 400_000 // len(tiles)) if sparse else 400_000
+    preps = [_prepare_tile(t, samples) for t in tiles]
     search = th.max_search_px
     rt = max(2, math.ceil(1.5 * th.fwhm_px))
-    detections = [_detect(p, th, border=max(search + rt, math.ceil(4 * th.log_sigma_px) + 3)) for p in preps]
+    border = max(search + rt, math.ceil(4 * th.log_sigma_px) + 3)
+    detections = [_detect(p, th, border=border, samples=samples) for p in preps]
+    if sparse:
+        detections = _brightest_overall(detections, th.max_sources)
     matches = [_Matches() for _ in range(n_exp)]
     for i in range(n_exp):
         sels = [_select(prep, i, sy, sx, th) for prep, (sy, sx, _) in zip(preps, detections, strict=True)]
         votes = [_coarse_offset_votes(sel, th) for sel in sels]
         pooled = _vote_mode(np.concatenate(votes))
+        cuts = []
         for t, (prep, sel) in enumerate(zip(preps, sels, strict=True)):
             matches[i].overlap += int((prep.valid[i] & (prep.wsum - prep.weights[i] > 0)).sum())
             # A tile's own offset when enough of its sources agree on it (it may differ from the
@@ -141,7 +151,8 @@ def verify_tiles(
             own = _vote_mode(votes[t])
             coarse = own if own[2] >= th.min_sources else pooled
             matches[i].coarse.append(coarse[:2] + (own[2], len(votes[t])))
-            _measure_exposure(sel, th, exptimes[i], t, matches[i], coarse[:2])
+            cuts.append(_cut_exposure(sel, th, exptimes[i], t, coarse[:2]))
+        _measure_cuts(cuts, th, matches[i])
     sims: list[SimilarityResult] = []
     used: list[set[tuple[int, int]]] = []
     for i in range(n_exp):
@@ -200,6 +211,18 @@ def verify_tiles(
         reason = f"all {n_exp} exposures registered within {th.max_offset_px} px (worst {max(s.offset_px for s in sims):.3f} px)"
     logger.info("verification: %s: %s", status.upper(), reason)
     return VerificationResult(status, reason, focus, tuple(sims), thr)
+
+
+def _brightest_overall(
+    detections: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The ``n`` brightest detections over all tiles; each tile's list stays brightest first."""
+    values = np.concatenate([d[2] for d in detections]) if detections else np.empty(0)
+    if values.size <= n:
+        return detections
+    tile = np.concatenate([np.full(d[2].size, t) for t, d in enumerate(detections)])
+    kept = np.bincount(tile[np.argsort(-values, kind="stable")[:n]], minlength=len(detections))
+    return [(y[:k], x[:k], v[:k]) for (y, x, v), k in zip(detections, kept, strict=True)]
 
 
 def verify_arrays(

@@ -27,7 +27,7 @@ from autodriz.hstio import Card, apply_sci_cards, chip_wcs
 from autodriz.instruments import CR_BITS_ASTRODRIZZLE, CR_BITS_PIPELINE, REGISTRY
 from autodriz.skygeom import mean_direction, pa_rotation
 from autodriz.solutions.base import pending_copies
-from autodriz.verification.singles import common_frame, drizzle_singles
+from autodriz.verification.singles import OutputFrame, common_frame, drizzle_singles, source_frame
 from autodriz.verify import (
     UNVERIFIED,
     FocusResult,
@@ -243,10 +243,16 @@ def verify_exposures(
     *,
     kernel: str = "turbo",
     prefetch: bool = False,
+    sources: Sequence[Mapping[int, np.ndarray]] | None = None,
+    cell: int = 320,
 ) -> VerificationResult:
     """Drizzle ``exposures`` onto a common frame and run :func:`autodriz.verify.verify_tiles`.
 
-    ``prefetch``: see :func:`drizzle_singles`.
+    ``prefetch``: see :func:`drizzle_singles`. ``sources``: per exposure, EXTVER → ``(K, 2)``
+    chip pixel positions (x, y, 0-based) of stars detected on it; when given, only squares of
+    the frame where they are are drizzled and measured (:func:`source_frame`), if that
+    covers every exposure; otherwise, and without them, the whole frame. ``cell``: the side of
+    those squares, output pixels.
 
     Returns
     -------
@@ -256,12 +262,16 @@ def verify_exposures(
     th = thresholds or Thresholds()
     t0 = time.perf_counter()
     frame = common_frame(exposures)
+    whole = frame
+    if sources is not None:
+        sparse = source_frame(frame, _frame_positions(exposures, sources, frame), cell=cell)
+        frame = sparse or frame
     t1 = time.perf_counter()
     tiles = drizzle_singles(exposures, frame, kernel=kernel, prefetch=prefetch)
     t2 = time.perf_counter()
     result = verify_tiles(
         tiles, names=[e.name for e in exposures], exptimes=[e.exptime for e in exposures],
-        thresholds=th, pixel_scale_arcsec=frame.scale_arcsec,
+        thresholds=th, pixel_scale_arcsec=frame.scale_arcsec, sparse=frame is not whole,
     )
     t3 = time.perf_counter()
     timings = {"frame": t1 - t0, "drizzle": t2 - t1, "measure": t3 - t2}
@@ -269,11 +279,38 @@ def verify_exposures(
         "frame_shape": list(frame.shape),
         "tiles": [list(t) for t in frame.tiles],
         "allocated_pixels": frame.pixels,
+        # "sources": squares around detected stars; "whole": every pixel of every chip.
+        "coverage": "whole" if frame is whole else "sources",
+        "frame_pixels": whole.pixels,
         "pixel_scale_arcsec": frame.scale_arcsec,
         "kernel": kernel,
         "exposures": [e.name for e in exposures],
     }
     return replace(result, seconds=t3 - t0, timings=timings, details={**result.details, **details})
+
+
+def _frame_positions(
+    exposures: Sequence[ExposureData], sources: Sequence[Mapping[int, np.ndarray]], frame: OutputFrame
+) -> list[np.ndarray]:
+    """Each exposure's star positions (chip pixels per EXTVER) in frame pixels, through the
+    chips' WCS (the one being verified)."""
+    out = []
+    for exp, chips in zip(exposures, sources, strict=True):
+        parts = [np.empty((0, 2))]
+        for chip in exp.chips:
+            xy = np.asarray(chips.get(chip.extver, np.empty((0, 2))), np.float64).reshape(-1, 2)
+            if xy.size:
+                ra, dec = chip.wcs.all_pix2world(xy[:, 0], xy[:, 1], 0)
+                parts.append(np.column_stack(frame.wcs.all_world2pix(ra, dec, 0)))
+        out.append(np.concatenate(parts))
+    return out
+
+
+def _coverage_text(details: Mapping[str, Any]) -> str:
+    if details.get("coverage") == "sources":
+        share = details.get("allocated_pixels", 0) / max(details.get("frame_pixels", 1), 1)
+        return f"{len(details.get('tiles', ()))} squares around stars, {share:.0%} of the frame"
+    return "whole frame"
 
 
 def _could_not_run(name: str, exc: BaseException, th: Thresholds, t0: float) -> VerificationResult:
@@ -288,6 +325,7 @@ def verify_candidate(
     settings: Any | None = None,
     thresholds: Thresholds | None = None,
     use: str = "auto",
+    stars: Mapping[str, Mapping[int, np.ndarray]] | None = None,
 ) -> VerificationResult:
     """Verify the relative alignment of a candidate WCS from its working copies.
 
@@ -305,6 +343,10 @@ def verify_candidate(
     use : str
         ``auto`` (default: the FLCs when every exposure has one — the DRC is the science
         product and its centroids are CTE-corrected — else the FLTs), ``flt`` or ``flc``.
+    stars : mapping, optional
+        Original (as str) → EXTVER → chip pixel positions of detected stars (the candidate's
+        own ``stars`` take precedence): with them for every exposure, only squares of the frame
+        around stars are drizzled and measured (:func:`verify_exposures`).
 
     Returns
     -------
@@ -351,14 +393,19 @@ def verify_candidate(
         exposures = [load_exposure(path, good_bits, cards) for path, cards in reads]
     except _READ_ERRORS as exc:
         return _could_not_run(name, exc, th, t0)
+    known = getattr(candidate, "stars", None) or stars or {}
+    sources = [known.get(str(p)) for p in originals]
     try:
-        result = verify_exposures(exposures, th, prefetch=prefetch)
+        result = verify_exposures(
+            exposures, th, prefetch=prefetch, sources=sources if all(s for s in sources) else None
+        )
     except _MEASURE_ERRORS as exc:
         return _could_not_run(name, exc, th, t0)
     seconds = time.perf_counter() - t0
     logger.info(
-        "verification of %s (%s): %s in %.1f s (drizzle %.1f s, measure %.1f s): %s",
+        "verification of %s (%s): %s in %.1f s (drizzle %.1f s, measure %.1f s, %s): %s",
         name, getattr(candidate, "wcsname", "?"), result.status.upper(), seconds,
-        result.timings.get("drizzle", 0.0), result.timings.get("measure", 0.0), result.reason,
+        result.timings.get("drizzle", 0.0), result.timings.get("measure", 0.0),
+        _coverage_text(result.details), result.reason,
     )
     return replace(result, seconds=seconds, timings={**result.timings, "load": seconds - result.seconds})

@@ -32,11 +32,12 @@ from __future__ import annotations
 import math
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from astropy.table import Table
 
 from autodriz import catalogs as catmod
@@ -315,7 +316,21 @@ def _materialise(
         kind="aposteriori", quality=quality, details=details, score=score,
         # What the delivered file of an unfitted exposure is named after (autodriz.products).
         unfitted_wcsnames={str(p): origin.wcsname for p in passengers},
+        stars=detected_stars(visit.exposures),
     )
+
+
+def detected_stars(exposures: Sequence[ExposureSources]) -> dict[str, dict[int, np.ndarray]]:
+    """Original (as str) → EXTVER → ``(K, 2)`` pixel positions of the stars kept on each chip."""
+    return {
+        str(original): {
+            chip.extver: np.column_stack([np.asarray(chip.sources["x"], float), np.asarray(chip.sources["y"], float)])
+            for chip in exp.chips
+            if len(chip.sources)
+        }
+        for exp in exposures
+        for original in exp.originals
+    }
 
 
 def _mas_keyword(value: float) -> float:

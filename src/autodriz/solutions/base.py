@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from autodriz.fitquality import FitScore
 
 if TYPE_CHECKING:
@@ -65,6 +67,11 @@ class Candidate:
         Original (as str) → WCSNAME, for exposures the candidate carries but did not fit (left
         out by :mod:`autodriz.screening`): they keep, and are delivered under, the WCS the fit
         started from.
+    stars : mapping
+        Original (as str) → EXTVER → ``(K, 2)`` chip pixel positions (x, y, 0-based) of the
+        stars the a posteriori detection kept on that exposure, brightest first. Pixel
+        positions hold for any WCS of the exposure: verification drizzles only where they are
+        (:func:`autodriz.verification.singles.source_frame`). Empty when nothing was detected.
     """
 
     name: str
@@ -79,6 +86,7 @@ class Candidate:
     details: Mapping[str, Any] = field(default_factory=dict)
     score: FitScore | None = None
     unfitted_wcsnames: Mapping[str, str] = field(default_factory=dict)
+    stars: Mapping[str, Mapping[int, np.ndarray]] = field(default_factory=dict, compare=False, repr=False)
 
 
 def prepare_workdir(path: Path) -> Path:

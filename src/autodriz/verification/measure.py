@@ -78,7 +78,11 @@ class _Prepared:
     combined_noise: float
 
 
-def _prepare_tile(tile: Tile) -> _Prepared:
+def _prepare_tile(tile: Tile, samples: int = 400_000) -> _Prepared:
+    """Sky-subtracted copies of a tile's singles, their weighted mean and noise levels.
+
+    Sky and noise come from about ``samples`` pixels of each image (a strided subsample).
+    """
     images, weights, valid, noise = [], [], [], []
     for sci, wht in zip(tile.singles, tile.weights, strict=True):
         # Copies (the caller's arrays are never modified), then in-place work: these can be
@@ -89,7 +93,7 @@ def _prepare_tile(tile: Tile) -> _Prepared:
         ok &= np.isfinite(w)
         ok &= w > 0
         # Sky and noise from a strided subsample: a robust statistic needs no 16 M pixels.
-        step = max(1, int(math.sqrt(img.size / 400_000)))
+        step = max(1, int(math.sqrt(img.size / samples)))
         sample = img[::step, ::step][ok[::step, ::step]]
         sky, sig = _sky_noise(sample) if sample.size else (0.0, 0.0)
         img -= np.float32(sky)
@@ -111,13 +115,15 @@ def _prepare_tile(tile: Tile) -> _Prepared:
     covered = wsum > 0
     np.divide(acc, wsum, out=acc, where=covered)
     acc[~covered] = 0.0
-    step = max(1, int(math.sqrt(acc.size / 400_000))) if acc.size else 1
+    step = max(1, int(math.sqrt(acc.size / samples))) if acc.size else 1
     sample = acc[::step, ::step][covered[::step, ::step]]
     _, cnoise = _sky_noise(sample) if sample.size else (0.0, 0.0)
     return _Prepared(tile.origin, images, weights, valid, noise, wsum, acc, cnoise)
 
 
-def _detect(prep: _Prepared, th: Thresholds, border: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _detect(
+    prep: _Prepared, th: Thresholds, border: int, samples: int = 400_000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Peaks of the smoothed combination (covered by ≥ 2 exposures), brightest first."""
     img = prep.combined
     if img.size == 0:
@@ -131,7 +137,7 @@ def _detect(prep: _Prepared, th: Thresholds, border: int) -> tuple[np.ndarray, n
         return np.empty(0, int), np.empty(0, int), np.empty(0)
     sig = th.fwhm_px / 2.3548
     smooth = ndimage.gaussian_filter(img, sig, mode="constant")
-    step = max(1, int(math.sqrt(img.size / 400_000)))
+    step = max(1, int(math.sqrt(img.size / samples)))
     sample = smooth[::step, ::step][region[::step, ::step]]
     _, snoise = _sky_noise(sample) if sample.size else (0.0, 0.0)
     if not snoise > 0:
@@ -366,78 +372,115 @@ def _coarse_offset_votes(sel: _Selection | None, th: Thresholds, n_brightest: in
     return _coarse_votes(s_big[confirmed], ref_big[confirmed], search, rt)
 
 
-def _measure_exposure(
-    sel: _Selection | None, th: Thresholds, exptime: float, tile_index: int, out: _Matches,
-    coarse: tuple[float, float],
-) -> None:
-    """Centroids of the selected sources in single ``i`` and in the others' combination.
+@dataclass
+class _Cut:
+    """Stamps of one tile's selected sources for exposure ``i``, ready to be centroided."""
 
-    ``coarse`` is the integer-ish offset of the single found by the votes; windowed centroids
-    refine it.
+    sel: _Selection
+    tile_index: int
+    shift: tuple[int, int]  # integer part of the coarse offset (x, y)
+    ref_st: np.ndarray
+    s_st: np.ndarray
+    var_r: np.ndarray
+    var_s: np.ndarray
+
+
+def _cut_exposure(
+    sel: _Selection | None, th: Thresholds, exptime: float, tile_index: int, coarse: tuple[float, float]
+) -> _Cut | None:
+    """Reference and single stamps of the selected sources, the single's moved by ``coarse``.
+
+    ``coarse`` is the offset of the single found by the votes; its integer part moves the
+    single's stamps, windowed centroids refine the rest (:func:`_measure_cuts`).
     """
     if sel is None:
-        return
-    prep, i, sy, sx, idx = sel.prep, sel.i, sel.sy, sel.sx, sel.idx
-    img_i = prep.images[i]
-    rc, ap = _aperture(th)
-    n_detected = sel.n_detected
-    others = sel.others
-    dxc, dyc = coarse
-    ref_st, s_st = sel.ref_stamps(rc)
-    # Sub-stamps of the single centred at the coarse offset (integer part).
-    ix, iy = round(dxc), round(dyc)
-    s_st = _stamps(img_i, sy + iy, sx + ix, rc)
+        return None
+    prep, i, sy, sx = sel.prep, sel.i, sel.sy, sel.sx
+    rc, _ = _aperture(th)
+    ref_st, _ = sel.ref_stamps(rc)
+    ix, iy = round(coarse[0]), round(coarse[1])
+    s_st = _stamps(prep.images[i], sy + iy, sx + ix, rc)
     # Noise per pixel: sky noise plus Poisson of the source in count rates (electrons/exptime).
     var_s = prep.noise[i] ** 2 + np.clip(s_st, 0, None) / max(exptime, 1e-3)
+    others = sel.others
     others_noise = float(np.sqrt(np.mean([prep.noise[j] ** 2 for j in others])))
     # Variance of the others' mean; a median of three or more is ~1.25x noisier in sigma.
     nother = len(others) / (1.57 if len(others) >= 3 else 1.0)
     var_r = others_noise**2 / nother + np.clip(ref_st, 0, None) / max(exptime * nother, 1e-3)
+    return _Cut(sel, tile_index, (ix, iy), ref_st, s_st, var_r, var_s)
+
+
+def _measure_cuts(cuts: list[_Cut | None], th: Thresholds, out: _Matches) -> None:
+    """Centroids of every tile's cut sources in the single and in the others' combination.
+
+    The windowed centroids of all tiles are computed in one batch (per-call overhead dominates
+    when there are many small tiles); the flux cuts stay per tile.
+    """
+    cuts = [c for c in cuts if c is not None]
+    if not cuts:
+        return
+    rc, ap = _aperture(th)
     sigma_w = th.fwhm_px / 2.3548
-    zeros = np.zeros(sx.size)
-    xr, yr, exr, eyr, okr = _windowed_centroid(ref_st, var_r, zeros, zeros, sigma_w)
+    ref_all = np.concatenate([c.ref_st for c in cuts])
+    zeros = np.zeros(ref_all.shape[0])
+    xr_all, yr_all, exr_all, eyr_all, okr_all = _windowed_centroid(
+        ref_all, np.concatenate([c.var_r for c in cuts]), zeros, zeros, sigma_w
+    )
     # The single starts where the reference converged, in its stamp moved by the integer coarse
     # offset: the sub-pixel rest is well inside the window's capture range, and identical
     # images then give identical centroids.
-    xs, ys, exs, eys, oks = _windowed_centroid(s_st, var_s, xr, yr, sigma_w)
-    # Aperture fluxes and S/N (count rates): must be significant and consistent in both images.
-    fs = (s_st * ap).sum(axis=(1, 2))
-    fr = (ref_st * ap).sum(axis=(1, 2))
-    es = np.sqrt((var_s * ap).sum(axis=(1, 2)))
-    er = np.sqrt((var_r * ap).sum(axis=(1, 2)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr_s = fs / es
-        snr_r = fr / er
-        ratio = fs / fr
-    lo, hi = th.flux_ratio_range
-    bright = okr & oks & (snr_s >= th.min_snr) & (snr_r >= th.min_snr) & np.isfinite(ratio)
-    # Relative to the median ratio, so that a global flux scale (an exposure-time or
-    # photometric mismatch) is not mistaken for cosmic rays.
-    typical = float(np.median(ratio[bright])) if bright.any() else 1.0
-    if not typical > 0:
-        typical = 1.0
-    keep = bright & (ratio >= lo * typical) & (ratio <= hi * typical)
-    logger.debug(
-        "exposure %d, tile origin %s: %d peaks, %d with covered apertures, %d centroided in both, "
-        "%d bright enough, %d with consistent flux (median ratio %.3f)",
-        i, prep.origin, n_detected, sx.size, int((okr & oks).sum()), int(bright.sum()), int(keep.sum()), typical,
+    xs_all, ys_all, exs_all, eys_all, oks_all = _windowed_centroid(
+        np.concatenate([c.s_st for c in cuts]), np.concatenate([c.var_s for c in cuts]), xr_all, yr_all, sigma_w
     )
-    if not keep.any():
-        return
-    # Normalised profile difference on the raw pixels at the reference's position (no shift
-    # applied, so that it sees the offset), in the aperture.
-    s_raw = _stamps(img_i, sy, sx, rc) if (ix or iy) else s_st
-    fs_raw = (s_raw * ap).sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pdiff = 0.5 * np.abs(s_raw * ap / fs_raw[:, None, None] - ref_st * ap / fr[:, None, None]).sum(axis=(1, 2))
-    ox, oy = prep.origin
-    out.x.append((sx + xr + ox)[keep])
-    out.y.append((sy + yr + oy)[keep])
-    out.dx.append((xs + ix - xr)[keep])
-    out.dy.append((ys + iy - yr)[keep])
+    lo, hi = th.flux_ratio_range
     floor2 = th.centroid_floor_px**2
-    out.ex.append(np.sqrt(exs**2 + exr**2 + floor2)[keep])
-    out.ey.append(np.sqrt(eys**2 + eyr**2 + floor2)[keep])
-    out.ratio.append(ratio[keep])
-    out.pdiff.append(pdiff[keep])
-    out.ids.append(np.column_stack([np.full(keep.sum(), tile_index), idx[keep]]))
+    start = 0
+    for cut in cuts:
+        n = cut.ref_st.shape[0]
+        part = slice(start, start + n)
+        start += n
+        xr, yr, exr, eyr, okr = xr_all[part], yr_all[part], exr_all[part], eyr_all[part], okr_all[part]
+        xs, ys, exs, eys, oks = xs_all[part], ys_all[part], exs_all[part], eys_all[part], oks_all[part]
+        sel, ref_st, s_st = cut.sel, cut.ref_st, cut.s_st
+        prep, i, sy, sx, idx = sel.prep, sel.i, sel.sy, sel.sx, sel.idx
+        ix, iy = cut.shift
+        # Aperture fluxes and S/N (count rates): must be significant and consistent in both images.
+        fs = (s_st * ap).sum(axis=(1, 2))
+        fr = (ref_st * ap).sum(axis=(1, 2))
+        es = np.sqrt((cut.var_s * ap).sum(axis=(1, 2)))
+        er = np.sqrt((cut.var_r * ap).sum(axis=(1, 2)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            snr_s = fs / es
+            snr_r = fr / er
+            ratio = fs / fr
+        bright = okr & oks & (snr_s >= th.min_snr) & (snr_r >= th.min_snr) & np.isfinite(ratio)
+        # Relative to the tile's median ratio, so that a global flux scale (an exposure-time or
+        # photometric mismatch) is not mistaken for cosmic rays.
+        typical = float(np.median(ratio[bright])) if bright.any() else 1.0
+        if not typical > 0:
+            typical = 1.0
+        keep = bright & (ratio >= lo * typical) & (ratio <= hi * typical)
+        logger.debug(
+            "exposure %d, tile origin %s: %d peaks, %d with covered apertures, %d centroided in both, "
+            "%d bright enough, %d with consistent flux (median ratio %.3f)",
+            i, prep.origin, sel.n_detected, sx.size, int((okr & oks).sum()), int(bright.sum()), int(keep.sum()),
+            typical,
+        )
+        if not keep.any():
+            continue
+        # Normalised profile difference on the raw pixels at the reference's position (no shift
+        # applied, so that it sees the offset), in the aperture.
+        s_raw = _stamps(prep.images[i], sy, sx, rc) if (ix or iy) else s_st
+        fs_raw = (s_raw * ap).sum(axis=(1, 2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pdiff = 0.5 * np.abs(s_raw * ap / fs_raw[:, None, None] - ref_st * ap / fr[:, None, None]).sum(axis=(1, 2))
+        ox, oy = prep.origin
+        out.x.append((sx + xr + ox)[keep])
+        out.y.append((sy + yr + oy)[keep])
+        out.dx.append((xs + ix - xr)[keep])
+        out.dy.append((ys + iy - yr)[keep])
+        out.ex.append(np.sqrt(exs**2 + exr**2 + floor2)[keep])
+        out.ey.append(np.sqrt(eys**2 + eyr**2 + floor2)[keep])
+        out.ratio.append(ratio[keep])
+        out.pdiff.append(pdiff[keep])
+        out.ids.append(np.column_stack([np.full(keep.sum(), cut.tile_index), idx[keep]]))
