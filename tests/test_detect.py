@@ -155,7 +155,7 @@ def _crowded(seed: int, shape: tuple[int, int] = (300, 400)) -> tuple[np.ndarray
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_prefiltered_finder_is_daostarfinder(seed):
-    """Measuring only peaks that can pass the sharpness cut changes nothing in the result."""
+    """Measuring only peaks that can pass the sharpness and roundness1 cuts changes nothing in the result."""
     from photutils.detection import DAOStarFinder
 
     sub, mask = _crowded(seed)

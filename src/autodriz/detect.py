@@ -213,9 +213,9 @@ def _dao_find(sub: np.ndarray, mask: np.ndarray, params: DetectionParams, thresh
 
     DAOStarFinder measures every local maximum of the convolved image (tens of thousands on a
     full chip with cosmic rays) with one cutout per peak in Python (~3 s per 2048x4096 chip).
-    Its sharpness depends only on the pixels under the kernel at the peak, so it is computed
-    here for all peaks at once with the same formula; the finder then measures the few that
-    can pass (``xycoords``) and applies all its own cuts to them. The peaks are found exactly
+    Its sharpness and roundness1 depend only on the pixels under the kernel at the peak, so
+    they are computed here for all peaks at once with the same formulas; the finder then
+    measures the few that can pass (``xycoords``) and applies all its own cuts to them. The peaks are found exactly
     as the finder does (same convolution, ``find_peaks`` footprint and border), and a margin
     on the sharpness window keeps rounding from dropping a source the finder would keep:
     the result is the finder's own (tests/test_detect.py compares the two).
@@ -249,6 +249,23 @@ def _dao_find(sub: np.ndarray, mask: np.ndarray, params: DetectionParams, thresh
         sharp = (peak - (total - peak) / (kernel.npixels - 1)) / convolved[py, px]
     margin = 1e-6 * max(1.0, abs(params.sharplo), abs(params.sharphi))
     keep = (sharp >= params.sharplo - margin) & (sharp <= params.sharphi + margin)
+    if not keep.any():
+        return None
+    # roundness1 (the symmetry of the convolved image around the peak) likewise, with the
+    # finder's quadrants; a non-finite one is dropped by the finder too.
+    sel = np.flatnonzero(keep)
+    cy, cx = ((n - 1) // 2 for n in kernel.shape)
+    oy = np.arange(kernel.shape[0]) - cy
+    ox = np.arange(kernel.shape[1]) - cx
+    cut = convolved[py[sel, None, None] + oy[None, :, None], px[sel, None, None] + ox[None, None, :]]
+    cut[:, cy, cx] = 0.0
+    sum2 = (-cut[:, 0:cy + 1, cx + 1:].sum(axis=(1, 2)) + cut[:, 0:cy, 0:cx + 1].sum(axis=(1, 2))
+            - cut[:, cy:, 0:cx].sum(axis=(1, 2)) + cut[:, cy + 1:, cx:].sum(axis=(1, 2)))
+    sum4 = np.abs(cut).sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        round1 = 2.0 * sum2 / sum4
+    rmargin = 1e-6 * max(1.0, abs(params.roundlo), abs(params.roundhi))
+    keep[sel] = (round1 >= params.roundlo - rmargin) & (round1 <= params.roundhi + rmargin)
     if not keep.any():
         return None
     with warnings.catch_warnings():
