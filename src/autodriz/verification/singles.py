@@ -11,6 +11,10 @@ them from the file). Evaluating that for every pixel costs ~6 s per ACS/WFC chip
 part is evaluated on a grid every :data:`PIXMAP_STEP` pixels and interpolated, while the
 column-wise D2IM correction (not smooth) is applied exactly per pixel; the difference from the
 exact map is below 1e-3 pixel. The exposures are read by :mod:`autodriz.verifydriz`.
+
+On a large frame with many stars, :func:`source_frame` keeps only squares of the frame around
+them; the pixel maps are then interpolated for the input windows that land in those squares
+only (:meth:`PixmapGrid.window`).
 """
 
 from __future__ import annotations
