@@ -18,7 +18,7 @@ from astropy.table import Table
 
 from autodriz import catalogs as cm
 from autodriz.astrometry.config import load_aposteriori_config
-from autodriz.astrometry.sources import start_background_detection
+from autodriz.astrometry.sources import early_stars, start_background_detection
 from autodriz.config import Settings
 from autodriz.errors import ConfigError
 from autodriz.inputs import resolve_input
@@ -129,7 +129,17 @@ def test_background_detection_on_two_cores_gives_the_same_fits(small_visit, tmp_
     two = Settings(catalog=visit.catalog_path, offline=True, num_cores=2)
     caplog.set_level(logging.INFO, logger="autodriz")
     with start_background_detection(dataset, two) as early:
+        # What the a priori candidates' verification drizzles around (taken before the stage,
+        # which then takes the same tables again).
+        stars = early_stars(early, dataset)
         pooled = make_aposteriori_candidates(default, dataset, two, tmp_path / "pooled", early=early)
+    assert set(stars) == {str(p) for p in (*dataset.flt_paths, *dataset.flc_paths)}
+    fitted = next(c for c in pooled if c.copies)
+    assert set(fitted.stars) == set(stars)
+    for key, chips in stars.items():
+        assert set(chips) == {1, 2} and all(len(xy) > 10 for xy in chips.values())
+        for extver, xy in chips.items():
+            np.testing.assert_array_equal(xy, fitted.stars[key][extver])
     assert "source detection started in the background on 4 chips in 2 processes" in caplog.text
     assert "searching them now" not in caplog.text
     assert [c.name for c in pooled] == [c.name for c in serial]

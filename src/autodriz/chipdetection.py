@@ -128,6 +128,11 @@ class BackgroundDetection:
         future = self._futures.get(job)
         return None if future is None else future.result()
 
+    @property
+    def jobs(self) -> tuple[ChipJob, ...]:
+        """The chips submitted, in order."""
+        return tuple(self._futures)
+
     def close(self) -> None:
         """Cancel what has not started, wait for the workers to exit."""
         self._pool.shutdown(wait=True, cancel_futures=True)

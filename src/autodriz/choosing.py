@@ -9,8 +9,9 @@ that lost for cause.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from autodriz.config import Settings
 from autodriz.inputs import Dataset
@@ -28,6 +29,7 @@ def verify_until_pass(
     dataset: Dataset,
     settings: Settings,
     verifications: dict[str, VerificationResult],
+    stars: Mapping[str, Mapping[int, Any]] | None = None,
 ) -> Candidate | None:
     """Verify candidates in rank order until one passes; return it (None when none did).
 
@@ -38,7 +40,7 @@ def verify_until_pass(
     """
     # Where the a posteriori detection found stars (pixel positions, valid for every
     # candidate's WCS): verification drizzles only there.
-    stars = next((c.stars for c in order if getattr(c, "stars", None)), None)
+    stars = next((c.stars for c in order if getattr(c, "stars", None)), stars)
     for candidate in order:
         if candidate.name not in verifications:
             verifications[candidate.name] = verify_candidate(candidate, dataset, settings=settings, stars=stars)
@@ -52,13 +54,19 @@ def aposteriori_start(
     dataset: Dataset,
     settings: Settings,
     verifications: dict[str, VerificationResult],
+    stars: Callable[[], Mapping[str, Mapping[int, Any]] | None] | None = None,
 ) -> Candidate | None:
-    """The best a priori solution that the images verify: where the a posteriori fits start."""
+    """The best a priori solution that the images verify: where the a posteriori fits start.
+
+    ``stars``: gives the stars the background detection found (waiting for it), so that
+    verification drizzles only around them (see :func:`verify_until_pass`).
+    """
     apriori = [c for c in candidates if c.kind in ("default", "apriori")]
     if not settings.verify or len(apriori) < 2:
         return None
     ranking = rank_candidates(apriori, max_fit_rms_mas=settings.max_fit_rms_mas)
-    best = verify_until_pass(verification_order(ranking), dataset, settings, verifications)
+    best = verify_until_pass(verification_order(ranking), dataset, settings, verifications,
+                             stars=stars() if stars is not None else None)
     if best is None:
         logger.info("no a priori solution verified: the a posteriori fits start from the pipeline default")
     return best

@@ -21,7 +21,7 @@ from astropy.io import fits
 
 from autodriz import __version__
 from autodriz.allocator import release_free_memory
-from autodriz.astrometry.sources import start_background_detection
+from autodriz.astrometry.sources import early_stars, start_background_detection
 from autodriz.choosing import aposteriori_start, remove_failed_workdirs, remove_workdirs, select_candidate
 from autodriz.childproc import start_warm_server
 from autodriz.config import Settings, astrodrizzle_defaults
@@ -280,7 +280,10 @@ def _process_dataset(
     def verified_start() -> Candidate | None:
         # Verified once, when a strategy first asks: a run whose fits are off verifies nothing early.
         if not starts:
-            starts.append(aposteriori_start(ctx.candidates, dataset, settings, verifications))
+            # The background detection's stars (the a posteriori stage waits for them anyway):
+            # the a priori candidates are verified on squares around them.
+            stars = (lambda: early_stars(early, dataset)) if early is not None else None
+            starts.append(aposteriori_start(ctx.candidates, dataset, settings, verifications, stars=stars))
         return starts[0]
 
     ctx = RunContext(dataset, settings, output_dir, tuple(originals), verified_start=verified_start, detected=early)

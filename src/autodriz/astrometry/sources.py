@@ -75,6 +75,27 @@ def start_background_detection(
     return BackgroundDetection(jobs, settings.num_cores) if jobs else None
 
 
+def early_stars(early: BackgroundDetection, dataset: Dataset) -> dict[str, dict[int, np.ndarray]]:
+    """Original (as str) → EXTVER → ``(K, 2)`` pixel positions of the stars the background
+    detection kept (waiting for it), for every file of each exposure it searched: where the
+    verification of a priori candidates drizzles (:func:`autodriz.verification.singles.source_frame`).
+    The tables stay in ``early`` for the a posteriori stage.
+    """
+    by_path: dict[str, dict[int, np.ndarray]] = {}
+    for job in early.jobs:
+        table = early.take(job)
+        if table is not None and len(table):
+            by_path.setdefault(job.path, {})[job.extver] = np.column_stack(
+                [np.asarray(table["x"], float), np.asarray(table["y"], float)]
+            )
+    return {
+        str(path): by_path[str(searched)]
+        for exp in dataset.exposures
+        if (searched := next((p for p in exp.paths if str(p) in by_path), None)) is not None
+        for path in exp.paths
+    }
+
+
 def load_exposures(
     copies: Mapping[Path, Path],
     dataset: Dataset,
