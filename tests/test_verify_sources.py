@@ -11,7 +11,7 @@ from astropy.wcs import WCS
 from autodriz.detect import DetectionParams, detect_sources
 from autodriz.inputs import resolve_input
 from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
-from autodriz.solutions.aposteriori import detected_stars
+from autodriz.astrometry.sources import detected_stars
 from autodriz.solutions.default import make_default_candidate
 from autodriz.verification.singles import OutputFrame, common_frame, drizzle_singles, source_frame
 from autodriz.verifydriz import load_exposure, perturb_exposure, verify_candidate, verify_exposures

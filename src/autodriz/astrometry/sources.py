@@ -75,6 +75,22 @@ def start_background_detection(
     return BackgroundDetection(jobs, settings.num_cores) if jobs else None
 
 
+def star_positions(table: Table) -> np.ndarray:
+    """``(K, 2)`` pixel positions (x, y, 0-based) of a detection table's rows, in its order."""
+    return np.column_stack([np.asarray(table["x"], float), np.asarray(table["y"], float)])
+
+
+def detected_stars(exposures: Sequence[ExposureSources]) -> dict[str, dict[int, np.ndarray]]:
+    """Original (as str) → EXTVER → pixel positions of the stars kept on each chip (chips
+    without any left out): what verification drizzles around
+    (:func:`autodriz.verification.singles.source_frame`)."""
+    return {
+        str(original): {chip.extver: star_positions(chip.sources) for chip in exp.chips if len(chip.sources)}
+        for exp in exposures
+        for original in exp.originals
+    }
+
+
 def early_stars(early: BackgroundDetection, dataset: Dataset) -> dict[str, dict[int, np.ndarray]]:
     """Original (as str) → EXTVER → ``(K, 2)`` pixel positions of the stars the background
     detection kept (waiting for it), for every file of each exposure it searched: where the
@@ -85,9 +101,7 @@ def early_stars(early: BackgroundDetection, dataset: Dataset) -> dict[str, dict[
     for job in early.jobs:
         table = early.take(job)
         if table is not None and len(table):
-            by_path.setdefault(job.path, {})[job.extver] = np.column_stack(
-                [np.asarray(table["x"], float), np.asarray(table["y"], float)]
-            )
+            by_path.setdefault(job.path, {})[job.extver] = star_positions(table)
     return {
         str(path): by_path[str(searched)]
         for exp in dataset.exposures

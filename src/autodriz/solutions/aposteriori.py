@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from autodriz import catalogs as catmod
 from autodriz.astrometry.chips import ExposureSources, observation_epoch
 from autodriz.astrometry.config import AposterioriConfig, load_aposteriori_config
 from autodriz.astrometry.fit import Alignment, FitOutcome, align_exposures, fit_catalog
-from autodriz.astrometry.sources import footprint, load_exposures, prefilter_reference
+from autodriz.astrometry.sources import detected_stars, footprint, load_exposures, prefilter_reference
 from autodriz.config import Settings
 from autodriz.chipdetection import BackgroundDetection
 from autodriz.fitquality import FAILED, NOT_ATTEMPTED, QUALITY_MEANING, FitScore
@@ -190,7 +190,7 @@ def make_aposteriori_candidates(
         region.ra, region.dec, region.radius * 60, cfg.catalogs.footprint_margin_arcsec,
         f"{epoch:.4f}" if epoch else "unknown",
     )
-    visit = _Visit(exposures, alignment, region, cfg, base, top, origin, passengers)
+    visit = _Visit(exposures, alignment, region, cfg, base, top, origin, passengers, detected_stars(exposures))
 
     # 2. the catalogs in order of preference, until one gives a good enough fit.
     candidates: list[Candidate] = []
@@ -246,6 +246,7 @@ class _Visit:
     top: Path  # <root>_aposteriori
     origin: Candidate  # the candidate whose copies the fits start from
     passengers: tuple[Path, ...]  # unfitted exposures' originals, carried with the starting WCS
+    stars: Mapping[str, Mapping[int, np.ndarray]]  # every fit's Candidate.stars (the same detection)
 
     def not_done(self, catalog: str, quality: int, reason: str, details: Mapping[str, Any]) -> Candidate:
         """A catalog that gave no fit (unavailable, no stars, not attempted)."""
@@ -316,21 +317,8 @@ def _materialise(
         kind="aposteriori", quality=quality, details=details, score=score,
         # What the delivered file of an unfitted exposure is named after (autodriz.products).
         unfitted_wcsnames={str(p): origin.wcsname for p in passengers},
-        stars=detected_stars(visit.exposures),
+        stars=visit.stars,
     )
-
-
-def detected_stars(exposures: Sequence[ExposureSources]) -> dict[str, dict[int, np.ndarray]]:
-    """Original (as str) → EXTVER → ``(K, 2)`` pixel positions of the stars kept on each chip."""
-    return {
-        str(original): {
-            chip.extver: np.column_stack([np.asarray(chip.sources["x"], float), np.asarray(chip.sources["y"], float)])
-            for chip in exp.chips
-            if len(chip.sources)
-        }
-        for exp in exposures
-        for original in exp.originals
-    }
 
 
 def _mas_keyword(value: float) -> float:
