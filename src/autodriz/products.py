@@ -6,7 +6,9 @@ leaves all of them byte-identical. No file system renames several files at once,
 renames each original is kept under a backup name beside it (a hard link, else a copy): a rename
 that fails puts back the originals already replaced, and a run killed among the renames leaves
 backups that the next run on the dataset puts back before it starts
-(:func:`recover_interrupted_update`). Products are moved into place only when complete.
+(:func:`recover_interrupted_update`). Once every rename is durable a commit marker is written
+before the backups are removed, so a run killed while removing them is seen as finished, not
+undone halfway. Products are moved into place only when complete.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ logger = logging.getLogger(__name__)
 TMP_SUFFIX = ".autodriz-tmp"
 #: Backup of an original while the update renames are under way (never a final name).
 BACKUP_SUFFIX = ".autodriz-bak"
+#: Beside the first original of an update once all its renames are durable: the backups left
+#: beside the originals are then stale, not a way back (removing them is not atomic either).
+COMMIT_SUFFIX = ".autodriz-committed"
 #: A solution within this distance (mas, anywhere on a chip) of the WCS an input already carries
 #: under the same WCSNAME is that WCS: a re-run's fit lands microarcseconds from the first one's
 #: (it starts from a default rebuilt from the archived headers), far below any fit's RMS.
@@ -60,6 +65,11 @@ def _fsync_dir(directory: Path) -> None:
 def backup_path(original: Path) -> Path:
     """Where ``original`` is kept while the update renames are under way."""
     return original.with_name(original.name + BACKUP_SUFFIX)
+
+
+def commit_marker_path(original: Path) -> Path:
+    """The marker saying that an update whose first original is ``original`` has committed."""
+    return original.with_name(original.name + COMMIT_SUFFIX)
 
 
 def _make_backup(original: Path) -> Path:
@@ -97,27 +107,43 @@ def _put_back(backup: Path, original: Path) -> None:
 
 
 def recover_interrupted_update(originals: Sequence[Path]) -> list[Path]:
-    """Undo an update of ``originals`` that a killed run left half done; return what was restored.
+    """Finish or undo an update of ``originals`` that a killed run left; return what was restored.
 
-    A backup exists only while a run is renaming its temporary files over the originals; one
-    found by a later run (which holds the dataset lock) means that run died among the renames.
-    Putting every backup back returns all the originals to their state before that run, so the
-    inputs are never left partly updated. Leftover temporary files of the update are removed.
+    A backup exists only while a run is renaming its temporary files over the originals or
+    removing the backups afterwards; one found by a later run (which holds the dataset lock)
+    means that run died there. Without a commit marker it died among the renames: putting every
+    backup back returns all the originals to their state before that run. With the marker every
+    original already carries the new WCS, so the leftover backups are removed instead (putting
+    back the ones not yet removed would mix old and new WCSs). Either way the inputs are never
+    left partly updated. Leftover temporary files of the update are removed.
     """
-    restored = []
+    markers = [commit_marker_path(o) for o in originals if commit_marker_path(o).is_file()]
+    restored, discarded = [], []
     for original in originals:
         backup = backup_path(original)
         if backup.is_file():
-            _put_back(backup, original)
-            restored.append(original)
+            if markers:
+                backup.unlink()
+                discarded.append(original)
+            else:
+                _put_back(backup, original)
+                restored.append(original)
         for stale in (original.with_name(original.name + TMP_SUFFIX), backup.with_name(backup.name + TMP_SUFFIX)):
             if stale.is_file():  # test first: the folder may be read-only, with nothing to remove
                 stale.unlink()
+    if restored or discarded:
+        _fsync_dir(originals[0].parent)
+    _discard(markers)
     if restored:
-        _fsync_dir(restored[0].parent)
         logger.warning(
             "an earlier run was killed while writing the WCS into the inputs: restored %s from its "
             "backup, so every input is back as it was before that run", ", ".join(p.name for p in restored)
+        )
+    if discarded:
+        logger.warning(
+            "an earlier run was killed after writing the WCS into every input, while removing the "
+            "backups: removed the backups left of %s; the inputs keep that run's WCS",
+            ", ".join(p.name for p in discarded),
         )
     return restored
 
@@ -345,7 +371,40 @@ def _replace_all(temps: Mapping[Path, Path]) -> None:
     for directory in directories:
         _fsync_dir(directory)
     # Every original is updated and the renames are durable: the backups have done their job.
-    _discard(list(backups.values()))
+    # Removing them one by one is not atomic, so first say durably that the update committed.
+    try:
+        marker = _write_commit_marker(list(temps))
+    except OSError as exc:
+        # The renames are durable but not yet marked: backups left now would be put back by the
+        # next run. Remove them (as before the marker existed); a kill here is the one window left.
+        logger.warning("could not mark the WCS update as committed (%s); removing the backups directly", exc)
+        _discard(list(backups.values()))
+        return
+    try:
+        for backup in backups.values():
+            failpoints.hit("update.discard-backup")
+            backup.unlink(missing_ok=True)
+        for directory in directories:
+            _fsync_dir(directory)
+        marker.unlink()
+    except OSError as exc:
+        # Every input has its new WCS; the marker tells the next run to remove what is left.
+        logger.warning(
+            "the WCS is written into every input, but a backup could not be removed (%s): the next "
+            "run on this dataset removes the %s files", exc, BACKUP_SUFFIX,
+        )
+
+
+def _write_commit_marker(originals: Sequence[Path]) -> Path:
+    """Durably mark the update of ``originals`` as committed; return the marker's path."""
+    marker = commit_marker_path(originals[0])
+    partial = marker.with_name(marker.name + TMP_SUFFIX)
+    failpoints.hit("update.commit")
+    partial.write_text("".join(f"{o.name}\n" for o in originals))
+    _fsync(partial)
+    os.replace(partial, marker)
+    _fsync_dir(marker.parent)
+    return marker
 
 
 def _roll_back(replaced: Sequence[Path], backups: Mapping[Path, Path]) -> list[Path]:

@@ -42,7 +42,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from autodriz.products import BACKUP_SUFFIX
+from autodriz.products import BACKUP_SUFFIX, COMMIT_SUFFIX
 from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 
 ROOT = "jsim01010"
@@ -296,8 +296,16 @@ def _check_after_kill(directory: Path, baseline: Baseline, trial: Trial) -> None
     # A kill among the final renames leaves every original's backup (.autodriz-bak), which the
     # next run puts back: then any mix of updated and untouched inputs is recoverable, as long as
     # each backup is the original. Without backups, FLT and FLC of an exposure must agree.
+    # A kill after the renames, while the backups are removed, leaves a commit marker: then the
+    # backups are stale and every input must already be updated.
     backups = {p.name[: -len(BACKUP_SUFFIX)]: p for p in directory.glob(f"*{BACKUP_SUFFIX}")}
-    if backups:
+    if list(directory.glob(f"*{COMMIT_SUFFIX}")):
+        for name, state in states.items():
+            if state != "updated":
+                trial.problems.append(f"{name} is {state} although the update committed")
+            elif name in backups:
+                states[name] += "+stale-backup"
+    elif backups:
         for name, state in states.items():
             if name not in backups:
                 if state != "untouched":
@@ -375,7 +383,7 @@ def _run_trial(trial: Trial, baseline: Baseline, workroot: Path) -> Trial:
         trial.problems.append(f"re-run exit {rerun.exit_code}:\n{rerun.stdout[-3000:]}")
         return trial
     trial.problems += [f"after the re-run: {p}" for p in _wcs_differences(_final_wcs(directory), baseline.wcs)]
-    stray = [p.name for p in directory.rglob("*") if p.name.endswith((".autodriz-tmp", BACKUP_SUFFIX))]
+    stray = [p.name for p in directory.rglob("*") if p.name.endswith((".autodriz-tmp", BACKUP_SUFFIX, COMMIT_SUFFIX))]
     stray += [p.name for p in directory.glob(f".{ROOT}.autodriz-lock")]
     stray += [p.name for p in directory.glob(f"{ROOT}_*") if p.is_dir()]
     if stray:

@@ -4,7 +4,8 @@
 over the originals one by one. A failure at the Nth rename must put back the N-1 originals
 already replaced, leave no temporary or backup file, and end the run with exit 8
 (``UPDATE_FAILED``) and one line naming the file. A run killed among the renames leaves backups
-that the next run puts back before anything else.
+that the next run puts back before anything else; a run killed after every rename, while it
+removes the backups, leaves a commit marker, and the next run removes the backups instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ import pytest
 from autodriz.cli import main
 from autodriz.errors import UpdateError
 from autodriz.exitcodes import ExitCode
-from autodriz.products import BACKUP_SUFFIX, TMP_SUFFIX, _replace_all, backup_path, recover_interrupted_update
+from autodriz import failpoints
+from autodriz.products import (
+    BACKUP_SUFFIX,
+    COMMIT_SUFFIX,
+    TMP_SUFFIX,
+    _replace_all,
+    backup_path,
+    commit_marker_path,
+    recover_interrupted_update,
+)
 from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 
 NAMES = ("jx1_flt.fits", "jx1_flc.fits", "jx2_flt.fits", "jx2_flc.fits")
@@ -116,6 +126,43 @@ def test_next_run_puts_back_an_update_killed_among_the_renames(prepared) -> None
     assert not list(folder.glob(f"*{BACKUP_SUFFIX}")) and not list(folder.glob(f"*{TMP_SUFFIX}"))
     # Nothing to do the next time.
     assert recover_interrupted_update(originals) == []
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_an_update_stopped_while_removing_backups_stays_updated(prepared, monkeypatch, tmp_path, caplog, n: int) -> None:
+    """The stop-36 CI failure: a kill among the backup removals must not let the next run mix WCSs.
+
+    Removing the ``n``-th backup fails (as a kill there would leave it): the update has committed,
+    so the call returns, the originals are all updated, and the remaining backups are stale.
+    """
+    folder, temps = prepared
+    updated = {o.name: hashlib.sha256(t.read_bytes()).hexdigest() for o, t in temps.items()}
+    monkeypatch.setenv(failpoints.LOG_ENV, str(tmp_path / "failpoints.log"))
+    monkeypatch.setenv(failpoints.ENV, f"update.discard-backup:{n}")
+    _replace_all(temps)  # committed: no error for the caller, a warning for the user
+    assert "the next run on this dataset removes" in caplog.text
+    originals = list(temps)
+    left = sorted(p.name for p in folder.glob(f"*{BACKUP_SUFFIX}"))
+    assert left == sorted(backup_path(o).name for o in originals[n - 1:])
+    assert commit_marker_path(originals[0]).is_file()
+    monkeypatch.delenv(failpoints.ENV)
+    assert recover_interrupted_update(originals) == []  # nothing put back: it would mix old and new
+    assert _sha(folder) == updated
+    assert "removed the backups left of" in caplog.text
+
+
+def test_the_next_run_still_restores_without_a_commit_marker(prepared) -> None:
+    """The same leftovers without the marker mean a kill among the renames: every backup goes back."""
+    folder, temps = prepared
+    before = {o.name: hashlib.sha256(o.read_bytes()).hexdigest() for o in temps}
+    originals = list(temps)
+    for original in originals:
+        os.link(original, backup_path(original))
+    for original in originals:
+        os.replace(temps[original], original)
+    assert recover_interrupted_update(originals) == originals
+    assert _sha(folder) == before
+    assert not list(folder.glob(f"*{COMMIT_SUFFIX}"))
 
 
 def test_cli_exit_8_when_the_third_of_four_renames_fails(tmp_path, monkeypatch, capsys) -> None:
