@@ -13,6 +13,7 @@ from autodriz.detect import (
     SOURCE_COLUMNS,
     DetectionParams,
     _dao_find,
+    _local_maxima,
     confirm_across_exposures,
     detect_sources,
 )
@@ -167,6 +168,29 @@ def test_prefiltered_finder_is_daostarfinder(seed):
         assert len(fast) == len(plain)
         for name in ("xcentroid", "ycentroid", "sharpness", "roundness1", "roundness2", "peak", "flux"):
             np.testing.assert_array_equal(np.asarray(fast[name]), np.asarray(plain[name]), err_msg=name)
+
+
+@pytest.mark.parametrize("fwhm", [1.5, 2.0, 3.2])
+def test_local_maxima_are_find_peaks(fwhm):
+    """The threshold-first peak search returns find_peaks' peaks, in its order, plateaus included."""
+    from photutils.detection import DAOStarFinder, find_peaks
+    from scipy.ndimage import convolve
+
+    sub, mask = _crowded(3)
+    sub[200:204, 20:24] = 5000.0  # a flat-topped (saturated) star: every plateau pixel is a peak
+    sub[0:3, :] = 900.0  # bright rows at the border, excluded as find_peaks excludes them
+    kernel = DAOStarFinder(threshold=1.0, fwhm=fwhm).kernel
+    convolved = convolve(sub, kernel.data, mode="constant", cval=0.0)
+    footprint = kernel.mask.astype(bool)
+    for threshold in (5.0, 40.0, 400.0):
+        expected = find_peaks(convolved, threshold, footprint=footprint, mask=mask,
+                              border_width=(kernel.yradius, kernel.xradius))
+        y, x = _local_maxima(convolved, threshold, footprint, mask)
+        assert len(expected) > 20
+        np.testing.assert_array_equal(x, np.asarray(expected["x_peak"]))
+        np.testing.assert_array_equal(y, np.asarray(expected["y_peak"]))
+    assert _local_maxima(convolved, 1e9, footprint, mask) is None
+    assert _local_maxima(np.full((50, 50), 3.0), 1.0, footprint, np.zeros((50, 50), bool)) is None
 
 
 def test_detect_chips_in_processes_equals_in_process(tmp_path, chip):
