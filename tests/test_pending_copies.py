@@ -157,10 +157,10 @@ def test_a_pending_fit_that_fails_verification_is_never_written_and_the_next_one
                 copies = PendingCopies(dict(default.copies), ctx.folder(self) / name, edits)
                 original_write = copies.write
 
-                def write(copies=copies, original_write=original_write, name=name):
+                def write(copies=copies, original_write=original_write, name=name, **kwargs):
                     if not copies.written:
                         written.append(name)
-                    original_write()
+                    original_write(**kwargs)
 
                 copies.write = write
                 stats = FitStatistics(geometry="rscale", succeeded=True, n_matches=150, rms_mas=rms)
@@ -180,7 +180,111 @@ def test_a_pending_fit_that_fails_verification_is_never_written_and_the_next_one
     assert report["chosen"]["name"] == "aposteriori-REL-GOOD-rscale"
     assert written == ["aposteriori-REL-GOOD-rscale"]
     assert not (visit.directory / "jsim01010_aposteriori" / "aposteriori-REL-BAD-rscale").exists()
+    # The winner's copies were moved from the default's (--keep-workdirs shows it): the pixels
+    # are in the winner's folder, header shadows in the default's.
+    for path in [*visit.flt_paths, *visit.flc_paths]:
+        name = Path(path).name
+        with fits.open(visit.directory / "jsim01010_aposteriori" / "aposteriori-REL-GOOD-rscale" / name) as won, \
+                fits.open(visit.directory / "jsim01010_default" / name) as shadow:
+            assert won["SCI", 1].data.any() and not shadow["SCI", 1].data.any()
+            assert shadow["SCI", 1].header["WCSNAME"] == "IDC_0461802ej"
     for path in [*visit.flt_paths, *visit.flc_paths]:
         with fits.open(path) as hdul:
             assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {"IDC_0461802ej-FIT_REL_GOOD"}
             assert "IDC_0461802ej-FIT_REL_BAD" not in {h.header.get("WCSNAME") for h in hdul if h.name == "HDRLET"}
+
+
+def _with_small_extensions(path: Path) -> None:
+    """Give an exposure what updatewcs and earlier runs attach: a distortion array and a table."""
+    rng = np.random.default_rng(5)
+    with fits.open(path, mode="append") as hdul:
+        hdul.append(fits.ImageHDU(rng.normal(size=(33, 65)).astype(np.float32), name="WCSDVARR", ver=1))
+        hdul.append(fits.BinTableHDU.from_columns([fits.Column("WCS_ID", "24A", array=["IDC_x", "IDC_x-FIT"])],
+                                                  name="WCSCORR"))
+
+
+def test_a_header_shadow_is_the_file_but_for_the_pixels_of_sci_err_dq(visit, tmp_path):
+    import os
+
+    from autodriz.solutions.base import header_shadow
+
+    source = tmp_path / "src_flt.fits"
+    source.write_bytes(Path(visit.flt_paths[0]).read_bytes())
+    _with_small_extensions(source)
+    shadow = tmp_path / "shadow_flt.fits"
+    header_shadow(source, shadow)
+    assert shadow.stat().st_size == source.stat().st_size
+    # Pixels not written: a sparse file (SCI, ERR, DQ of two 64x128 chips are holes).
+    assert os.stat(shadow).st_blocks * 512 < source.stat().st_size
+    with fits.open(source) as a, fits.open(shadow) as b:
+        assert [h.name for h in a] == [h.name for h in b]
+        for ha, hb in zip(a, b, strict=True):
+            assert ha.header.tostring() == hb.header.tostring(), ha.name
+            if ha.name in ("SCI", "ERR", "DQ"):
+                assert not hb.data.any() and (ha.name == "DQ" or ha.data.any())  # zeros for the pixels
+            elif ha.data is not None:
+                assert np.array_equal(np.asarray(ha.data), np.asarray(hb.data)), ha.name
+        ends = {(h.name, h.ver): a.fileinfo(i) for i, h in enumerate(a)}
+    # Byte for byte outside the shadowed data blocks.
+    raw, shadowed = source.read_bytes(), bytearray(shadow.read_bytes())
+    for (name, _), info in ends.items():
+        if name in ("SCI", "ERR", "DQ"):
+            start, stop = info["datLoc"], info["datLoc"] + info["datSpan"]
+            shadowed[start:stop] = raw[start:stop]
+    assert bytes(shadowed) == raw
+
+
+def test_taking_the_sources_writes_the_same_copies_and_leaves_headerlet_sources(visit, tmp_path):
+    from stwcs.wcsutil import headerlet
+
+    from autodriz._child import _solved
+
+    originals = [Path(p) for p in (*visit.flt_paths, *visit.flc_paths)]
+    starts = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        starts[name] = copy_exposures(originals, tmp_path / name)
+        for copy in starts[name].values():
+            _with_small_extensions(copy)
+    edits = {o: _fitted(c) for o, c in starts["a"].items()}
+    copied = PendingCopies(starts["a"], tmp_path / "fit-a", edits)
+    moved = PendingCopies(starts["b"], tmp_path / "fit-b", edits)
+    before = {o: starts["b"][o].read_bytes() for o in originals}
+    copied.write()
+    moved.write(take_sources=True)
+    for original in originals:
+        # The same working copy, and the starting one still in place, as a shadow.
+        assert moved[original].read_bytes() == copied[original].read_bytes()
+        source = starts["b"][original]
+        assert source.is_file() and source.read_bytes() != before[original]
+        with fits.open(source) as shadow:
+            assert not shadow["SCI", 1].data.any()
+        # Headerlets of the starting candidate and of a losing fit from it, made from the shadow,
+        # are those made from the real starting copy.
+        as_json = {str(k): [[key, list(v) if isinstance(v, tuple) else v] for key, v in c]
+                   for k, c in edits[original].items()}
+        for extra in ({}, {"sci_cards": as_json}):
+            made = []
+            for other in ({"solved": str(starts["a"][original]), **extra}, {"solved": str(source), **extra}):
+                with _solved(other) as solved:
+                    made.append(headerlet.create_headerlet(solved, hdrname="h", wcsname=None, author="autodriz",
+                                                           logging=False))
+            real, from_shadow = made
+            assert [h.name for h in real] == [h.name for h in from_shadow]
+            for a, b in zip(real, from_shadow, strict=True):
+                ha, hb = a.header.copy(), b.header.copy()
+                for h in (ha, hb):
+                    h.remove("DATE", ignore_missing=True)
+                assert ha == hb, a.name
+                if a.data is not None:
+                    assert np.array_equal(np.asarray(a.data), np.asarray(b.data)), a.name
+
+
+def test_an_original_is_never_taken_as_a_source(visit, tmp_path):
+    """A pending copy whose source is an input file (never so in a run) copies it, as before."""
+    original = tmp_path / "in_flt.fits"
+    original.write_bytes(Path(visit.flt_paths[0]).read_bytes())
+    before = original.read_bytes()
+    pending = PendingCopies({original: original}, tmp_path / "fit", {original: _fitted(original)})
+    pending.write(take_sources=True)
+    assert original.read_bytes() == before and pending[original].is_file()

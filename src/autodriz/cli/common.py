@@ -63,7 +63,9 @@ def add_processing_flags(p: argparse.ArgumentParser, registry: Registry = REGIST
                    help="if distortion reference files (IDCTAB …) are missing, drizzle with the header WCS "
                         "instead of stopping with exit code 4")
     g.add_argument("--keep-workdirs", action="store_const", const=True, default=None,
-                   help="keep the per-candidate working folders (<root>_default/ …)")
+                   help="keep the per-candidate working folders (<root>_default/ …); the copies a "
+                        "winning fit started from are moved into its folder, leaving header-only "
+                        "shadows (pixels read as zeros)")
     g.add_argument("--offline", action="store_const", const=True, default=None,
                    help="never contact network services")
     g.add_argument("--strict-services", action="store_const", const=True, default=None,

@@ -9,8 +9,11 @@ WCSs, each worked out on copies of the exposures in the strategy's own folder
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,23 +176,49 @@ class PendingCopies(Mapping[Path, Path]):
         """Whether the copies are on disk."""
         return self._written
 
-    def write(self) -> None:
-        """Write the copies (once): copy each source into :attr:`folder`, then apply its edits."""
+    def write(self, *, take_sources: bool = False) -> None:
+        """Write the copies (once): copy each source into :attr:`folder`, then apply its edits.
+
+        Parameters
+        ----------
+        take_sources : bool
+            Move each source into :attr:`folder` instead of copying it, and leave a
+            :func:`header_shadow` under its name: for the winner, once nothing will read the
+            sources' pixels again (verification is over). Its starting candidate's headerlet
+            is still made from the shadow, whose headers and small extensions are the
+            source's; its pixels, 1.4 GB for a full-size ACS/WFC visit, are not written a
+            second time. A source on another file system, or one that is an original, is
+            copied as before.
+        """
         if self._written:
             return
         from astropy.io import fits
 
         from autodriz.hstio import apply_sci_cards
 
+        t0 = time.perf_counter()
         prepare_workdir(self.folder)
-        copies = copy_exposures(list(self.sources.values()), self.folder)
+        copies, moved = {}, 0
+        originals = {o.resolve() for o in self.sources}
+        for source in self.sources.values():
+            dest = self.folder / source.name
+            if take_sources and source.resolve() not in originals and _move_leaving_shadow(source, dest):
+                moved += 1
+            else:
+                shutil.copyfile(source, dest)
+                dest.chmod(0o644)
+            copies[source] = dest
+        t1 = time.perf_counter()
         for original, source in self.sources.items():
             by_extver = self.edits.get(original)
             if by_extver:
                 with fits.open(copies[source], mode="update") as hdul:
                     apply_sci_cards(hdul, by_extver)
         self._written = True
-        logger.debug("working copies written in %s", self.folder)
+        logger.debug(
+            "working copies written in %s (%d of %d moved from their source; %.2f s, edits %.2f s)",
+            self.folder, moved, len(copies), t1 - t0, time.perf_counter() - t1,
+        )
 
     def __getitem__(self, original: Path) -> Path:
         source = self.sources[original]
@@ -215,6 +244,49 @@ class PendingCopies(Mapping[Path, Path]):
     def __repr__(self) -> str:
         state = "written" if self._written else "not written"
         return f"PendingCopies({len(self)} files in {self.folder}, {state})"
+
+
+#: Extensions whose pixels a headerlet never reads: a header shadow leaves them as holes.
+SHADOWED_EXTNAMES = frozenset({"SCI", "ERR", "DQ"})
+
+
+def header_shadow(source: Path, dest: Path) -> None:
+    """Write ``dest``: ``source`` byte for byte, but for the pixels of SCI, ERR and DQ.
+
+    Those data blocks are left as holes of a sparse file, which read as zeros and take neither
+    disk nor page cache; every header and every other extension (distortion arrays, headerlets,
+    WCSCORR) is copied exactly, so a headerlet made from the shadow is the one made from the
+    source. The layout comes from astropy (``HDUList.fileinfo``); no HDU is parsed beyond it.
+    """
+    from astropy.io import fits
+
+    with fits.open(source, memmap=True, lazy_load_hdus=False) as hdul:
+        spans = []
+        for index, hdu in enumerate(hdul):
+            info = hdul.fileinfo(index)
+            hole = hdu.name in SHADOWED_EXTNAMES and hdu.header.get("NAXIS", 0) > 0
+            end = info["datLoc"] + (0 if hole else info["datSpan"])
+            spans.append((info["hdrLoc"], end))
+    size = source.stat().st_size
+    with open(source, "rb") as src, open(dest, "wb") as out:
+        for start, end in spans:
+            src.seek(start)
+            out.seek(start)
+            out.write(src.read(end - start))
+        out.truncate(size)
+
+
+def _move_leaving_shadow(source: Path, dest: Path) -> bool:
+    """Rename ``source`` to ``dest`` and leave its :func:`header_shadow`; False if not renamable."""
+    try:
+        os.rename(source, dest)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:  # another file system: the caller copies
+            return False
+        raise
+    dest.chmod(0o644)
+    header_shadow(dest, source)
+    return True
 
 
 def pending_copies(copies: Mapping[Path, Path]) -> PendingCopies | None:
