@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import logging
 import shutil
 import socket
@@ -140,6 +141,16 @@ def test_synthetic_candidates_have_the_injected_errors(visit, tmp_path):
     assert {p: _sha(p) for p in default.copies} == before
     # The default candidate's copies are untouched too (the a priori ones are new copies).
     assert T.visit_error(list(default.copies.values()), truth).rms_mas == pytest.approx(22.36, abs=1.0)
+
+    # With two cores the copies are shared among two children: the same candidates, the same files.
+    stamp = re.compile(rb"DATE    = '[0-9T:.-]+'")
+    two = {c.name: c for c in make_apriori_candidates(default, dataset, Settings(num_cores=2), tmp_path / "two")}
+    assert sorted(two) == sorted(cands)
+    assert (tmp_path / "two" / f"{dataset.root}_apriori" / "apply_apriori_2.log").is_file()
+    for name, cand in cands.items():
+        for original, copy in cand.copies.items():
+            other = two[name].copies[original]
+            assert stamp.sub(b"", other.read_bytes()) == stamp.sub(b"", copy.read_bytes()), (name, copy.name)
 
 
 @dataclass(frozen=True)
@@ -315,3 +326,30 @@ def test_service_options_from_environment():
         load_settings(env={"AUTODRIZ_ASTROMETRY_DB": "off", "ASTROMETRY_SERVICE_URL": "http://x.example/",
                            "AUTODRIZ_ASTROMETRY_DB_URL": "http://y.example/"})
     ) == (False, "http://y.example/")
+
+@pytest.mark.parametrize("name", ["sample_ipppssoot_flc.fits.gz", "sample_ipppssoot_flt.fits.gz"])
+def test_applying_in_memory_writes_the_bytes_updating_a_copy_writes(shared_data, tmp_path, name):
+    """The child writes an a priori copy once from the default's copy (``source``): byte for byte
+    what copying it and applying the headerlet in update mode gave, for every real headerlet."""
+    from autodriz._child import _apply_apriori
+
+    source = copy_decompressed(shared_data / "real" / "headers" / name, tmp_path / "src")
+    before = _sha(source)
+    embedded = [h for h in H.embedded_headerlets(source) if h.short]
+    assert len(embedded) >= 2
+    for info in embedded:
+        hlet = H.write_headerlet(info, tmp_path / f"{info.short}_hlet.fits")
+        updated = tmp_path / "updated" / info.short / source.name
+        updated.parent.mkdir(parents=True)
+        updated.write_bytes(source.read_bytes())
+        written = tmp_path / "written" / info.short / source.name
+        written.parent.mkdir(parents=True)
+        result = _apply_apriori({"items": [{"copy": str(updated), "headerlet": str(hlet)},
+                                           {"source": str(source), "copy": str(written), "headerlet": str(hlet)}]})
+        assert result["errors"] == {}
+        assert result["wcsnames"][str(written)] == result["wcsnames"][str(updated)] == [info.wcsname] * len(
+            result["wcsnames"][str(written)])
+        # The archived WCS's headerlet records when it was made (DATE): the clock may tick between.
+        stamp = re.compile(rb"DATE    = '[0-9T:.-]+'")
+        assert stamp.sub(b"DATE", written.read_bytes()) == stamp.sub(b"DATE", updated.read_bytes()), info.short
+    assert _sha(source) == before

@@ -333,8 +333,18 @@ def _apply_apriori(job: dict) -> dict:
     (the embedded case). ``force``: the headerlet's own NPOL/D2IM tables come with it, so a
     DISTNAME that differs only in those files still gives a self-consistent WCS; the parent has
     already required the same IDCTAB.
+
+    An item with a ``source`` (the default candidate's copy) is read from it, changed in memory
+    and written once as ``copy``: a copy opened in update mode is rewritten whole when the
+    archived WCS and the headerlet grow its headers, so each 170 MB copy was written twice.
+    The two give the same bytes (``tests/test_apriori.py``). Without ``source``, ``copy`` is
+    updated in place.
     """
     from stwcs.wcsutil import headerlet
+
+    def apply(hlet, hdul) -> None:
+        attached = {n.upper() for n in headerlet.get_headerlet_kw_names(hdul, kw="HDRNAME")}
+        hlet.apply_as_primary(hdul, attach=hlet.hdrname.upper() not in attached, archive=True, force=True)
 
     done, errors = {}, {}
     for item in job["items"]:
@@ -343,9 +353,15 @@ def _apply_apriori(job: dict) -> dict:
         try:
             failpoints.hit("apriori.apply")
             hlet = headerlet.Headerlet.fromfile(item["headerlet"])
-            with fits.open(item["copy"], mode="update") as hdul:
-                attached = {n.upper() for n in headerlet.get_headerlet_kw_names(hdul, kw="HDRNAME")}
-                hlet.apply_as_primary(hdul, attach=hlet.hdrname.upper() not in attached, archive=True, force=True)
+            if item.get("source"):
+                with fits.open(item["source"], mode="readonly") as source:
+                    hdul = _InMemoryHDUList(list(source))
+                    apply(hlet, hdul)
+                    hdul.writeto(item["copy"], overwrite=True)
+                os.chmod(item["copy"], 0o644)
+            else:
+                with fits.open(item["copy"], mode="update") as hdul:
+                    apply(hlet, hdul)
             with fits.open(item["copy"]) as hdul:
                 done[item["copy"]] = sorted({str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"})
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which decides

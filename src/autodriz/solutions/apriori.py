@@ -20,8 +20,8 @@ headerlet's.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,30 +303,41 @@ def make_apriori_candidates(
         copies: dict[Path, Path] = {}
         hlet_files: dict[Path, Path] = {}
         for original, info in solution.headerlets.items():
+            # Written by the child, from the default's copy with the headerlet applied in memory.
             copy = workdir / original.name
-            shutil.copyfile(default.copies[original], copy)
-            copy.chmod(0o644)
             # The headerlet goes into the folder whatever its source: what was applied stays
             # next to the copy it was applied to.
             hlet = H.write_headerlet(info, workdir / f"{original.name.split('.')[0]}_{solution.short}_hlet.fits")
             copies[original] = copy
             hlet_files[original] = hlet
-            items.append({"copy": str(copy), "headerlet": str(hlet)})
+            items.append({"source": str(Path(default.copies[original]).resolve()), "copy": str(copy),
+                          "headerlet": str(hlet)})
         plans.append((solution, workdir, copies, hlet_files))
 
+    # Each copy is read, changed and written by itself: with cores to spare, the copies are
+    # shared among children (one core idled while a single child wrote 16 full-size copies).
+    children = max(1, min(settings.num_cores, len(items)))
     logger.info(
-        "applying %d a priori solution(s) to %d copies (stwcs, child process)", len(plans), len(items)
+        "applying %d a priori solution(s) to %d copies (stwcs, %d child process%s)",
+        len(plans), len(items), children, "es" if children > 1 else "",
     )
+    limit = timeout if timeout is not None else settings.drizzle_timeout
+
+    def apply(k: int) -> Mapping[str, Any]:
+        share = items[k::children]
+        label = "apply_apriori" if children == 1 else f"apply_apriori_{k + 1}"
+        return run_child({"task": "apply_apriori", "items": share}, cwd=root_dir, timeout=limit, label=label).result
+
     try:
-        result = run_child(
-            {"task": "apply_apriori", "items": items},
-            cwd=root_dir,
-            timeout=timeout if timeout is not None else settings.drizzle_timeout,
-        )
+        if children == 1:
+            results = [apply(0)]
+        else:
+            with ThreadPoolExecutor(max_workers=children, thread_name_prefix="apriori") as pool:
+                results = list(pool.map(apply, range(children)))
     except ChildError as exc:
         logger.warning("a priori headerlets could not be applied (%s): no a priori candidate", exc)
         return []
-    errors: Mapping[str, str] = result.result.get("errors", {})
+    errors: Mapping[str, str] = {k: v for r in results for k, v in (r.get("errors") or {}).items()}
 
     candidates = []
     for solution, workdir, copies, hlet_files in plans:
