@@ -276,3 +276,29 @@ def test_a_run_under_the_archive_profile_records_it_in_the_trailer(tmp_path):
     text = (tmp_path / "p.tra").read_text()
     assert re.search(r"setting use_astrometry_db\s+True \[profile:archive\]", text)
     assert re.search(r"setting strict_services\s+True \[profile:archive\]", text)
+
+
+def test_a_script_without_a_main_guard_is_not_run_again_by_a_child(tmp_path):
+    """A script that calls the CLI at import level: each child forked for AstroDrizzle imports it
+    (multiprocessing does), and used to start a second run on the same files there (only the
+    dataset lock stopped it). In a child ``main`` now runs nothing, says why and returns 2; the
+    run itself succeeds, with one run in its trailer."""
+    from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
+
+    visit = simulate_visit(tmp_path / "v", SimulationConfig(**EXACT_WORLD, n_exposures=1, chip_shape=(64, 128),
+                                                            n_stars=10, seed=3))
+    marker = tmp_path / "ran.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from autodriz.cli import main\n"
+        f"code = main([{str(visit.asn_path)!r}, '--jref', {str(visit.jref_dir)!r}, '--no-apriori', "
+        "'--no-aposteriori', '--no-verify', '--offline', '--num-cores', '1'])\n"
+        f"open({str(marker)!r}, 'a').write(f'exit {{code}}\\n')\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    lines = marker.read_text().splitlines()
+    # The script's own process ran autodriz (exit 0); each child that imported it ran nothing.
+    assert lines.count("exit 0") == 1 and set(lines) == {"exit 0", "exit 2"}, (lines, done.stderr[-2000:])
+    assert "put the call under 'if __name__ == \"__main__\":'" in done.stderr, done.stderr[-2000:]
+    trailer = (visit.directory / "jsim01010.tra").read_text()
+    assert trailer.count("AUTODRIZ-VERDICT") == 1 and "AUTODRIZ-VERDICT OK exit=0" in trailer

@@ -110,8 +110,28 @@ def _subcommand(name: str) -> Callable[[Sequence[str]], int]:
     }[name]
 
 
+def _in_a_child_importing_main() -> bool:
+    # multiprocessing (spawn and forkserver, which autodriz's children use) imports the parent's
+    # main script in every child and marks the process as "inheriting" meanwhile, as its own
+    # check on starting processes reads it.
+    import multiprocessing
+
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``autodriz`` command; return the process exit code."""
+    """Run the ``autodriz`` command; return the process exit code.
+
+    Called while a child process of autodriz imports the calling script (a script that calls
+    this without ``if __name__ == "__main__":``, which multiprocessing re-imports in every
+    child), it runs nothing and returns ``USAGE`` with a message on stderr: the child goes on
+    with its own work instead of starting a second run on the same files beside the first.
+    """
+    if _in_a_child_importing_main():
+        print("autodriz: not run again in a child process importing the script that called "
+              "autodriz.cli.main: put the call under 'if __name__ == \"__main__\":' "
+              "(Python's multiprocessing requires it)", file=sys.stderr)
+        return int(ExitCode.USAGE)
     argv = list(sys.argv[1:] if argv is None else argv)
     # This process is autodriz's own: its big arrays should not cost the kernel more than the
     # work on them (autodriz.allocator; a library caller's process is left as it is).
