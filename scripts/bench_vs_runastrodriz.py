@@ -801,6 +801,22 @@ def git_state() -> str:
         return f"{repo} (not a git checkout)"
 
 
+#: Disk a run of this script needs at its peak, GB (input, autodriz's copy of it with its
+#: working folders and AstroDrizzle intermediates, two yardstick folders), by synthetic size.
+#: The full-size figure: ~9 GB seen in /tmp/bW at stop 37; runastrodriz adds its own copy.
+DISK_NEEDED_GB = {"smoke": 0.5, "default": 4.0, "full": 12.0}
+
+
+def disk_problem(work: Path, size: str, runastrodriz: bool) -> str | None:
+    """Why ``work``'s file system cannot hold the run, or None (a full disk fails a run midway)."""
+    need = DISK_NEEDED_GB[size] * (1.5 if runastrodriz else 1.0)
+    free = shutil.disk_usage(work).free / 1e9
+    if free < need:
+        return (f"only {free:.1f} GB free under {work}, a {size} run needs ~{need:.0f} GB: "
+                "free some space or choose another --workdir")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", choices=("sim", "goodss", "both"), default="both")
@@ -824,6 +840,11 @@ def main(argv: list[str] | None = None) -> int:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_vs_runastrodriz_"))
     work.mkdir(parents=True, exist_ok=True)
+    size = "smoke" if args.smoke else ("full" if args.full else "default")
+    problem = disk_problem(work, size, not args.skip_runastrodriz)
+    if problem:
+        print(f"bench_vs_runastrodriz: {problem}", file=sys.stderr)
+        return 2
     print(f"bench_vs_runastrodriz  {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"machine: {machine()}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))

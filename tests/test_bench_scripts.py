@@ -70,3 +70,24 @@ def test_bench_batch_smallest(tmp_path, shared_data):
     assert re.search(r"2 workers:\s+median\s+[0-9.]+ s", out), out
     assert "throughput ratio 2w/1w:" in out
     assert (tmp_path / "b.json").is_file()
+
+
+def test_bench_vs_runastrodriz_stops_before_a_run_the_disk_cannot_hold(tmp_path, monkeypatch, capsys):
+    """A full disk used to fail a run midway (stop 35); the script now says so before it starts."""
+    import importlib.util
+    import shutil
+    from collections import namedtuple
+
+    spec = importlib.util.spec_from_file_location("bench_vs_runastrodriz", SCRIPTS / "bench_vs_runastrodriz.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_vs_runastrodriz", bench)  # its dataclasses look it up
+    spec.loader.exec_module(bench)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100e9, 95e9, 5e9))
+    assert bench.disk_problem(tmp_path, "smoke", True) is None
+    assert "needs ~18 GB" in bench.disk_problem(tmp_path, "full", True)
+    code = bench.main(["--dataset", "sim", "--full", "--skip-runastrodriz", "--workdir", str(tmp_path / "w")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "only 5.0 GB free" in err and "a full run needs ~12 GB" in err
+    assert not (tmp_path / "w" / "sim").exists()  # nothing simulated
