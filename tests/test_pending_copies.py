@@ -39,6 +39,18 @@ def _fitted(path: Path) -> dict[int, list]:
     return edits
 
 
+def _assert_same_headerlet(a: fits.HDUList, b: fits.HDUList) -> None:
+    """The same HDUs, headers (but the DATE each was made) and data."""
+    assert [h.name for h in a] == [h.name for h in b]
+    for ha, hb in zip(a, b, strict=True):
+        left, right = ha.header.copy(), hb.header.copy()
+        for h in (left, right):
+            h.remove("DATE", ignore_missing=True)
+        assert left == right, ha.name
+        if ha.data is not None:
+            assert np.array_equal(np.asarray(ha.data), np.asarray(hb.data)), ha.name
+
+
 def test_nothing_is_written_until_an_item_is_read_then_the_copies_hold_the_fit(visit, tmp_path):
     (tmp_path / "start").mkdir()
     sources = copy_exposures([Path(p) for p in (*visit.flt_paths, *visit.flc_paths)], tmp_path / "start")
@@ -101,15 +113,7 @@ def test_a_losers_headerlet_from_memory_equals_the_one_from_its_written_copy(vis
         with _solved(other) as solved:
             hlets.append(headerlet.create_headerlet(solved, hdrname="h", wcsname="IDC_x-FIT_REL_USER",
                                                     author="autodriz", logging=False))
-    from_file, from_memory = hlets
-    assert [h.name for h in from_file] == [h.name for h in from_memory]
-    for a, b in zip(from_file, from_memory, strict=True):
-        ha, hb = a.header.copy(), b.header.copy()
-        for h in (ha, hb):
-            h.remove("DATE", ignore_missing=True)
-        assert ha == hb, a.name
-        if a.data is not None:
-            assert np.array_equal(a.data, b.data)
+    _assert_same_headerlet(*hlets)
     # The starting copy itself is untouched.
     assert fits.getheader(source, ("SCI", 1))["WCSNAME"] != "IDC_x-FIT_REL_USER"
 
@@ -269,15 +273,7 @@ def test_taking_the_sources_writes_the_same_copies_and_leaves_headerlet_sources(
                 with _solved(other) as solved:
                     made.append(headerlet.create_headerlet(solved, hdrname="h", wcsname=None, author="autodriz",
                                                            logging=False))
-            real, from_shadow = made
-            assert [h.name for h in real] == [h.name for h in from_shadow]
-            for a, b in zip(real, from_shadow, strict=True):
-                ha, hb = a.header.copy(), b.header.copy()
-                for h in (ha, hb):
-                    h.remove("DATE", ignore_missing=True)
-                assert ha == hb, a.name
-                if a.data is not None:
-                    assert np.array_equal(np.asarray(a.data), np.asarray(b.data)), a.name
+            _assert_same_headerlet(*made)
 
 
 def test_an_original_is_never_taken_as_a_source(visit, tmp_path):

@@ -99,16 +99,21 @@ def _update_in_memory(source: str, dest: str) -> bool:
     """
     from stwcs import updatewcs
 
+    primary = fits.getheader(source)
+    if str(primary.get("INSTRUME", "")).strip().upper() == "WFPC2" or not str(primary.get("ROOTNAME", "")).strip():
+        return False
+    _write_changed(source, dest, lambda hdul: updatewcs.updatewcs([hdul], use_db=False, checkfiles=False))
+    return True
+
+
+def _write_changed(source: str, dest: str, change) -> None:
+    """Read ``source`` into memory (pixels memory-mapped), ``change`` it, write it once as ``dest``."""
     with fits.open(source, mode="readonly") as original:
-        primary = original[0].header
-        if str(primary.get("INSTRUME", "")).strip().upper() == "WFPC2" or not str(primary.get("ROOTNAME", "")).strip():
-            return False
         hdul = _InMemoryHDUList(list(original))
-        updatewcs.updatewcs([hdul], use_db=False, checkfiles=False)
+        change(hdul)
         # A leftover of an interrupted run is replaced, as a copy over it would be.
         hdul.writeto(dest, overwrite=True)
     os.chmod(dest, 0o644)
-    return True
 
 
 def _astrodrizzle(job: dict) -> dict:
@@ -354,11 +359,7 @@ def _apply_apriori(job: dict) -> dict:
             failpoints.hit("apriori.apply")
             hlet = headerlet.Headerlet.fromfile(item["headerlet"])
             if item.get("source"):
-                with fits.open(item["source"], mode="readonly") as source:
-                    hdul = _InMemoryHDUList(list(source))
-                    apply(hlet, hdul)
-                    hdul.writeto(item["copy"], overwrite=True)
-                os.chmod(item["copy"], 0o644)
+                _write_changed(item["source"], item["copy"], lambda hdul, hlet=hlet: apply(hlet, hdul))
             else:
                 with fits.open(item["copy"], mode="update") as hdul:
                     apply(hlet, hdul)

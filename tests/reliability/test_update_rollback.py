@@ -59,6 +59,17 @@ def _fail_on_nth_input_replace(monkeypatch: pytest.MonkeyPatch, n: int) -> list[
     return seen
 
 
+def _killed_after_renames(temps: dict[Path, Path], renamed: int) -> list[Path]:
+    """Leave what a kill -9 after ``renamed`` renames leaves: backups of all (hard links), the
+    first ``renamed`` originals replaced, the other temporary files not yet renamed."""
+    originals = list(temps)
+    for original in originals:
+        os.link(original, backup_path(original))
+    for original in originals[:renamed]:
+        os.replace(temps[original], original)
+    return originals
+
+
 @pytest.fixture
 def prepared(tmp_path: Path) -> tuple[Path, dict[Path, Path]]:
     """Four originals and their prepared temporary files, as ``apply_candidate_wcs`` leaves them."""
@@ -113,13 +124,7 @@ def test_backup_is_a_copy_where_hard_links_fail(prepared, monkeypatch) -> None:
 def test_next_run_puts_back_an_update_killed_among_the_renames(prepared) -> None:
     folder, temps = prepared
     before = {o.name: hashlib.sha256(o.read_bytes()).hexdigest() for o in temps}
-    # What a kill -9 after the second rename leaves: backups of all, two originals replaced,
-    # two temporary files not yet renamed.
-    originals = list(temps)
-    for original in originals:
-        os.link(original, backup_path(original))
-    for original in originals[:2]:
-        os.replace(temps[original], original)
+    originals = _killed_after_renames(temps, 2)
     restored = recover_interrupted_update(originals)
     assert restored == originals  # every backup is put back (the unreplaced ones are no-ops)
     assert _sha(folder) == before
@@ -155,11 +160,7 @@ def test_the_next_run_still_restores_without_a_commit_marker(prepared) -> None:
     """The same leftovers without the marker mean a kill among the renames: every backup goes back."""
     folder, temps = prepared
     before = {o.name: hashlib.sha256(o.read_bytes()).hexdigest() for o in temps}
-    originals = list(temps)
-    for original in originals:
-        os.link(original, backup_path(original))
-    for original in originals:
-        os.replace(temps[original], original)
+    originals = _killed_after_renames(temps, len(temps))
     assert recover_interrupted_update(originals) == originals
     assert _sha(folder) == before
     assert not list(folder.glob(f"*{COMMIT_SUFFIX}"))

@@ -204,10 +204,9 @@ class PendingCopies(Mapping[Path, Path]):
             dest = self.folder / source.name
             if take_sources and source.resolve() not in originals and _move_leaving_shadow(source, dest):
                 moved += 1
+                copies[source] = dest
             else:
-                shutil.copyfile(source, dest)
-                dest.chmod(0o644)
-            copies[source] = dest
+                copies.update(copy_exposures([source], self.folder))
         t1 = time.perf_counter()
         for original, source in self.sources.items():
             by_extver = self.edits.get(original)
