@@ -254,6 +254,105 @@ class Measured:
     # pages shared by forked AstroDrizzle workers are counted once in all, not once per process
     # as the RSS sum counts them. The comparable "how much memory does the run need" figure.
     tree_pss_mb: float | None = None
+    # CPU seconds (user + system) of the tree by role (TreeCpu), sampled with the memory.
+    cpu_by_role: dict[str, float] | None = None
+
+
+#: Roles of the processes of a run, in the order they are printed.
+CPU_ROLES = ("main", "spawned workers", "fresh children", "warm server", "forked children", "other")
+
+
+def process_role(cmdline: list[str], is_root: bool, parent_is_root: bool) -> str:
+    """Which part of a run a process is, from its command line.
+
+    ``spawned workers``: multiprocessing spawn children (autodriz's source detection);
+    ``fresh children``: ``python -m autodriz._child`` (updatewcs, a fresh interpreter);
+    ``warm server``: the forkserver started by the root process; ``forked children``: the
+    processes it forks (AstroDrizzle, a priori, verification jobs).
+    """
+    if is_root:
+        return "main"
+    text = " ".join(cmdline)
+    if "spawn_main" in text:
+        return "spawned workers"
+    if "autodriz._child" in text:
+        return "fresh children"
+    if "multiprocessing.forkserver" in text:
+        return "warm server" if parent_is_root else "forked children"
+    return "other"
+
+
+class TreeCpu:
+    """CPU seconds (user + system) a process tree used, by role, from samples.
+
+    Each process counts what it had used when last seen minus what it had used when first
+    seen, if it already existed when counting began (a warm server kept from an earlier run):
+    a process that ends between two samples loses at most one interval, so the figures are
+    lower bounds to within (processes × interval). Unlike wall time they do not depend on how
+    busy the other core was, which makes them the steadier comparison on a noisy machine.
+    """
+
+    def __init__(self, root_pid: int, existing: list[Any] = ()) -> None:
+        self.root = root_pid
+        self._role: dict[int, str] = {}
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        for proc in existing:
+            used = self._used(proc)
+            if used is not None:
+                self._first[proc.pid] = used
+
+    @staticmethod
+    def _used(proc: Any) -> float | None:
+        import psutil
+
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            return None
+        return times.user + times.system
+
+    def sample(self, procs: list[Any]) -> None:
+        """Record the CPU time of every process of ``procs`` (psutil.Process, root first)."""
+        import psutil
+
+        for proc in procs:
+            used = self._used(proc)
+            if used is None:
+                continue
+            if proc.pid not in self._role:
+                try:
+                    cmdline, ppid = proc.cmdline(), proc.ppid()
+                except psutil.Error:
+                    continue
+                self._role[proc.pid] = process_role(cmdline, proc.pid == self.root, ppid == self.root)
+            self._last[proc.pid] = used
+
+    def by_role(self) -> dict[str, float]:
+        """Seconds by role (only roles that used any), and ``total``."""
+        out: dict[str, float] = {}
+        for pid, used in self._last.items():
+            role = self._role[pid]
+            out[role] = out.get(role, 0.0) + max(0.0, used - self._first.get(pid, 0.0))
+        ordered = {r: round(out[r], 1) for r in CPU_ROLES if out.get(r, 0.0) > 0.05}
+        ordered["total"] = round(sum(out.values()), 1)
+        return ordered
+
+
+def cpu_ratio(o: Any) -> float | None:
+    """autodriz's CPU seconds over those of its final drizzles alone (same parallelism)."""
+    alone = (o.extra.get("alone_seconds") or {}).get("same_parallelism_cpu")
+    mine = o.m.cpu_by_role
+    if not alone or not mine or not alone.get("total"):
+        return None
+    return mine["total"] / alone["total"]
+
+
+def format_cpu(by_role: dict[str, float] | None) -> str:
+    if not by_role:
+        return "not measured (psutil missing)"
+    parts = [f"{role} {sec:.1f}" for role, sec in by_role.items() if role != "total"]
+    return f"{by_role['total']:.1f} CPU-s = " + ", ".join(parts)
 
 
 def proc_pss_bytes(pid: int) -> int:
@@ -281,6 +380,7 @@ def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, t
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        cpu = TreeCpu(proc.pid) if psutil is not None else None
 
         def sample() -> None:
             if psutil is None:
@@ -304,6 +404,7 @@ def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, t
                     pss += proc_pss_bytes(p.pid)
                 peak[0] = max(peak[0], total / 2**20)
                 peak_pss[0] = max(peak_pss[0], pss / 2**20)
+                cpu.sample(procs)
                 stop.wait(0.25)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -332,6 +433,7 @@ def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, t
         maxrss_mb=usage.ru_maxrss / 1024.0,
         tree_rss_mb=peak[0] if psutil is not None else None,
         tree_pss_mb=peak_pss[0] if (psutil is not None and peak_pss[0] > 0) else None,
+        cpu_by_role=cpu.by_role() if cpu is not None else None,
         load_before=load_before,
         load_after=os.getloadavg(),
         timed_out=timed_out,
@@ -648,7 +750,7 @@ def remove_kept_workdirs(done: Path) -> float:
 
 def time_final_drizzles_alone(
     ds: Dataset, done: Path, num_cores: int, modes: tuple[str, ...] = ("same_parallelism", "serial")
-) -> dict[str, float] | None:
+) -> dict[str, Any] | None:
     """Re-run autodriz's final AstroDrizzle runs by themselves: the yardstick for its total time.
 
     On fresh copies of the files autodriz's final AstroDrizzle runs drizzled (the winner's working
@@ -661,14 +763,16 @@ def time_final_drizzles_alone(
     parallelism** (DRZ and DRC side by side with ``num_cores // 2`` cores each when
     ``num_cores`` ≥ 2, one after the other otherwise). Returns ``same_parallelism`` (the fair
     yardstick) and ``serial`` (one after the other, each with ``num_cores``), seconds; each
-    AstroDrizzle runs in a fresh child process, as inside autodriz.
+    AstroDrizzle runs in a fresh child process, as inside autodriz. ``same_parallelism_cpu``:
+    the CPU seconds of the fair yardstick by role (:class:`TreeCpu`).
     """
     from astropy.io import fits
 
     from autodriz.config import astrodrizzle_defaults
+    from autodriz.childproc import start_warm_server
     from autodriz.drizzle import run_astrodrizzle, run_final_drizzles
 
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for mode in modes:
         alone = done.parent / f"alone-{mode}"
         if alone.exists():
@@ -686,10 +790,16 @@ def time_final_drizzles_alone(
             key = f"{h['INSTRUME']}/{h['DETECTOR']}"
         defaults = astrodrizzle_defaults(key, len(flts))
         root = ds.asn_name.split("_")[0].lower()
+        # Every repetition's yardstick forks from a server that has imported drizzlepac already,
+        # as autodriz's final drizzles do (it imports while verification runs); otherwise the
+        # first repetition's yardstick alone would pay that import (~4 CPU-s, a few seconds).
+        start_warm_server(wait=True)
+        sampler = _TreeSampler() if mode == "same_parallelism" else None
         t0 = time.perf_counter()
         try:
             if mode == "same_parallelism":
-                run_final_drizzles([flts, flcs], root, alone, folders, defaults, num_cores=num_cores)
+                with sampler:
+                    run_final_drizzles([flts, flcs], root, alone, folders, defaults, num_cores=num_cores)
             else:
                 for group in (flts, flcs):
                     if group:
@@ -698,7 +808,47 @@ def time_final_drizzles_alone(
             print(f"    final AstroDrizzle runs alone ({mode}): failed: {exc}")
             break  # what was measured before stays (the serial run comes after the fair one)
         out[mode] = time.perf_counter() - t0
+        if sampler is not None and sampler.cpu is not None:
+            out["same_parallelism_cpu"] = sampler.cpu.by_role()
     return out if "same_parallelism" in out else None
+
+
+class _TreeSampler:
+    """Samples this process and its descendants (TreeCpu) every 0.25 s while in the block."""
+
+    def __init__(self) -> None:
+        try:
+            import psutil
+        except ImportError:  # pragma: no cover - psutil optional
+            self.cpu = None
+            return
+        self._psutil = psutil
+        self._me = psutil.Process()
+        self.cpu = TreeCpu(self._me.pid, existing=self._tree())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _tree(self) -> list[Any]:
+        try:
+            return [self._me, *self._me.children(recursive=True)]
+        except self._psutil.Error:
+            return [self._me]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.cpu.sample(self._tree())
+            self._stop.wait(0.25)
+
+    def __enter__(self) -> _TreeSampler:
+        if self.cpu is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cpu is not None:
+            self._stop.set()
+            self._thread.join()
+            self.cpu.sample(self._tree())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -876,16 +1026,18 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"    autodriz: work folders kept for the yardstick removed in {cleanup:.1f} s (added to its total)")
                     o.m.seconds += cleanup
                     alone_k = (o.extra.get("alone_seconds") or {}).get("same_parallelism")
+                    cpu_k = cpu_ratio(o)
                     if args.repeat > 1:
                         print(f"    repetition {k + 1}/{args.repeat}: autodriz {o.status} in {o.m.seconds:.1f} s, final "
                               f"drizzles alone {_fmt(alone_k)} s"
-                              + (f" = {o.m.seconds / alone_k:.2f}×" if alone_k else ""), flush=True)
+                              + (f" = {o.m.seconds / alone_k:.2f}×" if alone_k else "")
+                              + (f"; CPU {cpu_k:.2f}×" if cpu_k else ""), flush=True)
                 repeats.append(o)
             o = repeats[0]
             if len(repeats) > 1:
                 o.extra["repetitions"] = [
                     {"total": r.m.seconds, "alone": (r.extra.get("alone_seconds") or {}).get("same_parallelism"),
-                     "status": r.status} for r in repeats
+                     "cpu_ratio": cpu_ratio(r), "status": r.status} for r in repeats
                 ]
             outcomes.append(o)
             print(f"    {o.tool}: {o.status} in {o.m.seconds:.1f} s, AstroDrizzle runs {o.astrodrizzle_runs}, "
@@ -918,10 +1070,16 @@ def main(argv: list[str] | None = None) -> int:
                 if o.extra.get("traceback"):
                     print("      traceback tail:\n        " + "\n        ".join(o.extra["traceback"].splitlines()[-6:]))
                 print(f"      products: {o.extra['products']}")
+                print(f"      CPU (user + system, sampled every 0.25 s): {format_cpu(o.m.cpu_by_role)}")
             else:
                 print(f"      chosen: {o.extra['chosen'].get('wcsname')} ({o.extra['chosen'].get('name')}); "
                       f"products: {o.extra['products']}; report astrodrizzle_runs={o.extra['report_runs']}, "
                       f"children {o.extra['children']}")
+                print(f"      CPU (user + system, sampled every 0.25 s): autodriz {format_cpu(o.m.cpu_by_role)}")
+                alone_cpu = (o.extra.get("alone_seconds") or {}).get("same_parallelism_cpu")
+                if alone_cpu:
+                    print(f"      CPU of its final drizzles alone (same parallelism): {format_cpu(alone_cpu)}"
+                          + (f"; ratio {cpu_ratio(o):.2f}×" if cpu_ratio(o) else ""))
                 print("      stage profile (AUTODRIZ-STAGE lines of the trailer):")
                 for line in format_stage_profile(o.extra["stage_profile"], o.m.seconds):
                     print("        " + line)
@@ -953,6 +1111,10 @@ def main(argv: list[str] | None = None) -> int:
                   + f"; median {statistics.median(ratios):.2f}× (min {min(ratios):.2f}×, max {max(ratios):.2f}×); "
                   f"median total {statistics.median(r['total'] for r in reps):.1f} s, median alone "
                   f"{statistics.median(r['alone'] for r in reps):.1f} s")
+            cpus = [r["cpu_ratio"] for r in reps if r.get("cpu_ratio")]
+            if cpus:
+                print(f"autodriz on {o.dataset}: CPU seconds vs its final drizzles alone, by repetition: "
+                      + ", ".join(f"{x:.2f}×" for x in cpus) + f"; median {statistics.median(cpus):.2f}×")
     if args.json:
         args.json.write_text(json.dumps([{**o.__dict__, "m": o.m.__dict__} for o in outcomes], indent=1, default=str))
     if not args.keep and args.workdir is None:

@@ -53,6 +53,20 @@ def test_bench_vs_runastrodriz_smoke(tmp_path, shared_data):
     # Two repetitions, each autodriz then its yardstick, and the median of their ratios.
     assert len(re.findall(r"repetition [12]/2: autodriz ok in [0-9.]+ s, final drizzles alone [0-9.]+ s = [0-9.]+×", out)) == 2, out
     assert re.search(r"2 repetitions .*: ratios [0-9.]+×, [0-9.]+×; median [0-9.]+× \(min [0-9.]+×, max [0-9.]+×\)", out), out
+    # CPU seconds by role, for autodriz's process tree and for its yardstick's: the run's main
+    # process, its detection workers and its forked drizzle children are each seen.
+    mine = re.search(r"CPU \(user \+ system, sampled every 0.25 s\): autodriz ([0-9.]+) CPU-s = (.*)", out)
+    assert mine, out
+    roles = {name: float(sec) for name, sec in (part.rsplit(" ", 1) for part in mine.group(2).strip().split(", "))}
+    assert {"main", "spawned workers", "forked children"} <= set(roles), mine.group(0)
+    assert abs(sum(roles.values()) - float(mine.group(1))) < 0.3, mine.group(0)
+    alone = re.search(r"CPU of its final drizzles alone \(same parallelism\): ([0-9.]+) CPU-s = .*forked children ([0-9.]+).*; "
+                      r"ratio ([0-9.]+)×", out)
+    assert alone and float(alone.group(2)) > 0, out
+    # The yardstick forks from a server that has imported already: its own import is not counted.
+    assert "warm server" not in alone.group(0), alone.group(0)
+    assert float(alone.group(1)) < float(mine.group(1)), out
+    assert re.search(r"CPU seconds vs its final drizzles alone, by repetition: [0-9.]+×, [0-9.]+×; median [0-9.]+×", out), out
 
 
 def test_bench_verification_smallest(tmp_path, shared_data):

@@ -146,19 +146,25 @@ def warm_server_usable() -> bool:
         return False
 
 
-def start_warm_server() -> None:
+def start_warm_server(*, wait: bool = False) -> None:
     """Start the server children are forked from, so that it imports while the run goes on.
 
     Returns at once (the server imports in its own process); a child asked for before it is
-    ready waits for it, which costs no more than a fresh interpreter's imports. Calling it again
-    does nothing, nor does calling it where :func:`warm_server_usable` is False.
+    ready waits for it, which costs no more than a fresh interpreter's imports. With ``wait``,
+    returns once the server has imported (a benchmark's timing must not include it). Calling it
+    again does nothing but the wait, nor does calling it where :func:`warm_server_usable` is False.
     """
     from multiprocessing import forkserver
 
     if not warm_server_usable():
         return
-    _fork_context()
+    context = _fork_context()
     forkserver.ensure_running()
+    if wait:
+        # The server forks only once its preloads are imported: a trivial child marks that point.
+        probe = context.Process(target=os.getpid)
+        probe.start()
+        probe.join()
 
 
 def _kill_tree(pid: int) -> None:
