@@ -124,6 +124,7 @@ def test_a_pending_fit_that_fails_verification_is_never_written_and_the_next_one
     way and wins. Only the winner's copies are ever written; the rejected fit never travels
     with the inputs, and products and inputs carry the winner's WCS."""
     import json
+    import re
 
     from autodriz import pipeline
     from autodriz.cli import main
@@ -185,7 +186,11 @@ def test_a_pending_fit_that_fails_verification_is_never_written_and_the_next_one
     assert written == ["aposteriori-REL-GOOD-rscale"]
     assert not (visit.directory / "jsim01010_aposteriori" / "aposteriori-REL-BAD-rscale").exists()
     # The winner's copies were moved from the default's (--keep-workdirs shows it): the pixels
-    # are in the winner's folder, header shadows in the default's.
+    # are in the winner's folder, header shadows in the default's, and the trailer says so.
+    trailer = (visit.directory / "jsim01010.tra").read_text()
+    said = re.search(r"INFO .*working copies of aposteriori-REL-GOOD-rscale: (\d+) of (\d+) moved from \S*jsim01010_default, "
+                     r"where header shadows \(pixels read as zeros\) stay", trailer)
+    assert said and int(said[1]) == int(said[2]) == len(visit.flt_paths) + len(visit.flc_paths), trailer[-3000:]
     for path in [*visit.flt_paths, *visit.flc_paths]:
         name = Path(path).name
         with fits.open(visit.directory / "jsim01010_aposteriori" / "aposteriori-REL-GOOD-rscale" / name) as won, \

@@ -198,12 +198,12 @@ class PendingCopies(Mapping[Path, Path]):
 
         t0 = time.perf_counter()
         prepare_workdir(self.folder)
-        copies, moved = {}, 0
+        copies, moved = {}, set()
         originals = {o.resolve() for o in self.sources}
         for source in self.sources.values():
             dest = self.folder / source.name
             if take_sources and source.resolve() not in originals and _move_leaving_shadow(source, dest):
-                moved += 1
+                moved.add(source)
                 copies[source] = dest
             else:
                 copies.update(copy_exposures([source], self.folder))
@@ -214,10 +214,18 @@ class PendingCopies(Mapping[Path, Path]):
                 with fits.open(copies[source], mode="update") as hdul:
                     apply_sci_cards(hdul, by_extver)
         self._written = True
-        logger.debug(
-            "working copies written in %s (%d of %d moved from their source; %.2f s, edits %.2f s)",
-            self.folder, moved, len(copies), t1 - t0, time.perf_counter() - t1,
-        )
+        seconds = f"{t1 - t0:.2f} s, edits {time.perf_counter() - t1:.2f} s"
+        if moved:
+            # Said where a user of --keep-workdirs looks: the folder the copies came from now
+            # holds header shadows, whose pixels read as zeros.
+            logger.info(
+                "working copies of %s: %d of %d moved from %s, where header shadows (pixels read as "
+                "zeros) stay for the headerlets made from them (%s)",
+                self.folder.name, len(moved), len(copies),
+                ", ".join(sorted({str(p.parent) for p in moved})), seconds,
+            )
+        else:
+            logger.debug("working copies written in %s (%d copied; %s)", self.folder, len(copies), seconds)
 
     def __getitem__(self, original: Path) -> Path:
         source = self.sources[original]
