@@ -268,7 +268,7 @@ def process_role(cmdline: list[str], is_root: bool, parent_is_root: bool) -> str
     ``spawned workers``: multiprocessing spawn children (autodriz's source detection);
     ``fresh children``: ``python -m autodriz._child`` (updatewcs, a fresh interpreter);
     ``warm server``: the forkserver started by the root process; ``forked children``: the
-    processes it forks (AstroDrizzle, a priori, verification jobs).
+    processes it forks (the final AstroDrizzle runs and the other jobs autodriz forks from it).
     """
     if is_root:
         return "main"
@@ -288,8 +288,10 @@ class TreeCpu:
     Each process counts what it had used when last seen minus what it had used when first
     seen, if it already existed when counting began (a warm server kept from an earlier run):
     a process that ends between two samples loses at most one interval, so the figures are
-    lower bounds to within (processes × interval). Unlike wall time they do not depend on how
-    busy the other core was, which makes them the steadier comparison on a noisy machine.
+    lower bounds to within (processes × interval). They say where the work is, which wall time
+    on a shared machine does not; they are steadier than wall time but not steady: identical
+    AstroDrizzle runs minutes apart differed by up to 20 % in CPU seconds on the 2-core VM this
+    was built on (docs/benchmarks.md, tenth round).
     """
 
     def __init__(self, root_pid: int, existing: list[Any] = ()) -> None:
