@@ -357,6 +357,74 @@ def format_cpu(by_role: dict[str, float] | None) -> str:
     return f"{by_role['total']:.1f} CPU-s = " + ", ".join(parts)
 
 
+class TreeSampler:
+    """Samples a process and its descendants every 0.25 s while in the block: the peaks of their
+    summed RSS and PSS, and their CPU seconds by role (:class:`TreeCpu`).
+
+    ``baseline``: count CPU only from now for the processes that already exist (a tree of which
+    the calling process is the root). Sampling stops when the root is gone. Without psutil it
+    measures nothing and ``cpu`` is None.
+    """
+
+    def __init__(self, root_pid: int, *, baseline: bool = False) -> None:
+        self.peak_rss_mb = 0.0
+        self.peak_pss_mb = 0.0
+        self.cpu: TreeCpu | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        try:
+            import psutil
+        except ImportError:  # pragma: no cover - psutil optional
+            return
+        self._psutil = psutil
+        try:
+            self._root = psutil.Process(root_pid)
+        except psutil.Error:  # already gone: nothing to sample
+            self._root = None
+        tree = self._tree()
+        self.cpu = TreeCpu(root_pid, existing=tree if baseline and tree else [])
+
+    def _tree(self) -> list[Any] | None:
+        if self._root is None:
+            return None
+        try:
+            return [self._root, *self._root.children(recursive=True)]
+        except self._psutil.Error:
+            return None
+
+    def _sample(self) -> bool:
+        procs = self._tree()
+        if procs is None:
+            return False
+        rss = 0
+        pss = 0
+        for p in procs:
+            try:
+                rss += p.memory_info().rss
+            except self._psutil.Error:
+                pass
+            pss += proc_pss_bytes(p.pid)
+        self.peak_rss_mb = max(self.peak_rss_mb, rss / 2**20)
+        self.peak_pss_mb = max(self.peak_pss_mb, pss / 2**20)
+        self.cpu.sample(procs)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self._sample():
+            self._stop.wait(0.25)
+
+    def __enter__(self) -> TreeSampler:
+        if self.cpu is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cpu is not None:
+            self._stop.set()
+            self._thread.join()
+            self._sample()  # what the tree used since the last sample, if it is still there
+
+
 def proc_pss_bytes(pid: int) -> int:
     """PSS of one process (``/proc/<pid>/smaps_rollup``, Linux ≥ 4.14); 0 if it is gone or unreadable."""
     try:
@@ -371,46 +439,10 @@ def proc_pss_bytes(pid: int) -> int:
 
 def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, timeout: float) -> Measured:
     """Run ``cmd`` in a new session; wall time, peak RSS, load average around it."""
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil optional
-        psutil = None
     load_before = os.getloadavg()
-    peak = [0.0]
-    peak_pss = [0.0]
-    stop = threading.Event()
     t0 = time.perf_counter()
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        cpu = TreeCpu(proc.pid) if psutil is not None else None
-
-        def sample() -> None:
-            if psutil is None:
-                return
-            try:
-                root = psutil.Process(proc.pid)
-            except psutil.Error:
-                return
-            while not stop.is_set():
-                total = 0
-                pss = 0
-                try:
-                    procs = [root, *root.children(recursive=True)]
-                except psutil.Error:
-                    break
-                for p in procs:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-                    pss += proc_pss_bytes(p.pid)
-                peak[0] = max(peak[0], total / 2**20)
-                peak_pss[0] = max(peak_pss[0], pss / 2**20)
-                cpu.sample(procs)
-                stop.wait(0.25)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
         timed_out = False
 
         def kill() -> None:
@@ -423,19 +455,19 @@ def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, t
 
         timer = threading.Timer(timeout, kill)
         timer.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        timer.cancel()
-        seconds = time.perf_counter() - t0
-        stop.set()
-        sampler.join()
+        with TreeSampler(proc.pid) as sampler:
+            _, status, usage = os.wait4(proc.pid, 0)
+            timer.cancel()
+            seconds = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
+    measured = sampler.cpu is not None
     return Measured(
         returncode=proc.returncode,
         seconds=seconds,
         maxrss_mb=usage.ru_maxrss / 1024.0,
-        tree_rss_mb=peak[0] if psutil is not None else None,
-        tree_pss_mb=peak_pss[0] if (psutil is not None and peak_pss[0] > 0) else None,
-        cpu_by_role=cpu.by_role() if cpu is not None else None,
+        tree_rss_mb=sampler.peak_rss_mb if measured else None,
+        tree_pss_mb=sampler.peak_pss_mb if (measured and sampler.peak_pss_mb > 0) else None,
+        cpu_by_role=sampler.cpu.by_role() if measured else None,
         load_before=load_before,
         load_after=os.getloadavg(),
         timed_out=timed_out,
@@ -796,7 +828,7 @@ def time_final_drizzles_alone(
         # as autodriz's final drizzles do (it imports while verification runs); otherwise the
         # first repetition's yardstick alone would pay that import (~4 CPU-s, a few seconds).
         start_warm_server(wait=True)
-        sampler = _TreeSampler() if mode == "same_parallelism" else None
+        sampler = TreeSampler(os.getpid(), baseline=True) if mode == "same_parallelism" else None
         t0 = time.perf_counter()
         try:
             if mode == "same_parallelism":
@@ -813,44 +845,6 @@ def time_final_drizzles_alone(
         if sampler is not None and sampler.cpu is not None:
             out["same_parallelism_cpu"] = sampler.cpu.by_role()
     return out if "same_parallelism" in out else None
-
-
-class _TreeSampler:
-    """Samples this process and its descendants (TreeCpu) every 0.25 s while in the block."""
-
-    def __init__(self) -> None:
-        try:
-            import psutil
-        except ImportError:  # pragma: no cover - psutil optional
-            self.cpu = None
-            return
-        self._psutil = psutil
-        self._me = psutil.Process()
-        self.cpu = TreeCpu(self._me.pid, existing=self._tree())
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _tree(self) -> list[Any]:
-        try:
-            return [self._me, *self._me.children(recursive=True)]
-        except self._psutil.Error:
-            return [self._me]
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.cpu.sample(self._tree())
-            self._stop.wait(0.25)
-
-    def __enter__(self) -> _TreeSampler:
-        if self.cpu is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.cpu is not None:
-            self._stop.set()
-            self._thread.join()
-            self.cpu.sample(self._tree())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1079,9 +1073,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"children {o.extra['children']}")
                 print(f"      CPU (user + system, sampled every 0.25 s): autodriz {format_cpu(o.m.cpu_by_role)}")
                 alone_cpu = (o.extra.get("alone_seconds") or {}).get("same_parallelism_cpu")
+                ratio = cpu_ratio(o)
                 if alone_cpu:
                     print(f"      CPU of its final drizzles alone (same parallelism): {format_cpu(alone_cpu)}"
-                          + (f"; ratio {cpu_ratio(o):.2f}×" if cpu_ratio(o) else ""))
+                          + (f"; ratio {ratio:.2f}×" if ratio else ""))
                 print("      stage profile (AUTODRIZ-STAGE lines of the trailer):")
                 for line in format_stage_profile(o.extra["stage_profile"], o.m.seconds):
                     print("        " + line)
