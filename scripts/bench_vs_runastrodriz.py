@@ -256,6 +256,8 @@ class Measured:
     tree_pss_mb: float | None = None
     # CPU seconds (user + system) of the tree by role (TreeCpu), sampled with the memory.
     cpu_by_role: dict[str, float] | None = None
+    # Of those, the kernel's (system time): memory churn on a VM with free page reporting.
+    cpu_system: dict[str, float] | None = None
 
 
 #: Roles of the processes of a run, in the order they are printed.
@@ -297,22 +299,23 @@ class TreeCpu:
     def __init__(self, root_pid: int, existing: list[Any] = ()) -> None:
         self.root = root_pid
         self._role: dict[int, str] = {}
-        self._first: dict[int, float] = {}
-        self._last: dict[int, float] = {}
+        self._first: dict[int, tuple[float, float]] = {}
+        self._last: dict[int, tuple[float, float]] = {}
         for proc in existing:
             used = self._used(proc)
             if used is not None:
                 self._first[proc.pid] = used
 
     @staticmethod
-    def _used(proc: Any) -> float | None:
+    def _used(proc: Any) -> tuple[float, float] | None:
+        """(user + system, system) seconds of ``proc`` so far."""
         import psutil
 
         try:
             times = proc.cpu_times()
         except psutil.Error:
             return None
-        return times.user + times.system
+        return times.user + times.system, times.system
 
     def sample(self, procs: list[Any]) -> None:
         """Record the CPU time of every process of ``procs`` (psutil.Process, root first)."""
@@ -330,12 +333,19 @@ class TreeCpu:
                 self._role[proc.pid] = process_role(cmdline, proc.pid == self.root, ppid == self.root)
             self._last[proc.pid] = used
 
-    def by_role(self) -> dict[str, float]:
-        """Seconds by role (only roles that used any), and ``total``."""
+    def by_role(self, *, system_only: bool = False) -> dict[str, float]:
+        """Seconds by role (only roles that used any), and ``total``.
+
+        ``system_only``: the kernel's share alone (system time: page faults, page cache,
+        process start-up). On a VM that hands freed memory back to its host (free page
+        reporting, as here), touching memory again costs seconds per GiB, so this share says how
+        much of a run is memory churn.
+        """
+        part = 1 if system_only else 0
         out: dict[str, float] = {}
-        for pid, used in self._last.items():
+        for pid, last in self._last.items():
             role = self._role[pid]
-            out[role] = out.get(role, 0.0) + max(0.0, used - self._first.get(pid, 0.0))
+            out[role] = out.get(role, 0.0) + max(0.0, last[part] - self._first.get(pid, (0.0, 0.0))[part])
         ordered = {r: round(out[r], 1) for r in CPU_ROLES if out.get(r, 0.0) > 0.05}
         ordered["total"] = round(sum(out.values()), 1)
         return ordered
@@ -468,6 +478,7 @@ def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, t
         tree_rss_mb=sampler.peak_rss_mb if measured else None,
         tree_pss_mb=sampler.peak_pss_mb if (measured and sampler.peak_pss_mb > 0) else None,
         cpu_by_role=sampler.cpu.by_role() if measured else None,
+        cpu_system=sampler.cpu.by_role(system_only=True) if measured else None,
         load_before=load_before,
         load_after=os.getloadavg(),
         timed_out=timed_out,
@@ -844,6 +855,7 @@ def time_final_drizzles_alone(
         out[mode] = time.perf_counter() - t0
         if sampler is not None and sampler.cpu is not None:
             out["same_parallelism_cpu"] = sampler.cpu.by_role()
+            out["same_parallelism_cpu_system"] = sampler.cpu.by_role(system_only=True)
     return out if "same_parallelism" in out else None
 
 
@@ -1027,7 +1039,10 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"    repetition {k + 1}/{args.repeat}: autodriz {o.status} in {o.m.seconds:.1f} s, final "
                               f"drizzles alone {_fmt(alone_k)} s"
                               + (f" = {o.m.seconds / alone_k:.2f}×" if alone_k else "")
-                              + (f"; CPU {cpu_k:.2f}×" if cpu_k else ""), flush=True)
+                              + (f"; CPU {cpu_k:.2f}×" if cpu_k else "")
+                              + (f" (system {o.m.cpu_system['total']:.1f} vs "
+                                 f"{_fmt(((o.extra.get('alone_seconds') or {}).get('same_parallelism_cpu_system') or {}).get('total'))} CPU-s)"
+                                 if o.m.cpu_system else ""), flush=True)
                 repeats.append(o)
             o = repeats[0]
             if len(repeats) > 1:
@@ -1067,6 +1082,8 @@ def main(argv: list[str] | None = None) -> int:
                     print("      traceback tail:\n        " + "\n        ".join(o.extra["traceback"].splitlines()[-6:]))
                 print(f"      products: {o.extra['products']}")
                 print(f"      CPU (user + system, sampled every 0.25 s): {format_cpu(o.m.cpu_by_role)}")
+                if o.m.cpu_system:
+                    print(f"      of which system (kernel) time: {format_cpu(o.m.cpu_system)}")
             else:
                 print(f"      chosen: {o.extra['chosen'].get('wcsname')} ({o.extra['chosen'].get('name')}); "
                       f"products: {o.extra['products']}; report astrodrizzle_runs={o.extra['report_runs']}, "
@@ -1077,6 +1094,10 @@ def main(argv: list[str] | None = None) -> int:
                 if alone_cpu:
                     print(f"      CPU of its final drizzles alone (same parallelism): {format_cpu(alone_cpu)}"
                           + (f"; ratio {ratio:.2f}×" if ratio else ""))
+                alone_system = (o.extra.get("alone_seconds") or {}).get("same_parallelism_cpu_system")
+                if o.m.cpu_system:
+                    print(f"      of which system (kernel) time: autodriz {format_cpu(o.m.cpu_system)}; its final drizzles "
+                          f"alone {format_cpu(alone_system) if alone_system else 'not measured'}")
                 print("      stage profile (AUTODRIZ-STAGE lines of the trailer):")
                 for line in format_stage_profile(o.extra["stage_profile"], o.m.seconds):
                     print("        " + line)

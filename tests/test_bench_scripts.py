@@ -67,6 +67,13 @@ def test_bench_vs_runastrodriz_smoke(tmp_path, shared_data):
     assert "warm server" not in alone.group(0), alone.group(0)
     assert float(alone.group(1)) < float(mine.group(1)), out
     assert re.search(r"CPU seconds vs its final drizzles alone, by repetition: [0-9.]+×, [0-9.]+×; median [0-9.]+×", out), out
+    # The kernel's share of both, by role: never more than the whole.
+    system = re.search(r"of which system \(kernel\) time: autodriz ([0-9.]+) CPU-s = .*; its final drizzles alone "
+                       r"([0-9.]+) CPU-s = ", out)
+    assert system, out
+    assert 0.0 < float(system.group(1)) <= float(mine.group(1)), system.group(0)
+    assert 0.0 < float(system.group(2)) <= float(alone.group(1)), system.group(0)
+    assert re.search(r"repetition 1/2: .*; CPU [0-9.]+× \(system [0-9.]+ vs [0-9.]+ CPU-s\)", out), out
 
 
 def test_bench_verification_smallest(tmp_path, shared_data):
