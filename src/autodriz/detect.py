@@ -300,6 +300,22 @@ def _dao_find(sub: np.ndarray, mask: np.ndarray, params: DetectionParams, thresh
         return DAOStarFinder(**finder_args, xycoords=np.c_[px[keep], py[keep]])(sub, mask=mask)
 
 
+#: Values a median is taken of, at most (:func:`_sample`).
+MEDIAN_SAMPLE = 2**18
+
+
+def _sample(values: np.ndarray) -> np.ndarray:
+    """Every k-th of ``values`` (flattened), at most ~:data:`MEDIAN_SAMPLE` of them.
+
+    A median of 2**18 of a chip's 8 million pixels differs from the whole's by ~0.2 % of
+    their spread (its standard error), far below anything a detection threshold or the
+    floored-data test resolves, at a twentieth of the cost (~0.2 s less per 2048x4096 chip).
+    """
+    flat = np.ravel(values)
+    step = max(1, flat.size // MEDIAN_SAMPLE)
+    return flat[::step]
+
+
 def detect_sources(
     sci: np.ndarray,
     params: DetectionParams,
@@ -368,14 +384,15 @@ def detect_sources(
             background = np.full(data.shape, float(np.median(clipped)))
             rms = float(np.std(clipped))
     if err is not None:
-        err_med = float(np.nanmedian(np.asarray(err, dtype=float)[~mask]))
+        err_med = float(np.nanmedian(_sample(np.asarray(err)[~mask])))
         if np.isfinite(err_med):
             rms = max(rms, err_med) if rms > 0 else err_med
     note = None
     valid = data[~mask]
     # More than half the pixels at one value: floored or quantised data, where a clipped RMS
-    # measures nothing (the GOODS-S test FLTs are uint8 with the sky floored at 0).
-    floored = float(np.mean(valid == np.median(valid))) > 0.5
+    # measures nothing (the GOODS-S test FLTs are uint8 with the sky floored at 0). The value
+    # is the median of a sample; the fraction at it is counted on every pixel.
+    floored = valid.size > 0 and float(np.mean(valid == np.median(_sample(valid)))) > 0.5
     if floored or not np.isfinite(rms) or rms <= 0:
         # Floored or quantised data (e.g. sky set to 0): the clipped background has no spread.
         # Fall back on the spread of all valid pixels, sources included (a conservative noise).
