@@ -46,9 +46,10 @@ class _InMemoryHDUList(fits.HDUList):
 def _start_writeback(paths: list[str]) -> None:
     """Start writing ``paths`` to disk while this child goes on with CPU work (or exits).
 
-    The parent fsyncs a product before it publishes it; started here, as soon as the product
-    is complete (S_REGION included), that disk time overlaps the WCS-update preparation that
-    follows in this child (a full-size DRZ is ~215 MB: ~1 s of the parent's products stage).
+    The parent fsyncs a product before it publishes it, and each prepared input before it
+    renames it over the original; started here, as soon as the file is complete, that disk
+    time overlaps the CPU work that follows in this child (a full-size DRZ is ~215 MB: ~1 s of
+    the parent's products stage).
     A daemon thread, never waited for: the kernel finishes the writeback after this process
     exits, and the parent's fsync is what guarantees it.
     """
@@ -224,6 +225,9 @@ def _apply_headerlets(job: dict) -> dict:
             # A leftover of an interrupted run is replaced, as a copy over it would be.
             hdul.writeto(item["tmp"], output_verify="exception", overwrite=True)
         shutil.copymode(item["original"], item["tmp"])
+        # On its way to disk while the next file is prepared: the parent's fsync before the
+        # renames then finds it written (~0.8 s of an idle wait less for a full-size visit).
+        _start_writeback([item["tmp"]])
         with fits.open(item["tmp"]) as hdul:
             names_now = {str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"}
             hdrnames = {str(h.header.get("HDRNAME", "")) for h in hdul if h.name == "HDRLET"}
