@@ -258,6 +258,8 @@ class Measured:
     cpu_by_role: dict[str, float] | None = None
     # Of those, the kernel's (system time): memory churn on a VM with free page reporting.
     cpu_system: dict[str, float] | None = None
+    # CPU seconds of the benchmark's sampling thread (outside the tree, competing with it).
+    sampler_cpu: float | None = None
 
 
 #: Roles of the processes of a run, in the order they are printed.
@@ -290,7 +292,9 @@ class TreeCpu:
     Each process counts what it had used when last seen minus what it had used when first
     seen, if it already existed when counting began (a warm server kept from an earlier run):
     a process that ends between two samples loses at most one interval, so the figures are
-    lower bounds to within (processes × interval). They say where the work is, which wall time
+    lower bounds to within (processes × interval). When the root is the sampling process itself
+    (the yardstick's tree), the sampling thread's own CPU (:attr:`not_counted`) is taken off its
+    figures. They say where the work is, which wall time
     on a shared machine does not; they are steadier than wall time but not steady: identical
     AstroDrizzle runs minutes apart differed by up to 20 % in CPU seconds on the 2-core VM this
     was built on (docs/benchmarks.md, tenth round).
@@ -301,6 +305,9 @@ class TreeCpu:
         self._role: dict[int, str] = {}
         self._first: dict[int, tuple[float, float]] = {}
         self._last: dict[int, tuple[float, float]] = {}
+        #: (user + system, system) seconds the root used that are not the run's: the sampling
+        #: thread's own, when the root is the process that samples (the yardstick's tree).
+        self.not_counted: tuple[float, float] = (0.0, 0.0)
         for proc in existing:
             used = self._used(proc)
             if used is not None:
@@ -345,7 +352,10 @@ class TreeCpu:
         out: dict[str, float] = {}
         for pid, last in self._last.items():
             role = self._role[pid]
-            out[role] = out.get(role, 0.0) + max(0.0, last[part] - self._first.get(pid, (0.0, 0.0))[part])
+            used = last[part] - self._first.get(pid, (0.0, 0.0))[part]
+            if pid == self.root:
+                used -= self.not_counted[part]
+            out[role] = out.get(role, 0.0) + max(0.0, used)
         ordered = {r: round(out[r], 1) for r in CPU_ROLES if out.get(r, 0.0) > 0.05}
         ordered["total"] = round(sum(out.values()), 1)
         return ordered
@@ -367,9 +377,17 @@ def format_cpu(by_role: dict[str, float] | None) -> str:
     return f"{by_role['total']:.1f} CPU-s = " + ", ".join(parts)
 
 
+#: Seconds between two samples of a process tree (CPU times, RSS).
+SAMPLE_SECONDS = 0.25
+#: PSS is read at every PSS_EVERY-th sample only (once a second).
+PSS_EVERY = 4
+
+
 class TreeSampler:
     """Samples a process and its descendants every 0.25 s while in the block: the peaks of their
-    summed RSS and PSS, and their CPU seconds by role (:class:`TreeCpu`).
+    summed RSS (every sample) and PSS (every :data:`PSS_EVERY`-th), and their CPU seconds by role
+    (:class:`TreeCpu`). Its own CPU (``own_cpu``) is printed beside the figures: on the 2-core VM
+    it was ~4 CPU-s per 50 s of a full-size yardstick with PSS at every sample.
 
     ``baseline``: count CPU only from now for the processes that already exist (a tree of which
     the calling process is the root). Sampling stops when the root is gone. Without psutil it
@@ -379,6 +397,8 @@ class TreeSampler:
     def __init__(self, root_pid: int, *, baseline: bool = False) -> None:
         self.peak_rss_mb = 0.0
         self.peak_pss_mb = 0.0
+        #: CPU seconds the sampling thread itself used (it competes with what it measures).
+        self.own_cpu = 0.0
         self.cpu: TreeCpu | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -402,26 +422,42 @@ class TreeSampler:
         except self._psutil.Error:
             return None
 
-    def _sample(self) -> bool:
+    def _sample(self, *, pss: bool = True) -> bool:
         procs = self._tree()
         if procs is None:
             return False
         rss = 0
-        pss = 0
+        pss_sum = 0
         for p in procs:
             try:
                 rss += p.memory_info().rss
             except self._psutil.Error:
                 pass
-            pss += proc_pss_bytes(p.pid)
+            if pss:
+                pss_sum += proc_pss_bytes(p.pid)
         self.peak_rss_mb = max(self.peak_rss_mb, rss / 2**20)
-        self.peak_pss_mb = max(self.peak_pss_mb, pss / 2**20)
+        if pss:
+            self.peak_pss_mb = max(self.peak_pss_mb, pss_sum / 2**20)
         self.cpu.sample(procs)
         return True
 
     def _run(self) -> None:
-        while not self._stop.is_set() and self._sample():
-            self._stop.wait(0.25)
+        import resource
+
+        start = resource.getrusage(resource.RUSAGE_THREAD)
+        tick = 0
+        # PSS every PSS_EVERY-th sample: the kernel walks every mapping of every process of the
+        # tree to sum it, the dearest part of a sample (memory peaks last seconds, not 0.25 s).
+        while not self._stop.is_set() and self._sample(pss=tick % PSS_EVERY == 0):
+            tick += 1
+            self._stop.wait(SAMPLE_SECONDS)
+        end = resource.getrusage(resource.RUSAGE_THREAD)
+        system = end.ru_stime - start.ru_stime
+        self.own_cpu = end.ru_utime - start.ru_utime + system
+        if self.cpu.root == os.getpid():
+            # The sampling (psutil, /proc/<pid>/smaps_rollup) is this process's work, not the
+            # tree's: counted in the yardstick's "main" otherwise.
+            self.cpu.not_counted = (self.own_cpu, system)
 
     def __enter__(self) -> TreeSampler:
         if self.cpu is not None:
@@ -479,6 +515,7 @@ def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, t
         tree_pss_mb=sampler.peak_pss_mb if (measured and sampler.peak_pss_mb > 0) else None,
         cpu_by_role=sampler.cpu.by_role() if measured else None,
         cpu_system=sampler.cpu.by_role(system_only=True) if measured else None,
+        sampler_cpu=round(sampler.own_cpu, 1) if measured else None,
         load_before=load_before,
         load_after=os.getloadavg(),
         timed_out=timed_out,
@@ -856,6 +893,7 @@ def time_final_drizzles_alone(
         if sampler is not None and sampler.cpu is not None:
             out["same_parallelism_cpu"] = sampler.cpu.by_role()
             out["same_parallelism_cpu_system"] = sampler.cpu.by_role(system_only=True)
+            out["same_parallelism_sampler_cpu"] = round(sampler.own_cpu, 1)
     return out if "same_parallelism" in out else None
 
 
@@ -1094,6 +1132,10 @@ def main(argv: list[str] | None = None) -> int:
                 if alone_cpu:
                     print(f"      CPU of its final drizzles alone (same parallelism): {format_cpu(alone_cpu)}"
                           + (f"; ratio {ratio:.2f}×" if ratio else ""))
+                sampler_own = [o.m.sampler_cpu, (o.extra.get("alone_seconds") or {}).get("same_parallelism_sampler_cpu")]
+                if o.m.sampler_cpu is not None:
+                    print(f"      the sampler's own CPU (not counted in either): {_fmt(sampler_own[0])} CPU-s beside "
+                          f"autodriz, {_fmt(sampler_own[1])} CPU-s beside its final drizzles alone")
                 alone_system = (o.extra.get("alone_seconds") or {}).get("same_parallelism_cpu_system")
                 if o.m.cpu_system:
                     print(f"      of which system (kernel) time: autodriz {format_cpu(o.m.cpu_system)}; its final drizzles "
