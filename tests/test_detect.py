@@ -260,3 +260,30 @@ def test_prf_centroids_remove_the_pixel_phase_error_of_undersampled_stars():
 def test_prf_and_window_centroids_exclude_each_other():
     with pytest.raises(ValueError, match="exclude each other"):
         DetectionParams(window_centroids=True, prf_centroids=True)
+
+
+def test_medians_of_a_sample_on_a_large_chip_give_the_sources_of_the_whole(monkeypatch):
+    # A chip of 1.2 M pixels (> MEDIAN_SAMPLE): the floored-data test and the ERR median take a
+    # sample; the sources are those found with the medians of every pixel.
+    import autodriz.detect as detect
+
+    rng = np.random.default_rng(11)
+    ny, nx = 1024, 1200
+    model = np.full((ny, nx), 60.0)
+    for k in range(40):
+        _star(model, rng.uniform(20, nx - 20), rng.uniform(20, ny - 20), rng.uniform(500.0, 20000.0))
+    image = rng.poisson(model).astype(float) + rng.normal(0, 4.0, model.shape)
+    err = np.sqrt(np.maximum(model, 0.0) + 16.0)
+    assert image.size > detect.MEDIAN_SAMPLE
+    sampled = detect_sources(image, PARAMS, err=err)
+    monkeypatch.setattr(detect, "MEDIAN_SAMPLE", image.size)
+    whole = detect_sources(image, PARAMS, err=err)
+    assert len(sampled) >= 30
+    assert np.array_equal(sampled["x"], whole["x"]) and np.array_equal(sampled["y"], whole["y"])
+    assert sampled.meta["background_rms"] == pytest.approx(whole.meta["background_rms"], rel=0.01)
+
+    # Floored and quantised (sky at 0, as the GOODS-S test FLTs): still seen as such from a sample.
+    floored = np.floor(np.clip(image - 80.0, 0.0, None))
+    assert np.mean(floored == 0) > 0.6
+    table = detect_sources(floored, DetectionParams(fwhm_pix=2.0, box_size=32, min_fwhm_pix=1.0))
+    assert "no spread" in table.meta["note"]
