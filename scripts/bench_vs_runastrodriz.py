@@ -441,23 +441,31 @@ class TreeSampler:
         self.cpu.sample(procs)
         return True
 
-    def _run(self) -> None:
+    @staticmethod
+    def _thread_cpu() -> tuple[float, float]:
+        """(user + system, system) seconds of the calling thread (system 0 where not known)."""
         import resource
 
-        start = resource.getrusage(resource.RUSAGE_THREAD)
+        who = getattr(resource, "RUSAGE_THREAD", None)  # Linux only
+        if who is None:
+            return time.thread_time(), 0.0
+        usage = resource.getrusage(who)
+        return usage.ru_utime + usage.ru_stime, usage.ru_stime
+
+    def _run(self) -> None:
+        start = self._thread_cpu()
         tick = 0
         # PSS every PSS_EVERY-th sample: the kernel walks every mapping of every process of the
         # tree to sum it, the dearest part of a sample (memory peaks last seconds, not 0.25 s).
         while not self._stop.is_set() and self._sample(pss=tick % PSS_EVERY == 0):
             tick += 1
             self._stop.wait(SAMPLE_SECONDS)
-        end = resource.getrusage(resource.RUSAGE_THREAD)
-        system = end.ru_stime - start.ru_stime
-        self.own_cpu = end.ru_utime - start.ru_utime + system
+        end = self._thread_cpu()
+        self.own_cpu = end[0] - start[0]
         if self.cpu.root == os.getpid():
             # The sampling (psutil, /proc/<pid>/smaps_rollup) is this process's work, not the
             # tree's: counted in the yardstick's "main" otherwise.
-            self.cpu.not_counted = (self.own_cpu, system)
+            self.cpu.not_counted = (self.own_cpu, end[1] - start[1])
 
     def __enter__(self) -> TreeSampler:
         if self.cpu is not None:
@@ -468,7 +476,9 @@ class TreeSampler:
         if self.cpu is not None:
             self._stop.set()
             self._thread.join()
-            self._sample()  # what the tree used since the last sample, if it is still there
+            # What the tree used since the last sample, if it is still there (its CPU only: this
+            # runs in the caller's thread, whose CPU the yardstick counts).
+            self._sample(pss=False)
 
 
 def proc_pss_bytes(pid: int) -> int:

@@ -72,7 +72,9 @@ def test_bench_vs_runastrodriz_smoke(tmp_path, shared_data):
                        r"([0-9.]+) CPU-s = ", out)
     assert system, out
     assert 0.0 < float(system.group(1)) <= float(mine.group(1)), system.group(0)
-    assert 0.0 < float(system.group(2)) <= float(alone.group(1)), system.group(0)
+    # (The yardstick's may round to 0.0 on the smallest visit: the sampler's own kernel time is
+    # taken off it.)
+    assert 0.0 <= float(system.group(2)) <= float(alone.group(1)), system.group(0)
     assert re.search(r"repetition 1/2: .*; CPU [0-9.]+× \(system [0-9.]+ vs [0-9.]+ CPU-s\)", out), out
     # The sampling thread's own CPU is said, and kept out of the yardstick's main process.
     assert re.search(r"the sampler's own CPU \(not counted in either\): [0-9.]+ CPU-s beside autodriz, [0-9.]+ CPU-s "

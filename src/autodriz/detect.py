@@ -304,16 +304,29 @@ def _dao_find(sub: np.ndarray, mask: np.ndarray, params: DetectionParams, thresh
 MEDIAN_SAMPLE = 2**18
 
 
-def _sample(values: np.ndarray) -> np.ndarray:
+def _sample(values: np.ndarray, row: int) -> np.ndarray:
     """Every k-th of ``values`` (flattened), at most ~:data:`MEDIAN_SAMPLE` of them.
 
     A median of 2**18 of a chip's 8 million pixels differs from the whole's by ~0.2 % of
     their spread (its standard error), far below anything a detection threshold or the
     floored-data test resolves, at a twentieth of the cost (~0.2 s less per 2048x4096 chip).
+    ``k`` is a prime that does not divide ``row`` (the chip's row length), so that the sample
+    walks across the columns instead of reading the same few in every row (column structure).
     """
     flat = np.ravel(values)
     step = max(1, flat.size // MEDIAN_SAMPLE)
+    if step > 1:
+        step = _next_prime(step)
+        while row % step == 0:
+            step = _next_prime(step + 1)
     return flat[::step]
+
+
+def _next_prime(n: int) -> int:
+    """The smallest prime ≥ ``n`` (``n`` ≥ 2; small numbers only: trial division)."""
+    while any(n % d == 0 for d in range(2, math.isqrt(n) + 1)):
+        n += 1
+    return n
 
 
 def detect_sources(
@@ -384,7 +397,7 @@ def detect_sources(
             background = np.full(data.shape, float(np.median(clipped)))
             rms = float(np.std(clipped))
     if err is not None:
-        err_med = float(np.nanmedian(_sample(np.asarray(err)[~mask])))
+        err_med = float(np.nanmedian(_sample(np.asarray(err)[~mask], nx)))
         if np.isfinite(err_med):
             rms = max(rms, err_med) if rms > 0 else err_med
     note = None
@@ -392,7 +405,7 @@ def detect_sources(
     # More than half the pixels at one value: floored or quantised data, where a clipped RMS
     # measures nothing (the GOODS-S test FLTs are uint8 with the sky floored at 0). The value
     # is the median of a sample; the fraction at it is counted on every pixel.
-    floored = valid.size > 0 and float(np.mean(valid == np.median(_sample(valid)))) > 0.5
+    floored = valid.size > 0 and float(np.mean(valid == np.median(_sample(valid, nx)))) > 0.5
     if floored or not np.isfinite(rms) or rms <= 0:
         # Floored or quantised data (e.g. sky set to 0): the clipped background has no spread.
         # Fall back on the spread of all valid pixels, sources included (a conservative noise).
