@@ -1081,15 +1081,16 @@ def main(argv: list[str] | None = None) -> int:
                     o.extra["cleanup_seconds"] = cleanup = remove_kept_workdirs(Path(o.extra["dir"]))
                     print(f"    autodriz: work folders kept for the yardstick removed in {cleanup:.1f} s (added to its total)")
                     o.m.seconds += cleanup
-                    alone_k = (o.extra.get("alone_seconds") or {}).get("same_parallelism")
+                    alone_all = o.extra.get("alone_seconds") or {}
+                    alone_k = alone_all.get("same_parallelism")
+                    alone_system_k = (alone_all.get("same_parallelism_cpu_system") or {}).get("total")
                     cpu_k = cpu_ratio(o)
                     if args.repeat > 1:
                         print(f"    repetition {k + 1}/{args.repeat}: autodriz {o.status} in {o.m.seconds:.1f} s, final "
                               f"drizzles alone {_fmt(alone_k)} s"
                               + (f" = {o.m.seconds / alone_k:.2f}×" if alone_k else "")
                               + (f"; CPU {cpu_k:.2f}×" if cpu_k else "")
-                              + (f" (system {o.m.cpu_system['total']:.1f} vs "
-                                 f"{_fmt(((o.extra.get('alone_seconds') or {}).get('same_parallelism_cpu_system') or {}).get('total'))} CPU-s)"
+                              + (f" (system {o.m.cpu_system['total']:.1f} vs {_fmt(alone_system_k)} CPU-s)"
                                  if o.m.cpu_system else ""), flush=True)
                 repeats.append(o)
             o = repeats[0]
@@ -1129,24 +1130,26 @@ def main(argv: list[str] | None = None) -> int:
                 if o.extra.get("traceback"):
                     print("      traceback tail:\n        " + "\n        ".join(o.extra["traceback"].splitlines()[-6:]))
                 print(f"      products: {o.extra['products']}")
-                print(f"      CPU (user + system, sampled every 0.25 s): {format_cpu(o.m.cpu_by_role)}")
+                print(f"      CPU (user + system, sampled every {SAMPLE_SECONDS:g} s): {format_cpu(o.m.cpu_by_role)}")
                 if o.m.cpu_system:
                     print(f"      of which system (kernel) time: {format_cpu(o.m.cpu_system)}")
             else:
                 print(f"      chosen: {o.extra['chosen'].get('wcsname')} ({o.extra['chosen'].get('name')}); "
                       f"products: {o.extra['products']}; report astrodrizzle_runs={o.extra['report_runs']}, "
                       f"children {o.extra['children']}")
-                print(f"      CPU (user + system, sampled every 0.25 s): autodriz {format_cpu(o.m.cpu_by_role)}")
-                alone_cpu = (o.extra.get("alone_seconds") or {}).get("same_parallelism_cpu")
+                print(f"      CPU (user + system, sampled every {SAMPLE_SECONDS:g} s): autodriz "
+                      f"{format_cpu(o.m.cpu_by_role)}")
+                alone_all = o.extra.get("alone_seconds") or {}
+                alone_cpu = alone_all.get("same_parallelism_cpu")
                 ratio = cpu_ratio(o)
                 if alone_cpu:
                     print(f"      CPU of its final drizzles alone (same parallelism): {format_cpu(alone_cpu)}"
                           + (f"; ratio {ratio:.2f}×" if ratio else ""))
-                sampler_own = [o.m.sampler_cpu, (o.extra.get("alone_seconds") or {}).get("same_parallelism_sampler_cpu")]
                 if o.m.sampler_cpu is not None:
-                    print(f"      the sampler's own CPU (not counted in either): {_fmt(sampler_own[0])} CPU-s beside "
-                          f"autodriz, {_fmt(sampler_own[1])} CPU-s beside its final drizzles alone")
-                alone_system = (o.extra.get("alone_seconds") or {}).get("same_parallelism_cpu_system")
+                    print(f"      the sampler's own CPU (not counted in either): {_fmt(o.m.sampler_cpu)} CPU-s beside "
+                          f"autodriz, {_fmt(alone_all.get('same_parallelism_sampler_cpu'))} CPU-s beside its final "
+                          "drizzles alone")
+                alone_system = alone_all.get("same_parallelism_cpu_system")
                 if o.m.cpu_system:
                     print(f"      of which system (kernel) time: autodriz {format_cpu(o.m.cpu_system)}; its final drizzles "
                           f"alone {format_cpu(alone_system) if alone_system else 'not measured'}")

@@ -405,7 +405,7 @@ def detect_sources(
     # More than half the pixels at one value: floored or quantised data, where a clipped RMS
     # measures nothing (the GOODS-S test FLTs are uint8 with the sky floored at 0). The value
     # is the median of a sample; the fraction at it is counted on every pixel.
-    floored = valid.size > 0 and float(np.mean(valid == np.median(_sample(valid, nx)))) > 0.5
+    floored = float(np.mean(valid == np.median(_sample(valid, nx)))) > 0.5
     if floored or not np.isfinite(rms) or rms <= 0:
         # Floored or quantised data (e.g. sky set to 0): the clipped background has no spread.
         # Fall back on the spread of all valid pixels, sources included (a conservative noise).
