@@ -1,6 +1,7 @@
 """The default stage's updatewcs child writes each working copy once, from the original read into
 memory, and that copy is byte for byte what copying the original and running updatewcs on the
-copy in place gives (what the stage did before, and what runastrodriz does to its inputs)."""
+copy in place gives (what the stage did before, and what runastrodriz does to its inputs), less
+the sky an earlier drizzle left in the SCI headers (``MDRIZSKY``, which archive files carry)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ def _digest(path: Path) -> str:
 def _in_place(original: Path, dest: Path) -> Path:
     from stwcs import updatewcs
 
+    from autodriz.hstio import drop_drizzle_sky
+
     shutil.copyfile(original, dest)
     updatewcs.updatewcs([str(dest)], use_db=False, checkfiles=False)
+    with fits.open(dest, mode="update") as hdul:
+        drop_drizzle_sky(hdul)
     return dest
 
 
@@ -69,6 +74,9 @@ def test_real_wfc3ir_exposure_gives_the_same_bytes(shared_data, tmp_path, monkey
 
     assert fits.getval(expected, "WCSNAME", ("SCI", 1)) == "IDC_w3m18525i"
     assert (tmp_path / "mem_flt.fits").read_bytes() == expected.read_bytes()
+    # The archive's file carries the sky of the pipeline's drizzle; the working copy does not.
+    assert "MDRIZSKY" in fits.getheader(original, ("SCI", 1))
+    assert "MDRIZSKY" not in fits.getheader(tmp_path / "mem_flt.fits", ("SCI", 1))
 
 
 def test_a_file_stwcs_needs_by_name_is_copied_and_updated_in_place(tmp_path, monkeypatch):

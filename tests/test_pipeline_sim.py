@@ -73,15 +73,19 @@ def test_demo_command_prints_products_wcs_and_error_vs_truth(tmp_path, capsys):
             assert sci["FITGEOM"] == "rscale" and sci["NMATCHES"] > 100 and 0 < sci["RMS_RA"] < 10
         hdrlets = dict(_hdrlets(path))
         stem = path.name.removesuffix(".fits")
-        # The replaced WCS is archived and every candidate's solution travels along, under
-        # drizzlepac's HDRNAMEs and WCSNAMEs unique in the file: the general fit, which shares the
-        # rscale fit's WCSNAME, carries its geometry in the name.
+        # The replaced pipeline-default WCS is archived as stwcs archives it in runastrodriz's
+        # files (a headerlet named after it), and every other candidate's solution travels
+        # along under drizzlepac's HDRNAMEs and WCSNAMEs unique in the file: the general fit,
+        # which shares the rscale fit's WCSNAME, carries its geometry in the name.
         assert hdrlets == {
-            "OPUS": "OPUS",
-            f"{stem}_IDC_0461802ej-hlet.fits": "IDC_0461802ej",
+            "IDC_0461802ej": "IDC_0461802ej",
             f"{stem}_IDC_0461802ej-FIT_REL_USER_GENERAL-hlet.fits": "IDC_0461802ej-FIT_REL_USER_GENERAL",
             f"{stem}_IDC_0461802ej-FIT_REL_USER-hlet.fits": "IDC_0461802ej-FIT_REL_USER",
         }, hdrlets
+        with fits.open(path) as hdul:
+            sci = hdul["SCI", 1].header
+            # The WCSs updatewcs left (OPUS as O) and the default it replaced, as alternates.
+            assert (sci["WCSNAMEO"], sci["WCSNAMEA"]) == ("OPUS", "IDC_0461802ej")
     # The working folder and temporary files are gone; the report agrees with the log.
     assert not (demo / "jsim01010_default").exists()
     assert not (demo / "jsim01010_aposteriori").exists()
@@ -199,8 +203,9 @@ def test_best_apriori_headerlet_wins_without_a_catalog(tmp_path):
     assert err.rms_mas == pytest.approx(30.0, abs=5.0)
     # What is delivered when the winner is a headerlet the files already carry (issue 17): it
     # becomes the primary WCS, to the last digit, and is not attached a second time; the other
-    # a priori solution stays, the default is attached under drizzlepac's HDRNAME, the header
-    # WCS it replaced (OPUS) is archived by stwcs; no fit keywords, DRIZCORR and WCSTYPE set.
+    # a priori solution stays; the pipeline default it replaced is archived by stwcs (a
+    # headerlet named after it, alternate WCS A), as in runastrodriz's files; no fit keywords,
+    # DRIZCORR and WCSTYPE set.
     from autodriz.headerlets import embedded_headerlets, headerlet_bytes, wcs_differences
 
     for path in (*visit.flt_paths, *visit.flc_paths):
@@ -208,8 +213,7 @@ def test_best_apriori_headerlet_wins_without_a_catalog(tmp_path):
         assert _hdrlets(path) == [
             (f"{stem}_IDC_0461802ej-GSC240-hlet.fits", "IDC_0461802ej-GSC240"),
             (f"{stem}_IDC_0461802ej-HSC30-hlet.fits", "IDC_0461802ej-HSC30"),
-            (f"{stem}_IDC_0461802ej-hlet.fits", "IDC_0461802ej"),
-            ("OPUS", "OPUS"),
+            ("IDC_0461802ej", "IDC_0461802ej"),
         ]
         by_name = {h.wcsname: h for h in embedded_headerlets(path)}
         assert wcs_differences(path, headerlet_bytes(by_name["IDC_0461802ej-HSC30"])) == []
@@ -218,6 +222,7 @@ def test_best_apriori_headerlet_wins_without_a_catalog(tmp_path):
             assert hdul[0].header["DRIZCORR"] == "COMPLETE"
             for hdu in (h for h in hdul if h.name == "SCI"):
                 assert hdu.header["WCSNAME"] == "IDC_0461802ej-HSC30"
+                assert (hdu.header["WCSNAMEA"], hdu.header["WCSNAMEO"]) == ("IDC_0461802ej", "OPUS")
                 assert hdu.header["WCSTYPE"] == "undistorted a priori solution based on HSC30"
                 assert not {"RMS_RA", "RMS_DEC", "NMATCHES", "FITGEOM"} & set(hdu.header)
 
@@ -414,10 +419,16 @@ def _polygons(sregion: str) -> list[np.ndarray]:
     return [np.array(p.split(), dtype=float).reshape(-1, 2) for p in parts]
 
 
-def test_products_and_originals_carry_sregion_drizcorr_and_wcstype(visit):
+def test_products_and_originals_carry_sregion_drizcorr_and_wcstype(visit, tmp_path):
+    import shutil
+
     from astropy.wcs import WCS
     from matplotlib.path import Path as PolygonPath
 
+    inputs = tmp_path / "given"
+    inputs.mkdir()
+    for path in [*visit.flt_paths, *visit.flc_paths]:
+        shutil.copy(path, inputs / path.name)
     code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-apriori",
                  "--catalog", str(visit.catalog_path)])
     assert code == ExitCode.OK
@@ -443,8 +454,22 @@ def test_products_and_originals_carry_sregion_drizcorr_and_wcstype(visit):
             enclosed |= PolygonPath(wcs.all_world2pix(poly, 0)).contains_points(grid)
         assert enclosed.sum() <= 1.05 * len(centres)
     for path in [*visit.flt_paths, *visit.flc_paths]:
-        with fits.open(path) as hdul:
+        with fits.open(path) as hdul, fits.open(inputs / path.name) as given:
             assert hdul[0].header["DRIZCORR"] == "COMPLETE"
+            # As runastrodriz's processing in place leaves an exposure: updatewcs's distortion
+            # keywords and tables, the ERR/DQ WCSs it updates, the default WCS archived (alternate
+            # A) when the fit replaced it, the sky the final AstroDrizzle subtracted …
+            assert hdul.index_of(("WCSDVARR", 1)) and hdul.index_of(("D2IMARR", 1))
+            for hdu in (h for h in hdul if h.name in ("SCI", "ERR", "DQ")):
+                assert hdu.header["WCSNAME"].startswith("IDC_0461802ej"), (path.name, hdu.name)
+                if hdu.name == "SCI":
+                    assert {"IDCTHETA", "IDCV2REF", "IDCXREF"} <= set(hdu.header)
+                    assert hdu.header["WCSNAMEA"] == "IDC_0461802ej"
+                    assert math.isfinite(hdu.header["MDRIZSKY"]) and hdu.header["MDRIZSKY"] > 0
+                # … and the pixels given (SCI, ERR) untouched.
+                if hdu.name != "DQ":
+                    key = (hdu.name, hdu.header["EXTVER"])
+                    assert np.array_equal(hdu.data, given[key].data, equal_nan=True), (path.name, key)
             for sci in (h for h in hdul if h.name == "SCI"):
                 (chip,) = _polygons(sci.header["S_REGION"])
                 assert len(chip) == 5  # the chip's four corners, closed (drizzlepac's compute_sregion)

@@ -1,7 +1,8 @@
 """The default stage runs updatewcs on an FLT only and carries the result over to its FLC twin.
 
 Proven equivalent here: the FLC copy written by the transfer is byte-identical to the one
-updatewcs writes when run on the FLC itself, also when the twins differ in pixel statistics;
+updatewcs writes when run on the FLC itself, also when the twins differ in pixel statistics or
+in the sky an earlier drizzle left (``MDRIZSKY``, dropped from both working copies);
 twins that differ in a keyword updatewcs reads are refused and get updatewcs of their own.
 """
 
@@ -59,6 +60,12 @@ def test_transferred_flc_is_byte_identical_to_updatewcs_on_it(visit, tmp_path, c
         hdul[0].header["PCTECORR"] = "COMPLETE"
 
     paths = _edited_copy(visit, tmp_path / "in", stats)
+    # Files delivered by an earlier run (or the archive's) carry the sky their drizzle
+    # subtracted, FLT and FLC each its own.
+    for k, path in enumerate(paths):
+        with fits.open(path, mode="update") as hdul:
+            for hdu in (h for h in hdul if h.name == "SCI"):
+                hdu.header["MDRIZSKY"] = (30.0 + k, "Sky value computed by AstroDrizzle")
     twins = {paths[2]: paths[0], paths[3]: paths[1]}
     with fits.open(paths[0]) as a, fits.open(paths[2]) as b:
         assert transfer_refusal(a, b) is None
@@ -76,6 +83,10 @@ def test_transferred_flc_is_byte_identical_to_updatewcs_on_it(visit, tmp_path, c
         assert fast.copies[original].read_bytes() == plain.copies[original].read_bytes(), original.name
     with fits.open(fast.copies[paths[2]]) as hdul:
         assert hdul["SCI", 1].header["GOODMEAN"] == 123.4
+    # Working copies start without it: the final drizzle computes the sky as on calibrated files.
+    for copy in fast.copies.values():
+        with fits.open(copy) as hdul:
+            assert not [h for h in hdul if h.name == "SCI" and "MDRIZSKY" in h.header], copy.name
 
 
 def test_a_keyword_updatewcs_reads_refuses_the_transfer(visit, tmp_path, caplog):

@@ -65,6 +65,9 @@ def _start_writeback(paths: list[str]) -> None:
 def _updatewcs(job: dict) -> dict:
     """updatewcs (distortion model, no astrometry database) on each file of ``job["files"]``.
 
+    A working copy is left without ``MDRIZSKY`` (:func:`autodriz.hstio.drop_drizzle_sky`): the
+    products of a run on delivered files are then those made from the calibrated files.
+
     An entry is a file name (in the working directory, updated in place) or ``{"source",
     "dest"}``: the original is read, updated in memory and written once as ``dest``
     (:func:`_update_in_memory`) instead of being copied and then rewritten by updatewcs each time
@@ -72,6 +75,8 @@ def _updatewcs(job: dict) -> dict:
     ``tests/test_default_inmemory.py``).
     """
     from stwcs import updatewcs
+
+    from autodriz.hstio import drop_drizzle_sky
 
     names = {}
     # One file at a time (updatewcs loops over them the same way), each announced, so that a
@@ -86,6 +91,8 @@ def _updatewcs(job: dict) -> dict:
                 shutil.copyfile(source, dest)
                 os.chmod(dest, 0o644)
             updatewcs.updatewcs([dest], use_db=False, checkfiles=False)
+            with fits.open(dest, mode="update") as hdul:
+                drop_drizzle_sky(hdul)
         with fits.open(dest) as hdul:
             names[dest] = [h.header.get("WCSNAME", "") for h in hdul if h.name == "SCI"]
     return {"wcsnames": names}
@@ -103,7 +110,13 @@ def _update_in_memory(source: str, dest: str) -> bool:
     primary = fits.getheader(source)
     if str(primary.get("INSTRUME", "")).strip().upper() == "WFPC2" or not str(primary.get("ROOTNAME", "")).strip():
         return False
-    _write_changed(source, dest, lambda hdul: updatewcs.updatewcs([hdul], use_db=False, checkfiles=False))
+    from autodriz.hstio import drop_drizzle_sky
+
+    def change(hdul) -> None:
+        updatewcs.updatewcs([hdul], use_db=False, checkfiles=False)
+        drop_drizzle_sky(hdul)
+
+    _write_changed(source, dest, change)
     return True
 
 
@@ -155,6 +168,11 @@ def _apply_headerlets(job: dict) -> dict:
     are attached under WCSNAMEs no other headerlet in the file has. The parent fsyncs and
     renames the temporary files.
 
+    An item with a ``start`` (the pipeline default's copy, updatewcs run) takes that file's
+    headers and small extensions with the original's pixels (:func:`_delivery_base`): what
+    runastrodriz's updatewcs in place leaves, so the WCS replaced and archived is the pipeline
+    default's, as in the archive's files, not the calibration's header WCS.
+
     Each temporary file is written once: the original is opened read-only (memory-mapped,
     copy-on-write, so the cosmic-ray flags can be merged into its DQ in memory), the headerlets
     are applied to an in-memory HDUList of its HDUs (:class:`_InMemoryHDUList`) and that is
@@ -184,8 +202,7 @@ def _apply_headerlets(job: dict) -> dict:
         )
         _set_primary_keywords(hdrlet, item.get("primary_keywords", job.get("primary_keywords")) or {})
         failpoints.hit("update.prepare")
-        with fits.open(item["original"], mode="readonly") as original:
-            hdul = _InMemoryHDUList(list(original))
+        with fits.open(item["original"], mode="readonly") as original, _delivery_base(item, original) as hdul:
             others = list(item.get("others", ()))
             # Names the file carries anyway: its headerlets, its WCSs (the primary is archived
             # under its WCSNAME) and the winner's.
@@ -196,6 +213,11 @@ def _apply_headerlets(job: dict) -> dict:
             taken = set(embedded)
             taken |= {str(v) for h in hdul if h.name == "SCI" for k, v in h.header.items() if k.startswith("WCSNAME")}
             taken.add(wcsname)
+            # The WCS being replaced is archived by stwcs (a headerlet named after it, and an
+            # alternate WCS when the distortion models agree): a candidate of that name (the
+            # pipeline default, once the base went through updatewcs) travels that way.
+            replaced = {str(h.header.get("WCSNAME", "")).strip().upper() for h in hdul if h.name == "SCI"}
+            others = [o for o in others if str(o["wcsname"]).strip().upper() not in replaced]
             names = unique_wcsnames(taken, [(o["wcsname"], o.get("geometry") or None) for o in others])
             attached[item["original"]], skipped[item["original"]] = [], []
             for other, name in zip(others, names, strict=True):
@@ -248,6 +270,42 @@ def _apply_headerlets(job: dict) -> dict:
             "duplicate_wcsnames": duplicates}
 
 
+#: Extensions whose pixels the delivered file takes from the original.
+_PIXEL_EXTNAMES = frozenset({"SCI", "ERR", "DQ"})
+
+
+@contextlib.contextmanager
+def _delivery_base(item: dict, original: fits.HDUList):
+    """The HDUs the delivered file starts from, in memory (:class:`_InMemoryHDUList`).
+
+    With ``item["start"]`` (the pipeline default's copy, or its header shadow): its headers
+    and small extensions, which updatewcs made as runastrodriz's updatewcs in place would,
+    with the pixels of ``original``. Otherwise, or when the two do not hold the same pixel
+    extensions (then the copy is not of this file's layout), ``original``'s own HDUs.
+    """
+    start = item.get("start")
+    if not start:
+        yield _InMemoryHDUList(list(original))
+        return
+
+    def pixel_hdus(hdul) -> dict:
+        return {(h.name, int(h.header.get("EXTVER", 1))): h for h in hdul
+                if h.name in _PIXEL_EXTNAMES and h.header.get("NAXIS", 0) > 0}
+
+    with fits.open(start, mode="readonly") as copy:
+        hdul = _InMemoryHDUList(list(copy))
+        ours, theirs = pixel_hdus(hdul), pixel_hdus(original)
+        same = ours.keys() == theirs.keys() and all(
+            ours[k].header.get(f"NAXIS{n}") == theirs[k].header.get(f"NAXIS{n}") for k in ours for n in (1, 2)
+        )
+        if not same:
+            yield _InMemoryHDUList(list(original))
+            return
+        for key, hdu in ours.items():
+            hdu.data = theirs[key].data
+        yield hdul
+
+
 @contextlib.contextmanager
 def _solved(other: dict):
     """The file a solution's headerlet is made from: its working copy, or, for a fit whose copies
@@ -289,7 +347,8 @@ def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int) -> int:
     """Give an original being updated what the final AstroDrizzle run in place would leave.
 
     The ``crbit`` flags of the drizzled copy's DQ (cleared by ``resetbits``, set by the
-    cosmic-ray step), ``DRIZCORR = 'COMPLETE'`` as runastrodriz sets it, and ``S_REGION`` of
+    cosmic-ray step), the sky it subtracted (``MDRIZSKY`` of each SCI header),
+    ``DRIZCORR = 'COMPLETE'`` as runastrodriz sets it, and ``S_REGION`` of
     each chip from its new primary WCS (as drizzlepac's ``compute_sregion`` writes it). Returns
     the number of flagged pixels.
     """
@@ -297,11 +356,16 @@ def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int) -> int:
 
     flagged = 0
     with fits.open(drizzled) as copy:
+        drizzled_hdus = {(h.name, int(h.header.get("EXTVER", 1))): h for h in copy}
         for hdu in hdul:
+            key = (hdu.name, int(hdu.header.get("EXTVER", 1)))
+            header = drizzled_hdus[key].header if key in drizzled_hdus else {}
+            if hdu.name == "SCI" and "MDRIZSKY" in header:
+                # The sky AstroDrizzle subtracted, which it writes into the files it drizzles.
+                hdu.header["MDRIZSKY"] = (header["MDRIZSKY"], header.comments["MDRIZSKY"])
             if hdu.name != "DQ" or hdu.data is None:
                 continue
-            key = ("DQ", int(hdu.header.get("EXTVER", 1)))
-            hdu.data = merge_cr_flags(hdu.data, copy[key].data, crbit)
+            hdu.data = merge_cr_flags(hdu.data, drizzled_hdus[key].data, crbit)
             flagged += int(np.count_nonzero(hdu.data & crbit))
     hdul[0].header["DRIZCORR"] = "COMPLETE"
     for hdu in hdul:

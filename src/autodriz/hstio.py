@@ -137,3 +137,30 @@ def apply_sci_cards(hdul: fits.HDUList, by_extver: Mapping[int, Sequence[Card]])
         cards = by_extver.get(extver)
         if cards is not None:
             apply_cards(hdul[index].header, cards)
+
+
+def drop_drizzle_sky(hdul: fits.HDUList) -> int:
+    """Remove ``MDRIZSKY`` (the sky an earlier AstroDrizzle run subtracted) from the SCI headers.
+
+    AstroDrizzle starts from a SCI header's ``MDRIZSKY`` when it finds one, and its float32
+    arithmetic then differs in the last bit from a first run's: a run on delivered files (which
+    carry it, as runastrodriz's do) would not reproduce the products made from the files as
+    calibration left them. Working copies start without it; the final drizzle writes it anew and
+    the delivered files get that value.
+
+    Parameters
+    ----------
+    hdul : HDUList
+        Changed in place (in memory, or opened in update mode).
+
+    Returns
+    -------
+    int
+        The number of headers that had it.
+    """
+    dropped = 0
+    for hdu in hdul:
+        if hdu.name == "SCI" and "MDRIZSKY" in hdu.header:
+            del hdu.header["MDRIZSKY"]
+            dropped += 1
+    return dropped

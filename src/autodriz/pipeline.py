@@ -348,7 +348,10 @@ def _process_dataset(
     winner = keep_delivered_wcs(winner)
     if winner.updated:
         round_to_delivered_precision(winner)
-    updates = [wcs_update_job(winner, g, others=others) if winner.updated else (None, {}) for g in groups]
+    # The delivered files start from the default's headers (updatewcs run), as runastrodriz's
+    # processing in place leaves them.
+    updates = [wcs_update_job(winner, g, others=others, start=default) if winner.updated else (None, {})
+               for g in groups]
     temps = {o: t for _, group_temps in updates for o, t in group_temps.items()}
     try:
         with stage(logger, "drizzle", timings):

@@ -185,7 +185,11 @@ def unfitted_wcsnames(candidate: Candidate) -> dict[str, str]:
 
 
 def wcs_update_job(
-    candidate: Candidate, originals: Sequence[Path], *, others: Sequence[Candidate] = ()
+    candidate: Candidate,
+    originals: Sequence[Path],
+    *,
+    others: Sequence[Candidate] = (),
+    start: Candidate | None = None,
 ) -> tuple[dict[str, Any], dict[Path, Path]]:
     """The child job that prepares the WCS update of ``originals``, and original → temp file.
 
@@ -200,6 +204,13 @@ def wcs_update_job(
     primary header. It can run in its own child (:func:`apply_candidate_wcs`) or after a final
     AstroDrizzle run in the same child (``then``), which saves a child's start-up;
     :func:`commit_wcs_update` then renames.
+
+    ``start``, the pipeline-default candidate (updatewcs run), gives the delivered file its
+    headers and small extensions, as runastrodriz's in-place processing leaves them: the
+    distortion keywords and tables updatewcs writes (``IDCTHETA``, ``WCSDVARR`` …), the ERR and
+    DQ WCSs it updates, and the default WCS archived as an alternate WCS when the winner
+    replaces it. The pixels still come from the original. Without it (or when updatewcs did
+    not run), the original's headers are the base.
     """
     originals = [p for p in originals if p in candidate.copies]
     temps = {original: original.with_name(original.name + TMP_SUFFIX) for original in originals}
@@ -231,6 +242,9 @@ def wcs_update_job(
             and str(original) not in unfitted_wcsnames(o)
         ]
 
+    # Headers read from the default's copies (written, or header shadows once the winner's
+    # copies were moved from them: only their pixels are gone).
+    with_start = start is not None and start.updated and start.kind == "default" and pending_copies(start.copies) is None
     job = {
         "task": "apply_headerlets",
         "wcsname": candidate.wcsname,
@@ -244,6 +258,7 @@ def wcs_update_job(
                 "tmp": str(temps[original]),
                 "hdrname": _hdrname(original, unfitted.get(str(original), candidate.wcsname)),
                 "others": others_for(original),
+                **({"start": str(start.copies[original])} if with_start and original in start.copies else {}),
                 **({"wcsname": unfitted[str(original)], "primary_keywords": {}, "fit_keywords": []}
                    if str(original) in unfitted else {}),
             }

@@ -23,14 +23,17 @@ from pathlib import Path
 
 from astropy.io import fits
 
+from autodriz.hstio import drop_drizzle_sky
+
 logger = logging.getLogger(__name__)
 
 #: Keywords in which an FLC may differ from its FLT: the file's name, the CTE correction's
-#: switches and reference file, and the pixel statistics calibration writes per chip.
-#: updatewcs neither reads nor writes any of them.
+#: switches and reference file, the pixel statistics calibration writes per chip, and the sky
+#: an earlier AstroDrizzle run subtracted (archive files carry it). updatewcs neither reads nor
+#: writes any of them.
 IGNORED_DIFFERENCES = re.compile(
     r"^(FILENAME|PCTE[A-Z0-9]*|CTE_NAME|CTE_VER|CTEDATE[01]|CTEIMAGE|CTEDIR|"
-    r"GOOD(MIN|MAX|MEAN)|SNR(MIN|MAX|MEAN)|NGOODPIX|MEAN(DARK|BLEV|FLSH)|SOFTERRS)$"
+    r"GOOD(MIN|MAX|MEAN)|SNR(MIN|MAX|MEAN)|NGOODPIX|MEAN(DARK|BLEV|FLSH)|SOFTERRS|MDRIZSKY)$"
 )
 
 _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU)
@@ -135,6 +138,8 @@ def write_transferred(flt_original: Path, flt_updated: Path, flc_original: Path,
                     del header[key]
             kind = fits.PrimaryHDU if index == 0 else fits.ImageHDU
             out.append(kind(data=flc[index].data, header=header, do_not_scale_image_data=True))
+        # As the FLT's copy (autodriz._child._updatewcs): no sky of an earlier drizzle.
+        drop_drizzle_sky(out)
         out.writeto(dest, overwrite=True)
     dest.chmod(0o644)
     return None
