@@ -1,7 +1,8 @@
 """The default stage's updatewcs child writes each working copy once, from the original read into
 memory, and that copy is byte for byte what copying the original and running updatewcs on the
 copy in place gives (what the stage did before, and what runastrodriz does to its inputs), less
-the sky an earlier drizzle left in the SCI headers (``MDRIZSKY``, which archive files carry)."""
+the sky an earlier drizzle left in the SCI headers (``MDRIZSKY``, which archive files carry) and
+with the blank cards reserved at the end of the SCI headers for the cards added later."""
 
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ def _digest(path: Path) -> str:
 def _in_place(original: Path, dest: Path) -> Path:
     from stwcs import updatewcs
 
+    from autodriz.fitspatch import reserve_header_cards
     from autodriz.hstio import drop_drizzle_sky
 
     shutil.copyfile(original, dest)
     updatewcs.updatewcs([str(dest)], use_db=False, checkfiles=False)
     with fits.open(dest, mode="update") as hdul:
         drop_drizzle_sky(hdul)
+        reserve_header_cards(hdul)
     return dest
 
 

@@ -66,7 +66,8 @@ def _updatewcs(job: dict) -> dict:
     """updatewcs (distortion model, no astrometry database) on each file of ``job["files"]``.
 
     A working copy is left without ``MDRIZSKY`` (:func:`autodriz.hstio.drop_drizzle_sky`): the
-    products of a run on delivered files are then those made from the calibrated files.
+    products of a run on delivered files are then those made from the calibrated files. Its
+    SCI headers end with blank cards (:func:`autodriz.fitspatch.reserve_header_cards`).
 
     An entry is a file name (in the working directory, updated in place) or ``{"source",
     "dest"}``: the original is read, updated in memory and written once as ``dest``
@@ -76,6 +77,7 @@ def _updatewcs(job: dict) -> dict:
     """
     from stwcs import updatewcs
 
+    from autodriz.fitspatch import reserve_header_cards
     from autodriz.hstio import drop_drizzle_sky
 
     names = {}
@@ -93,6 +95,7 @@ def _updatewcs(job: dict) -> dict:
             updatewcs.updatewcs([dest], use_db=False, checkfiles=False)
             with fits.open(dest, mode="update") as hdul:
                 drop_drizzle_sky(hdul)
+                reserve_header_cards(hdul)
         with fits.open(dest) as hdul:
             names[dest] = [h.header.get("WCSNAME", "") for h in hdul if h.name == "SCI"]
     return {"wcsnames": names}
@@ -110,11 +113,15 @@ def _update_in_memory(source: str, dest: str) -> bool:
     primary = fits.getheader(source)
     if str(primary.get("INSTRUME", "")).strip().upper() == "WFPC2" or not str(primary.get("ROOTNAME", "")).strip():
         return False
+    from autodriz.fitspatch import reserve_header_cards
     from autodriz.hstio import drop_drizzle_sky
 
     def change(hdul) -> None:
         updatewcs.updatewcs([hdul], use_db=False, checkfiles=False)
         drop_drizzle_sky(hdul)
+        # Room for the cards a fit, AstroDrizzle and the delivery add: every later change
+        # to this copy's headers, and the delivered file written over it, happen in place.
+        reserve_header_cards(hdul)
 
     _write_changed(source, dest, change)
     return True
@@ -187,7 +194,7 @@ def _apply_headerlets(job: dict) -> dict:
     # whose DQ now holds the final cosmic-ray flags, and the bit it used.
     final = job.get("final_drizzle")
     drizzled = dict(final["inputs"]) if final else {}
-    done, cr_pixels, attached, skipped, duplicates = [], {}, {}, {}, {}
+    done, cr_pixels, attached, skipped, duplicates, in_place = [], {}, {}, {}, {}, []
     for item in job["items"]:
         print(f"AUTODRIZ-CHILD-FILE {item['original']}", flush=True)
         # An item may name its own WCS (an exposure left out of the fit keeps its start WCS).
@@ -202,7 +209,8 @@ def _apply_headerlets(job: dict) -> dict:
         )
         _set_primary_keywords(hdrlet, item.get("primary_keywords", job.get("primary_keywords")) or {})
         failpoints.hit("update.prepare")
-        with fits.open(item["original"], mode="readonly") as original, _delivery_base(item, original) as hdul:
+        drizzled_copy = Path(drizzled.get(item["solved"], item["solved"])) if final else None
+        with _delivery_base(item, drizzled_copy) as (hdul, layout):
             others = list(item.get("others", ()))
             # Names the file carries anyway: its headerlets, its WCSs (the primary is archived
             # under its WCSNAME) and the winner's.
@@ -241,11 +249,17 @@ def _apply_headerlets(job: dict) -> dict:
             _copy_fit_keywords(hdul, item["solved"], item.get("fit_keywords", job.get("fit_keywords")) or ())
             if final:
                 cr_pixels[item["original"]] = _deliver_final_drizzle(
-                    hdul, Path(drizzled.get(item["solved"], item["solved"])), int(final["crbit"])
+                    hdul, drizzled_copy, int(final["crbit"]), merge=layout is None
                 )
             _set_wcstypes(hdul)
-            # A leftover of an interrupted run is replaced, as a copy over it would be.
-            hdul.writeto(item["tmp"], output_verify="exception", overwrite=True)
+            why = _write_over_drizzled(hdul, layout, drizzled_copy, Path(item["tmp"])) if layout else None
+            if layout is None or why is not None:
+                if why is not None:
+                    print(f"{Path(item['original']).name}: written whole ({why})", flush=True)
+                # A leftover of an interrupted run is replaced, as a copy over it would be.
+                hdul.writeto(item["tmp"], output_verify="exception", overwrite=True)
+            else:
+                in_place.append(item["original"])
         shutil.copymode(item["original"], item["tmp"])
         # On its way to disk while the next file is prepared: the parent's fsync before the
         # renames then finds it written (~0.8 s of an idle wait less for a full-size visit).
@@ -267,43 +281,107 @@ def _apply_headerlets(job: dict) -> dict:
             duplicates[item["original"]] = repeated
         done.append(item["tmp"])
     return {"prepared": done, "cr_pixels": cr_pixels, "attached": attached, "not_attached": skipped,
-            "duplicate_wcsnames": duplicates}
+            "duplicate_wcsnames": duplicates, "written_over_drizzled": in_place}
 
 
 #: Extensions whose pixels the delivered file takes from the original.
 _PIXEL_EXTNAMES = frozenset({"SCI", "ERR", "DQ"})
 
 
+def _pixel_hdus(hdul) -> dict:
+    return {(h.name, int(h.header.get("EXTVER", 1))): h for h in hdul
+            if h.name in _PIXEL_EXTNAMES and h.header.get("NAXIS", 0) > 0}
+
+
+def _same_pixels(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].header.get(f"NAXIS{n}") == b[k].header.get(f"NAXIS{n}") for k in a for n in (1, 2)
+    )
+
+
 @contextlib.contextmanager
-def _delivery_base(item: dict, original: fits.HDUList):
-    """The HDUs the delivered file starts from, in memory (:class:`_InMemoryHDUList`).
+def _delivery_base(item: dict, drizzled: Path | None):
+    """The HDUs the delivered file starts from, in memory, and the data parts it may keep.
 
-    With ``item["start"]`` (the pipeline default's copy, or its header shadow): its headers
-    and small extensions, which updatewcs made as runastrodriz's updatewcs in place would,
-    with the pixels of ``original``. Otherwise, or when the two do not hold the same pixel
-    extensions (then the copy is not of this file's layout), ``original``'s own HDUs.
+    Yields ``(hdul, layout)``. With ``item["start"]`` (the pipeline default's copy, or its header
+    shadow): its headers and small extensions, which updatewcs made as runastrodriz's updatewcs
+    in place would, with the pixels of the exposure. The pixels are the final drizzle's copy's
+    (``drizzled``), the file the delivered one can be written over (``layout``: its SCI, ERR and
+    DQ data spans and the sizes of the headers before them, see :func:`_write_over_drizzled`),
+    when its pixel extensions come first and match the default's; else the original's
+    (``layout`` None). Without ``start``, or when the default's copy does not hold the
+    original's pixel extensions, the original's own HDUs.
+
+    The drizzled copy's DQ is delivered as it is: AstroDrizzle cleared and set only the
+    cosmic-ray bit in it, the exposure's other bits are the original's
+    (``tests/test_fitspatch.py`` checks both against the given files).
     """
-    start = item.get("start")
-    if not start:
-        yield _InMemoryHDUList(list(original))
-        return
-
-    def pixel_hdus(hdul) -> dict:
-        return {(h.name, int(h.header.get("EXTVER", 1))): h for h in hdul
-                if h.name in _PIXEL_EXTNAMES and h.header.get("NAXIS", 0) > 0}
-
-    with fits.open(start, mode="readonly") as copy:
-        hdul = _InMemoryHDUList(list(copy))
-        ours, theirs = pixel_hdus(hdul), pixel_hdus(original)
-        same = ours.keys() == theirs.keys() and all(
-            ours[k].header.get(f"NAXIS{n}") == theirs[k].header.get(f"NAXIS{n}") for k in ours for n in (1, 2)
-        )
-        if not same:
-            yield _InMemoryHDUList(list(original))
+    with contextlib.ExitStack() as stack:
+        original = stack.enter_context(fits.open(item["original"], mode="readonly"))
+        start = item.get("start")
+        if not start:
+            yield _InMemoryHDUList(list(original)), None
             return
+        copy = stack.enter_context(fits.open(start, mode="readonly"))
+        hdus = list(copy)
+        ours, theirs = _pixel_hdus(hdus), _pixel_hdus(original)
+        if not _same_pixels(ours, theirs):
+            yield _InMemoryHDUList(list(original)), None
+            return
+        # Not when the default is the winner: its copy is the drizzled file, which the
+        # extensions after the pixels would be read from while they are written over.
+        if drizzled is not None and drizzled.is_file() and not os.path.samefile(start, drizzled):
+            driz = stack.enter_context(fits.open(drizzled, mode="readonly"))
+            copies = list(driz)
+            prefix = max((i for i, h in enumerate(copies) if h.name in _PIXEL_EXTNAMES), default=-1) + 1
+            lead = [(h.name, h.ver) for h in copies[:prefix]]
+            if prefix and lead == [(h.name, h.ver) for h in hdus[:prefix]] and _same_pixels(_pixel_hdus(copies), ours):
+                data, headers = {}, []
+                for index, hdu in enumerate(copies[:prefix]):
+                    # The copy's HDU (its data unread, in place in its file) under the default's header.
+                    hdu.header = hdus[index].header.copy()
+                    hdus[index] = hdu
+                    info = driz.fileinfo(index)
+                    headers.append(info["datLoc"] - info["hdrLoc"])
+                    if hdu.name in _PIXEL_EXTNAMES and hdu.header.get("NAXIS", 0) > 0:
+                        data[info["datLoc"]] = info["datSpan"]
+                yield _InMemoryHDUList(hdus), {"data": data, "headers": headers, "prefix": prefix}
+                return
+        hdul = _InMemoryHDUList(hdus)
         for key, hdu in ours.items():
             hdu.data = theirs[key].data
-        yield hdul
+        yield hdul, None
+
+
+def _write_over_drizzled(hdul, layout: dict, drizzled: Path, tmp: Path) -> str | None:
+    """Make ``tmp`` a link of ``drizzled`` and write ``hdul`` over it, its pixels left in place.
+
+    The final drizzle's copy holds the exposure's pixels, its DQ with the final cosmic-ray
+    flags included, at the offsets the delivered file needs them (its headers keep their size:
+    :func:`autodriz.fitspatch.reserve_header_cards`): only the headers and the extensions after
+    the pixels are written, not ~170 MB per full-size ACS/WFC file. ``layout``: the data
+    spans to keep (offset → length) and the size on disk of each header before the last of
+    them, which the new headers are padded to with blank cards. Returns why not, with nothing
+    written (another file system, a header that outgrew its room): the caller writes ``tmp``
+    whole.
+    """
+    from autodriz.fitspatch import LayoutChanged, pad_header_to, write_over
+
+    for index, size in enumerate(layout["headers"]):
+        if not pad_header_to(hdul[index].header, size):
+            return f"the header of {hdul[index].name},{hdul[index].ver} outgrew its {size} bytes"
+    tmp.unlink(missing_ok=True)  # a leftover of an interrupted run
+    try:
+        os.link(drizzled, tmp)
+    except OSError as exc:
+        return f"no link beside the original: {exc.strerror or exc}"
+    try:
+        write_over(hdul, tmp, layout["data"], layout["prefix"])
+    except LayoutChanged as exc:
+        # Its pixels were never written: the whole write reads them from the drizzled copy.
+        tmp.unlink()
+        return f"layout changed: {exc}"
+    return None
 
 
 @contextlib.contextmanager
@@ -343,14 +421,15 @@ def _copy_fit_keywords(hdul, solved: str, keywords) -> None:
                     hdu.header[key] = (source[key], source.comments[key])
 
 
-def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int) -> int:
+def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int, merge: bool = True) -> int:
     """Give an original being updated what the final AstroDrizzle run in place would leave.
 
     The ``crbit`` flags of the drizzled copy's DQ (cleared by ``resetbits``, set by the
     cosmic-ray step), the sky it subtracted (``MDRIZSKY`` of each SCI header),
     ``DRIZCORR = 'COMPLETE'`` as runastrodriz sets it, and ``S_REGION`` of
     each chip from its new primary WCS (as drizzlepac's ``compute_sregion`` writes it). Returns
-    the number of flagged pixels.
+    the number of flagged pixels. With ``merge`` False the DQ of ``hdul`` is the drizzled
+    copy's own, which has them already, and is left unread.
     """
     from autodriz.delivery import exposure_sregion, merge_cr_flags
 
@@ -363,10 +442,13 @@ def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int) -> int:
             if hdu.name == "SCI" and "MDRIZSKY" in header:
                 # The sky AstroDrizzle subtracted, which it writes into the files it drizzles.
                 hdu.header["MDRIZSKY"] = (header["MDRIZSKY"], header.comments["MDRIZSKY"])
-            if hdu.name != "DQ" or hdu.data is None:
+            if hdu.name != "DQ" or hdu.header.get("NAXIS", 0) == 0:
                 continue
-            hdu.data = merge_cr_flags(hdu.data, drizzled_hdus[key].data, crbit)
-            flagged += int(np.count_nonzero(hdu.data & crbit))
+            if merge:
+                hdu.data = merge_cr_flags(hdu.data, drizzled_hdus[key].data, crbit)
+                flagged += int(np.count_nonzero(hdu.data & crbit))
+            else:
+                flagged += int(np.count_nonzero(drizzled_hdus[key].data & crbit))
     hdul[0].header["DRIZCORR"] = "COMPLETE"
     for hdu in hdul:
         if hdu.name == "SCI":

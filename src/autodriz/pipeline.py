@@ -40,6 +40,7 @@ from autodriz.logs import (
 )
 from autodriz.products import (
     commit_wcs_update,
+    detach_kept_copies,
     discard_temps,
     keep_delivered_wcs,
     products_or_none,
@@ -379,6 +380,12 @@ def _process_dataset(
             if winner.updated:
                 updated = commit_wcs_update(winner, temps)
                 logger.info("WCS %s written into %d input exposure(s)", winner.wcsname, len(updated), extra=CONSOLE)
+                over = sum(len((r.then_result or {}).get("written_over_drizzled") or ()) for r in runs)
+                # Why a file was written whole is in the child's output (the trailer).
+                logger.info("%d of %d updated exposure(s) written over their final drizzle's copy (pixels left "
+                            "in place), %d written whole", over, len(updated), len(updated) - over)
+                if over and settings.keep_workdirs:
+                    detach_kept_copies(winner.workdir, updated)
                 # Said once the inputs carry it (a failed rename above restores them all).
                 for run in runs:
                     result = run.then_result or {}

@@ -268,6 +268,25 @@ def wcs_update_job(
     return job, temps
 
 
+def detach_kept_copies(folder: Path, originals: Sequence[Path]) -> int:
+    """Give each working file under ``folder`` that is one of ``originals`` (a hard link) its own copy.
+
+    A delivered exposure is written over its final drizzle's working copy and renamed over the
+    original (:func:`autodriz._child._write_over_drizzled`): the working copy and the delivered
+    file are then one file. Kept for a user (``--keep-workdirs``), a change to the copy must
+    not reach the delivered file. Returns how many were copied.
+    """
+    copied = 0
+    for original in originals:
+        for path in folder.rglob(original.name):
+            if path.is_file() and os.path.samefile(path, original):
+                part = path.with_name(path.name + TMP_SUFFIX)
+                shutil.copyfile(original, part)
+                os.replace(part, path)
+                copied += 1
+    return copied
+
+
 def discard_temps(temps: Mapping[Path, Path]) -> None:
     """Remove prepared temporary files (the update is abandoned; the originals are untouched)."""
     _discard(list(temps.values()))

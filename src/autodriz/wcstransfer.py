@@ -23,6 +23,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
+from autodriz.fitspatch import reserve_header_cards
 from autodriz.hstio import drop_drizzle_sky
 
 logger = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ def write_transferred(flt_original: Path, flt_updated: Path, flc_original: Path,
             out.append(kind(data=flc[index].data, header=header, do_not_scale_image_data=True))
         # As the FLT's copy (autodriz._child._updatewcs): no sky of an earlier drizzle.
         drop_drizzle_sky(out)
+        reserve_header_cards(out)  # as the FLT's copy has it: the same bytes as updatewcs's
         out.writeto(dest, overwrite=True)
     dest.chmod(0o644)
     return None
