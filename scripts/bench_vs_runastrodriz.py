@@ -778,11 +778,10 @@ def format_stage_profile(profile: list[tuple[str, str, float]], total: float) ->
 
 def run_autodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) -> Outcome:
     d = fresh_copy(ds, work / "autodriz")
-    # --keep-workdirs: the yardstick re-drizzles the very files autodriz's final AstroDrizzle runs
-    # drizzled (time_final_drizzles_alone); their removal, which the run then skips, is timed
-    # by remove_kept_workdirs and added to the total.
+    # As a user runs it: it removes its own work folders. The yardstick drizzles copies of the
+    # updated inputs, put back as the final AstroDrizzle runs saw them (yardstick_inputs).
     cmd = [sys.executable, "-m", "autodriz", ds.asn_name, *ds.autodriz_flags, "--offline",
-           "--num-cores", str(num_cores), "--keep-workdirs"]
+           "--num-cores", str(num_cores)]
     print(f"  autodriz: {' '.join(cmd)}  (cwd {d})", flush=True)
     m = run_measured(cmd, cwd=d, env=child_env({}), log=d / "bench_stdout.log", timeout=timeout)
     root = ds.asn_name.split("_")[0].lower()
@@ -817,27 +816,39 @@ def run_autodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) -> Out
                     "products": sorted(p.name for p in d.glob("*_dr[zc].fits")), "dir": str(d)})
 
 
-def drizzled_inputs(done: Path, members: list[str]) -> dict[str, Path]:
-    """File name → the copy autodriz's final AstroDrizzle runs drizzled (from their job files in
-    the kept work folders); the updated input itself, with a note, when there is none."""
-    found: dict[str, Path] = {}
-    for job in sorted(done.glob("*/**/astrodrizzle_dr[zc].job.json")):
-        found.update({name: job.parent / name for name in json.loads(job.read_text()).get("input", [])})
-    names = [f"{r}_{kind}.fits" for r in members for kind in ("flt", "flc")]
-    missing = [n for n in names if n not in found and (done / n).is_file()]
-    if missing:
-        print(f"    note: no kept drizzle input for {', '.join(missing)}: the yardstick drizzles the updated "
-              "input instead (another output frame)")
-    return {n: found.get(n, done / n) for n in names}
+def yardstick_inputs(done: Path, names: list[str], alone: Path) -> list[Path]:
+    """Copies in ``alone`` of the updated inputs ``names`` of ``done``, as autodriz's final
+    AstroDrizzle runs drizzled them.
+
+    An updated input is its final drizzle's working copy with new headers (autodriz writes it
+    over that copy): the same pixels and WCS. Two keywords are put back as they were when it was
+    drizzled: each SCI header's IDCTAB (stwcs sets it to N/A when it applies a headerlet, as in
+    the archive; AstroDrizzle without it orients the output by the chip's WCS instead of the
+    distortion model's V2/V3 axes: another frame) from the primary header, and no MDRIZSKY (the
+    working copies start without one; AstroDrizzle starts from it when it finds one).
+    """
+    from astropy.io import fits
+
+    out = []
+    for name in names:
+        copy = Path(shutil.copy2(done / name, alone / name))
+        with fits.open(copy, mode="update") as hdul:
+            idctab = hdul[0].header.get("IDCTAB")
+            for hdu in (h for h in hdul if h.name == "SCI"):
+                if idctab is not None and "IDCTAB" in hdu.header:
+                    hdu.header["IDCTAB"] = idctab
+                hdu.header.remove("MDRIZSKY", ignore_missing=True)
+        out.append(copy)
+    return out
 
 
-def remove_kept_workdirs(done: Path) -> float:
-    """Remove the work folders kept for the yardstick; return the seconds it took (the run would
-    have spent them)."""
-    t0 = time.perf_counter()
-    for folder in sorted(p for p in done.iterdir() if p.is_dir() and any(p.glob("**/*.job.json"))):
-        shutil.rmtree(folder)
-    return time.perf_counter() - t0
+def same_frame(a: Path, b: Path) -> bool:
+    """Whether two drizzled products share their output frame (shape, reference pixel and sky)."""
+    from astropy.io import fits
+
+    keys = ("NAXIS1", "NAXIS2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2")
+    ha, hb = fits.getheader(a, "SCI"), fits.getheader(b, "SCI")
+    return all(abs(float(ha[k]) - float(hb[k])) <= 1e-9 * max(1.0, abs(float(ha[k]))) for k in keys)
 
 
 def time_final_drizzles_alone(
@@ -845,11 +856,9 @@ def time_final_drizzles_alone(
 ) -> dict[str, Any] | None:
     """Re-run autodriz's final AstroDrizzle runs by themselves: the yardstick for its total time.
 
-    On fresh copies of the files autodriz's final AstroDrizzle runs drizzled (the winner's working
-    copies, found by the runs' job files in the kept work folders; AstroDrizzle on the updated
-    inputs instead would drizzle onto another frame: their SCI headers no longer name the
-    IDCTAB, as in the archive, and AstroDrizzle then orients the output by the chip's WCS, not
-    the distortion model's V2/V3 axes), with the same
+    On fresh copies of the files autodriz's final AstroDrizzle runs drizzled (its updated inputs,
+    put back as they were drizzled: :func:`yardstick_inputs`; the products are checked to share
+    autodriz's output frames), with the same
     parameters (the visit's MDRIZTAB, or autodriz's defaults), through the same
     :func:`autodriz.drizzle.run_final_drizzles` autodriz calls, hence with the **same
     parallelism** (DRZ and DRC side by side with ``num_cores // 2`` cores each when
@@ -872,10 +881,8 @@ def time_final_drizzles_alone(
         alone.mkdir()
         for name in ds.ref_env.values():
             shutil.copytree(done / name, alone / name)
-        sources = drizzled_inputs(done, ds.members)
-        flts = [Path(shutil.copy2(sources[f"{r}_flt.fits"], alone / f"{r}_flt.fits")) for r in ds.members]
-        flcs = ([Path(shutil.copy2(sources[f"{r}_flc.fits"], alone / f"{r}_flc.fits")) for r in ds.members]
-                if ds.has_flc else [])
+        flts = yardstick_inputs(done, [f"{r}_flt.fits" for r in ds.members], alone)
+        flcs = yardstick_inputs(done, [f"{r}_flc.fits" for r in ds.members], alone) if ds.has_flc else []
         folders = {k: alone / v for k, v in ds.ref_env.items()}
         with fits.open(flts[0]) as hdul:
             h = hdul[0].header
@@ -900,6 +907,9 @@ def time_final_drizzles_alone(
             print(f"    final AstroDrizzle runs alone ({mode}): failed: {exc}")
             break  # what was measured before stays (the serial run comes after the fair one)
         out[mode] = time.perf_counter() - t0
+        for product in sorted(alone.rglob(f"{root}_dr[zc].fits")):
+            if not same_frame(product, done / product.name):
+                print(f"    note: the yardstick's {product.name} has another output frame than autodriz's")
         if sampler is not None and sampler.cpu is not None:
             out["same_parallelism_cpu"] = sampler.cpu.by_role()
             out["same_parallelism_cpu_system"] = sampler.cpu.by_role(system_only=True)
@@ -1078,9 +1088,6 @@ def main(argv: list[str] | None = None) -> int:
                     o.extra["alone_seconds"] = time_final_drizzles_alone(ds, Path(o.extra["dir"]), args.num_cores, modes)
                     o.extra["num_cores"] = args.num_cores
                 if o.tool == "autodriz":
-                    o.extra["cleanup_seconds"] = cleanup = remove_kept_workdirs(Path(o.extra["dir"]))
-                    print(f"    autodriz: work folders kept for the yardstick removed in {cleanup:.1f} s (added to its total)")
-                    o.m.seconds += cleanup
                     alone_all = o.extra.get("alone_seconds") or {}
                     alone_k = alone_all.get("same_parallelism")
                     alone_system_k = (alone_all.get("same_parallelism_cpu_system") or {}).get("total")
