@@ -85,6 +85,23 @@ def test_a_header_that_outgrows_its_room_is_refused_and_the_file_left_as_it_was(
     assert path.read_bytes() == before
 
 
+def test_pixels_read_into_memory_are_never_dropped_silently(exposure, tmp_path):
+    # Changed in memory, a kept span's write would be dropped: write_over refuses instead, with
+    # the file untouched, and the caller writes the file whole (which writes the change).
+    path = Path(shutil.copy(exposure, tmp_path / "m.fits"))
+    before = path.read_bytes()
+    with fits.open(path) as hdul:
+        spans, prefix = _kept(hdul)
+        out = fits.HDUList(list(hdul))
+        out["DQ", 1].data = out["DQ", 1].data | 4096
+        with pytest.raises(LayoutChanged, match="DQ,1 were read into memory"):
+            write_over(out, path, spans, prefix)
+        # A span that is no leading HDU's data offset is refused as well.
+        with pytest.raises(LayoutChanged, match="not the data of one of the leading HDUs"):
+            write_over(fits.HDUList(list(hdul)), path, {**spans, 5760: 2880}, prefix)
+    assert path.read_bytes() == before
+
+
 def test_a_header_shrunk_by_stwcs_is_padded_back_to_its_size(exposure):
     with fits.open(exposure) as hdul:
         header = hdul["SCI", 1].header.copy()

@@ -159,15 +159,26 @@ def write_over(
     if any kept part would move, change size or be partly overwritten,
     :class:`LayoutChanged` is raised and ``path`` is untouched. Then the rest is written in
     place and the file is cut to its new length. A kept span is never written, even when the
-    write stops half-way.
+    write stops half-way. Refused as well: a kept span that is not the data offset of one of
+    the leading HDUs, or whose HDU's data were read into memory (they could differ from the
+    file's, and the write of a kept span is dropped).
 
     Raises
     ------
     LayoutChanged
         The new file would not hold the kept data parts where ``path`` holds them.
     """
+    lead = list(hdul[:prefix])
+    owners = {hdu._data_offset: hdu for hdu in lead if hdu._data_offset in keep}  # noqa: SLF001
+    if owners.keys() != set(keep):
+        raise LayoutChanged("a kept data part is not the data of one of the leading HDUs as read")
+    for hdu in owners.values():
+        # Read into memory, it may have been changed there: only data never read is known to be
+        # what the file holds (astropy's private flag; tests/test_fitspatch.py checks the refusal).
+        if hdu._data_loaded:  # noqa: SLF001
+            raise LayoutChanged(f"the data of {hdu.name},{hdu.ver} were read into memory and may differ from the file's")
     dry = _SkippingWriter(None, keep)
-    fits.HDUList(list(hdul[:prefix])).writeto(dry, output_verify=output_verify)
+    fits.HDUList(lead).writeto(dry, output_verify=output_verify)
     dry.check_complete()
     fd = os.open(path, os.O_RDWR)
     try:
