@@ -26,14 +26,12 @@ def _digest(path: Path) -> str:
 def _in_place(original: Path, dest: Path) -> Path:
     from stwcs import updatewcs
 
-    from autodriz.fitspatch import reserve_header_cards
-    from autodriz.hstio import drop_drizzle_sky
+    from autodriz.hstio import as_working_copy
 
     shutil.copyfile(original, dest)
     updatewcs.updatewcs([str(dest)], use_db=False, checkfiles=False)
     with fits.open(dest, mode="update") as hdul:
-        drop_drizzle_sky(hdul)
-        reserve_header_cards(hdul)
+        as_working_copy(hdul)
     return dest
 
 

@@ -72,34 +72,37 @@ def test_writes_the_bytes_writeto_gives_without_rewriting_the_pixels(exposure, t
     assert got == bytes(marked)
 
 
-def test_a_header_that_outgrows_its_room_is_refused_and_the_file_left_as_it_was(exposure, tmp_path):
+def _refused(exposure: Path, tmp_path: Path, change, match: str, extra_keep: dict[int, int] | None = None) -> None:
+    """``write_over`` of the exposure's HDUs after ``change`` raises LayoutChanged (``match``),
+    and the file is byte for byte as it was."""
     path = Path(shutil.copy(exposure, tmp_path / "p.fits"))
     before = path.read_bytes()
     with fits.open(path) as hdul:
         spans, prefix = _kept(hdul)
         out = fits.HDUList(list(hdul))
+        change(out)
+        with pytest.raises(LayoutChanged, match=match):
+            write_over(out, path, {**spans, **(extra_keep or {})}, prefix)
+    assert path.read_bytes() == before
+
+
+def test_a_header_that_outgrows_its_room_is_refused_and_the_file_left_as_it_was(exposure, tmp_path):
+    def grow(out: fits.HDUList) -> None:
         for k in range(120):
             out["SCI", 1].header[f"X{k}"] = k
-        with pytest.raises(LayoutChanged, match="straddles|move"):
-            write_over(out, path, spans, prefix)
-    assert path.read_bytes() == before
+
+    _refused(exposure, tmp_path, grow, "straddles|move")
 
 
 def test_pixels_read_into_memory_are_never_dropped_silently(exposure, tmp_path):
     # Changed in memory, a kept span's write would be dropped: write_over refuses instead, with
     # the file untouched, and the caller writes the file whole (which writes the change).
-    path = Path(shutil.copy(exposure, tmp_path / "m.fits"))
-    before = path.read_bytes()
-    with fits.open(path) as hdul:
-        spans, prefix = _kept(hdul)
-        out = fits.HDUList(list(hdul))
+    def flag(out: fits.HDUList) -> None:
         out["DQ", 1].data = out["DQ", 1].data | 4096
-        with pytest.raises(LayoutChanged, match="DQ,1 were read into memory"):
-            write_over(out, path, spans, prefix)
-        # A span that is no leading HDU's data offset is refused as well.
-        with pytest.raises(LayoutChanged, match="not the data of one of the leading HDUs"):
-            write_over(fits.HDUList(list(hdul)), path, {**spans, 5760: 2880}, prefix)
-    assert path.read_bytes() == before
+
+    _refused(exposure, tmp_path, flag, "DQ,1 were read into memory")
+    # A span that is no leading HDU's data offset is refused as well.
+    _refused(exposure, tmp_path, lambda out: None, "not the data of one of the leading HDUs", {5760: 2880})
 
 
 def test_a_header_shrunk_by_stwcs_is_padded_back_to_its_size(exposure):

@@ -65,9 +65,9 @@ def _start_writeback(paths: list[str]) -> None:
 def _updatewcs(job: dict) -> dict:
     """updatewcs (distortion model, no astrometry database) on each file of ``job["files"]``.
 
-    A working copy is left without ``MDRIZSKY`` (:func:`autodriz.hstio.drop_drizzle_sky`): the
-    products of a run on delivered files are then those made from the calibrated files. Its
-    SCI headers end with blank cards (:func:`autodriz.fitspatch.reserve_header_cards`).
+    A working copy gets :func:`autodriz.hstio.as_working_copy`'s headers: no ``MDRIZSKY`` (the
+    products of a run on delivered files are then those made from the calibrated files), blank
+    cards at the end of its SCI headers.
 
     An entry is a file name (in the working directory, updated in place) or ``{"source",
     "dest"}``: the original is read, updated in memory and written once as ``dest``
@@ -77,8 +77,7 @@ def _updatewcs(job: dict) -> dict:
     """
     from stwcs import updatewcs
 
-    from autodriz.fitspatch import reserve_header_cards
-    from autodriz.hstio import drop_drizzle_sky
+    from autodriz.hstio import as_working_copy
 
     names = {}
     # One file at a time (updatewcs loops over them the same way), each announced, so that a
@@ -94,8 +93,7 @@ def _updatewcs(job: dict) -> dict:
                 os.chmod(dest, 0o644)
             updatewcs.updatewcs([dest], use_db=False, checkfiles=False)
             with fits.open(dest, mode="update") as hdul:
-                drop_drizzle_sky(hdul)
-                reserve_header_cards(hdul)
+                as_working_copy(hdul)
         with fits.open(dest) as hdul:
             names[dest] = [h.header.get("WCSNAME", "") for h in hdul if h.name == "SCI"]
     return {"wcsnames": names}
@@ -113,15 +111,11 @@ def _update_in_memory(source: str, dest: str) -> bool:
     primary = fits.getheader(source)
     if str(primary.get("INSTRUME", "")).strip().upper() == "WFPC2" or not str(primary.get("ROOTNAME", "")).strip():
         return False
-    from autodriz.fitspatch import reserve_header_cards
-    from autodriz.hstio import drop_drizzle_sky
+    from autodriz.hstio import as_working_copy
 
     def change(hdul) -> None:
         updatewcs.updatewcs([hdul], use_db=False, checkfiles=False)
-        drop_drizzle_sky(hdul)
-        # Room for the cards a fit, AstroDrizzle and the delivery add: every later change
-        # to this copy's headers, and the delivered file written over it, happen in place.
-        reserve_header_cards(hdul)
+        as_working_copy(hdul)
 
     _write_changed(source, dest, change)
     return True
@@ -284,13 +278,11 @@ def _apply_headerlets(job: dict) -> dict:
             "duplicate_wcsnames": duplicates, "written_over_drizzled": in_place}
 
 
-#: Extensions whose pixels the delivered file takes from the original.
-_PIXEL_EXTNAMES = frozenset({"SCI", "ERR", "DQ"})
-
-
 def _pixel_hdus(hdul) -> dict:
+    from autodriz.hstio import PIXEL_EXTNAMES
+
     return {(h.name, int(h.header.get("EXTVER", 1))): h for h in hdul
-            if h.name in _PIXEL_EXTNAMES and h.header.get("NAXIS", 0) > 0}
+            if h.name in PIXEL_EXTNAMES and h.header.get("NAXIS", 0) > 0}
 
 
 def _same_pixels(a: dict, b: dict) -> bool:
@@ -316,6 +308,8 @@ def _delivery_base(item: dict, drizzled: Path | None):
     cosmic-ray bit in it, the exposure's other bits are the original's
     (``tests/test_fitspatch.py`` checks both against the given files).
     """
+    from autodriz.hstio import PIXEL_EXTNAMES
+
     with contextlib.ExitStack() as stack:
         original = stack.enter_context(fits.open(item["original"], mode="readonly"))
         start = item.get("start")
@@ -333,9 +327,11 @@ def _delivery_base(item: dict, drizzled: Path | None):
         if drizzled is not None and drizzled.is_file() and not os.path.samefile(start, drizzled):
             driz = stack.enter_context(fits.open(drizzled, mode="readonly"))
             copies = list(driz)
-            prefix = max((i for i, h in enumerate(copies) if h.name in _PIXEL_EXTNAMES), default=-1) + 1
+            pixels = _pixel_hdus(copies)
+            with_data = {id(h) for h in pixels.values()}
+            prefix = max((i for i, h in enumerate(copies) if h.name in PIXEL_EXTNAMES), default=-1) + 1
             lead = [(h.name, h.ver) for h in copies[:prefix]]
-            if prefix and lead == [(h.name, h.ver) for h in hdus[:prefix]] and _same_pixels(_pixel_hdus(copies), ours):
+            if prefix and lead == [(h.name, h.ver) for h in hdus[:prefix]] and _same_pixels(pixels, ours):
                 data, headers = {}, []
                 for index, hdu in enumerate(copies[:prefix]):
                     # The copy's HDU (its data unread, in place in its file) under the default's header.
@@ -343,7 +339,7 @@ def _delivery_base(item: dict, drizzled: Path | None):
                     hdus[index] = hdu
                     info = driz.fileinfo(index)
                     headers.append(info["datLoc"] - info["hdrLoc"])
-                    if hdu.name in _PIXEL_EXTNAMES and hdu.header.get("NAXIS", 0) > 0:
+                    if id(hdu) in with_data:
                         data[info["datLoc"]] = info["datSpan"]
                 yield _InMemoryHDUList(hdus), {"data": data, "headers": headers, "prefix": prefix}
                 return

@@ -139,6 +139,24 @@ def apply_sci_cards(hdul: fits.HDUList, by_extver: Mapping[int, Sequence[Card]])
             apply_cards(hdul[index].header, cards)
 
 
+#: Extensions that hold an exposure's pixels (the large data parts of an FLT/FLC).
+PIXEL_EXTNAMES = frozenset({"SCI", "ERR", "DQ"})
+
+
+def as_working_copy(hdul: fits.HDUList) -> None:
+    """Give an updatewcs result the headers every working copy has, in place.
+
+    No sky of an earlier drizzle (:func:`drop_drizzle_sky`), and blank cards reserved at the
+    end of each SCI header (:func:`autodriz.fitspatch.reserve_header_cards`) for the cards a fit,
+    AstroDrizzle and the delivery add, so that those changes, and the delivered file written
+    over the copy, keep every header's size. Used by each writer of the default stage's copies.
+    """
+    from autodriz.fitspatch import reserve_header_cards
+
+    drop_drizzle_sky(hdul)
+    reserve_header_cards(hdul)
+
+
 def drop_drizzle_sky(hdul: fits.HDUList) -> int:
     """Remove ``MDRIZSKY`` (the sky an earlier AstroDrizzle run subtracted) from the SCI headers.
 

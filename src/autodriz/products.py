@@ -242,9 +242,9 @@ def wcs_update_job(
             and str(original) not in unfitted_wcsnames(o)
         ]
 
-    # Headers read from the default's copies (written, or header shadows once the winner's
+    # Headers read from the default's copies (always written; header shadows once the winner's
     # copies were moved from them: only their pixels are gone).
-    with_start = start is not None and start.updated and start.kind == "default" and pending_copies(start.copies) is None
+    with_start = start is not None and start.updated and start.kind == "default"
     job = {
         "task": "apply_headerlets",
         "wcsname": candidate.wcsname,

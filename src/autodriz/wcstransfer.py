@@ -23,8 +23,7 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from autodriz.fitspatch import reserve_header_cards
-from autodriz.hstio import drop_drizzle_sky
+from autodriz.hstio import as_working_copy
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +138,8 @@ def write_transferred(flt_original: Path, flt_updated: Path, flc_original: Path,
                     del header[key]
             kind = fits.PrimaryHDU if index == 0 else fits.ImageHDU
             out.append(kind(data=flc[index].data, header=header, do_not_scale_image_data=True))
-        # As the FLT's copy (autodriz._child._updatewcs): no sky of an earlier drizzle.
-        drop_drizzle_sky(out)
-        reserve_header_cards(out)  # as the FLT's copy has it: the same bytes as updatewcs's
+        # As the FLT's copy (autodriz._child._updatewcs): the same bytes as updatewcs's.
+        as_working_copy(out)
         out.writeto(dest, overwrite=True)
     dest.chmod(0o644)
     return None

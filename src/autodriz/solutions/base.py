@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from autodriz.fitquality import FitScore
+from autodriz.hstio import PIXEL_EXTNAMES
 
 if TYPE_CHECKING:
     from autodriz.config import Settings
@@ -254,7 +255,7 @@ class PendingCopies(Mapping[Path, Path]):
 
 
 #: Extensions whose pixels a headerlet never reads: a header shadow leaves them as holes.
-SHADOWED_EXTNAMES = frozenset({"SCI", "ERR", "DQ"})
+SHADOWED_EXTNAMES = PIXEL_EXTNAMES
 
 
 def header_shadow(source: Path, dest: Path) -> None:
