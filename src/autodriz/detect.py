@@ -248,13 +248,16 @@ def _dao_find(sub: np.ndarray, mask: np.ndarray, params: DetectionParams, thresh
     full chip with cosmic rays) with one cutout per peak in Python (~3 s per 2048x4096 chip).
     Its sharpness and roundness1 depend only on the pixels under the kernel at the peak, so
     they are computed here for all peaks at once with the same formulas; the finder then
-    measures the few that can pass (``xycoords``) and applies all its own cuts to them. The peaks are found exactly
-    as the finder does (same convolution, ``find_peaks`` footprint and border), and a margin
-    on the sharpness window keeps rounding from dropping a source the finder would keep:
-    the result is the finder's own (tests/test_detect.py compares the two).
+    measures the few that can pass (``xycoords``), on the convolved image made here
+    (:class:`autodriz.daofind.MeasuringFinder`), and applies all its own cuts to them. The
+    peaks are found exactly as the finder does (same convolution, ``find_peaks`` footprint and
+    border), and a margin on the sharpness window keeps rounding from dropping a source the
+    finder would keep: the result is the finder's own (tests/test_detect.py compares the two).
     """
     from photutils.detection import DAOStarFinder
     from scipy.ndimage import convolve
+
+    from autodriz.daofind import MeasuringFinder
 
     finder_args = dict(
         threshold=threshold, fwhm=params.fwhm_pix, sharplo=params.sharplo, sharphi=params.sharphi,
@@ -295,9 +298,10 @@ def _dao_find(sub: np.ndarray, mask: np.ndarray, params: DetectionParams, thresh
     keep[sel] = (round1 >= params.roundlo - rmargin) & (round1 <= params.roundhi + rmargin)
     if not keep.any():
         return None
+    finder = MeasuringFinder(convolved, **finder_args, xycoords=np.c_[px[keep], py[keep]])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return DAOStarFinder(**finder_args, xycoords=np.c_[px[keep], py[keep]])(sub, mask=mask)
+        return finder(sub, mask=mask)
 
 
 #: Values a median is taken of, at most (:func:`_sample`).
