@@ -263,13 +263,14 @@ class Measured:
 
 
 #: Roles of the processes of a run, in the order they are printed.
-CPU_ROLES = ("main", "spawned workers", "fresh children", "warm server", "forked children", "other")
+CPU_ROLES = ("main", "detection workers", "fresh children", "warm server", "forked children", "other")
 
 
-def process_role(cmdline: list[str], is_root: bool, parent_is_root: bool) -> str:
+def process_role(cmdline: list[str], is_root: bool, parent_is_root: bool, root_cmdline: list[str] | None = None) -> str:
     """Which part of a run a process is, from its command line.
 
-    ``spawned workers``: multiprocessing spawn children (autodriz's source detection);
+    ``detection workers``: multiprocessing spawn children, or children forked from the root
+    process itself (its command line), which are autodriz's source detection workers;
     ``fresh children``: ``python -m autodriz._child`` (updatewcs, a fresh interpreter);
     ``warm server``: the forkserver started by the root process; ``forked children``: the
     processes it forks (the final AstroDrizzle runs and the other jobs autodriz forks from it).
@@ -277,8 +278,8 @@ def process_role(cmdline: list[str], is_root: bool, parent_is_root: bool) -> str
     if is_root:
         return "main"
     text = " ".join(cmdline)
-    if "spawn_main" in text:
-        return "spawned workers"
+    if "spawn_main" in text or (parent_is_root and root_cmdline is not None and cmdline == root_cmdline):
+        return "detection workers"
     if "autodriz._child" in text:
         return "fresh children"
     if "multiprocessing.forkserver" in text:
@@ -303,6 +304,8 @@ class TreeCpu:
     def __init__(self, root_pid: int, existing: list[Any] = ()) -> None:
         self.root = root_pid
         self._role: dict[int, str] = {}
+        #: The root's command line (sampled first): processes forked from it carry it too.
+        self._root_cmdline: list[str] | None = None
         self._first: dict[int, tuple[float, float]] = {}
         self._last: dict[int, tuple[float, float]] = {}
         #: (user + system, system) seconds the root used that are not the run's: the sampling
@@ -337,7 +340,11 @@ class TreeCpu:
                     cmdline, ppid = proc.cmdline(), proc.ppid()
                 except psutil.Error:
                     continue
-                self._role[proc.pid] = process_role(cmdline, proc.pid == self.root, ppid == self.root)
+                if proc.pid == self.root:
+                    self._root_cmdline = cmdline
+                self._role[proc.pid] = process_role(
+                    cmdline, proc.pid == self.root, ppid == self.root, self._root_cmdline
+                )
             self._last[proc.pid] = used
 
     def by_role(self, *, system_only: bool = False) -> dict[str, float]:

@@ -64,7 +64,7 @@ def test_bench_vs_runastrodriz_smoke(tmp_path, shared_data):
     mine = re.search(r"CPU \(user \+ system, sampled every 0.25 s\): autodriz ([0-9.]+) CPU-s = (.*)", out)
     assert mine, out
     roles = {name: float(sec) for name, sec in (part.rsplit(" ", 1) for part in mine.group(2).strip().split(", "))}
-    assert {"main", "spawned workers", "forked children"} <= set(roles), mine.group(0)
+    assert {"main", "detection workers", "forked children"} <= set(roles), mine.group(0)
     assert abs(sum(roles.values()) - float(mine.group(1))) < 0.3, mine.group(0)
     alone = re.search(r"CPU of its final drizzles alone \(same parallelism\): ([0-9.]+) CPU-s = .*forked children ([0-9.]+).*; "
                       r"ratio ([0-9.]+)×", out)

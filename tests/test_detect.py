@@ -193,8 +193,10 @@ def test_local_maxima_are_find_peaks(fwhm):
     assert _local_maxima(np.full((50, 50), 3.0), 1.0, footprint, np.zeros((50, 50), bool)) is None
 
 
-def test_detect_chips_in_processes_equals_in_process(tmp_path, chip):
-    """The process pool returns, in job order, exactly what detection in this process returns."""
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_detect_chips_in_processes_equals_in_process(tmp_path, chip, start_method):
+    """The process pool returns, in job order, exactly what detection in this process returns,
+    whether its workers are forked from this process or start afresh."""
     from astropy.io import fits
 
     image, _, _ = chip
@@ -208,12 +210,29 @@ def test_detect_chips_in_processes_equals_in_process(tmp_path, chip):
     fits.HDUList(hdus).writeto(path)
     jobs = [ChipJob(str(path), 2, PARAMS), ChipJob(str(path), 1, PARAMS), ChipJob(str(path), 3, PARAMS)]
     serial = detect_chips(jobs, 1)
-    pooled = detect_chips(jobs, 2)
+    pooled = detect_chips(jobs, 2, start_method=start_method)
     assert [len(t) for t in serial] == [len(t) for t in pooled]
     assert len(serial[0]) > len(serial[1]) > 0 and len(serial[2]) == 0  # chip 2 crowded, no chip 3
     for a, b in zip(serial, pooled, strict=True):
         for name in SOURCE_COLUMNS:
             np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]))
+
+
+def test_workers_are_forked_only_from_a_single_thread():
+    """A fork copies locks held by other threads: with a second thread running, workers start afresh."""
+    import threading
+
+    from autodriz.chipdetection import pool_start_method
+
+    assert pool_start_method() == ("fork" if threading.active_count() == 1 else "spawn")
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    try:
+        assert pool_start_method() == "spawn"
+    finally:
+        release.set()
+        other.join()
 
 
 def _undersampled_field(seed: int = 7, n: int = 120, halo: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 :mod:`autodriz.detect` searches arrays; this module gives it files: a small picklable
 :class:`ChipJob` per chip, read by the worker itself (:func:`detect_chip`), run in up to
-``--num-cores`` spawned processes (:func:`detect_chips`), or started early beside other work
+``--num-cores`` worker processes (:func:`detect_chips`), or started early beside other work
 (:class:`BackgroundDetection`).
 """
 
@@ -65,18 +65,48 @@ def detect_chip(job: ChipJob) -> Table:
     return detect_sources(sci, job.params, dq=dq, err=err)
 
 
-def _spawn_pool(workers: int) -> Any:
+def pool_start_method() -> str:
+    """How detection workers start: ``"fork"`` while this process runs a single thread, else ``"spawn"``.
+
+    A forked worker starts with this process's imports (numpy, astropy, photutils, autodriz:
+    ~1.2 CPU-s per spawned worker, measured in ``docs/benchmarks.md``); a fork is safe only while
+    no other thread may hold a lock the worker would inherit locked (catalog queries, a batch
+    task's watchdog, a test harness), so with threads running the workers start afresh.
+    """
     import multiprocessing
+    import threading
+
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
+
+
+def _pool(workers: int, start_method: str | None = None) -> Any:
+    import multiprocessing
+    import sys
     from concurrent.futures import ProcessPoolExecutor
 
-    # "spawn": the parent may hold threads (catalog queries, logging, a child's output reader)
-    # whose locks a fork would copy in a locked state; workers only need numpy/astropy/photutils.
+    method = start_method or pool_start_method()
+    if method == "fork":
+        # What the workers will use, imported once here instead of in each of them.
+        import photutils.background  # noqa: F401
+        import photutils.detection  # noqa: F401
+        import scipy.ndimage  # noqa: F401
+        import scipy.spatial  # noqa: F401
+
+        import autodriz.centroid  # noqa: F401
+        import autodriz.daofind  # noqa: F401
+
+        # Buffered output would be written again by each worker as it exits.
+        sys.stdout.flush()
+        sys.stderr.flush()
+    logger.debug("detection workers: %d, started by %s", workers, method)
     return ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=tune_process
+        max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=tune_process
     )
 
 
-def detect_chips(jobs: Sequence[ChipJob], max_workers: int = 1) -> list[Table]:
+def detect_chips(jobs: Sequence[ChipJob], max_workers: int = 1, start_method: str | None = None) -> list[Table]:
     """Run :func:`detect_chip` on every job, in a process pool of at most ``max_workers``.
 
     Parameters
@@ -85,7 +115,9 @@ def detect_chips(jobs: Sequence[ChipJob], max_workers: int = 1) -> list[Table]:
         Chips to detect on.
     max_workers : int
         Processes to use (``--num-cores``). With 1, or a single chip, detection runs in this
-        process: a worker's start-up (imports, ~2 s) would cost more than it saves.
+        process: a worker's start-up would cost more than it saves.
+    start_method : {"fork", "spawn"}, optional
+        How the workers start; by default :func:`pool_start_method`.
 
     Returns
     -------
@@ -97,7 +129,7 @@ def detect_chips(jobs: Sequence[ChipJob], max_workers: int = 1) -> list[Table]:
     if workers == 1:
         return [detect_chip(job) for job in jobs]
     logger.info("source detection on %d chips in %d processes", len(jobs), workers)
-    with _spawn_pool(workers) as pool:
+    with _pool(workers, start_method) as pool:
         return list(pool.map(detect_chip, jobs))
 
 
@@ -115,11 +147,13 @@ class BackgroundDetection:
         Chips to detect on.
     max_workers : int
         Processes (``--num-cores``).
+    start_method : {"fork", "spawn"}, optional
+        How the workers start; by default :func:`pool_start_method`.
     """
 
-    def __init__(self, jobs: Sequence[ChipJob], max_workers: int) -> None:
+    def __init__(self, jobs: Sequence[ChipJob], max_workers: int, start_method: str | None = None) -> None:
         workers = max(1, min(int(max_workers), len(jobs)))
-        self._pool = _spawn_pool(workers)
+        self._pool = _pool(workers, start_method)
         self._futures = {job: self._pool.submit(detect_chip, job) for job in jobs}
         logger.info("source detection started in the background on %d chips in %d processes", len(jobs), workers)
 
