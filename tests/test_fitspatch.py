@@ -12,7 +12,7 @@ import pytest
 from astropy.io import fits
 
 from autodriz import simulate as S
-from autodriz.fitspatch import LayoutChanged, pad_header_to, reserve_header_cards, write_over
+from autodriz.fitspatch import LayoutChanged, drop_trailing_blanks, pad_header_to, reserve_header_cards, write_over
 
 PIXELS = ("SCI", "ERR", "DQ")
 
@@ -120,6 +120,33 @@ def test_a_header_shrunk_by_stwcs_is_padded_back_to_its_size(exposure):
     for _ in range(200):
         header.append(("FILLER", 1.0))
     assert not pad_header_to(header, size)
+
+
+def test_only_trailing_blank_cards_are_dropped_and_padding_restores_the_size(exposure):
+    """The reserved room is taken off before stwcs edits a header and given back when it is padded."""
+    with fits.open(exposure) as hdul:
+        hdus = fits.HDUList([h.copy() for h in hdul])
+        size = hdul.fileinfo(1)["datLoc"] - hdul.fileinfo(1)["hdrLoc"]
+    sci = hdus["SCI", 1].header
+    sci.insert(5, fits.Card())  # a blank card inside a header is content, not room
+
+    def trailing(header: fits.Header) -> int:
+        count = 0
+        for card in reversed(header.cards):
+            if not card.is_blank:
+                break
+            count += 1
+        return count
+
+    room = {i: trailing(h.header) for i, h in enumerate(hdus)}
+    assert room[1] >= 60  # the working copy's reserved room
+    kept = [c.image for c in sci.cards][: len(sci) - room[1]]
+    assert drop_trailing_blanks(hdus) == sum(room.values())
+    assert [c.image for c in sci.cards] == kept
+    assert sci.cards[5].is_blank
+    assert drop_trailing_blanks(hdus) == 0
+    sci.insert(5, ("EXTRA", 1))  # the edit takes one card of the room
+    assert pad_header_to(sci, size) and len(sci.tostring()) == size
 
 
 def test_delivered_files_share_the_drizzled_copy_s_pixels_end_to_end(tmp_path):

@@ -182,6 +182,7 @@ def _apply_headerlets(job: dict) -> dict:
     """
     from stwcs.wcsutil import headerlet
 
+    from autodriz.fitspatch import drop_trailing_blanks
     from autodriz.headerlets import drizzlepac_hdrname, unique_wcsnames
 
     # Set when this job follows the final AstroDrizzle run (``then``): the files it drizzled,
@@ -205,6 +206,7 @@ def _apply_headerlets(job: dict) -> dict:
         failpoints.hit("update.prepare")
         drizzled_copy = Path(drizzled.get(item["solved"], item["solved"])) if final else None
         with _delivery_base(item, drizzled_copy) as (hdul, layout):
+            drop_trailing_blanks(hdul)
             others = list(item.get("others", ()))
             # Names the file carries anyway: its headerlets, its WCSs (the primary is archived
             # under its WCSNAME) and the winner's.

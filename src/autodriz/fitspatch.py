@@ -62,6 +62,24 @@ def reserve_header_cards(hdul: fits.HDUList, cards: int = RESERVED_CARDS, extnam
     return added
 
 
+def drop_trailing_blanks(hdul: fits.HDUList) -> int:
+    """Remove the blank cards at the end of every header of ``hdul``; return how many.
+
+    astropy counts a header's trailing blank cards on every card it appends (to put the card in
+    place of one), parsing each: with the :data:`RESERVED_CARDS` of a working copy that is most
+    of the cost of stwcs' header edits. A header written over its old place is padded back to
+    its size afterwards (:func:`pad_header_to`).
+    """
+    dropped = 0
+    for hdu in hdul:
+        header = hdu.header
+        # The card images of a header read from a file are unparsed: a blank one is 80 spaces.
+        while len(header) and header.cards[-1].image.strip() == "":
+            del header[-1]
+            dropped += 1
+    return dropped
+
+
 def pad_header_to(header: fits.Header, nbytes: int) -> bool:
     """Append blank cards to ``header`` until it takes ``nbytes`` in a file; False if it needs more.
 
