@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,9 @@ def test_a_warm_child_gets_the_folder_and_environment_of_its_call(tmp_path: Path
         result = run_child({"task": "updatewcs", "files": [copy.name]}, cwd=folder,
                            env=reference_env({"jref": visit.jref_dir}), timeout=300, warm=warm)
         assert result.log_path == folder / "updatewcs.log"
+        # Its CPU, split between its work and the kernel's, for the trailer.
+        assert re.search(r"resources after updatewcs: user [0-9.]+ s, system [0-9.]+ s, minor page faults \d+",
+                         result.log_path.read_text())
         headers[warm] = fits.getheader(copy, ("SCI", 1))
     assert headers[True]["WCSNAME"] == headers[False]["WCSNAME"] != fits.getheader(visit.flt_paths[0], ("SCI", 1)).get("WCSNAME")
     for key in ("CRVAL1", "CRVAL2", "CD1_1", "CD2_2", "A_2_0", "B_0_2", "IDCSCALE"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import sys
 import threading
@@ -522,6 +523,22 @@ TASKS = MappingProxyType({"updatewcs": _updatewcs, "astrodrizzle": _astrodrizzle
                          "apply_apriori": _apply_apriori})
 
 
+def _print_usage(done: str) -> None:
+    """This process's CPU and page faults so far (and its finished children's), for the log.
+
+    A run's CPU seconds beyond its drizzles are what the benchmark weighs
+    (``scripts/bench_vs_runastrodriz.py``); these lines say how a child's split between its work
+    and the kernel's (page faults of new memory are the dearest part of it on some VMs).
+    """
+    for who, usage in (("", resource.getrusage(resource.RUSAGE_SELF)),
+                       (" (its finished children)", resource.getrusage(resource.RUSAGE_CHILDREN))):
+        if who and usage.ru_utime + usage.ru_stime < 0.05:
+            continue
+        print(f"resources after {done}{who}: user {usage.ru_utime:.2f} s, system {usage.ru_stime:.2f} s, "
+              f"minor page faults {usage.ru_minflt}, major {usage.ru_majflt}, peak RSS {usage.ru_maxrss // 1024} MB",
+              flush=True)
+
+
 def main(argv: list[str]) -> int:
     # A fresh interpreter's allocator as the warm server's children have it (autodriz.allocator).
     tuning = tune_process()
@@ -531,6 +548,7 @@ def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[1]).read_text())
     failpoints.hit(f"child-start.{job['task']}")
     result = TASKS[job["task"]](job)
+    _print_usage(job["task"])
     then = job.get("then")
     if then:
         # A second task in the same process (it has drizzlepac/stwcs imported already). Its
@@ -543,6 +561,7 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             result["then_error"] = f"{type(exc).__name__}: {exc}"
         result["then_seconds"] = time.perf_counter() - t0
+        _print_usage(f"{job['task']} and {then['task']}")
     sys.stdout.flush()
     print("AUTODRIZ-CHILD-RESULT " + json.dumps(result), flush=True)
     return 0
