@@ -289,3 +289,33 @@ def test_an_original_is_never_taken_as_a_source(visit, tmp_path):
     pending = PendingCopies({original: original}, tmp_path / "fit", {original: _fitted(original)})
     pending.write(take_sources=True)
     assert original.read_bytes() == before and pending[original].is_file()
+
+
+def test_finish_is_applied_to_every_copy_in_the_opening_that_writes_its_fit(visit, tmp_path):
+    """The winner's WCS is rounded to the delivered precision as its fit is written, edited or not."""
+    from autodriz.products import round_wcs_to_delivered_precision
+
+    (tmp_path / "start").mkdir()
+    sources = copy_exposures([Path(p) for p in visit.flt_paths], tmp_path / "start")
+    first, second = sources
+    edits = {first: _fitted(sources[first])}  # the second exposure left out of the fit
+    pending = PendingCopies(sources, tmp_path / "fit", edits)
+    seen = []
+
+    def finish(hdul: fits.HDUList) -> None:
+        seen.append(Path(hdul.filename()).name)
+        assert round_wcs_to_delivered_precision(hdul) >= 0
+
+    fitted_values = [c[1] for cards in edits[first].values() for c in cards if isinstance(c[1], float)]
+    assert any(v != float(f"{v:.13E}") for v in fitted_values)  # there is something to round
+    pending.write(finish=finish)
+    assert sorted(seen) == sorted(c.name for c in sources.values())
+    for original in sources:
+        with fits.open(pending[original]) as hdul:
+            for index, _ in sci_extensions(hdul):
+                header = hdul[index].header
+                for key in ("CRVAL1", "CRVAL2", "CD1_1", "CD2_2"):
+                    assert header[key] == float(f"{header[key]:.13E}"), key
+                    if original == first:  # the fit's value, rounded
+                        fitted = dict((c[0], c[1]) for c in edits[first][hdul[index].ver] if isinstance(c[1], float))
+                        assert header[key] == float(f"{fitted[key]:.13E}"), key

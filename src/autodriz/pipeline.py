@@ -47,6 +47,7 @@ from autodriz.products import (
     publish,
     recover_interrupted_update,
     round_to_delivered_precision,
+    round_wcs_to_delivered_precision,
     wcs_update_job,
     write_json_atomic,
 )
@@ -342,12 +343,14 @@ def _process_dataset(
     # Verification is over: nothing reads the pixels of the copies a winning fit started from
     # again, so they become its working copies (renamed, not copied: 1.4 GB less to write for a
     # full-size ACS/WFC visit); header shadows stay behind for the headerlets made from them.
+    # The fit's WCS is rounded as the delivered inputs will carry it in the same opening of
+    # each copy that writes the fit into it (a second pass over them cost ~0.4 s).
     pending = pending_copies(winner.copies)
     if pending is not None:
-        pending.write(take_sources=True)
+        pending.write(take_sources=True, finish=round_wcs_to_delivered_precision if winner.updated else None)
     # A re-run on autodriz's own output: the inputs already carry the winner; keep them as they are.
     winner = keep_delivered_wcs(winner)
-    if winner.updated:
+    if winner.updated and pending is None:
         round_to_delivered_precision(winner)
     # The delivered files start from the default's headers (updatewcs run), as runastrodriz's
     # processing in place leaves them.

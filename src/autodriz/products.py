@@ -605,25 +605,34 @@ def keep_delivered_wcs(candidate: Candidate, tolerance_mas: float = SAME_WCS_MAS
 _FIT_WCS_KEYWORDS = ("CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2", "CD2_1", "CD2_2")
 
 
-def round_to_delivered_precision(candidate: Candidate) -> None:
-    """Round the winner's WCS in its working copies as the delivered inputs will carry it.
+def round_wcs_to_delivered_precision(hdul: Any) -> int:
+    """Round the SCI headers' WCS of an open working copy as the delivered inputs will carry it.
 
     The fit leaves ``CRVAL``/``CRPIX``/``CD`` at full double precision in the copies, but the
     WCS written into the inputs through a headerlet has 14 significant digits (wcslib's
     ``%.13E``-equivalent formatting): a difference of a few microarcseconds, yet enough that a
     later run, which drizzles with the delivered WCS, would make products differing in the last
     bits. Drizzling with the delivered values from the start makes a re-run's products identical.
+    Returns the number of values changed.
     """
+    changed = 0
+    for hdu in hdul:
+        if hdu.name != "SCI":
+            continue
+        for key in _FIT_WCS_KEYWORDS:
+            value = hdu.header.get(key)
+            if isinstance(value, float):
+                rounded = float(f"{value:.13E}")
+                if rounded != value:
+                    hdu.header[key] = rounded
+                    changed += 1
+    return changed
+
+
+def round_to_delivered_precision(candidate: Candidate) -> None:
+    """:func:`round_wcs_to_delivered_precision` on each of the winner's working copies."""
     from astropy.io import fits
 
     for copy in candidate.copies.values():
         with fits.open(copy, mode="update") as hdul:
-            for hdu in hdul:
-                if hdu.name != "SCI":
-                    continue
-                for key in _FIT_WCS_KEYWORDS:
-                    value = hdu.header.get(key)
-                    if isinstance(value, float):
-                        rounded = float(f"{value:.13E}")
-                        if rounded != value:
-                            hdu.header[key] = rounded
+            round_wcs_to_delivered_precision(hdul)

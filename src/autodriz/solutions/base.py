@@ -177,7 +177,7 @@ class PendingCopies(Mapping[Path, Path]):
         """Whether the copies are on disk."""
         return self._written
 
-    def write(self, *, take_sources: bool = False) -> None:
+    def write(self, *, take_sources: bool = False, finish: Callable[[Any], object] | None = None) -> None:
         """Write the copies (once): copy each source into :attr:`folder`, then apply its edits.
 
         Parameters
@@ -190,6 +190,9 @@ class PendingCopies(Mapping[Path, Path]):
             source's; its pixels, 1.4 GB for a full-size ACS/WFC visit, are not written a
             second time. A source on another file system, or one that is an original, is
             copied as before.
+        finish : callable, optional
+            Called with each copy's HDUList, opened in update mode, after its edits (in the
+            same opening): e.g. :func:`autodriz.products.round_wcs_to_delivered_precision`.
         """
         if self._written:
             return
@@ -211,9 +214,12 @@ class PendingCopies(Mapping[Path, Path]):
         t1 = time.perf_counter()
         for original, source in self.sources.items():
             by_extver = self.edits.get(original)
-            if by_extver:
+            if by_extver or finish is not None:
                 with fits.open(copies[source], mode="update") as hdul:
-                    apply_sci_cards(hdul, by_extver)
+                    if by_extver:
+                        apply_sci_cards(hdul, by_extver)
+                    if finish is not None:
+                        finish(hdul)
         self._written = True
         seconds = f"{t1 - t0:.2f} s, edits {time.perf_counter() - t1:.2f} s"
         if moved:
