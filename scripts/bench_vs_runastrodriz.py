@@ -500,8 +500,24 @@ def proc_pss_bytes(pid: int) -> int:
     return 0
 
 
-def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, timeout: float) -> Measured:
-    """Run ``cmd`` in a new session; wall time, peak RSS, load average around it."""
+def settle(seconds: float) -> None:
+    """Wait before a timed run, so that every timed run starts from the same memory state.
+
+    On this project's VM (Firecracker, free page reporting) memory a process frees stays cheap
+    to touch for a few seconds, then is handed back to the host and costs a host fault when
+    touched again. The yardstick runs right after autodriz exits and would get the ~3 GB it
+    freed: two AstroDrizzle runs side by side took 10.1-11.9 s of system time each started
+    right after 3 GiB were freed, 12.8-15.8 s started 20 s later (docs/benchmarks.md,
+    thirteenth round).
+    """
+    if seconds > 0:
+        time.sleep(seconds)
+
+
+def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, timeout: float,
+                 pause: float = 0.0) -> Measured:
+    """Run ``cmd`` in a new session after :func:`settle` (``pause``); wall time, peak RSS, load around it."""
+    settle(pause)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     with open(log, "w") as fh:
@@ -724,7 +740,7 @@ def fresh_copy(ds: Dataset, dest: Path) -> Path:
     return dest
 
 
-def run_runastrodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) -> Outcome:
+def run_runastrodriz(ds: Dataset, work: Path, num_cores: int, timeout: float, pause: float = 0.0) -> Outcome:
     d = fresh_copy(ds, work / "runastrodriz")
     wrapper = work / "runastrodriz_offline.py"
     wrapper.write_text(WRAPPER)
@@ -736,7 +752,7 @@ def run_runastrodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) ->
     cmd = [sys.executable, str(wrapper), ds.asn_name, refcat, str(num_cores), str(result_path)]
     print(f"  runastrodriz: {' '.join(cmd)}  (cwd {d}; env ASTROMETRY_STEP_CONTROL=off, "
           + ", ".join(f"{k}={v}" for k, v in refs.items()) + ")", flush=True)
-    m = run_measured(cmd, cwd=d, env=env, log=d / "bench_stdout.log", timeout=timeout)
+    m = run_measured(cmd, cwd=d, env=env, log=d / "bench_stdout.log", timeout=timeout, pause=pause)
     res = json.loads(result_path.read_text()) if result_path.is_file() else {"status": "no result file"}
     full_status = "timeout" if m.timed_out else res.get("status", "?")
     status = full_status if len(full_status) <= 40 else full_status.split(":")[0] + " (see log)"
@@ -783,14 +799,14 @@ def format_stage_profile(profile: list[tuple[str, str, float]], total: float) ->
     return lines
 
 
-def run_autodriz(ds: Dataset, work: Path, num_cores: int, timeout: float) -> Outcome:
+def run_autodriz(ds: Dataset, work: Path, num_cores: int, timeout: float, pause: float = 0.0) -> Outcome:
     d = fresh_copy(ds, work / "autodriz")
     # As a user runs it: it removes its own work folders. The yardstick drizzles copies of the
     # updated inputs, put back as the final AstroDrizzle runs saw them (yardstick_inputs).
     cmd = [sys.executable, "-m", "autodriz", ds.asn_name, *ds.autodriz_flags, "--offline",
            "--num-cores", str(num_cores)]
     print(f"  autodriz: {' '.join(cmd)}  (cwd {d})", flush=True)
-    m = run_measured(cmd, cwd=d, env=child_env({}), log=d / "bench_stdout.log", timeout=timeout)
+    m = run_measured(cmd, cwd=d, env=child_env({}), log=d / "bench_stdout.log", timeout=timeout, pause=pause)
     root = ds.asn_name.split("_")[0].lower()
     report_path = d / f"{root}_report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
@@ -859,7 +875,8 @@ def same_frame(a: Path, b: Path) -> bool:
 
 
 def time_final_drizzles_alone(
-    ds: Dataset, done: Path, num_cores: int, modes: tuple[str, ...] = ("same_parallelism", "serial")
+    ds: Dataset, done: Path, num_cores: int, modes: tuple[str, ...] = ("same_parallelism", "serial"),
+    pause: float = 0.0,
 ) -> dict[str, Any] | None:
     """Re-run autodriz's final AstroDrizzle runs by themselves: the yardstick for its total time.
 
@@ -900,6 +917,7 @@ def time_final_drizzles_alone(
         # as autodriz's final drizzles do (it imports while verification runs); otherwise the
         # first repetition's yardstick alone would pay that import (~4 CPU-s, a few seconds).
         start_warm_server(wait=True)
+        settle(pause)
         sampler = TreeSampler(os.getpid(), baseline=True) if mode == "same_parallelism" else None
         t0 = time.perf_counter()
         try:
@@ -1059,7 +1077,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="run autodriz and its yardstick (final drizzles alone, same parallelism) this many "
                          "times, each pair back to back, and print every ratio and their median: this "
                          "machine's speed drifts by more than the effects measured (default 1)")
+    ap.add_argument("--settle", type=float, default=15.0,
+                    help="seconds to wait before each timed run (autodriz, its yardstick, runastrodriz), so "
+                         "that none starts on memory the previous one just freed, which this VM makes "
+                         "cheaper to touch (default 15; 0 with --smoke)")
     args = ap.parse_args(argv)
+    pause = 0.0 if args.smoke else max(0.0, args.settle)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_vs_runastrodriz_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -1073,6 +1096,8 @@ def main(argv: list[str] | None = None) -> int:
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()))
     print(f"work folder: {work}; AstroDrizzle num_cores={args.num_cores} for both tools")
     print(f"autodriz source: {git_state()}")
+    if pause:
+        print(f"each timed run starts {pause:g} s after the previous one ended (--settle)")
 
     datasets: list[Dataset] = []
     if args.dataset in ("sim", "both"):
@@ -1087,12 +1112,14 @@ def main(argv: list[str] | None = None) -> int:
         for runner in runners:
             repeats: list[Outcome] = []
             for k in range(max(1, args.repeat) if runner is run_autodriz else 1):
-                o = runner(ds, ds.directory.parent, args.num_cores, args.timeout)
+                o = runner(ds, ds.directory.parent, args.num_cores, args.timeout, pause=pause)
                 if o.tool == "autodriz" and o.extra.get("products"):
                     # --smoke checks the script, it measures nothing: the fair yardstick only;
                     # repetitions after the first: the fair yardstick only.
                     modes = ("same_parallelism",) if args.smoke or k else ("same_parallelism", "serial")
-                    o.extra["alone_seconds"] = time_final_drizzles_alone(ds, Path(o.extra["dir"]), args.num_cores, modes)
+                    o.extra["alone_seconds"] = time_final_drizzles_alone(
+                        ds, Path(o.extra["dir"]), args.num_cores, modes, pause=pause
+                    )
                     o.extra["num_cores"] = args.num_cores
                 if o.tool == "autodriz":
                     alone_all = o.extra.get("alone_seconds") or {}
