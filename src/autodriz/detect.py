@@ -316,7 +316,7 @@ def _background(data: np.ndarray, mask: np.ndarray, box: int, filter_size: int) 
     photutils does from its own mesh. The median of ~1000 sky pixels is within ~0.04 of their
     noise of the median of all ~4000, and the 3x3 median filter over meshes halves that: far
     below what a 5-sigma threshold resolves, at a quarter of the clipping and median work
-    (~0.3 s less per 2048x4096 chip, ``docs/benchmarks.md``).
+    (~0.4 CPU-s less per 2048x4096 chip, ``docs/benchmarks.md``, thirteenth round).
     """
     from photutils.background import Background2D, BkgZoomInterpolator, MedianBackground
 
