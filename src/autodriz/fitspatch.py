@@ -70,13 +70,15 @@ def drop_trailing_blanks(hdul: fits.HDUList) -> int:
     of the cost of stwcs' header edits. A header written over its old place is padded back to
     its size afterwards (:func:`pad_header_to`).
     """
+    return sum(_drop_trailing_blanks(hdu.header) for hdu in hdul)
+
+
+def _drop_trailing_blanks(header: fits.Header) -> int:
+    # On a card read from a file and not parsed yet, is_blank compares its image only.
     dropped = 0
-    for hdu in hdul:
-        header = hdu.header
-        # The card images of a header read from a file are unparsed: a blank one is 80 spaces.
-        while len(header) and header.cards[-1].image.strip() == "":
-            del header[-1]
-            dropped += 1
+    while len(header) and header.cards[-1].is_blank:
+        del header[-1]
+        dropped += 1
     return dropped
 
 
@@ -88,8 +90,7 @@ def pad_header_to(header: fits.Header, nbytes: int) -> bool:
     the header on disk. Its trailing blank cards are dropped and as many added again as fill
     ``nbytes``, so the data after it stay where they are.
     """
-    while len(header) and header.cards[-1].is_blank:
-        del header[-1]
+    _drop_trailing_blanks(header)
     size = len(header.tostring())
     if size > nbytes:
         return False
