@@ -503,16 +503,18 @@ def drizzle_singles(
         ]
         for chip in exp.chips:
             grid, pixmap = next(maps)
-            wmap = chip.good.astype(np.float32) * np.float32(exp.exptime)
+            weight = np.float32(exp.exptime)
             for k, r0, r1, c0, c1 in grid.windows(frame.tiles):
                 x0, y0 = frame.tiles[k][:2]
                 local = grid.window(r0, r1, c0, c1) if pixmap is None else pixmap[r0:r1, c0:c1]
                 if x0 or y0:
                     local = local - np.array([x0, y0], dtype=np.float64)
+                # The weight of this window only (the windows around stars are ~10 % of a chip).
+                wmap = chip.good[r0:r1, c0:c1].astype(np.float32) * weight
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     drizzlers[k].add_image(
-                        chip.data[r0:r1, c0:c1], exp.exptime, local, weight_map=wmap[r0:r1, c0:c1],
+                        chip.data[r0:r1, c0:c1], exp.exptime, local, weight_map=wmap,
                         pixfrac=pixfrac, in_units=exp.in_units, iscale=1.0, pixel_scale_ratio=1.0,
                     )
         for k, d in enumerate(drizzlers):
