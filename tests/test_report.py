@@ -25,6 +25,27 @@ def test_patchy_weight_map_is_flagged():
     assert check.ratio > 0.3 and check.flagged
 
 
+def test_weight_map_read_in_blocks_gives_the_whole_map_statistics(monkeypatch):
+    """Blocks of a few rows (as a product's map is read) give the std/mean of all good pixels."""
+    import autodriz.report as report
+
+    rng = np.random.default_rng(3)
+    wht = rng.normal(500.0, 40.0, size=(203, 97)).astype(np.float32)
+    wht[:20] = 0.0
+    wht[50:60, 10:30] = np.nan
+    wht[70, 5] = np.inf
+    wht[100:110] = -1.0
+    good = np.isfinite(wht) & (wht > 0)
+    values = wht[good].astype(np.float64)
+    expected = values.std() / values.mean()
+    monkeypatch.setattr(report, "WEIGHT_BLOCK_PIXELS", 5 * 97 + 3)  # 5 rows a block, 41 blocks
+    check = weight_map_check(wht)
+    assert check.footprint_pixels == good.sum()
+    assert check.ratio == pytest.approx(expected, rel=1e-12)
+    monkeypatch.setattr(report, "WEIGHT_BLOCK_PIXELS", 10**9)  # one block
+    assert weight_map_check(wht).ratio == pytest.approx(expected, rel=1e-12)
+
+
 def test_empty_or_nan_weight_map_is_flagged_not_an_error():
     assert weight_map_check(np.zeros((5, 5))).flagged
     assert weight_map_check(np.full((5, 5), np.nan)).flagged
