@@ -260,8 +260,6 @@ class Measured:
     cpu_system: dict[str, float] | None = None
     # CPU seconds of the benchmark's sampling thread (outside the tree, competing with it).
     sampler_cpu: float | None = None
-    # fresh_memory_cost() right before the run (after the settle): the machine's state.
-    fresh_ms_per_100mb: float | None = None
 
 
 #: Roles of the processes of a run, in the order they are printed.
@@ -516,38 +514,10 @@ def settle(seconds: float) -> None:
         time.sleep(seconds)
 
 
-#: Size of the file :func:`fresh_memory_cost` writes.
-PROBE_BYTES = 64 << 20
-
-
-def fresh_memory_cost(folder: Path) -> float:
-    """Milliseconds per 100 MB to write a new file into the page cache, now: the price of memory
-    the kernel hands out fresh, which is what moves this VM's system time from run to run.
-
-    After a few idle seconds this VM's free memory has been reported to the host, and the first
-    touch of it is slow: 168 MB written in 1.6-1.8 s after 30 s idle, 0.04-0.25 s right after
-    an earlier write was freed (docs/benchmarks.md, fourteenth round). Printed beside each timed
-    run so that a repetition can be read against the machine's state; the 64 MB it frees is
-    negligible beside the GBs a run allocates.
-    """
-    block = b"\1" * (1 << 20)
-    path = folder / ".bench-fresh-memory-probe"
-    t0 = time.perf_counter()
-    try:
-        with open(path, "wb") as fh:
-            for _ in range(PROBE_BYTES >> 20):
-                fh.write(block)
-        seconds = time.perf_counter() - t0
-    finally:
-        path.unlink(missing_ok=True)
-    return 1000.0 * seconds / (PROBE_BYTES / 1e8)
-
-
 def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, timeout: float,
                  pause: float = 0.0) -> Measured:
     """Run ``cmd`` in a new session after :func:`settle` (``pause``); wall time, peak RSS, load around it."""
     settle(pause)
-    probe_ms = fresh_memory_cost(cwd) if pause > 0 else None
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     with open(log, "w") as fh:
@@ -582,7 +552,6 @@ def run_measured(cmd: list[str], *, cwd: Path, env: dict[str, str], log: Path, t
         load_before=load_before,
         load_after=os.getloadavg(),
         timed_out=timed_out,
-        fresh_ms_per_100mb=probe_ms,
     )
 
 
@@ -949,8 +918,6 @@ def time_final_drizzles_alone(
         # first repetition's yardstick alone would pay that import (~4 CPU-s, a few seconds).
         start_warm_server(wait=True)
         settle(pause)
-        if pause > 0 and mode == "same_parallelism":
-            out["fresh_ms_per_100mb"] = fresh_memory_cost(alone)
         sampler = TreeSampler(os.getpid(), baseline=True) if mode == "same_parallelism" else None
         t0 = time.perf_counter()
         try:
@@ -1165,10 +1132,7 @@ def main(argv: list[str] | None = None) -> int:
                               + (f" = {o.m.seconds / alone_k:.2f}×" if alone_k else "")
                               + (f"; CPU {cpu_k:.2f}×" if cpu_k else "")
                               + (f" (system {o.m.cpu_system['total']:.1f} vs {_fmt(alone_system_k)} CPU-s)"
-                                 if o.m.cpu_system else "")
-                              + (f"; fresh memory {o.m.fresh_ms_per_100mb:.0f} vs "
-                                 f"{_fmt(alone_all.get('fresh_ms_per_100mb'), '{:.0f}')} ms/100 MB"
-                                 if o.m.fresh_ms_per_100mb is not None else ""), flush=True)
+                                 if o.m.cpu_system else ""), flush=True)
                 repeats.append(o)
             o = repeats[0]
             if len(repeats) > 1:

@@ -123,29 +123,3 @@ def test_bench_vs_runastrodriz_stops_before_a_run_the_disk_cannot_hold(tmp_path,
     err = capsys.readouterr().err
     assert "only 5.0 GB free" in err and "a full run needs ~12 GB" in err
     assert not (tmp_path / "w" / "sim").exists()  # nothing simulated
-
-
-def test_fresh_memory_probe_measures_a_write_and_leaves_nothing(tmp_path, monkeypatch):
-    """The probe printed beside each timed run writes a file, times it and removes it."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_vs_runastrodriz", SCRIPTS / "bench_vs_runastrodriz.py")
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_vs_runastrodriz", bench)
-    spec.loader.exec_module(bench)
-    written = []
-    real_open = open
-
-    def spy_open(path, mode="r", *args, **kwargs):
-        fh = real_open(path, mode, *args, **kwargs)
-        if "w" in mode:
-            written.append(Path(path))
-        return fh
-
-    monkeypatch.setattr("builtins.open", spy_open)
-    ms = bench.fresh_memory_cost(tmp_path)
-    monkeypatch.undo()
-    assert ms > 0
-    assert len(written) == 1 and written[0].parent == tmp_path
-    assert not written[0].exists()
-    assert list(tmp_path.iterdir()) == []
