@@ -216,3 +216,32 @@ def test_a_bug_inside_verification_is_not_taken_for_unverifiable_data(visit, mon
     monkeypatch.setattr(verifydriz, "verify_exposures", buggy)
     with pytest.raises(TypeError):
         verify_candidate(cand, dataset)
+
+
+def test_chip_windows_are_the_file_pixels_masked_as_a_whole_chip_read_would_be(visit, tmp_path):
+    """Verification converts and masks pixels window by window; each window must equal the same
+    part of the whole chip converted at once (NaN and bad DQ bits set to 0, good bits kept)."""
+    import shutil
+
+    from astropy.io import fits
+
+    dataset, cand, _ = visit
+    path = tmp_path / "x_flt.fits"
+    shutil.copy(cand.copies[dataset.flt_paths[0]], path)
+    with fits.open(path, mode="update") as hdul:
+        hdul["SCI", 2].data[100:110, 200:220] = np.nan
+        hdul["DQ", 2].data[300:305, 40:90] |= 4     # bad: not in good_bits
+        hdul["DQ", 2].data[310:315, 40:90] |= 16    # good: in good_bits (336 = 256 + 64 + 16)
+    exposure = load_exposure(path, 336)
+    chip = next(c for c in exposure.chips if c.extver == 2)
+    assert chip.sci.dtype.byteorder == ">"  # the file's pixels, not a converted copy
+    with fits.open(path) as hdul:
+        sci = hdul["SCI", 2].data.astype(np.float32)
+        good = np.isfinite(sci) & ((hdul["DQ", 2].data.astype(np.uint32) & ~np.uint32(336) & 0xFFFF) == 0)
+    whole = np.where(good, sci, np.float32(0.0))
+    assert not good[100:110, 200:220].any() and not good[300:305, 40:90].any() and good[310:315, 40:90].all()
+    for r0, r1, c0, c1 in [(0, chip.shape[0], 0, chip.shape[1]), (95, 320, 30, 230), (0, 1, 0, 1)]:
+        data, mask = chip.window(r0, r1, c0, c1)
+        assert data.dtype == np.float32
+        assert np.array_equal(data, whole[r0:r1, c0:c1]) and np.array_equal(mask, good[r0:r1, c0:c1])
+    assert np.array_equal(chip.data, whole) and np.array_equal(chip.good, good)

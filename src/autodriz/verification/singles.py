@@ -509,12 +509,12 @@ def drizzle_singles(
                 local = grid.window(r0, r1, c0, c1) if pixmap is None else pixmap[r0:r1, c0:c1]
                 if x0 or y0:
                     local = local - np.array([x0, y0], dtype=np.float64)
-                # The weight of this window only (the windows around stars are ~10 % of a chip).
-                wmap = chip.good[r0:r1, c0:c1].astype(np.float32) * weight
+                # This window's pixels and weights only (around stars, ~10 % of a chip).
+                data, good = chip.window(r0, r1, c0, c1)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     drizzlers[k].add_image(
-                        chip.data[r0:r1, c0:c1], exp.exptime, local, weight_map=wmap,
+                        data, exp.exptime, local, weight_map=good.astype(np.float32) * weight,
                         pixfrac=pixfrac, in_units=exp.in_units, iscale=1.0, pixel_scale_ratio=1.0,
                     )
         for k, d in enumerate(drizzlers):
