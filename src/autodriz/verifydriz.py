@@ -137,7 +137,8 @@ class ExposureData:
 def load_exposure(
     path: str | Path, good_bits: int = 0, sci_cards: Mapping[int, Sequence[Card]] | None = None
 ) -> ExposureData:
-    """Read an FLT/FLC: SCI data, DQ-based good mask, full WCS per chip.
+    """Open an FLT/FLC for verification: per chip its SCI and DQ pixels (memory-mapped, converted
+    window by window by :meth:`ChipData.window`), which DQ bits are bad, and its full WCS.
 
     Parameters
     ----------
