@@ -64,3 +64,46 @@ def test_children_run_with_the_tuned_allocator(tmp_path: Path, warm: bool) -> No
         run_child({"task": "no_such_task"}, cwd=tmp_path, timeout=120, warm=warm)
     log = failure.value.log_path.read_text()
     assert "allocator: numpy huge pages off, glibc thresholds raised" in log.splitlines()[0]
+
+
+def _resident_pages(path: Path) -> int:
+    """How many of ``path``'s pages are in the page cache (mincore on a mapping that touches none)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_ubyte))
+    size = path.stat().st_size
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY) as mapped:
+        vec = (ctypes.c_ubyte * pages)()
+        anchor = ctypes.c_char.from_buffer(mapped)
+        try:
+            assert libc.mincore(ctypes.addressof(anchor), size, vec) == 0, os.strerror(ctypes.get_errno())
+        finally:
+            del anchor  # else the mapping cannot close
+    return sum(v & 1 for v in vec)
+
+
+def test_dropped_files_leave_the_page_cache_and_keep_their_bytes(tmp_path: Path) -> None:
+    from autodriz.allocator import drop_cached_pages
+
+    data = os.urandom(8 << 20)
+    paths = [tmp_path / f"f{i}.fits" for i in range(2)]
+    for p in paths:
+        p.write_bytes(data)
+        with open(p, "rb") as fh:
+            os.fsync(fh.fileno())  # clean pages: the advice frees only those
+            assert fh.read() == data  # and cached
+    kept = tmp_path / "kept.fits"
+    kept.write_bytes(data)
+    with open(kept, "rb") as fh:
+        os.fsync(fh.fileno())
+    before = [_resident_pages(p) for p in [*paths, kept]]
+    assert min(before) > 0, before
+
+    assert drop_cached_pages([*paths, tmp_path / "missing.fits"]) == 2
+
+    assert [_resident_pages(p) for p in paths] == [0, 0]
+    assert _resident_pages(kept) == before[-1]  # only the files named
+    assert all(p.read_bytes() == data for p in paths)

@@ -168,6 +168,37 @@ def test_update_failure_leaves_inputs_byte_identical_and_publishes_nothing(visit
     assert "could not prepare the WCS update of jsim01a2q_flc.fits" in trailer and "missing_flc.fits" in trailer
 
 
+def test_the_originals_page_cache_is_released_right_before_the_final_drizzles(visit, monkeypatch):
+    """Their pixels were read for the default's copies; the children that drizzle start on the
+    memory their cache held (autodriz.allocator.drop_cached_pages); the run goes on to update
+    the inputs and publish both products as before."""
+    from autodriz import pipeline
+
+    events: list[tuple[str, list[str]]] = []
+    real_drop, real_drizzles = pipeline.drop_cached_pages, pipeline.run_final_drizzles
+
+    def drop(paths):
+        paths = list(paths)
+        events.append(("drop", sorted(Path(p).name for p in paths)))
+        return real_drop(paths)
+
+    def drizzles(groups, *args, **kwargs):
+        events.append(("drizzle", sorted(Path(p).name for g in groups for p in g)))
+        return real_drizzles(groups, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "drop_cached_pages", drop)
+    monkeypatch.setattr(pipeline, "run_final_drizzles", drizzles)
+    code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--no-aposteriori"])
+
+    assert code == ExitCode.DEFAULT_ONLY
+    originals = sorted(Path(p).name for p in [*visit.flt_paths, *visit.flc_paths])
+    assert events == [("drop", originals), ("drizzle", originals)]
+    for path in [*visit.flt_paths, *visit.flc_paths]:
+        with fits.open(path) as hdul:
+            assert {h.header["WCSNAME"] for h in hdul if h.name == "SCI"} == {"IDC_0461802ej"}
+    assert (visit.directory / "jsim01010_drz.fits").is_file() and (visit.directory / "jsim01010_drc.fits").is_file()
+
+
 def test_keep_workdirs_keeps_the_default_folder(visit):
     code = main([str(visit.asn_path), "--jref", str(visit.jref_dir), "--keep-workdirs", "--no-aposteriori",
                  "-o", str(visit.directory / "out")])

@@ -20,7 +20,7 @@ from typing import Any
 from astropy.io import fits
 
 from autodriz import __version__
-from autodriz.allocator import release_free_memory
+from autodriz.allocator import drop_cached_pages, release_free_memory
 from autodriz.astrometry.sources import early_stars, start_background_detection
 from autodriz.choosing import aposteriori_start, remove_failed_workdirs, remove_workdirs, select_candidate
 from autodriz.childproc import start_warm_server
@@ -326,6 +326,12 @@ def _process_dataset(
     # Verification's arrays are freed; with the tuned allocator this process would keep them
     # through the final drizzles, whose children need the memory (autodriz.allocator).
     release_free_memory()
+    # So is the page cache of the originals: their pixels were read for detection and the
+    # default's copies and are not read again (the update writes over the drizzled copies; its
+    # backups are hard links). Freed now, it is the memory the final drizzles' children start
+    # on: ~7 s less system time each for a full-size ACS/WFC visit (allocator.drop_cached_pages).
+    dropped = drop_cached_pages([*dataset.flt_paths, *dataset.flc_paths])
+    logger.debug("page cache of %d original(s) released before the final drizzles", dropped)
 
     defaults = astrodrizzle_defaults(dataset.instrument_key, len(dataset.exposures))
     groups = [list(paths) for paths in (dataset.flt_paths, dataset.flc_paths)]
