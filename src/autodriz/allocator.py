@@ -154,7 +154,7 @@ def drop_cached_pages(paths: Iterable[Path]) -> int:
     later reader reads it from there. Measured on the 2-core VM this project is built on
     (``docs/benchmarks.md``, issue 19, fifteenth round): dropping the cache of the originals of a
     full-size ACS/WFC visit (8 files, 1.3 GB, already read) right before the final drizzles
-    brought each AstroDrizzle child's system time from 23.5–24.4 s to 16.3–17.3 s (two runs
+    brought each AstroDrizzle child's system time from 23.3–24.4 s to 16.3–17.3 s (two runs
     each, alternating). Memory the kernel had just freed is cheaper to hand out on this VM than
     memory idle for a while (see :func:`release_free_memory` and the sixth and fourteenth
     rounds there).
