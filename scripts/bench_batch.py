@@ -131,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="autodriz-bench-"))
     try:
+        # Read before the simulation, whose own CPU work (minutes at full size) would otherwise
+        # be taken for other processes competing with the campaigns.
+        load_before = os.getloadavg()[0]
         print(f"simulating {args.datasets} visits ({chip_shape[0]}x{chip_shape[1]} chips, FLT+FLC) in {base} …")
         pristine = base / "pristine"
         visits = make_visits(pristine, args.datasets, chip_shape)
-        load_before = os.getloadavg()[0]
         seconds: dict[int, list[float]] = {1: [], 2: []}
         rss: dict[int, dict[int, float]] = {1: {}, 2: {}}
         rows: dict[int, list] = {1: [], 2: []}

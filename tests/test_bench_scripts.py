@@ -123,3 +123,28 @@ def test_bench_vs_runastrodriz_stops_before_a_run_the_disk_cannot_hold(tmp_path,
     err = capsys.readouterr().err
     assert "only 5.0 GB free" in err and "a full run needs ~12 GB" in err
     assert not (tmp_path / "w" / "sim").exists()  # nothing simulated
+
+
+def test_bench_batch_reads_the_load_before_its_own_simulation(tmp_path, monkeypatch):
+    """Read after simulating six full-size visits, the load average was the script's own and its
+    "machine was busy" warning fired on every full run (stop 44)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_batch", SCRIPTS / "bench_batch.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_batch", bench)
+    spec.loader.exec_module(bench)
+    order = []
+
+    class Stop(Exception):
+        pass
+
+    def simulate(*args, **kwargs):
+        order.append("simulate")
+        raise Stop
+
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: order.append("load") or (0.0, 0.0, 0.0))
+    monkeypatch.setattr(bench, "make_visits", simulate)
+    with pytest.raises(Stop):
+        bench.main(["-n", "1", "--keep", str(tmp_path / "w")])
+    assert order == ["load", "simulate"]
