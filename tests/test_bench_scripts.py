@@ -104,16 +104,24 @@ def test_bench_batch_smallest(tmp_path, shared_data):
     assert (tmp_path / "b.json").is_file()
 
 
+def _load_script(name: str, monkeypatch: pytest.MonkeyPatch):
+    """Import ``scripts/<name>.py`` in this process as module ``name`` (registered in
+    ``sys.modules`` for the test only: a script's dataclasses look their module up there)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_bench_vs_runastrodriz_stops_before_a_run_the_disk_cannot_hold(tmp_path, monkeypatch, capsys):
     """A full disk used to fail a run midway (stop 35); the script now says so before it starts."""
-    import importlib.util
     import shutil
     from collections import namedtuple
 
-    spec = importlib.util.spec_from_file_location("bench_vs_runastrodriz", SCRIPTS / "bench_vs_runastrodriz.py")
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_vs_runastrodriz", bench)  # its dataclasses look it up
-    spec.loader.exec_module(bench)
+    bench = _load_script("bench_vs_runastrodriz", monkeypatch)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100e9, 95e9, 5e9))
     assert bench.disk_problem(tmp_path, "smoke", True) is None
@@ -128,12 +136,7 @@ def test_bench_vs_runastrodriz_stops_before_a_run_the_disk_cannot_hold(tmp_path,
 def test_bench_batch_reads_the_load_before_its_own_simulation(tmp_path, monkeypatch):
     """Read after simulating six full-size visits, the load average was the script's own and its
     "machine was busy" warning fired on every full run (stop 44)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_batch", SCRIPTS / "bench_batch.py")
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "bench_batch", bench)
-    spec.loader.exec_module(bench)
+    bench = _load_script("bench_batch", monkeypatch)
     order = []
 
     class Stop(Exception):
