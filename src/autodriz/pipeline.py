@@ -301,6 +301,12 @@ def _process_dataset(
         default = spectroscopic_wcs(default)
         grism_wcs = f"{default.wcsname}: {default.source}"
     ctx = replace(ctx, default=default, candidates=(default,))
+    # The final drizzles' children are forked from a server that imports drizzlepac once
+    # (autodriz.childproc) instead of each importing it anew. It imports from here on, while
+    # the fits (one core) and verification run: started at the run's start it slowed source
+    # detection and the default stage's updatewcs, which keep both cores busy; started at the
+    # select stage it left a core idle through the a posteriori fits.
+    start_warm_server()
     plan, skipped_stages = _alignment_plan(ctx, alignment, grism_wcs)
     for line in plan:
         logger.info(line)
@@ -315,11 +321,6 @@ def _process_dataset(
     candidates = list(ctx.candidates)
     alignment_requested = any(s.folder not in skipped_stages for s in alignment)
 
-    # The final drizzles' children are forked from a server that imports drizzlepac once
-    # (autodriz.childproc) instead of each importing it anew; it imports while verification,
-    # which leaves a core idle, runs. (Started at the run's start it slowed source detection
-    # and the default stage's updatewcs, which keep both cores busy.)
-    start_warm_server()
     with stage(logger, "select", timings):
         selection = select_candidate(candidates, dataset, settings, verifications)
         winner, why = selection.winner, selection.reason
