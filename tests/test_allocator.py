@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,10 @@ def test_children_run_with_the_tuned_allocator(tmp_path: Path, warm: bool) -> No
         run_child({"task": "no_such_task"}, cwd=tmp_path, timeout=120, warm=warm)
     log = failure.value.log_path.read_text()
     assert "allocator: numpy huge pages off, glibc thresholds raised" in log.splitlines()[0]
+    # The warm server froze what its imports made (the collector skips it in every child); a
+    # fresh interpreter has nothing frozen.
+    frozen = int(re.search(r"; (\d+) objects frozen$", log.splitlines()[0]).group(1))
+    assert frozen > 100_000 if warm else frozen == 0
 
 
 def _resident_pages(path: Path) -> int:

@@ -41,6 +41,25 @@ def test_python_dash_m_is_the_same_command():
     assert out.stdout.strip() == f"autodriz {autodriz.__version__}"
 
 
+def test_the_command_freezes_what_it_made_a_library_call_does_not(capsys):
+    import gc
+
+    # A library caller's process (this one) keeps its collector as it was: frozen objects are
+    # never collected, and its garbage is its own.
+    before = gc.get_freeze_count()
+    assert main(["--print-settings"]) == 0
+    assert gc.get_freeze_count() == before
+    # The command's own process ends with its objects frozen (its exit skips the collector's
+    # passes over them); registered first, the hook below runs after the command's own.
+    script = ("import atexit, gc, sys\n"
+              "atexit.register(lambda: print('frozen', gc.get_freeze_count()))\n"
+              "sys.argv = ['autodriz', '--print-settings']\n"
+              "from autodriz.cli import console\n"
+              "console()\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert int(out.stdout.splitlines()[-1].split()[1]) > 100_000
+
+
 def test_help_explains_flags_env_vars_and_exit_codes(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

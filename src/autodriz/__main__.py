@@ -1,8 +1,6 @@
 """``python -m autodriz`` is the same as the ``autodriz`` command."""
 
-import sys
-
-from autodriz.cli import main
+from autodriz.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

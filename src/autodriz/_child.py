@@ -15,6 +15,7 @@ The job is a JSON file: ``{"task": "updatewcs" | "astrodrizzle" | "apply_headerl
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -542,9 +543,10 @@ def _print_usage(done: str) -> None:
 def main(argv: list[str]) -> int:
     # A fresh interpreter's allocator as the warm server's children have it (autodriz.allocator).
     tuning = tune_process()
+    # Frozen: the objects a warm server's imports made (autodriz._warm), which the collector skips.
     print(f"allocator: numpy huge pages {'off' if tuning.hugepages_off else 'as they were'}, glibc thresholds "
-          f"{'raised' if tuning.malloc else 'as they were'}{'; ' + '; '.join(tuning.notes) if tuning.notes else ''}",
-          flush=True)
+          f"{'raised' if tuning.malloc else 'as they were'}{'; ' + '; '.join(tuning.notes) if tuning.notes else ''}"
+          f"; {gc.get_freeze_count()} objects frozen", flush=True)
     job = json.loads(Path(argv[1]).read_text())
     failpoints.hit(f"child-start.{job['task']}")
     result = TASKS[job["task"]](job)

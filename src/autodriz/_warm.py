@@ -8,6 +8,7 @@ never in the calling process.
 
 from __future__ import annotations
 
+import gc
 import os
 
 # matplotlib (imported by drizzlepac) settles its backend when it is imported: headless, as the
@@ -25,3 +26,9 @@ import drizzlepac.astrodrizzle  # noqa: E402,F401
 import drizzlepac.updatehdr  # noqa: E402,F401
 import stwcs.updatewcs  # noqa: E402,F401
 from stwcs.wcsutil import headerlet  # noqa: E402,F401
+
+# What the imports made lives as long as the server and its children: frozen, the collector's
+# full passes in every child skip it. A child of a full-size run spent ~0.45 s in three such
+# passes over these objects, and touching them copied their pages from the server's memory
+# (~30,000 minor page faults more per child).
+gc.freeze()

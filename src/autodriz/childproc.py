@@ -1,8 +1,8 @@
 """Run stwcs/drizzlepac work in a child process (see :mod:`autodriz._child` for why).
 
 A child is forked from a *warm* server that has imported drizzlepac and stwcs once
-(:mod:`autodriz._warm`; :func:`start_warm_server`, which the pipeline calls as its select stage
-starts): a fresh interpreter spends ~5 CPU-s on those imports, and a run starts two or more. The
+(:mod:`autodriz._warm`; :func:`start_warm_server`, which the pipeline calls once the default
+stage is done): a fresh interpreter spends ~5 CPU-s on those imports, and a run starts two or more. The
 server is :mod:`multiprocessing`'s fork server (one per calling process, ended with it); a
 child forked from it gets the job's working directory, environment and log file before it
 runs (:func:`autodriz._child.forked_main`). ``warm=False`` starts a fresh interpreter instead.

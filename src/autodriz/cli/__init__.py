@@ -11,11 +11,13 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from autodriz import __version__
 from autodriz.cli.common import add_processing_flags, check_catalog, env_table, exit_code_table, load_from_args, preflight
@@ -70,12 +72,18 @@ def build_parser(registry: Registry = REGISTRY) -> argparse.ArgumentParser:
     return p
 
 
-def _run_process(argv: Sequence[str]) -> int:
+def _run_process(argv: Sequence[str], *, own_process: bool = False) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.input is None and not args.print_settings:
         parser.error("the following arguments are required: input")
     from autodriz.pipeline import guess_root, process
+
+    if own_process:
+        # The modules just imported live as long as this process: frozen, the collector's full
+        # passes during the run skip them (~0.3 s of the main process's 0.45 s in collections,
+        # full-size ACS/WFC visit). Never in a library caller's process, whose garbage it would keep.
+        gc.freeze()
 
     settings = load_from_args(args)
     if args.print_settings:
@@ -119,8 +127,23 @@ def _in_a_child_importing_main() -> bool:
     return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def console() -> NoReturn:
+    """The ``autodriz`` command and ``python -m autodriz``: :func:`main` in a process of its own.
+
+    The process ends with the command, so what it made is frozen (:func:`gc.freeze`) before the
+    interpreter exits: its exit then skips the collector's passes over every object of
+    astropy, scipy, matplotlib … (0.3-0.6 s of one idle core at the end of each run, 0.06 s frozen).
+    """
+    code = main(own_process=True)
+    gc.freeze()
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None, *, own_process: bool = False) -> int:
     """Run the ``autodriz`` command; return the process exit code.
+
+    ``own_process``: the process exists for this command alone (:func:`console`); a library
+    caller's process (the default) keeps its garbage collector as it was.
 
     Called while a child process of autodriz imports the calling script (a script that calls
     this without ``if __name__ == "__main__":``, which multiprocessing re-imports in every
@@ -143,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return _subcommand(argv[0])(argv[1:])
-        return _run_process(argv)
+        return _run_process(argv, own_process=own_process)
     except AutodrizError as exc:  # raised before a run's own handling starts (e.g. bad settings)
         print(f"autodriz: {exc}", file=sys.stderr)
         return int(exc.exit_code)
