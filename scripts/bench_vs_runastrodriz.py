@@ -501,15 +501,21 @@ def proc_pss_bytes(pid: int) -> int:
 
 
 def settle(seconds: float) -> None:
-    """Wait before a timed run, so that every timed run starts from the same memory state.
+    """Flush the benchmark's own writes, then wait: every timed run starts from the same state.
 
-    On this project's VM (Firecracker, free page reporting) memory a process frees stays cheap
-    to touch for a few seconds, then is handed back to the host and costs a host fault when
-    touched again. The yardstick runs right after autodriz exits and would get the ~3 GB it
-    freed: two AstroDrizzle runs side by side took 10.1-11.9 s of system time each started
-    right after 3 GiB were freed, 12.8-15.8 s started 20 s later (docs/benchmarks.md,
+    The flush: each timed run starts on fresh copies of its inputs (GBs at full size), which
+    the kernel writes back ~30 s later, into the run, where they slowed whichever tool wrote
+    first: autodriz's default stage took 7.0-7.5 s with that writeback going on, 4.0-4.5 s
+    after a sync (docs/benchmarks.md, seventeenth round). A dataset a tool is given is on disk.
+
+    The wait: on this project's VM (Firecracker, free page reporting) memory a process frees
+    stays cheap to touch for a few seconds, then is handed back to the host and costs a host
+    fault when touched again. The yardstick runs right after autodriz exits and would get the
+    ~3 GB it freed: two AstroDrizzle runs side by side took 10.1-11.9 s of system time each
+    started right after 3 GiB were freed, 12.8-15.8 s started 20 s later (docs/benchmarks.md,
     thirteenth round).
     """
+    os.sync()
     if seconds > 0:
         time.sleep(seconds)
 

@@ -151,3 +151,27 @@ def test_bench_batch_reads_the_load_before_its_own_simulation(tmp_path, monkeypa
     with pytest.raises(Stop):
         bench.main(["-n", "1", "--keep", str(tmp_path / "w")])
     assert order == ["load", "simulate"]
+
+
+def test_bench_vs_runastrodriz_flushes_its_copies_before_each_timed_run(tmp_path, monkeypatch):
+    """The fresh copies of a run's inputs were written back by the kernel during the run that
+    followed, slowing the tool that wrote first (seventeenth round): every timed run now starts
+    after a sync, then the settling wait."""
+    import subprocess
+
+    bench = _load_script("bench_vs_runastrodriz", monkeypatch)
+    order = []
+    monkeypatch.setattr(bench.os, "sync", lambda: order.append("sync"))
+    monkeypatch.setattr(bench.time, "sleep", lambda s: order.append(f"sleep {s:g}"))
+
+    class Started(Exception):
+        pass
+
+    def popen(*args, **kwargs):
+        order.append("run")
+        raise Started
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    with pytest.raises(Started):
+        bench.run_measured(["true"], cwd=tmp_path, env={}, log=tmp_path / "log", timeout=10, pause=15)
+    assert order == ["sync", "sleep 15", "run"]

@@ -187,8 +187,8 @@ def _updatewcs(
             cwd=workdir,
             env=reference_env(folders),
             timeout=timeout,
-            # A fresh interpreter: it needs stwcs only (~1 s to import), and the warm server
-            # started with the run is still importing drizzlepac (~5 s).
+            # A fresh interpreter: it needs stwcs only (~1 s to import); the warm server, which
+            # imports drizzlepac (~5 s), starts once this stage is done (autodriz.pipeline).
             warm=False,
         )
     except ChildError as exc:
