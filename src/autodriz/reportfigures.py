@@ -155,14 +155,17 @@ def matched_sources_plot(product: Path, candidate: Mapping[str, Any]) -> list[tu
     with fits.open(product) as hdul:
         if "SCI" not in hdul:
             return []
-        data = np.asarray(hdul["SCI"].data, dtype=float)
+        sci = hdul["SCI"].data
+        # Downsampled as the panel shows it before the conversion, as the thumbnails are: a
+        # float64 copy of the whole SCI (~140 MB for an ACS/WFC product) is never needed.
+        step = max(1, int(np.ceil(max(sci.shape) / 600)))
+        small = np.asarray(sci[::step, ::step], dtype=float)
         wcs = WCS(hdul["SCI"].header)
     x, y = wcs.all_world2pix(ra, dec, 0)
-    fig, ax, step = image_panel(data, stretch=True)
-    small_shape = (len(range(0, data.shape[0], step)), len(range(0, data.shape[1], step)))
+    fig, ax, _ = image_panel(small, stretch=True)
     ax.scatter(x / step, y / step, s=40, facecolors="none", edgecolors="tab:orange", linewidths=0.8)
-    ax.set_xlim(-0.5, small_shape[1] - 0.5)
-    ax.set_ylim(-0.5, small_shape[0] - 0.5)
+    ax.set_xlim(-0.5, small.shape[1] - 0.5)
+    ax.set_ylim(-0.5, small.shape[0] - 0.5)
     ax.set_title(f"{product.name}: {ra.size} stars matched by {candidate['name']}", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
