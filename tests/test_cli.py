@@ -58,6 +58,14 @@ def test_the_command_freezes_what_it_made_a_library_call_does_not(capsys):
               "console()\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert int(out.stdout.splitlines()[-1].split()[1]) > 100_000
+    # And before the run itself: what the pipeline's imports made is frozen once they are done,
+    # so the collector's full passes during the run skip it (read here before any exit freeze).
+    script = ("import gc\n"
+              "from autodriz.cli import main\n"
+              "assert main(['--print-settings'], own_process=True) == 0\n"
+              "print('frozen', gc.get_freeze_count())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert int(out.stdout.splitlines()[-1].split()[1]) > 100_000
 
 
 def test_help_explains_flags_env_vars_and_exit_codes(capsys):

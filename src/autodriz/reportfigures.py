@@ -25,6 +25,24 @@ def png_base64(fig: Any) -> str:
 #: Longest side of an image panel on the page, inches (at the 80 dpi of :func:`_png`).
 PANEL_INCHES = 4.0
 
+#: Longest side of an image panel's pixels: an image is shown every ``panel_step`` pixels.
+PANEL_PIXELS = 600
+
+
+def panel_step(shape: tuple[int, ...]) -> int:
+    """Every how many pixels an image of ``shape`` is shown in a panel (~:data:`PANEL_PIXELS` a side)."""
+    return max(1, int(np.ceil(max(shape) / PANEL_PIXELS)))
+
+
+def downsampled(data: np.ndarray) -> tuple[np.ndarray, int]:
+    """``data`` as a panel shows it, as float, and the step taken.
+
+    The pixels are picked before the conversion: of a memory-mapped product only those are
+    read and converted, never a float64 copy of the whole array (~140 MB for ACS/WFC).
+    """
+    step = panel_step(data.shape)
+    return np.asarray(data[::step, ::step], dtype=float), step
+
 
 def footprint_box(wht: np.ndarray) -> tuple[slice, slice]:
     """The bounding box of ``wht > 0`` (the whole array when nothing is covered)."""
@@ -44,7 +62,7 @@ def image_panel(data: np.ndarray, *, stretch: bool) -> tuple[Any, Any, int]:
     """
     from matplotlib.figure import Figure
 
-    step = max(1, int(np.ceil(max(data.shape) / 600)))
+    step = panel_step(data.shape)
     small = data[::step, ::step]
     finite = small[np.isfinite(small)]
     aspect = small.shape[0] / max(small.shape[1], 1)
@@ -70,11 +88,8 @@ def thumbnails(product: Path) -> list[tuple[str, str]]:
         for extname in ("SCI", "WHT"):
             if extname not in hdul:
                 continue
-            # Downsample the memory-mapped pixels before converting them (the panel shows ~600
-            # px of a ~4000 px side): the same pixels as converting first, a fraction of the work.
-            data = hdul[extname].data[box]
-            step = max(1, int(np.ceil(max(data.shape) / 600)))
-            fig, ax, _ = image_panel(np.asarray(data[::step, ::step], dtype=float), stretch=extname == "SCI")
+            small, _ = downsampled(hdul[extname].data[box])
+            fig, ax, _ = image_panel(small, stretch=extname == "SCI")
             ax.set_title(f"{product.name} [{extname}]")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -155,11 +170,7 @@ def matched_sources_plot(product: Path, candidate: Mapping[str, Any]) -> list[tu
     with fits.open(product) as hdul:
         if "SCI" not in hdul:
             return []
-        sci = hdul["SCI"].data
-        # Downsampled as the panel shows it before the conversion, as the thumbnails are: a
-        # float64 copy of the whole SCI (~140 MB for an ACS/WFC product) is never needed.
-        step = max(1, int(np.ceil(max(sci.shape) / 600)))
-        small = np.asarray(sci[::step, ::step], dtype=float)
+        small, step = downsampled(hdul["SCI"].data)
         wcs = WCS(hdul["SCI"].header)
     x, y = wcs.all_world2pix(ra, dec, 0)
     fig, ax, _ = image_panel(small, stretch=True)
