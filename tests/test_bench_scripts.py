@@ -175,3 +175,53 @@ def test_bench_vs_runastrodriz_flushes_its_copies_before_each_timed_run(tmp_path
     with pytest.raises(Started):
         bench.run_measured(["true"], cwd=tmp_path, env={}, log=tmp_path / "log", timeout=10, pause=15)
     assert order == ["sync", "sleep 15", "run"]
+
+
+def _stage_cpu():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stage_cpu", SCRIPTS / "stage_cpu.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stage_cpu_splits_the_machine_time_at_the_trailer_stage_lines():
+    m = _stage_cpu()
+    # 2 cores at 100 ticks/s: ticks spread evenly over each sample interval.
+    samples = [m.Sample(0.0, 0, 0), m.Sample(1.0, 0, 200), m.Sample(2.0, 200, 200), m.Sample(3.0, 300, 300)]
+    marks = m.stage_marks(
+        "2026-12-06 03:00:00,000 INFO    autodriz.pipeline: AUTODRIZ-STAGE start default\n"
+        "2026-12-06 03:00:01,000 INFO    autodriz.pipeline: AUTODRIZ-STAGE end default ok 1.0s\n"
+        "2026-12-06 03:00:01,500 INFO    autodriz: AUTODRIZ-VERDICT OK exit=0\n"
+    )
+    t0 = marks[0][0]
+    assert [label for _, label in marks] == ["start default", "end default", "verdict"]
+    assert marks[1][0] - t0 == pytest.approx(1.0) and marks[2][0] - t0 == pytest.approx(1.5)
+    samples = [m.Sample(s.t + t0 - 0.5, s.idle, s.busy) for s in samples]  # the command started 0.5 s earlier
+    rows = m.split(samples, marks, ticks=100)
+    assert [r[0] for r in rows] == ["exec → start default", "default", "end default → verdict", "verdict → exit"]
+    assert [r[1] for r in rows] == pytest.approx([0.5, 1.0, 0.5, 1.0])
+    # idle, busy core-s: the first second all busy, the second all idle, the third half and half.
+    assert [(r[2], r[3]) for r in rows] == [pytest.approx(v) for v in [(0, 1), (1, 1), (1, 0), (1, 1)]]
+
+
+def test_stage_cpu_runs_a_command_and_prints_its_stages(tmp_path):
+    work = (
+        "import time, logging\n"
+        "logging.basicConfig(filename='run.tra', format='%(asctime)s %(levelname)-7s %(name)s: %(message)s', level=logging.INFO)\n"
+        "log = logging.getLogger('autodriz.pipeline')\n"
+        "log.info('AUTODRIZ-STAGE start busy'); t = time.time()\n"
+        "while time.time() - t < 0.3: pass\n"
+        "log.info('AUTODRIZ-STAGE end busy ok 0.3s'); log.info('AUTODRIZ-STAGE start wait'); time.sleep(0.3)\n"
+        "log.info('AUTODRIZ-STAGE end wait ok 0.3s')\n"
+    )
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "stage_cpu.py"), "--trailer", "run.tra", "--cwd", str(tmp_path),
+                           "--", sys.executable, "-c", work], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: [float(v) for v in line.split()[-3:]] for line in proc.stdout.splitlines()
+            if line.strip().split()[:1] in (["busy"], ["wait"])}
+    assert set(rows) == {"busy", "wait"}, proc.stdout
+    assert 0.25 < rows["busy"][0] < 3 and 0.25 < rows["wait"][0] < 3, proc.stdout
+    assert "whole run" in proc.stdout and "command exit 0" in proc.stdout
