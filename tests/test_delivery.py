@@ -43,6 +43,31 @@ def test_footprint_contains_every_covered_pixel_centre_one_polygon_per_region():
     assert footprint_polygons(np.zeros((4, 4), dtype=bool)) == []
 
 
+def test_regions_are_scipys_4_connected_labels_each_hull_over_its_own_pixels():
+    # The regions come from runs along rows joined where adjacent rows share a column: the
+    # same regions as ndimage.label's 4-connectivity, in the same order, each polygon the hull
+    # of its own region's pixel corners (diagonal neighbours are separate regions).
+    from scipy import ndimage
+    from scipy.spatial import ConvexHull
+
+    rng = np.random.default_rng(3)
+    checked = 0
+    for _ in range(400):
+        mask = rng.random(tuple(rng.integers(1, 30, 2))) < rng.uniform(0.05, 0.8)
+        labels, n = ndimage.label(mask)
+        if not 0 < n <= MAX_REGIONS:
+            continue
+        polygons = footprint_polygons(mask)
+        assert len(polygons) == n
+        for index, polygon in enumerate(polygons, start=1):
+            ys, xs = np.nonzero(labels == index)
+            corners = np.unique(np.concatenate([np.column_stack([xs + dx, ys + dy])
+                                                for dx in (-0.5, 0.5) for dy in (-0.5, 0.5)]), axis=0)
+            assert np.array_equal(polygon, corners[ConvexHull(corners).vertices])
+        checked += 1
+    assert checked > 100
+
+
 def test_many_specks_give_one_polygon_around_all():
     mask = np.zeros((40, 40), dtype=bool)
     mask[::3, ::3] = True

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
-from scipy import ndimage
 from scipy.spatial import ConvexHull
 
 logger = logging.getLogger(__name__)
@@ -60,6 +59,52 @@ def merge_cr_flags(original_dq: np.ndarray, drizzled_dq: np.ndarray, crbit: int)
     return (original_dq & ~bit) | (drizzled_dq.astype(original_dq.dtype) & bit)
 
 
+def row_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every run of True pixels along the rows of ``mask``: (row, first column, column after), row-major.
+
+    One pass over the mask (its edges), never a label image: a drizzled product's 18 Mpixel
+    footprint has a few thousand runs.
+    """
+    ny, nx = mask.shape
+    # Each row with one False column after it, so that no run continues into the next row.
+    flat = np.zeros(ny * (nx + 1) + 1, dtype=np.int8)
+    flat[1:].reshape(ny, nx + 1)[:, :nx] = mask
+    edges = np.flatnonzero(np.diff(flat))
+    starts, stops = edges[0::2], edges[1::2]
+    rows = starts // (nx + 1)
+    return rows, starts - rows * (nx + 1), stops - rows * (nx + 1)
+
+
+def run_components(rows: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Component of each run (:func:`row_runs`): runs of adjacent rows that share a column are
+    one region, as 4-connected pixels are. Labels are the smallest run index of each region."""
+    parent = list(range(len(rows)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    firsts = np.flatnonzero(np.diff(rows, prepend=-2))
+    lasts = np.append(firsts[1:], len(rows))
+    for k in range(len(firsts) - 1):
+        if rows[firsts[k + 1]] != rows[firsts[k]] + 1:
+            continue
+        # The runs of two rows, each sorted by column: walk both, joining the overlapping ones.
+        i, j = int(firsts[k]), int(firsts[k + 1])
+        while i < lasts[k] and j < lasts[k + 1]:
+            if starts[i] < stops[j] and starts[j] < stops[i]:
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            if stops[i] <= stops[j]:
+                i += 1
+            else:
+                j += 1
+    return np.array([root(i) for i in range(len(rows))], dtype=np.int64)
+
+
 def footprint_polygons(mask: np.ndarray) -> list[np.ndarray]:
     """Polygons, in 0-based pixel coordinates, that together contain every True pixel whole.
 
@@ -77,26 +122,29 @@ def footprint_polygons(mask: np.ndarray) -> list[np.ndarray]:
     Returns
     -------
     list of ndarray
-        Each ``(n, 2)`` array of (x, y) vertices, not closed; [] for an empty mask.
+        Each ``(n, 2)`` array of (x, y) vertices, not closed; [] for an empty mask. Regions in
+        the order of their first pixel (row-major).
     """
     mask = np.asarray(mask, dtype=bool)
-    labels, n = ndimage.label(mask)
-    if n == 0:
+    rows, starts, stops = row_runs(mask)
+    if not len(rows):
         return []
-    if n > MAX_REGIONS:
-        labels = mask.astype(np.int32)
+    labels = run_components(rows, starts, stops)
+    regions = np.unique(labels)
+    if len(regions) > MAX_REGIONS:
+        labels, regions = np.zeros_like(labels), np.zeros(1, dtype=labels.dtype)
     polygons = []
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        region = labels[box] == index
+    for region in regions:
+        mine = labels == region
+        r, first, last = rows[mine], starts[mine], stops[mine] - 1
         # Only the first and last pixel of each row can be hull vertices: every other pixel of
-        # the row lies between them (two passes over the region, not an erosion of it).
-        rows = np.flatnonzero(region.any(axis=1))
-        first = np.argmax(region[rows], axis=1)
-        last = region.shape[1] - 1 - np.argmax(region[rows, ::-1], axis=1)
-        xs = np.concatenate([first, last]) + box[1].start
-        ys = np.concatenate([rows, rows]) + box[0].start
+        # the row lies between them.
+        row_starts = np.flatnonzero(np.diff(r, prepend=-1))
+        ys = r[row_starts]
+        xs_first = np.minimum.reduceat(first, row_starts)
+        xs_last = np.maximum.reduceat(last, row_starts)
+        xs = np.concatenate([xs_first, xs_last])
+        ys = np.concatenate([ys, ys])
         corners = np.unique(
             np.concatenate([np.column_stack([xs + dx, ys + dy]) for dx in (-0.5, 0.5) for dy in (-0.5, 0.5)]),
             axis=0,
