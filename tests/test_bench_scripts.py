@@ -225,3 +225,37 @@ def test_stage_cpu_runs_a_command_and_prints_its_stages(tmp_path):
     assert set(rows) == {"busy", "wait"}, proc.stdout
     assert 0.25 < rows["busy"][0] < 3 and 0.25 < rows["wait"][0] < 3, proc.stdout
     assert "whole run" in proc.stdout and "command exit 0" in proc.stdout
+
+
+def test_bench_ab_runs_both_versions_in_alternating_pairs(tmp_path):
+    from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
+
+    visit = simulate_visit(tmp_path / "v", SimulationConfig(**EXACT_WORLD, n_exposures=1, chip_shape=(64, 128),
+                                                            n_stars=10, seed=3))
+    src = Path(__file__).resolve().parents[1] / "src"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_ab.py"), "--a", str(src), "--b", str(src), "--dataset", str(visit.directory),
+         "--pairs", "2", "--settle", "0", "--workdir", str(tmp_path / "w"), "--",
+         visit.asn_path.name, "--jref", "jref", "--no-apriori", "--no-aposteriori", "--no-verify", "--offline",
+         "--num-cores", "1"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    order = re.findall(r"^pair (\d)/2 ([AB]): total [0-9.]+ s", proc.stdout, flags=re.M)
+    assert order == [("1", "A"), ("1", "B"), ("2", "B"), ("2", "A")], proc.stdout
+    # Per stage, from each run's trailer: the medians and every pair's difference.
+    rows = {line.split()[0] for line in proc.stdout.splitlines() if re.match(r"^\s+\S+\s+[0-9.]+\s+[0-9.]+\s+[+-]", line)}
+    assert {"total", "default", "drizzle", "products"} <= rows, proc.stdout
+    assert not (tmp_path / "w" / "run").exists()  # the last copy is removed
+
+
+def test_bench_ab_reads_stage_times_from_a_trailer():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_ab", SCRIPTS / "bench_ab.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = ("2026-12-06 03:00:00,000 INFO    autodriz.pipeline: AUTODRIZ-STAGE start default\n"
+            "2026-12-06 03:00:04,000 INFO    autodriz.pipeline: AUTODRIZ-STAGE end default ok 4.0s\n"
+            "2026-12-06 03:00:05,000 INFO    autodriz.pipeline: AUTODRIZ-STAGE end products failed 1.6s\n")
+    assert module.stage_seconds(text) == {"default": 4.0, "products": 1.6}
