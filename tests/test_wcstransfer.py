@@ -16,9 +16,8 @@ import pytest
 from astropy.io import fits
 
 from autodriz import simulate as S
-from autodriz.errors import WCSStageError
 from autodriz.inputs import resolve_input
-from autodriz.solutions.default import _updatewcs, exposure_twins, make_default_candidate
+from autodriz.solutions.default import exposure_twins, make_default_candidate
 from autodriz.wcstransfer import transfer_refusal
 
 SMALL = dict(chip_shape=(128, 256), n_stars=60, cosmic_ray_fraction=0.0)
@@ -107,31 +106,3 @@ def test_a_keyword_updatewcs_reads_refuses_the_transfer(visit, tmp_path, caplog)
         assert hdul["SCI", 1].header["WCSNAME"] == "IDC_0461802ej"
         assert "D2IMARR" in hdul and hdul["SCI", 1].header["CRVAL1O"] == pytest.approx(
             fits.getheader(paths[0], ("SCI", 1))["CRVAL1"] + 1e-4)
-
-
-def test_an_flc_copy_the_child_cannot_write_fails_the_stage_naming_it(visit, tmp_path, monkeypatch):
-    # The updatewcs child writes each FLC's copy beside its next FLT; a write that fails there
-    # is the stage's failure, named after the FLC, as a failed copy is.
-    paths = _edited_copy(visit, tmp_path / "in", lambda hdul: None)
-    twins = {paths[2]: paths[0], paths[3]: paths[1]}
-    log = tmp_path / "failpoints.log"
-    monkeypatch.setenv("AUTODRIZ_FAILPOINT_LOG", str(log))
-    monkeypatch.setenv("AUTODRIZ_FAILPOINT", "default.transfer:2")
-    with pytest.raises(WCSStageError, match=rf"could not write the working copy of {paths[3].name}: .*default.transfer:2"):
-        _default(paths, tmp_path / "fast", visit.jref_dir, twins=twins)
-    hits = log.read_text().split()
-    assert hits.count("updatewcs") == 2 and hits.count("default.transfer") == 2, hits
-    assert (tmp_path / "fast" / paths[2].name).is_file()  # the first FLC's copy was written
-
-
-def test_the_updatewcs_child_writes_each_flc_copy_from_its_flt(visit, tmp_path):
-    # In the child, beside updatewcs on the next FLT: not afterwards, one by one, in the parent.
-    paths = _edited_copy(visit, tmp_path / "in", lambda hdul: None)
-    workdir = tmp_path / "w"
-    workdir.mkdir()
-    result, _ = _updatewcs({p: workdir / p.name for p in paths[:2]}, workdir, {"jref": visit.jref_dir}, 600.0,
-                           twins={paths[2]: paths[0], paths[3]: paths[1]})
-    assert result.result["transfers"] == {paths[2].name: {}, paths[3].name: {}}
-    for flc in paths[2:]:
-        with fits.open(workdir / flc.name) as hdul:
-            assert hdul["SCI", 1].header["WCSNAME"] == "IDC_0461802ej" and "D2IMARR" in hdul

@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 
@@ -76,56 +75,30 @@ def _updatewcs(job: dict) -> dict:
     "dest"}``: the original is read, updated in memory and written once as ``dest``
     (:func:`_update_in_memory`) instead of being copied and then rewritten by updatewcs each time
     it grows the file (~1 s less per 170 MB file; the two give the same bytes,
-    ``tests/test_default_inmemory.py``). Such an entry may name a ``twin``, ``{"source",
-    "dest"}``: an FLC whose copy is written from this FLT's result (:func:`_transfer_twin`);
-    the result's ``transfers`` says, per twin's ``dest``, how that went.
+    ``tests/test_default_inmemory.py``).
     """
     from stwcs import updatewcs
 
     from autodriz.hstio import as_working_copy
 
-    names, transfers = {}, {}
-    # The twins' copies are written beside updatewcs: each FLC's as soon as its FLT's is, while
-    # updatewcs reads the next FLT (writing 170 MB is mostly the kernel's time, without the GIL).
-    # After it, one at a time in the parent, they were ~0.2-0.55 s each with a core idle.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="autodriz-transfer") as pool:
-        # One file at a time (updatewcs loops over them the same way), each announced, so that a
-        # failure names its exposure.
-        for entry in job["files"]:
-            source, dest = (None, str(entry)) if isinstance(entry, str) else (entry["source"], entry["dest"])
-            print(f"AUTODRIZ-CHILD-FILE {dest}", flush=True)
-            failpoints.hit("updatewcs")
-            in_place = source is None or not _update_in_memory(source, dest)
-            if in_place:
-                if source is not None:
-                    shutil.copyfile(source, dest)
-                    os.chmod(dest, 0o644)
-                updatewcs.updatewcs([dest], use_db=False, checkfiles=False)
-                with fits.open(dest, mode="update") as hdul:
-                    as_working_copy(hdul)
-            with fits.open(dest) as hdul:
-                names[dest] = [h.header.get("WCSNAME", "") for h in hdul if h.name == "SCI"]
-            twin = entry.get("twin") if isinstance(entry, dict) else None
-            if twin:
-                transfers[twin["dest"]] = pool.submit(_transfer_twin, source, dest, twin)
-        done = {dest: future.result() for dest, future in transfers.items()}
-    return {"wcsnames": names, "transfers": done}
-
-
-def _transfer_twin(flt_original: str, flt_updated: str, twin: dict) -> dict:
-    """Write an FLC's working copy from its FLT twin's updatewcs result (:mod:`autodriz.wcstransfer`).
-
-    Returns ``{"refused": why}`` (the parent runs updatewcs on the FLC), ``{"error": message}``
-    (the copy could not be written: the parent fails the stage, as for a failed copy) or ``{}``.
-    """
-    from autodriz.wcstransfer import write_transferred
-
-    try:
-        failpoints.hit("default.transfer")
-        why = write_transferred(Path(flt_original), Path(flt_updated), Path(twin["source"]), Path(twin["dest"]))
-    except OSError as exc:  # reading an original or writing the copy, as copying could fail
-        return {"error": str(exc)}
-    return {"refused": why} if why is not None else {}
+    names = {}
+    # One file at a time (updatewcs loops over them the same way), each announced, so that a
+    # failure names its exposure.
+    for entry in job["files"]:
+        source, dest = (None, str(entry)) if isinstance(entry, str) else (entry["source"], entry["dest"])
+        print(f"AUTODRIZ-CHILD-FILE {dest}", flush=True)
+        failpoints.hit("updatewcs")
+        in_place = source is None or not _update_in_memory(source, dest)
+        if in_place:
+            if source is not None:
+                shutil.copyfile(source, dest)
+                os.chmod(dest, 0o644)
+            updatewcs.updatewcs([dest], use_db=False, checkfiles=False)
+            with fits.open(dest, mode="update") as hdul:
+                as_working_copy(hdul)
+        with fits.open(dest) as hdul:
+            names[dest] = [h.header.get("WCSNAME", "") for h in hdul if h.name == "SCI"]
+    return {"wcsnames": names}
 
 
 def _update_in_memory(source: str, dest: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from astropy.io import fits
 
+from autodriz import failpoints
 from autodriz.childproc import ChildError, ChildResult, reference_env, run_child
 from autodriz.errors import ReferenceFileError, WCSStageError
 from autodriz.hstio import sci_extensions
@@ -20,6 +21,7 @@ from autodriz.logs import CONSOLE
 from autodriz.reffiles import distortion_files
 from autodriz.config import Settings
 from autodriz.solutions.base import Candidate, RunContext, StagePlan, copy_exposures, prepare_workdir
+from autodriz.wcstransfer import write_transferred
 
 logger = logging.getLogger(__name__)
 
@@ -141,11 +143,10 @@ def make_default_candidate(
     prepare_workdir(workdir)
     twins = {flc: flt for flc, flt in (twins or {}).items() if flc in originals and flt in originals}
     # The updatewcs child writes each copy (read, updated in memory, written once); the FLCs
-    # whose FLT twin carries its result over are written once, from the FLT's result, by the
-    # same child as soon as that is written.
+    # whose FLT twin carries its result over are written once, from the FLT's result.
     copies = {p: workdir / p.name for p in originals if p not in twins}
-    result, seconds = _updatewcs(copies, workdir, folders, timeout, twins=twins)
-    refused = _twins_refused(twins, result.result.get("transfers") or {})
+    result, seconds = _updatewcs(copies, workdir, folders, timeout)
+    refused = _transfer_to_twins(twins, copies, workdir)
     if refused:
         more, extra = _updatewcs({p: workdir / p.name for p in refused}, workdir, folders, timeout)
         result.result["wcsnames"].update(more.result["wcsnames"])
@@ -174,19 +175,12 @@ def make_default_candidate(
 
 
 def _updatewcs(
-    copies: Mapping[Path, Path], workdir: Path, folders: Mapping[str, Path | None], timeout: float,
-    twins: Mapping[Path, Path] | None = None,
+    copies: Mapping[Path, Path], workdir: Path, folders: Mapping[str, Path | None], timeout: float
 ) -> tuple[ChildResult, float]:
     """Write ``copies`` (original → copy) with updatewcs's WCS (distortion model, no astrometry
-    database), in one child, and the copy of each FLC of ``twins`` (FLC → FLT) from its FLT's."""
+    database), in one child."""
     logger.info("updatewcs (distortion model, no astrometry database) on %d copies", len(copies))
-    flcs = {flt: flc for flc, flt in (twins or {}).items()}
-    files = []
-    for original, copy in copies.items():
-        entry: dict[str, Any] = {"source": str(original), "dest": copy.name}
-        if original in flcs:
-            entry["twin"] = {"source": str(flcs[original]), "dest": flcs[original].name}
-        files.append(entry)
+    files = [{"source": str(original), "dest": copy.name} for original, copy in copies.items()]
     try:
         result = run_child(
             {"task": "updatewcs", "files": files},
@@ -203,23 +197,15 @@ def _updatewcs(
     return result, result.seconds
 
 
-def _twins_refused(twins: Mapping[Path, Path], transfers: Mapping[str, Mapping[str, str]]) -> list[Path]:
-    """Log how each FLC's copy was made from its FLT twin's (``transfers``: the updatewcs
-    child's, by the copy's name); return the FLCs refused, which need updatewcs of their own.
-
-    Raises
-    ------
-    WCSStageError
-        A copy could not be written, or the child did not say what became of one.
-    """
+def _transfer_to_twins(twins: Mapping[Path, Path], copies: Mapping[Path, Path], workdir: Path) -> list[Path]:
+    """Write each FLC's copy from its FLT twin's updatewcs result; return the FLCs refused."""
     refused = []
     for flc, flt in twins.items():
-        outcome = transfers.get(flc.name)
-        if outcome is None:
-            raise WCSStageError(f"the updatewcs child did not write the working copy of {flc.name}")
-        if "error" in outcome:
-            raise WCSStageError(f"could not write the working copy of {flc.name}: {outcome['error']}")
-        why = outcome.get("refused")
+        try:
+            failpoints.hit("default.transfer")
+            why = write_transferred(flt, copies[flt], flc, workdir / flc.name)
+        except OSError as exc:  # reading an original or writing the copy, as copying could fail
+            raise WCSStageError(f"could not write the working copy of {flc.name}: {exc}") from exc
         if why is None:
             logger.info("%s: the pipeline-default WCS of %s carried over (same headers but the CTE "
                         "correction's): no updatewcs of its own", flc.name, flt.name)
