@@ -16,6 +16,7 @@ import pytest
 from astropy.io import fits
 
 from autodriz import simulate as S
+from autodriz.errors import WCSStageError
 from autodriz.inputs import resolve_input
 from autodriz.solutions.default import exposure_twins, make_default_candidate
 from autodriz.wcstransfer import transfer_refusal
@@ -106,3 +107,18 @@ def test_a_keyword_updatewcs_reads_refuses_the_transfer(visit, tmp_path, caplog)
         assert hdul["SCI", 1].header["WCSNAME"] == "IDC_0461802ej"
         assert "D2IMARR" in hdul and hdul["SCI", 1].header["CRVAL1O"] == pytest.approx(
             fits.getheader(paths[0], ("SCI", 1))["CRVAL1"] + 1e-4)
+
+
+def test_an_flc_copy_that_cannot_be_written_fails_the_stage_naming_it(visit, tmp_path, monkeypatch):
+    # A failed write of an FLC's copy from its FLT's result is the stage's failure, named
+    # after the FLC, as a failed copy is; the FLC before it was written.
+    paths = _edited_copy(visit, tmp_path / "in", lambda hdul: None)
+    twins = {paths[2]: paths[0], paths[3]: paths[1]}
+    log = tmp_path / "failpoints.log"
+    monkeypatch.setenv("AUTODRIZ_FAILPOINT_LOG", str(log))
+    monkeypatch.setenv("AUTODRIZ_FAILPOINT", "default.transfer:2")
+    with pytest.raises(WCSStageError, match=rf"could not write the working copy of {paths[3].name}: .*default.transfer:2"):
+        _default(paths, tmp_path / "fast", visit.jref_dir, twins=twins)
+    hits = log.read_text().split()
+    assert hits.count("updatewcs") == 2 and hits.count("default.transfer") == 2, hits
+    assert (tmp_path / "fast" / paths[2].name).is_file()
