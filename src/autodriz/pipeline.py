@@ -58,7 +58,6 @@ from autodriz.report import (
     DrizzleRecord,
     RunStatus,
     build_report,
-    page_figures,
     weight_map_check,
     write_html,
 )
@@ -468,18 +467,16 @@ def _process_dataset(
             products=products,
             settings=settings.as_dict(),
             status=RunStatus.of(exit_code),
+            # Taken after the update: the inputs as this run leaves them are what a later run compares.
+            provenance=(
+                provenance.result() if provenance is not None
+                else dataset_provenance(input_path, settings, dataset=dataset)
+            ).as_dict(),
         )
-        # The page's figures (thumbnails, residual plots: ~0.7 s at full size) depend on the
-        # candidates and products only: made while the inputs' fingerprints are still taken.
-        figures = page_figures(record)
-        # Taken after the update: the inputs as this run leaves them are what a later run compares.
-        record = replace(record, provenance=(
-            provenance.result() if provenance is not None else dataset_provenance(input_path, settings, dataset=dataset)
-        ).as_dict())
         # One plain form for both: the page shows what the JSON says (~0.1 s per conversion).
         plain_record = record.as_dict()
         report = write_json_atomic(output_dir / f"{root}_report.json", plain_record)
-        write_html(plain_record, output_dir / f"{root}_report.html", drawn=figures)
+        write_html(plain_record, output_dir / f"{root}_report.html")
     # Alignment was asked for but the default won: products are fine, the astrometry is only
     # the pipeline default's, and the exit code says so for the archive's wrappers.
     return RunResult(

@@ -411,39 +411,11 @@ def _number(value: Any, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-@dataclass(frozen=True)
-class PageFigures:
-    """The report page's images, (caption, base64 PNG) each: the products' and the candidates'."""
-
-    #: Thumbnails of each product, then the chosen fit's matched stars over the first.
-    products: tuple[tuple[str, str], ...]
-    #: Residual plots and the registration chart of the candidates.
-    candidates: tuple[tuple[str, str], ...]
-
-
-def page_figures(report: RunRecord | Mapping[str, Any]) -> PageFigures:
-    """The figures of :func:`write_html`'s page for ``report``: they depend on its candidates and
-    products only, so a caller can make them while it still waits for the rest of the record."""
-    if isinstance(report, RunRecord):
-        report = report.as_dict()
-    images = []
-    for product in report["products"]:
-        p = Path(product)
-        if p.is_file():
-            images.extend(thumbnails(p))
-    chosen_entry = next((c for c in report["candidates"] if c.get("verdict") == "chosen"), None)
-    if chosen_entry is not None and report["products"]:
-        images.extend(matched_sources_plot(Path(report["products"][0]), chosen_entry))
-    residuals = residual_plots(report["candidates"]) + registration_chart(report["candidates"])
-    return PageFigures(tuple(images), tuple(residuals))
-
-
-def write_html(report: RunRecord | Mapping[str, Any], path: Path, drawn: PageFigures | None = None) -> Path:
+def write_html(report: RunRecord | Mapping[str, Any], path: Path) -> Path:
     """Write a self-contained HTML page for ``report`` (images embedded); return ``path``.
 
     ``report`` is the run record or its JSON form (a saved ``<root>_report.json`` renders the
-    same page): the page shows what the JSON says. ``drawn``: :func:`page_figures` of it,
-    when made already.
+    same page): the page shows what the JSON says.
     """
     if isinstance(report, RunRecord):
         report = report.as_dict()
@@ -466,9 +438,15 @@ def write_html(report: RunRecord | Mapping[str, Any], path: Path, drawn: PageFig
                 moved=_number(fig["moved_mas"]), v=vtext, verdict=esc(c["verdict"]), reason=esc(c["reason"]),
             )
         )
-    if drawn is None:
-        drawn = page_figures(report)
-    images, residuals = list(drawn.products), list(drawn.candidates)
+    images = []
+    for product in report["products"]:
+        p = Path(product)
+        if p.is_file():
+            images.extend(thumbnails(p))
+    chosen_entry = next((c for c in report["candidates"] if c.get("verdict") == "chosen"), None)
+    if chosen_entry is not None and report["products"]:
+        images.extend(matched_sources_plot(Path(report["products"][0]), chosen_entry))
+    residuals = residual_plots(report["candidates"]) + registration_chart(report["candidates"])
     qa_rows = (
         f"<tr><td>{esc(Path(name).name)}</td><td>{chk['ratio'] if chk['ratio'] is None else round(chk['ratio'], 3)}</td>"
         f"<td>{chk['limit']}</td><td>{'FLAGGED' if chk['flagged'] else 'ok'}</td></tr>"
