@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -30,12 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
-STAGE_END = re.compile(r"AUTODRIZ-STAGE end (\S+) \S+ ([0-9.]+)s")
-
-
 def stage_seconds(trailer_text: str) -> dict[str, float]:
     """Seconds of each stage as the trailer's ``AUTODRIZ-STAGE end`` lines give them."""
-    return {m.group(1): float(m.group(2)) for m in STAGE_END.finditer(trailer_text)}
+    from autodriz.logs import stage_ends
+
+    return {name: seconds for name, _, seconds in stage_ends(trailer_text)}
 
 
 def run_once(src: Path, dataset: Path, work: Path, args: list[str], settle: float) -> dict[str, float]:

@@ -790,9 +790,9 @@ def count_autodriz_children(trailer: Path) -> tuple[int, list[str]]:
 
 def stage_profile(trailer_text: str) -> list[tuple[str, str, float]]:
     """(stage, status, seconds) of every ``AUTODRIZ-STAGE end`` waypoint, in trailer order."""
-    import re
+    from autodriz.logs import stage_ends
 
-    return [(m[1], m[2], float(m[3])) for m in re.finditer(r"AUTODRIZ-STAGE end (\S+) (\S+) ([0-9.]+)s", trailer_text)]
+    return stage_ends(trailer_text)
 
 
 def format_stage_profile(profile: list[tuple[str, str, float]], total: float) -> list[str]:

@@ -177,18 +177,8 @@ def test_bench_vs_runastrodriz_flushes_its_copies_before_each_timed_run(tmp_path
     assert order == ["sync", "sleep 15", "run"]
 
 
-def _stage_cpu():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("stage_cpu", SCRIPTS / "stage_cpu.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_stage_cpu_splits_the_machine_time_at_the_trailer_stage_lines():
-    m = _stage_cpu()
+def test_stage_cpu_splits_the_machine_time_at_the_trailer_stage_lines(monkeypatch):
+    m = _load_script("stage_cpu", monkeypatch)
     # 2 cores at 100 ticks/s: ticks spread evenly over each sample interval.
     samples = [m.Sample(0.0, 0, 0), m.Sample(1.0, 0, 200), m.Sample(2.0, 200, 200), m.Sample(3.0, 300, 300)]
     marks = m.stage_marks(
@@ -249,13 +239,28 @@ def test_bench_ab_runs_both_versions_in_alternating_pairs(tmp_path):
     assert not (tmp_path / "w" / "run").exists()  # the last copy is removed
 
 
-def test_bench_ab_reads_stage_times_from_a_trailer():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_ab", SCRIPTS / "bench_ab.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_bench_ab_reads_stage_times_from_a_trailer(monkeypatch):
+    module = _load_script("bench_ab", monkeypatch)
     text = ("2026-12-06 03:00:00,000 INFO    autodriz.pipeline: AUTODRIZ-STAGE start default\n"
             "2026-12-06 03:00:04,000 INFO    autodriz.pipeline: AUTODRIZ-STAGE end default ok 4.0s\n"
             "2026-12-06 03:00:05,000 INFO    autodriz.pipeline: AUTODRIZ-STAGE end products failed 1.6s\n")
     assert module.stage_seconds(text) == {"default": 4.0, "products": 1.6}
+    # … as autodriz.logs.stage writes them, a failed stage included (one parser beside the writer).
+    import io
+    import logging
+
+    from autodriz.logs import stage
+
+    stream = io.StringIO()
+    logger = logging.getLogger("autodriz.test_bench_ab")
+    logger.setLevel(logging.INFO)
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        with stage(logger, "default"):
+            pass
+        with pytest.raises(RuntimeError), stage(logger, "products"):
+            raise RuntimeError("boom")
+    finally:
+        logger.removeHandler(handler)
+    assert set(module.stage_seconds(stream.getvalue())) == {"default", "products"}, stream.getvalue()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import time
 import types
@@ -196,6 +197,14 @@ def write_trailer_header(settings: Mapping[str, Any], argv: list[str]) -> None:
 def waypoint(logger: logging.Logger, kind: str, *words: object) -> None:
     """Log one waypoint line, ``AUTODRIZ-<KIND> word word …``, at INFO."""
     logger.info("%s%s %s", WAYPOINT_PREFIX, kind.upper(), " ".join(str(w) for w in words))
+
+
+def stage_ends(trailer_text: str) -> list[tuple[str, str, float]]:
+    """(stage, status, seconds) of every ``AUTODRIZ-STAGE end`` waypoint of a trailer, in order.
+
+    The reader of what :func:`stage` writes (for benchmarks and operations scripts).
+    """
+    return [(m[1], m[2], float(m[3])) for m in re.finditer(r"AUTODRIZ-STAGE end (\S+) (\S+) ([0-9.]+)s", trailer_text)]
 
 
 @contextlib.contextmanager
