@@ -358,3 +358,27 @@ def test_background_from_every_other_pixel_is_the_full_one_within_its_noise(shap
     assert np.abs(background - sky).mean() < np.abs(full.background - sky).mean() + 0.05 * sigma
     assert rms == pytest.approx(float(np.nanmedian(full.background_rms_mesh)), rel=0.02)
     assert rms == pytest.approx(4.0, rel=0.05)
+
+
+@pytest.mark.parametrize(("mesh_shape", "box", "shape"), [
+    ((32, 64), 64, (2048, 4096)),   # an ACS/WFC chip
+    ((16, 16), 64, (1014, 1014)),   # WFC3/IR: the last box is partial
+    ((3, 5), 8, (17, 40)),          # small, partial boxes on both axes
+    ((1, 4), 16, (16, 60)),         # a single mesh row
+])
+def test_bilinear_background_is_photutils_order_1_zoom(mesh_shape, box, shape):
+    """The separable interpolation gives photutils' BkgZoomInterpolator(order=1) numbers."""
+    from photutils.background import BkgZoomInterpolator
+
+    from autodriz.detect import bilinear_background
+
+    rng = np.random.default_rng(3)
+    mesh = 40.0 + rng.normal(0.0, 5.0, mesh_shape)
+    theirs = BkgZoomInterpolator(order=1)(mesh, shape=shape, dtype=float, box_size=box, edge_method="pad")
+    ours = bilinear_background(mesh, box, shape)
+    assert ours.shape == theirs.shape == shape
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10)
+    # Within the mesh's range (photutils clips), constant meshes stay constant, the dtype asked for.
+    assert ours.min() >= mesh.min() and ours.max() <= mesh.max()
+    flat = bilinear_background(np.full(mesh_shape, 7.5), box, shape, np.float32)
+    assert flat.dtype == np.float32 and np.all(flat == 7.5)

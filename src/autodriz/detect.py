@@ -337,8 +337,7 @@ def _background(data: np.ndarray, mask: np.ndarray, box: int, filter_size: int) 
                 mask=mask[::step, ::step], sigma_clip=SigmaClip(sigma=3.0), bkg_estimator=MedianBackground(),
                 interpolator=interpolator,
             )
-            mesh = bkg.background_mesh
-            background = interpolator(mesh, shape=data.shape, dtype=data.dtype, box_size=box, edge_method="pad")
+            background = bilinear_background(bkg.background_mesh, box, data.shape, data.dtype)
             # The median of the mesh RMS values, not of their interpolation to every pixel:
             # the same number to ~1e-4 without a second full-size zoom (~1.3 s per 2048x4096 chip).
             return background, float(np.nanmedian(bkg.background_rms_mesh))
@@ -347,6 +346,61 @@ def _background(data: np.ndarray, mask: np.ndarray, box: int, filter_size: int) 
             good = data[~mask]
             clipped = SigmaClip(sigma=3.0)(good, masked=False)
             return np.full(data.shape, float(np.median(clipped))), float(np.std(clipped))
+
+
+def bilinear_background(mesh: np.ndarray, box: int, shape: tuple[int, int], dtype: Any = float) -> np.ndarray:
+    """A background mesh interpolated to every pixel: photutils' ``BkgZoomInterpolator(order=1)``.
+
+    The same numbers (to rounding) as that interpolator with ``edge_method="pad"``: the mesh
+    zoomed by ``box`` (``scipy.ndimage.zoom``, order 1, ``mode="reflect"``, ``grid_mode=True``:
+    mesh values at the centres of their boxes, constant within half a box of the edges), cropped
+    to ``shape`` and clipped to the mesh's range. Bilinear interpolation is separable: along
+    the rows of the small mesh first, then between two of those rows for each pixel row, a
+    third of the zoom's time on a 2048x4096 chip (~0.1 s less per chip).
+
+    Parameters
+    ----------
+    mesh : numpy.ndarray
+        Background per box, ``(ceil(ny / box), ceil(nx / box))``.
+    box : int
+        Side of a box, pixels.
+    shape : tuple of int
+        The image's ``(ny, nx)``.
+    dtype : dtype
+        Of the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``shape``.
+    """
+    mesh = np.asarray(mesh, dtype=float)
+    low, high = np.min(mesh), np.max(mesh)
+    if high == low:
+        return np.full(shape, low, dtype=dtype)
+
+    def taps(n_mesh: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # Pixel i sits at mesh coordinate (i + 0.5) / box - 0.5; beyond the first and last box
+        # centres the reflection repeats the edge value.
+        coord = (np.arange(n) + 0.5) / box - 0.5
+        first = np.floor(coord)
+        weight = coord - first
+        first = first.astype(np.intp)
+        return np.clip(first, 0, n_mesh - 1), np.clip(first + 1, 0, n_mesh - 1), weight
+
+    y0, y1, wy = taps(mesh.shape[0], shape[0])
+    x0, x1, wx = taps(mesh.shape[1], shape[1])
+    rows = mesh[:, x0] * (1.0 - wx) + mesh[:, x1] * wx
+    out = np.empty(shape, dtype=float)
+    # Pixel rows between the same two mesh rows at a time: one full-size array written once,
+    # temporaries of a box's rows (a full-size temporary more costs its page faults).
+    starts = np.flatnonzero(np.r_[True, (y0[1:] != y0[:-1]) | (y1[1:] != y1[:-1])])
+    for start, stop in zip(starts, [*starts[1:], shape[0]], strict=True):
+        part = out[start:stop]
+        np.multiply(rows[y0[start]], (1.0 - wy[start:stop])[:, None], out=part)
+        part += rows[y1[start]] * wy[start:stop, None]
+    np.clip(out, low, high, out=out)
+    return out.astype(dtype, copy=False)
 
 
 #: Values a median is taken of, at most (:func:`_sample`).
