@@ -149,6 +149,32 @@ def test_background_detection_on_two_cores_gives_the_same_fits(small_visit, tmp_
             assert _active_wcs(a.copies[original]) == _active_wcs(b.copies[original])
 
 
+def test_background_detection_started_later_has_no_worker_before_and_the_same_tables(small_visit, tmp_path):
+    """``start=False``: no worker process until :meth:`start` (the pipeline forks the default
+    stage's child first); a :meth:`take` before it starts them; the tables are those of a start
+    at once."""
+    import psutil
+
+    _, dataset, _, _ = small_visit
+    two = Settings(num_cores=2)
+    me = psutil.Process()
+    before = {c.pid for c in me.children(recursive=True)}
+    with start_background_detection(dataset, two, start=False) as later:
+        assert {c.pid for c in me.children(recursive=True)} == before
+        later.start()
+        later.start()  # once only
+        assert {c.pid for c in me.children(recursive=True)} - before
+        tables = [later.take(job) for job in later.jobs]
+    with start_background_detection(dataset, two, start=False) as taken:
+        first = taken.take(taken.jobs[0])  # starts the workers
+        assert first is not None and len(first) == len(tables[0])
+    with start_background_detection(dataset, two) as at_once:
+        for job, table in zip(at_once.jobs, tables, strict=True):
+            np.testing.assert_array_equal(at_once.take(job)["x"], table["x"])
+    # Closed without ever starting: nothing to wait for.
+    start_background_detection(dataset, two, start=False).close()
+
+
 def test_sparse_field_fits_a_shift_or_says_too_few(tmp_path):
     visit, dataset, default, out = _setup(tmp_path, SimulationConfig(**EXACT_WORLD, n_stars=8, seed=5, **INJECTED))
     cands = make_aposteriori_candidates(default, dataset, Settings(catalog=visit.catalog_path, offline=True), out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,22 +32,23 @@ def test_unknown_task_gives_its_exception_line(tmp_path: Path) -> None:
     assert failure.value.current_file is None
 
 
-@pytest.mark.parametrize("warm", [True, False])
-def test_timeout_is_said_in_one_line(tmp_path: Path, warm: bool) -> None:
+@pytest.mark.parametrize("how", ["warm", "fresh", "here"])
+def test_timeout_is_said_in_one_line(tmp_path: Path, how: str) -> None:
     # A child forked from the warm server can finish a trivial job within milliseconds: this
     # one hangs (opening a FIFO blocks until a writer comes) until the timeout kills it.
     import os
 
     os.mkfifo(tmp_path / "x_flt.fits")
     with pytest.raises(ChildError) as failure:
-        run_child({"task": "updatewcs", "files": ["x_flt.fits"]}, cwd=tmp_path, timeout=2, warm=warm)
+        run_child({"task": "updatewcs", "files": ["x_flt.fits"]}, cwd=tmp_path, timeout=2, how=how)
     assert failure.value.error_line == "timed out after 2 s"
 
 
-def test_a_warm_child_gets_the_folder_and_environment_of_its_call(tmp_path: Path) -> None:
+def test_a_forked_child_gets_the_folder_and_environment_of_its_call(tmp_path: Path) -> None:
     # The server is started before the reference folder is known, as in a run: a child forked
     # from it must still find jref$ files (environment of the call) and its job's files by
     # their bare names (working directory of the call), and do what a fresh interpreter does.
+    # So must a child forked from this process.
     from astropy.io import fits
 
     from autodriz.childproc import reference_env, start_warm_server
@@ -56,21 +58,90 @@ def test_a_warm_child_gets_the_folder_and_environment_of_its_call(tmp_path: Path
     visit = simulate_visit(tmp_path / "v", SimulationConfig(n_exposures=1, chip_shape=(64, 128), n_stars=10,
                                                             write_flc=False, seed=5, **EXACT_WORLD))
     headers = {}
-    for warm in (True, False):
-        folder = tmp_path / f"warm{warm}"
+    for how in ("warm", "fresh", "here"):
+        folder = tmp_path / how
         folder.mkdir()
         copy = folder / visit.flt_paths[0].name
         copy.write_bytes(visit.flt_paths[0].read_bytes())
         result = run_child({"task": "updatewcs", "files": [copy.name]}, cwd=folder,
-                           env=reference_env({"jref": visit.jref_dir}), timeout=300, warm=warm)
+                           env=reference_env({"jref": visit.jref_dir}), timeout=300, how=how)
+        assert result.started_as == how
         assert result.log_path == folder / "updatewcs.log"
         # Its CPU, split between its work and the kernel's, for the trailer.
         assert re.search(r"resources after updatewcs: user [0-9.]+ s, system [0-9.]+ s, minor page faults \d+",
                          result.log_path.read_text())
-        headers[warm] = fits.getheader(copy, ("SCI", 1))
-    assert headers[True]["WCSNAME"] == headers[False]["WCSNAME"] != fits.getheader(visit.flt_paths[0], ("SCI", 1)).get("WCSNAME")
-    for key in ("CRVAL1", "CRVAL2", "CD1_1", "CD2_2", "A_2_0", "B_0_2", "IDCSCALE"):
-        assert headers[True][key] == headers[False][key], key
+        headers[how] = fits.getheader(copy, ("SCI", 1))
+    assert headers["warm"]["WCSNAME"] == headers["fresh"]["WCSNAME"] != fits.getheader(visit.flt_paths[0], ("SCI", 1)).get("WCSNAME")
+    for key in ("WCSNAME", "CRVAL1", "CRVAL2", "CD1_1", "CD2_2", "A_2_0", "B_0_2", "IDCSCALE"):
+        assert headers["warm"][key] == headers["fresh"][key] == headers["here"][key], key
+
+
+def test_a_child_forked_from_here_writes_its_own_log_not_the_callers(tmp_path: Path, monkeypatch) -> None:
+    # The calling process has its console and trailer handlers on autodriz's and stwcs's
+    # loggers, and a test harness (or a caller) may have replaced sys.stdout: a fork of it must
+    # write into its own log only, as a fresh interpreter does.
+    import io
+    import logging
+
+    from autodriz.logs import run_logging
+
+    trailer = tmp_path / "run.tra"
+    console = io.StringIO()
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    with run_logging(trailer, console_level=logging.INFO, stream=console):
+        logging.getLogger("autodriz.test").info("before the child")
+        with pytest.raises(ChildError) as failure:
+            run_child({"task": "no_such_task"}, cwd=tmp_path, timeout=120, how="here")
+        logging.getLogger("autodriz.test").info("after the child")
+    log = failure.value.log_path.read_text()
+    assert "KeyError: 'no_such_task'" in log and log.splitlines()[0].startswith("allocator: ")
+    text = trailer.read_text()
+    # The trailer has the caller's records once each and the child's log lines as the caller
+    # copied them (DEBUG, prefixed with the child's label), nothing written by the child itself.
+    assert text.count("before the child") == 1 and text.count("after the child") == 1
+    assert "[no_such_task] allocator: " in text
+    assert all("[no_such_task]" in line for line in text.splitlines() if "allocator: " in line)
+    assert "allocator" not in console.getvalue() and sys.stdout.getvalue() == ""
+
+
+def test_here_runs_a_fresh_interpreter_while_another_thread_runs(tmp_path: Path) -> None:
+    # A fork would copy the other thread's locks as they are, held or not.
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        with pytest.raises(ChildError) as failure:
+            run_child({"task": "no_such_task"}, cwd=tmp_path, timeout=120, how="here")
+    finally:
+        stop.set()
+        thread.join()
+    # A fresh interpreter's first line: nothing frozen (the warm server's children say more).
+    assert re.search(r"; 0 objects frozen$", failure.value.log_path.read_text().splitlines()[0])
+
+
+@pytest.mark.parametrize("how", ["warm", "fresh", "here"])
+def test_started_is_called_once_the_child_exists_and_a_failure_there_kills_it(tmp_path: Path, how: str) -> None:
+    import os
+
+    import psutil
+
+    os.mkfifo(tmp_path / "x_flt.fits")  # opening it blocks: the child hangs until killed
+    seen: list[list[int]] = []
+
+    def started() -> None:
+        seen.append([p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE])
+        raise RuntimeError("the work beside the child failed")
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(RuntimeError, match="the work beside the child failed"):
+        run_child({"task": "updatewcs", "files": ["x_flt.fits"]}, cwd=tmp_path, timeout=60, how=how, started=started)
+    assert len(seen) == 1 and set(seen[0]) - before, "no child existed when started() ran"
+    # Killed, not left hanging on the FIFO.
+    alive = [p for p in psutil.Process().children(recursive=True)
+             if p.pid in set(seen[0]) - before and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
 
 
 def test_a_daemonic_process_or_a_fork_of_the_server_owner_runs_fresh_children(tmp_path: Path) -> None:

@@ -569,11 +569,16 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def forked_main(job_path: str, cwd: str, env: dict[str, str], log_path: str) -> None:
-    """:func:`main` in a child forked from the warm server: made what a fresh child would be.
+def forked_main(job_path: str, cwd: str, env: dict[str, str], log_path: str, *,
+                forked_from_caller: bool = False) -> None:
+    """:func:`main` in a forked child: made what a fresh child would be.
 
-    The server's working directory, environment and standard streams are the calling process's
-    of when it started; the job's are set here, in the child, before it runs.
+    The forking process's working directory, environment and standard streams are the calling
+    process's (the warm server's are those of when it started); the job's are set here, in the
+    child, before it runs. A child forked from the calling process itself
+    (``forked_from_caller``, :func:`autodriz.childproc.run_child` ``how="here"``) also drops the
+    caller's logging handlers (the console, the trailer) and its Python-level standard streams
+    (which a test harness may have pointed elsewhere): the child's output is its own log.
     """
     sys.stdout.flush()
     sys.stderr.flush()
@@ -581,6 +586,8 @@ def forked_main(job_path: str, cwd: str, env: dict[str, str], log_path: str) -> 
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    if forked_from_caller:
+        _forget_caller_output()
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -588,6 +595,23 @@ def forked_main(job_path: str, cwd: str, env: dict[str, str], log_path: str) -> 
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(code)
+
+
+def _forget_caller_output() -> None:
+    """Leave the calling process's logging set-up and streams behind, as a fresh interpreter would."""
+    import logging
+
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    for lg in loggers:
+        # Not closed: the files (the trailer) are the caller's, which goes on writing them.
+        lg.handlers.clear()
+        lg.propagate = True
+        lg.disabled = False
+        lg.setLevel(logging.NOTSET)
+    logging.getLogger().setLevel(logging.WARNING)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1)  # noqa: SIM115
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ A child is forked from a *warm* server that has imported drizzlepac and stwcs on
 stage is done): a fresh interpreter spends ~5 CPU-s on those imports, and a run starts two or more. The
 server is :mod:`multiprocessing`'s fork server (one per calling process, ended with it); a
 child forked from it gets the job's working directory, environment and log file before it
-runs (:func:`autodriz._child.forked_main`). ``warm=False`` starts a fresh interpreter instead.
+runs (:func:`autodriz._child.forked_main`). ``how="fresh"`` starts a fresh interpreter instead;
+``how="here"`` forks the calling process itself, which has most of what a child of stwcs alone
+needs imported already (:func:`can_fork_here`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
 import psutil
 
@@ -35,6 +38,12 @@ RESULT_MARK = "AUTODRIZ-CHILD-RESULT "
 FILE_MARK = "AUTODRIZ-CHILD-FILE "
 #: The longest error line a one-line message quotes from a child's log.
 _MAX_ERROR_LINE = 240
+#: What the trailer says about how a child started.
+_STARTED_AS = MappingProxyType({
+    "warm": "forked from the warm server",
+    "here": "forked from this process",
+    "fresh": "ran in a fresh interpreter",
+})
 #: What the warm server imports before it forks children.
 WARM_PRELOAD = ("autodriz._warm",)
 
@@ -102,6 +111,9 @@ class ChildResult:
     seconds: float
     result: dict[str, Any]
     log_path: Path
+    #: How the child started: ``warm`` (forked from the warm server), ``here`` (forked from the
+    #: calling process) or ``fresh`` (a new interpreter).
+    started_as: str = "fresh"
 
 
 def reference_env(folders: Mapping[str, Path | None]) -> dict[str, str]:
@@ -115,6 +127,19 @@ def reference_env(folders: Mapping[str, Path | None]) -> dict[str, str]:
         if folder is not None:
             env[prefix] = str(Path(folder).resolve()) + os.sep
     return env
+
+
+def can_fork_here() -> bool:
+    """Whether this process may fork a child of itself: ``fork`` exists, one thread, not daemonic.
+
+    A fork copies only the thread that forks: a lock another thread held (a pool's queue, a
+    catalog query, a batch task's watchdog) would stay locked in the child forever. A daemonic
+    process (a test harness's worker) may have no children at all.
+    """
+    import threading
+
+    return ("fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+            and not multiprocessing.current_process().daemon)
 
 
 def _fork_context() -> multiprocessing.context.BaseContext:
@@ -168,38 +193,68 @@ def start_warm_server(*, wait: bool = False) -> None:
 
 
 def _kill_tree(pid: int) -> None:
-    """Kill a child and every process it started (AstroDrizzle's own workers)."""
+    """Kill a child and every process it started (AstroDrizzle's own workers).
+
+    Waits for the processes it started, not for the child itself: the caller reaps that one
+    (a wait here would take its exit status from the caller's own process object).
+    """
     try:
         top = psutil.Process(pid)
-        procs = [*top.children(recursive=True), top]
+        started = top.children(recursive=True)
     except psutil.NoSuchProcess:
         return
-    for proc in procs:
+    for proc in [*started, top]:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-    psutil.wait_procs(procs, timeout=10)
+    psutil.wait_procs(started, timeout=10)
 
 
 def _run_forked(job_path: Path, cwd: Path, env: Mapping[str, str], log_path: Path, label: str,
-                timeout: float) -> int | None:
-    """Fork the job's child from the warm server; its exit code, or None after a timeout."""
+                timeout: float, *, here: bool = False, started: Callable[[], None] | None = None) -> int | None:
+    """Fork the job's child (from the warm server, or ``here`` from this process); its exit
+    code, or None after a timeout."""
     from autodriz._child import forked_main
 
-    proc = _fork_context().Process(
-        target=forked_main, args=(str(job_path), str(cwd), dict(env), str(log_path)), name=f"autodriz-{label}"
+    context = multiprocessing.get_context("fork") if here else _fork_context()
+    proc = context.Process(
+        target=forked_main, args=(str(job_path), str(cwd), dict(env), str(log_path)),
+        kwargs={"forked_from_caller": here}, name=f"autodriz-{label}",
     )
     proc.start()
+    return _wait(proc.pid, lambda: proc.join(timeout), lambda: proc.exitcode, started, close=proc.close)
+
+
+def _run_fresh(job_path: Path, cwd: Path, env: Mapping[str, str], log_path: Path, timeout: float,
+               started: Callable[[], None] | None = None) -> int | None:
+    """Run the job in a fresh interpreter; its exit code, or None after a timeout."""
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "autodriz._child", str(job_path)],
+                                cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+        def join() -> None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout)
+
+        return _wait(proc.pid, join, proc.poll, started, close=lambda: None)
+
+
+def _wait(pid: int, join: Callable[[], None], exitcode: Callable[[], int | None],
+          started: Callable[[], None] | None, *, close: Callable[[], None]) -> int | None:
+    """Call ``started``, wait for the child; kill it (and what it started) unless it exited."""
     timed_out = False
     try:
-        proc.join(timeout)
-        timed_out = proc.exitcode is None
+        if started is not None:
+            started()
+        join()
+        timed_out = exitcode() is None
     finally:
-        # Timed out, or the wait itself was interrupted (Ctrl-C): no child outlives its call.
-        if proc.exitcode is None:
-            _kill_tree(proc.pid)
-            proc.join()
-        code = proc.exitcode
-        proc.close()
+        # Timed out, or the wait itself was interrupted (Ctrl-C) or ``started`` failed: no child
+        # outlives its call.
+        if exitcode() is None:
+            _kill_tree(pid)
+            join()
+        code = exitcode()
+        close()
     return None if timed_out else code
 
 
@@ -210,7 +265,8 @@ def run_child(
     env: Mapping[str, str] | None = None,
     timeout: float = 3600.0,
     label: str | None = None,
-    warm: bool = True,
+    how: Literal["warm", "fresh", "here"] = "warm",
+    started: Callable[[], None] | None = None,
 ) -> ChildResult:
     """Run ``job`` in ``python -m autodriz._child`` with working directory ``cwd``.
 
@@ -227,10 +283,16 @@ def run_child(
         Seconds before the child is killed.
     label : str, optional
         Name for the log file (``<label>.log``); defaults to the task name.
-    warm : bool
-        Fork the child from the warm server (:func:`start_warm_server`; started here if it is
-        not running) instead of starting a fresh interpreter, where this process can
-        (:func:`warm_server_usable`).
+    how : {"warm", "fresh", "here"}
+        ``warm``: fork the child from the warm server (:func:`start_warm_server`; started here
+        if it is not running), where this process can (:func:`warm_server_usable`).
+        ``here``: fork this process, where it can (:func:`can_fork_here`): for a child that
+        needs stwcs but not drizzlepac, ~0.7 CPU-s of imports less than a fresh interpreter,
+        and no wait for the warm server's. Otherwise, or with ``fresh``, a fresh interpreter.
+    started : callable, optional
+        Called once the child exists, before waiting for it: work to start beside it that must
+        not be running when this process forks (e.g. a process pool, whose threads a fork
+        would copy half-way).
 
     Returns
     -------
@@ -255,17 +317,16 @@ def run_child(
     child_env.setdefault("MPLBACKEND", "Agg")
     t0 = time.perf_counter()
     logger.debug("child %s: starting in %s", label, cwd)
-    if warm and warm_server_usable():
-        returncode = _run_forked(job_path, cwd, child_env, log_path, label, timeout)
+    if how == "warm" and warm_server_usable():
+        started_as = "warm"
+        returncode = _run_forked(job_path, cwd, child_env, log_path, label, timeout, started=started)
+    elif how == "here" and can_fork_here():
+        started_as = "here"
+        returncode = _run_forked(job_path, cwd, child_env, log_path, label, timeout, here=True, started=started)
     else:
-        with open(log_path, "w", encoding="utf-8") as log:
-            try:
-                returncode = subprocess.run(
-                    [sys.executable, "-m", "autodriz._child", str(job_path)],
-                    cwd=cwd, env=child_env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False,
-                ).returncode
-            except subprocess.TimeoutExpired:
-                returncode = None
+        started_as = "fresh"
+        returncode = _run_fresh(job_path, cwd, child_env, log_path, timeout, started=started)
+    logger.debug("child %s: %s", label, _STARTED_AS[started_as])
     if returncode is None:
         lines = _log_lines(log_path)
         for line in lines:
@@ -288,4 +349,4 @@ def run_child(
             error_line=_error_line(lines) if returncode != 0 else "finished without a result",
         )
     logger.debug("child %s: done in %.1f s", label, seconds)
-    return ChildResult(task, seconds, json.loads(result_lines[-1][len(RESULT_MARK):]), log_path)
+    return ChildResult(task, seconds, json.loads(result_lines[-1][len(RESULT_MARK):]), log_path, started_as)

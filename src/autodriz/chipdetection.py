@@ -149,27 +149,46 @@ class BackgroundDetection:
         Processes (``--num-cores``).
     start_method : {"fork", "spawn"}, optional
         How the workers start; by default :func:`pool_start_method`.
+    start : bool
+        Start the workers now; with False, at :meth:`start` (or the first :meth:`take`), e.g.
+        once a child has been forked from this process without the pool's threads.
     """
 
-    def __init__(self, jobs: Sequence[ChipJob], max_workers: int, start_method: str | None = None) -> None:
-        workers = max(1, min(int(max_workers), len(jobs)))
-        self._pool = _pool(workers, start_method)
-        self._futures = {job: self._pool.submit(detect_chip, job) for job in jobs}
-        logger.info("source detection started in the background on %d chips in %d processes", len(jobs), workers)
+    def __init__(self, jobs: Sequence[ChipJob], max_workers: int, start_method: str | None = None,
+                 *, start: bool = True) -> None:
+        self._jobs = tuple(dict.fromkeys(jobs))
+        self._workers = max(1, min(int(max_workers), len(self._jobs)))
+        self._start_method = start_method
+        self._pool: Any = None
+        self._futures: dict[ChipJob, Any] = {}
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the workers on every chip (once; ``start=False`` left it for later)."""
+        if self._pool is not None:
+            return
+        self._pool = _pool(self._workers, self._start_method)
+        self._futures = {job: self._pool.submit(detect_chip, job) for job in self._jobs}
+        logger.info("source detection started in the background on %d chips in %d processes",
+                    len(self._jobs), self._workers)
 
     def take(self, job: ChipJob) -> Table | None:
-        """The table of ``job`` (waiting for it), or None when it was not submitted."""
+        """The table of ``job`` (starting the workers if need be, waiting for it), or None when
+        it is not one of the jobs."""
+        self.start()
         future = self._futures.get(job)
         return None if future is None else future.result()
 
     @property
     def jobs(self) -> tuple[ChipJob, ...]:
-        """The chips submitted, in order."""
-        return tuple(self._futures)
+        """The chips to detect on, in order."""
+        return self._jobs
 
     def close(self) -> None:
         """Cancel what has not started, wait for the workers to exit."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> BackgroundDetection:
         return self

@@ -272,8 +272,9 @@ def _process_dataset(
     # Under the lock: a run killed among the final renames left backups; put them back first.
     recover_interrupted_update(originals)
     # Source detection reads only pixels: with >= 2 cores it runs beside the default stage's
-    # child (closed, workers and all, when the run ends however it ends).
-    early = start_background_detection(dataset, settings) if background is not None else None
+    # child (closed, workers and all, when the run ends however it ends). Its workers start
+    # once that child is forked from this process (DefaultStrategy), without their threads.
+    early = start_background_detection(dataset, settings, start=False) if background is not None else None
     if early is not None:
         background.enter_context(early)
 
@@ -293,6 +294,8 @@ def _process_dataset(
     with stage(logger, first.folder, timings):
         workdirs.append(ctx.folder(first))
         made = first.propose(ctx)
+    if early is not None:
+        early.start()  # when the stage forked no child (header WCS): now
     if len(made) != 1 or made[0].kind != "default":
         raise ValueError(f"strategy {first.folder!r} must make exactly one default candidate, made {len(made)}")
     default = made[0]

@@ -45,7 +45,7 @@ def detect_original(exp: Any, default_copies: Mapping[Path, Path] | None, use_fl
 
 
 def start_background_detection(
-    dataset: Dataset, settings: Settings, config_path: Path | None = None
+    dataset: Dataset, settings: Settings, config_path: Path | None = None, *, start: bool = True
 ) -> BackgroundDetection | None:
     """Start source detection on the originals' pixels while the default stage runs.
 
@@ -54,6 +54,8 @@ def start_background_detection(
     in its child. Only with ``num_cores`` >= 2 (with one core the run stays serial, as asked)
     and when the a posteriori stage will run. Returns None when not started; the stage then
     detects as usual. A settings file that cannot be read is left for the stage to report.
+    With ``start=False`` the workers start at :meth:`BackgroundDetection.start` (the pipeline
+    calls it once the default stage's child is forked).
     """
     if settings.num_cores < 2 or not settings.compute_aposteriori or dataset.is_spectroscopic:
         return None
@@ -72,7 +74,7 @@ def start_background_detection(
         except (OSError, ValueError) as exc:  # unreadable: the default stage says so, with its exit code
             logger.debug("no background detection: %s: %s", path.name, exc)
             return None
-    return BackgroundDetection(jobs, settings.num_cores) if jobs else None
+    return BackgroundDetection(jobs, settings.num_cores, start=start) if jobs else None
 
 
 def star_positions(table: Table) -> np.ndarray:

@@ -7,7 +7,7 @@ against. It runs in ``<root>_default/`` on copies of the exposures.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ def make_default_candidate(
     allow_header_wcs: bool,
     timeout: float = 3600.0,
     twins: Mapping[Path, Path] | None = None,
+    started: Callable[[], None] | None = None,
 ) -> Candidate:
     """Make the pipeline-default candidate on copies of ``originals`` in ``workdir``.
 
@@ -96,6 +97,10 @@ def make_default_candidate(
         FLC → FLT of the same exposure (both in ``originals``): updatewcs runs on the FLT only
         and the FLC's copy gets the same result (:mod:`autodriz.wcstransfer`), unless the two
         differ in more than the CTE correction; then updatewcs runs on the FLC too.
+    started : callable, optional
+        Called once the updatewcs child exists (:func:`autodriz.childproc.run_child`): work to
+        run beside it that must not exist when this process forks it (the background source
+        detection's process pool). Not called when no child runs.
 
     Raises
     ------
@@ -145,7 +150,7 @@ def make_default_candidate(
     # The updatewcs child writes each copy (read, updated in memory, written once); the FLCs
     # whose FLT twin carries its result over are written once, from the FLT's result.
     copies = {p: workdir / p.name for p in originals if p not in twins}
-    result, seconds = _updatewcs(copies, workdir, folders, timeout)
+    result, seconds = _updatewcs(copies, workdir, folders, timeout, started=started)
     refused = _transfer_to_twins(twins, copies, workdir)
     if refused:
         more, extra = _updatewcs({p: workdir / p.name for p in refused}, workdir, folders, timeout)
@@ -175,7 +180,8 @@ def make_default_candidate(
 
 
 def _updatewcs(
-    copies: Mapping[Path, Path], workdir: Path, folders: Mapping[str, Path | None], timeout: float
+    copies: Mapping[Path, Path], workdir: Path, folders: Mapping[str, Path | None], timeout: float,
+    started: Callable[[], None] | None = None,
 ) -> tuple[ChildResult, float]:
     """Write ``copies`` (original → copy) with updatewcs's WCS (distortion model, no astrometry
     database), in one child."""
@@ -187,9 +193,11 @@ def _updatewcs(
             cwd=workdir,
             env=reference_env(folders),
             timeout=timeout,
-            # A fresh interpreter: it needs stwcs only (~1 s to import); the warm server, which
-            # imports drizzlepac (~5 s), starts once this stage is done (autodriz.pipeline).
-            warm=False,
+            # Not the warm server, which imports drizzlepac (~3 CPU-s) and starts once this
+            # stage is done (autodriz.pipeline): a fork of this process, which has all but
+            # stwcs.updatewcs imported (~0.1 CPU-s more, against ~0.7 in a fresh interpreter).
+            how="here",
+            started=started,
         )
     except ChildError as exc:
         involved = Path(exc.current_file).name if exc.current_file else ", ".join(p.name for p in copies.values())
@@ -246,5 +254,8 @@ class DefaultStrategy:
                 list(ctx.originals), ctx.folder(self), reference_folders(ctx.settings),
                 allow_header_wcs=ctx.settings.allow_header_wcs, timeout=ctx.settings.drizzle_timeout,
                 twins=exposure_twins(ctx.dataset),
+                # The background detection starts once the child is forked: its pool's threads
+                # must not be in this process when it forks.
+                started=ctx.detected.start if ctx.detected is not None else None,
             )
         ]
