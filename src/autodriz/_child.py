@@ -341,7 +341,9 @@ def _delivery_base(item: dict, drizzled: Path | None):
                     # The copy's HDU (its data unread, in place in its file) under the default's header.
                     hdu.header = hdus[index].header.copy()
                     hdus[index] = hdu
-                    info = driz.fileinfo(index)
+                    # The HDU's own (HDUList.fileinfo would serialise every header of the
+                    # file on each call to see whether one was resized).
+                    info = hdu.fileinfo()
                     headers.append(info["datLoc"] - info["hdrLoc"])
                     if id(hdu) in with_data:
                         data[info["datLoc"]] = info["datSpan"]

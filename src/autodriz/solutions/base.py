@@ -270,14 +270,16 @@ def header_shadow(source: Path, dest: Path) -> None:
     Those data blocks are left as holes of a sparse file, which read as zeros and take neither
     disk nor page cache; every header and every other extension (distortion arrays, headerlets,
     WCSCORR) is copied exactly, so a headerlet made from the shadow is the one made from the
-    source. The layout comes from astropy (``HDUList.fileinfo``); no HDU is parsed beyond it.
+    source. The layout comes from astropy (each HDU's ``fileinfo``); no HDU is parsed beyond
+    it. (``HDUList.fileinfo`` would also serialise every header of the file to see whether one
+    was resized, on each call: ~0.017 s per delivered full-size file of 19 extensions.)
     """
     from astropy.io import fits
 
     with fits.open(source, memmap=True, lazy_load_hdus=False) as hdul:
         spans = []
-        for index, hdu in enumerate(hdul):
-            info = hdul.fileinfo(index)
+        for hdu in hdul:
+            info = hdu.fileinfo()
             hole = hdu.name in SHADOWED_EXTNAMES and hdu.header.get("NAXIS", 0) > 0
             end = info["datLoc"] + (0 if hole else info["datSpan"])
             spans.append((info["hdrLoc"], end))
