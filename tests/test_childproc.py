@@ -44,14 +44,57 @@ def test_timeout_is_said_in_one_line(tmp_path: Path, how: str) -> None:
     assert failure.value.error_line == "timed out after 2 s"
 
 
+def _returning(out, target, *args) -> None:
+    try:
+        out.put((True, target(*args)))
+    except BaseException:  # noqa: BLE001 - handed to the test process, which raises it
+        import traceback
+
+        out.put((False, traceback.format_exc()))
+
+
+def _in_a_fresh_process(target, *args):
+    """``target(*args)`` in a spawned interpreter: a single thread, as the command's own process
+    has when it forks, whatever threads earlier tests left in this worker. Its return value;
+    its exception's traceback as an AssertionError."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_returning, args=(out, target, *args), daemon=False)
+    proc.start()
+    try:
+        ok, value = out.get(timeout=300)
+    finally:
+        proc.join(60)
+    if not ok:
+        raise AssertionError(value)
+    return value
+
+
+_CHECKED_KEYS = ("WCSNAME", "CRVAL1", "CRVAL2", "CD1_1", "CD2_2", "A_2_0", "B_0_2", "IDCSCALE")
+
+
+def _updatewcs_child(folder: str, name: str, jref: str, how: str) -> tuple[str, dict]:
+    from astropy.io import fits
+
+    from autodriz.childproc import reference_env
+
+    result = run_child({"task": "updatewcs", "files": [name]}, cwd=Path(folder),
+                       env=reference_env({"jref": Path(jref)}), timeout=300, how=how)
+    assert result.log_path == Path(folder) / "updatewcs.log"
+    header = fits.getheader(Path(folder) / name, ("SCI", 1))
+    return result.started_as, {k: header[k] for k in _CHECKED_KEYS}
+
+
 def test_a_forked_child_gets_the_folder_and_environment_of_its_call(tmp_path: Path) -> None:
     # The server is started before the reference folder is known, as in a run: a child forked
     # from it must still find jref$ files (environment of the call) and its job's files by
     # their bare names (working directory of the call), and do what a fresh interpreter does.
-    # So must a child forked from this process.
+    # So must a child forked from the calling process (in a process of its own, single-threaded).
     from astropy.io import fits
 
-    from autodriz.childproc import reference_env, start_warm_server
+    from autodriz.childproc import start_warm_server
     from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 
     start_warm_server()
@@ -63,45 +106,47 @@ def test_a_forked_child_gets_the_folder_and_environment_of_its_call(tmp_path: Pa
         folder.mkdir()
         copy = folder / visit.flt_paths[0].name
         copy.write_bytes(visit.flt_paths[0].read_bytes())
-        result = run_child({"task": "updatewcs", "files": [copy.name]}, cwd=folder,
-                           env=reference_env({"jref": visit.jref_dir}), timeout=300, how=how)
-        assert result.started_as == how
-        assert result.log_path == folder / "updatewcs.log"
+        args = (str(folder), copy.name, str(visit.jref_dir), how)
+        started_as, headers[how] = _in_a_fresh_process(_updatewcs_child, *args) if how == "here" else _updatewcs_child(*args)
+        assert started_as == how
         # Its CPU, split between its work and the kernel's, for the trailer.
         assert re.search(r"resources after updatewcs: user [0-9.]+ s, system [0-9.]+ s, minor page faults \d+",
-                         result.log_path.read_text())
-        headers[how] = fits.getheader(copy, ("SCI", 1))
-    assert headers["warm"]["WCSNAME"] == headers["fresh"]["WCSNAME"] != fits.getheader(visit.flt_paths[0], ("SCI", 1)).get("WCSNAME")
-    for key in ("WCSNAME", "CRVAL1", "CRVAL2", "CD1_1", "CD2_2", "A_2_0", "B_0_2", "IDCSCALE"):
-        assert headers["warm"][key] == headers["fresh"][key] == headers["here"][key], key
+                         (folder / "updatewcs.log").read_text())
+    assert headers["warm"]["WCSNAME"] != fits.getheader(visit.flt_paths[0], ("SCI", 1)).get("WCSNAME")
+    assert headers["warm"] == headers["fresh"] == headers["here"]
 
 
-def test_a_child_forked_from_here_writes_its_own_log_not_the_callers(tmp_path: Path, monkeypatch) -> None:
-    # The calling process has its console and trailer handlers on autodriz's and stwcs's
-    # loggers, and a test harness (or a caller) may have replaced sys.stdout: a fork of it must
-    # write into its own log only, as a fresh interpreter does.
+def _forked_child_beside_run_logging(folder: str) -> dict:
     import io
     import logging
 
     from autodriz.logs import run_logging
 
-    trailer = tmp_path / "run.tra"
+    trailer = Path(folder) / "run.tra"
     console = io.StringIO()
-    monkeypatch.setattr("sys.stdout", io.StringIO())
+    sys.stdout = io.StringIO()
     with run_logging(trailer, console_level=logging.INFO, stream=console):
         logging.getLogger("autodriz.test").info("before the child")
-        with pytest.raises(ChildError) as failure:
-            run_child({"task": "no_such_task"}, cwd=tmp_path, timeout=120, how="here")
+        result = run_child({"task": "updatewcs", "files": []}, cwd=Path(folder), timeout=120, how="here")
         logging.getLogger("autodriz.test").info("after the child")
-    log = failure.value.log_path.read_text()
-    assert "KeyError: 'no_such_task'" in log and log.splitlines()[0].startswith("allocator: ")
-    text = trailer.read_text()
+    return {"started_as": result.started_as, "log": result.log_path.read_text(), "trailer": trailer.read_text(),
+            "console": console.getvalue(), "stdout": sys.stdout.getvalue()}
+
+
+def test_a_child_forked_from_here_writes_its_own_log_not_the_callers(tmp_path: Path) -> None:
+    # The calling process has its console and trailer handlers on autodriz's and stwcs's
+    # loggers, and a test harness (or a caller) may have replaced sys.stdout: a fork of it must
+    # write into its own log only, as a fresh interpreter does.
+    seen = _in_a_fresh_process(_forked_child_beside_run_logging, str(tmp_path))
+    assert seen["started_as"] == "here"
+    assert seen["log"].splitlines()[0].startswith("allocator: ") and "AUTODRIZ-CHILD-RESULT" in seen["log"]
+    text = seen["trailer"]
     # The trailer has the caller's records once each and the child's log lines as the caller
     # copied them (DEBUG, prefixed with the child's label), nothing written by the child itself.
     assert text.count("before the child") == 1 and text.count("after the child") == 1
-    assert "[no_such_task] allocator: " in text
-    assert all("[no_such_task]" in line for line in text.splitlines() if "allocator: " in line)
-    assert "allocator" not in console.getvalue() and sys.stdout.getvalue() == ""
+    assert "[updatewcs] allocator: " in text
+    assert all("[updatewcs]" in line for line in text.splitlines() if "allocator: " in line)
+    assert "allocator" not in seen["console"] and seen["stdout"] == ""
 
 
 def test_here_runs_a_fresh_interpreter_while_another_thread_runs(tmp_path: Path) -> None:
