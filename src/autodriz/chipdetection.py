@@ -71,14 +71,12 @@ def pool_start_method() -> str:
     A forked worker starts with this process's imports (numpy, astropy, photutils, autodriz:
     ~1.2 CPU-s per spawned worker, measured in ``docs/benchmarks.md``); a fork is safe only while
     no other thread may hold a lock the worker would inherit locked (catalog queries, a batch
-    task's watchdog, a test harness), so with threads running the workers start afresh.
+    task's watchdog, a test harness), so with threads running the workers start afresh: the
+    rule of every fork of this process (:func:`autodriz.childproc.can_fork_here`).
     """
-    import multiprocessing
-    import threading
+    from autodriz.childproc import can_fork_here
 
-    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
-        return "fork"
-    return "spawn"
+    return "fork" if can_fork_here() else "spawn"
 
 
 def _pool(workers: int, start_method: str | None = None) -> Any:

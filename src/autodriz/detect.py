@@ -355,8 +355,8 @@ def bilinear_background(mesh: np.ndarray, box: int, shape: tuple[int, int], dtyp
     zoomed by ``box`` (``scipy.ndimage.zoom``, order 1, ``mode="reflect"``, ``grid_mode=True``:
     mesh values at the centres of their boxes, constant within half a box of the edges), cropped
     to ``shape`` and clipped to the mesh's range. Bilinear interpolation is separable: along
-    the rows of the small mesh first, then between two of those rows for each pixel row, a
-    third of the zoom's time on a 2048x4096 chip (~0.1 s less per chip).
+    the rows of the small mesh first, then between two of those rows for each pixel row:
+    0.03 s instead of the zoom's 0.14 s on a 2048x4096 chip once its memory is mapped.
 
     Parameters
     ----------
