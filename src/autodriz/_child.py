@@ -181,105 +181,257 @@ def _apply_headerlets(job: dict) -> dict:
     are applied to an in-memory HDUList of its HDUs (:class:`_InMemoryHDUList`) and that is
     written out. A copy opened in update mode instead is rewritten whole each time stwcs grows
     it (twice per file): ~1 s more per 170 MB file.
-    """
-    from stwcs.wcsutil import headerlet
 
-    from autodriz.fitspatch import drop_trailing_blanks
-    from autodriz.headerlets import drizzlepac_hdrname, unique_wcsnames
+    With ``share`` (the FLT and FLC jobs of one visit, :func:`autodriz.products.pair_twins`), an
+    item whose ``twin`` the other child claimed first is made from the twin's prepared file
+    (:mod:`autodriz.twinprep`), or directly when that cannot be.
+    """
+    from autodriz import twinprep
 
     # Set when this job follows the final AstroDrizzle run (``then``): the files it drizzled,
     # whose DQ now holds the final cosmic-ray flags, and the bit it used.
     final = job.get("final_drizzle")
     drizzled = dict(final["inputs"]) if final else {}
-    done, cr_pixels, attached, skipped, duplicates, in_place = [], {}, {}, {}, {}, []
-    for item in job["items"]:
-        print(f"AUTODRIZ-CHILD-FILE {item['original']}", flush=True)
-        # An item may name its own WCS (an exposure left out of the fit keeps its start WCS).
-        wcsname = item.get("wcsname", job["wcsname"])
-        hdrlet = headerlet.create_headerlet(
-            item["solved"],
-            hdrname=item["hdrname"],
-            wcsname=wcsname,
-            descrip=job["descrip"],
-            author="autodriz",
-            logging=False,  # else stwcs adds a file handler writing headerlet.log into the cwd
-        )
-        _set_primary_keywords(hdrlet, item.get("primary_keywords", job.get("primary_keywords")) or {})
-        failpoints.hit("update.prepare")
-        drizzled_copy = Path(drizzled.get(item["solved"], item["solved"])) if final else None
-        with _delivery_base(item, drizzled_copy) as (hdul, layout):
-            drop_trailing_blanks(hdul)
-            others = list(item.get("others", ()))
-            # Names the file carries anyway: its headerlets, its WCSs (the primary is archived
-            # under its WCSNAME) and the winner's.
-            embedded = {str(n).strip().upper() for n in headerlet.get_headerlet_kw_names(hdul, kw="WCSNAME")}
-            # An a priori winner usually came from a headerlet the file already carries: made
-            # primary, it is not attached a second time.
-            attach_winner = wcsname.strip().upper() not in embedded
-            taken = set(embedded)
-            taken |= {str(v) for h in hdul if h.name == "SCI" for k, v in h.header.items() if k.startswith("WCSNAME")}
-            taken.add(wcsname)
-            # The WCS being replaced is archived by stwcs (a headerlet named after it, and an
-            # alternate WCS when the distortion models agree): a candidate of that name (the
-            # pipeline default, once the base went through updatewcs) travels that way.
-            replaced = {str(h.header.get("WCSNAME", "")).strip().upper() for h in hdul if h.name == "SCI"}
-            others = [o for o in others if str(o["wcsname"]).strip().upper() not in replaced]
-            names = unique_wcsnames(taken, [(o["wcsname"], o.get("geometry") or None) for o in others])
-            attached[item["original"]], skipped[item["original"]] = [], []
-            for other, name in zip(others, names, strict=True):
-                if name is None:
-                    skipped[item["original"]].append(other["wcsname"])
-                    continue
-                hdrname = drizzlepac_hdrname(item["original"], name)[:68]
-                with _solved(other) as solved:
-                    hlet = headerlet.create_headerlet(
-                        solved, hdrname=hdrname, wcsname=other["wcsname"],
-                        descrip=other["descrip"], author="autodriz", logging=False,
-                    )
-                if name != other["wcsname"]:
-                    for hdu in hlet:
-                        if hdu.name in ("PRIMARY", "SIPWCS") and "WCSNAME" in hdu.header:
-                            hdu.header["WCSNAME"] = name
-                _set_primary_keywords(hlet, other.get("primary_keywords") or {})
-                hlet.attach_to_file(hdul)
-                attached[item["original"]].append(hdrname)
-            hdrlet.apply_as_primary(hdul, attach=attach_winner, archive=True, force=True)
-            _copy_fit_keywords(hdul, item["solved"], item.get("fit_keywords", job.get("fit_keywords")) or ())
-            if final:
-                cr_pixels[item["original"]] = _deliver_final_drizzle(
-                    hdul, drizzled_copy, int(final["crbit"]), merge=layout is None
+    share = job.get("share")
+    folder = Path(share["dir"]) if share else None
+    items = list(job["items"])
+    if share and share.get("order", 1) < 0:
+        items.reverse()
+    outcomes: dict[str, dict] = {}
+    deferred = []
+    for item in items:
+        twin = item.get("twin") if folder is not None else None
+        if twin is not None and not twinprep.claim(folder, twin["key"]):
+            deferred.append(item)
+            continue
+        try:
+            # What the twin's file must match: the solved copy is about to be written over.
+            digest = _solved_digest(item, twin) if twin is not None else None
+            outcome = _prepare_item(item, job, final, drizzled)
+        except BaseException:
+            if twin is not None:
+                twinprep.publish_failure(folder, twin["key"])
+            raise
+        if twin is not None:
+            twinprep.publish(folder, twin["key"], {"solved_digest": digest,
+                                                   **{k: outcome[k] for k in ("attached", "skipped", "attach_winner")}})
+        outcomes[item["original"]] = outcome
+    for item in deferred:
+        published = twinprep.await_twin(folder, item["twin"]["key"], timeout=float(share.get("timeout", 120.0)))
+        outcome = _prepare_from_twin(item, published, job, final, drizzled) if isinstance(published, dict) else published
+        if isinstance(outcome, str):
+            why = outcome
+            print(f"{Path(item['original']).name}: prepared itself, not from its twin ({why})", flush=True)
+            outcome = _prepare_item(item, job, final, drizzled)
+        outcomes[item["original"]] = outcome
+    ordered = [outcomes[item["original"]] for item in job["items"]]
+    return {
+        "prepared": [o["tmp"] for o in ordered],
+        "cr_pixels": {o["original"]: o["cr_pixels"] for o in ordered if o["cr_pixels"] is not None},
+        "attached": {o["original"]: o["attached"] for o in ordered},
+        "not_attached": {o["original"]: o["skipped"] for o in ordered},
+        "duplicate_wcsnames": {o["original"]: o["duplicates"] for o in ordered if o["duplicates"]},
+        "written_over_drizzled": [o["original"] for o in ordered if o["in_place"]],
+        "from_twin": [o["original"] for o in ordered if o.get("from_twin")],
+    }
+
+
+def _solved_digest(item: dict, twin: dict | None) -> str:
+    """:func:`autodriz.twinprep.content_digest` of the item's solved copy, names as the twin's."""
+    from autodriz import twinprep
+
+    mapper = twinprep.name_mapper(item["original"], twin["original"]) if twin is not None else None
+    with fits.open(item["solved"], mode="readonly") as hdul:
+        return twinprep.content_digest(hdul, mapper)
+
+
+def _prepare_item(item: dict, job: dict, final: dict | None, drizzled: dict) -> dict:
+    """One exposure's temporary file, made with stwcs (see :func:`_apply_headerlets`)."""
+    from stwcs.wcsutil import headerlet
+
+    from autodriz.fitspatch import drop_trailing_blanks
+    from autodriz.headerlets import drizzlepac_hdrname, unique_wcsnames
+
+    print(f"AUTODRIZ-CHILD-FILE {item['original']}", flush=True)
+    # An item may name its own WCS (an exposure left out of the fit keeps its start WCS).
+    wcsname = item.get("wcsname", job["wcsname"])
+    hdrlet = headerlet.create_headerlet(
+        item["solved"],
+        hdrname=item["hdrname"],
+        wcsname=wcsname,
+        descrip=job["descrip"],
+        author="autodriz",
+        logging=False,  # else stwcs adds a file handler writing headerlet.log into the cwd
+    )
+    _set_primary_keywords(hdrlet, item.get("primary_keywords", job.get("primary_keywords")) or {})
+    failpoints.hit("update.prepare")
+    drizzled_copy = Path(drizzled.get(item["solved"], item["solved"])) if final else None
+    cr_pixels, attached, skipped, in_place = None, [], [], False
+    with _delivery_base(item, drizzled_copy) as (hdul, layout):
+        drop_trailing_blanks(hdul)
+        others = list(item.get("others", ()))
+        # Names the file carries anyway: its headerlets, its WCSs (the primary is archived
+        # under its WCSNAME) and the winner's.
+        embedded = {str(n).strip().upper() for n in headerlet.get_headerlet_kw_names(hdul, kw="WCSNAME")}
+        # An a priori winner usually came from a headerlet the file already carries: made
+        # primary, it is not attached a second time.
+        attach_winner = wcsname.strip().upper() not in embedded
+        taken = set(embedded)
+        taken |= {str(v) for h in hdul if h.name == "SCI" for k, v in h.header.items() if k.startswith("WCSNAME")}
+        taken.add(wcsname)
+        # The WCS being replaced is archived by stwcs (a headerlet named after it, and an
+        # alternate WCS when the distortion models agree): a candidate of that name (the
+        # pipeline default, once the base went through updatewcs) travels that way.
+        replaced = {str(h.header.get("WCSNAME", "")).strip().upper() for h in hdul if h.name == "SCI"}
+        others = [o for o in others if str(o["wcsname"]).strip().upper() not in replaced]
+        names = unique_wcsnames(taken, [(o["wcsname"], o.get("geometry") or None) for o in others])
+        for other, name in zip(others, names, strict=True):
+            if name is None:
+                skipped.append(other["wcsname"])
+                continue
+            hdrname = drizzlepac_hdrname(item["original"], name)[:68]
+            with _solved(other) as solved:
+                hlet = headerlet.create_headerlet(
+                    solved, hdrname=hdrname, wcsname=other["wcsname"],
+                    descrip=other["descrip"], author="autodriz", logging=False,
                 )
-            _set_wcstypes(hdul)
-            why = _write_over_drizzled(hdul, layout, drizzled_copy, Path(item["tmp"])) if layout else None
-            if layout is None or why is not None:
-                if why is not None:
-                    print(f"{Path(item['original']).name}: written whole ({why})", flush=True)
-                # A leftover of an interrupted run is replaced, as a copy over it would be.
-                hdul.writeto(item["tmp"], output_verify="exception", overwrite=True)
-            else:
-                in_place.append(item["original"])
-        shutil.copymode(item["original"], item["tmp"])
-        # On its way to disk while the next file is prepared: the parent's fsync before the
-        # renames then finds it written (~0.8 s of an idle wait less for a full-size visit).
-        _start_writeback([item["tmp"]])
-        with fits.open(item["tmp"]) as hdul:
-            names_now = {str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"}
-            hdrnames = {str(h.header.get("HDRNAME", "")) for h in hdul if h.name == "HDRLET"}
-            hlet_wcsnames = [str(h.header.get("WCSNAME", "")).upper() for h in hdul if h.name == "HDRLET"]
-            if final and hdul[0].header.get("DRIZCORR") != "COMPLETE":
-                raise RuntimeError(f"{item['tmp']}: DRIZCORR not set to COMPLETE")
-        if names_now != {wcsname}:
-            raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names_now)} after applying {wcsname}")
-        # stwcs only logs when it cannot attach a headerlet; a missing one is an error here.
-        missing = {*([item["hdrname"]] if attach_winner else []), *attached[item["original"]]} - hdrnames
-        if missing:
-            raise RuntimeError(f"{item['tmp']}: headerlets not attached: {sorted(missing)}")
-        repeated = sorted({n for n in hlet_wcsnames if hlet_wcsnames.count(n) > 1})
-        if repeated:  # the file came with them (e.g. a rerun archiving the WCS it applied before)
-            duplicates[item["original"]] = repeated
-        done.append(item["tmp"])
-    return {"prepared": done, "cr_pixels": cr_pixels, "attached": attached, "not_attached": skipped,
-            "duplicate_wcsnames": duplicates, "written_over_drizzled": in_place}
+            if name != other["wcsname"]:
+                for hdu in hlet:
+                    if hdu.name in ("PRIMARY", "SIPWCS") and "WCSNAME" in hdu.header:
+                        hdu.header["WCSNAME"] = name
+            _set_primary_keywords(hlet, other.get("primary_keywords") or {})
+            hlet.attach_to_file(hdul)
+            attached.append(hdrname)
+        hdrlet.apply_as_primary(hdul, attach=attach_winner, archive=True, force=True)
+        _copy_fit_keywords(hdul, item["solved"], item.get("fit_keywords", job.get("fit_keywords")) or ())
+        if final:
+            cr_pixels = _deliver_final_drizzle(hdul, drizzled_copy, int(final["crbit"]), merge=layout is None)
+        _set_wcstypes(hdul)
+        in_place = _write_prepared(hdul, layout, drizzled_copy, Path(item["tmp"]), Path(item["original"]).name)
+    return _finish_prepared(item, wcsname, final, {
+        "original": item["original"], "tmp": item["tmp"], "cr_pixels": cr_pixels, "attached": attached,
+        "skipped": skipped, "in_place": in_place, "attach_winner": attach_winner,
+    })
+
+
+def _write_prepared(hdul, layout: dict | None, drizzled_copy: Path | None, tmp: Path, name: str) -> bool:
+    """Write the prepared file: over its drizzled copy when it can (True), else whole."""
+    why = _write_over_drizzled(hdul, layout, drizzled_copy, tmp) if layout else None
+    if layout is None or why is not None:
+        if why is not None:
+            print(f"{name}: written whole ({why})", flush=True)
+        # A leftover of an interrupted run is replaced, as a copy over it would be.
+        hdul.writeto(tmp, output_verify="exception", overwrite=True)
+        return False
+    return True
+
+
+def _finish_prepared(item: dict, wcsname: str, final: dict | None, outcome: dict) -> dict:
+    """Check the written temporary file, start its writeback; ``outcome`` with ``duplicates`` added."""
+    shutil.copymode(item["original"], item["tmp"])
+    # On its way to disk while the next file is prepared: the parent's fsync before the
+    # renames then finds it written (~0.8 s of an idle wait less for a full-size visit).
+    _start_writeback([item["tmp"]])
+    with fits.open(item["tmp"]) as hdul:
+        names_now = {str(h.header.get("WCSNAME", "")) for h in hdul if h.name == "SCI"}
+        hdrnames = {str(h.header.get("HDRNAME", "")) for h in hdul if h.name == "HDRLET"}
+        hlet_wcsnames = [str(h.header.get("WCSNAME", "")).upper() for h in hdul if h.name == "HDRLET"]
+        if final and hdul[0].header.get("DRIZCORR") != "COMPLETE":
+            raise RuntimeError(f"{item['tmp']}: DRIZCORR not set to COMPLETE")
+    if names_now != {wcsname}:
+        raise RuntimeError(f"{item['tmp']}: WCSNAME {sorted(names_now)} after applying {wcsname}")
+    # stwcs only logs when it cannot attach a headerlet; a missing one is an error here.
+    missing = {*([item["hdrname"]] if outcome["attach_winner"] else []), *outcome["attached"]} - hdrnames
+    if missing:
+        raise RuntimeError(f"{item['tmp']}: headerlets not attached: {sorted(missing)}")
+    # Repeated names the file came with (e.g. a rerun archiving the WCS it applied before).
+    outcome["duplicates"] = sorted({n for n in hlet_wcsnames if hlet_wcsnames.count(n) > 1})
+    return outcome
+
+
+def _prepare_from_twin(item: dict, published: dict, job: dict, final: dict | None, drizzled: dict) -> dict | str:
+    """One exposure's temporary file made from its twin's (:mod:`autodriz.twinprep`), or why not.
+
+    The twin's prepared headers and extensions with the twin's file names made this file's,
+    and this file's own values where the two starts differ (:func:`twinprep.twin_refusal`
+    allows only :data:`~autodriz.wcstransfer.IGNORED_DIFFERENCES` there), over this file's
+    drizzled copy, whose pixels and DQ stay in place; its ``MDRIZSKY`` and cosmic-ray count are
+    its own final drizzle's. Written whole when the headers outgrew their room, as
+    :func:`_prepare_item` does. Nothing is written when it returns why not.
+    """
+    from autodriz import twinprep
+
+    twin = item["twin"]
+    mapper = twinprep.name_mapper(twin["original"], item["original"])
+    if mapper is None or not final or not item.get("start") or not twin.get("start"):
+        return "not a twin this way"
+    wcsname = item.get("wcsname", job["wcsname"])
+    drizzled_copy = Path(drizzled.get(item["solved"], item["solved"]))
+    others = [o["solved"] for o in item.get("others", ())]
+    if len(twin.get("others_solved", ())) != len(others):
+        return "the two carry different solutions"
+    # The twin's solved copy may be its prepared file by now: it said what it was before.
+    if published.get("solved_digest") != _solved_digest(item, None):
+        return "the two solved copies differ"
+    pairs = [(twin["start"], item["start"]), *zip(twin["others_solved"], others)]
+    with contextlib.ExitStack() as stack:
+        opened = {}
+        for a, b in pairs:
+            for path in (a, b):
+                if path not in opened:
+                    opened[path] = stack.enter_context(fits.open(path, mode="readonly"))
+            why = twinprep.twin_refusal(opened[a], opened[b], mapper)
+            if why is not None:
+                return f"{Path(b).name} and {Path(a).name}: {why}"
+        twin_start, own_start = opened[twin["start"]], opened[item["start"]]
+        prepared = stack.enter_context(fits.open(twin["tmp"], mode="readonly"))
+        hdul, layout = stack.enter_context(_delivery_base(item, drizzled_copy))
+        if layout is None:
+            return "this file is not written over its drizzled copy"
+        prefix = layout["prefix"]
+        if [(h.name, h.ver) for h in prepared[:prefix]] != [(h.name, h.ver) for h in hdul[:prefix]]:
+            return "the twin's file begins with other extensions"
+        starts = {(h.name, h.ver): (h, own_start[i]) for i, h in enumerate(twin_start)}
+        hdus = []
+        twin_stem = twinprep.file_stem(twin["original"]).encode("ascii")
+        for index, hdu in enumerate(prepared):
+            if index >= prefix:
+                raw = twinprep.hdu_bytes(hdu)
+                base = starts.get((hdu.name, hdu.ver))
+                if base is not None and twinprep.hdu_bytes(base[0]) == raw:
+                    # Left as the start had it: this file's own (its headerlets' DATEs).
+                    hdus.append(fits.hdu.base._BaseHDU.fromstring(twinprep.hdu_bytes(base[1])))  # noqa: SLF001
+                    continue
+                raw = twinprep.map_hdu_bytes(raw, mapper)
+                if twin_stem in raw:
+                    return f"{hdu.name},{hdu.ver} names the twin where no HDRNAME does"
+                hdus.append(fits.hdu.base._BaseHDU.fromstring(raw))  # noqa: SLF001
+                continue
+            header = hdu.header.copy()
+            if "HDRNAME" in header and isinstance(header["HDRNAME"], str):
+                header["HDRNAME"] = mapper(header["HDRNAME"])
+            base = starts.get((hdu.name, hdu.ver))
+            if base is not None:
+                for key in twinprep.start_differences(base[0].header, base[1].header):
+                    # The preparation sets MDRIZSKY again from this file's own final drizzle.
+                    if key not in hdu.header:
+                        return f"the preparation removed {key}, in which the two files differ"
+                    if key != "MDRIZSKY" and hdu.header.cards[key].image != base[0].header.cards[key].image:
+                        return f"the preparation changed {key}, in which the two files differ"
+                    header[key] = (base[1].header[key], base[1].header.comments[key])
+            if twin_stem in header.tostring().encode("ascii"):
+                return f"{hdu.name},{hdu.ver} names the twin where no HDRNAME does"
+            hdul[index].header = header
+            hdus.append(hdul[index])
+        out = _InMemoryHDUList(hdus)
+        # S_REGION comes with the twin's headers: the same WCS gives the same footprint.
+        cr_pixels = _deliver_final_drizzle(out, drizzled_copy, int(final["crbit"]), merge=False, sregion=False)
+        in_place = _write_prepared(out, layout, drizzled_copy, Path(item["tmp"]), Path(item["original"]).name)
+    return _finish_prepared(item, wcsname, final, {
+        "original": item["original"], "tmp": item["tmp"], "cr_pixels": cr_pixels,
+        "attached": [mapper(n) for n in published["attached"]], "skipped": list(published["skipped"]),
+        "in_place": in_place, "attach_winner": bool(published["attach_winner"]), "from_twin": True,
+    })
 
 
 def _pixel_hdus(hdul) -> dict:
@@ -423,7 +575,7 @@ def _copy_fit_keywords(hdul, solved: str, keywords) -> None:
                     hdu.header[key] = (source[key], source.comments[key])
 
 
-def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int, merge: bool = True) -> int:
+def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int, merge: bool = True, sregion: bool = True) -> int:
     """Give an original being updated what the final AstroDrizzle run in place would leave.
 
     The ``crbit`` flags of the drizzled copy's DQ (cleared by ``resetbits``, set by the
@@ -452,7 +604,7 @@ def _deliver_final_drizzle(hdul, drizzled: Path, crbit: int, merge: bool = True)
             else:
                 flagged += int(np.count_nonzero(drizzled_hdus[key].data & crbit))
     hdul[0].header["DRIZCORR"] = "COMPLETE"
-    for hdu in hdul:
+    for hdu in hdul if sregion else ():
         if hdu.name == "SCI":
             hdu.header["S_REGION"] = exposure_sregion(hdul, int(hdu.header.get("EXTVER", 1)))
     return flagged

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +44,7 @@ from autodriz.products import (
     detach_kept_copies,
     discard_temps,
     keep_delivered_wcs,
+    pair_twins,
     products_or_none,
     publish,
     recover_interrupted_update,
@@ -367,6 +369,12 @@ def _process_dataset(
     updates = [wcs_update_job(winner, g, others=others, start=default) if winner.updated else (None, {})
                for g in groups]
     temps = {o: t for _, group_temps in updates for o, t in group_temps.items()}
+    if len(updates) == 2 and updates[0][0] and updates[1][0]:
+        # The stwcs work of an exposure's update is done once for its FLT and FLC: whichever
+        # drizzle child gets there first prepares it, the other maps the file names.
+        share = Path(tempfile.mkdtemp(prefix="twins-", dir=winner.workdir))
+        pairs = pair_twins(updates[0][0], updates[1][0], share)
+        logger.info("%d exposure(s) whose FLT and FLC updates share one preparation", pairs)
     try:
         with stage(logger, "drizzle", timings):
             # One AstroDrizzle run per kind of calibrated file: FLTs make the DRZ, CTE-corrected
@@ -397,6 +405,11 @@ def _process_dataset(
                 # Why a file was written whole is in the child's output (the trailer).
                 logger.info("%d of %d updated exposure(s) written over their final drizzle's copy (pixels left "
                             "in place), %d written whole", over, len(updated), len(updated) - over)
+                shared = sum(len((r.then_result or {}).get("from_twin") or ()) for r in runs)
+                if shared:
+                    # Why one was not is in the child's output (the trailer).
+                    logger.info("%d updated exposure(s) made from their FLT/FLC twin's update (stwcs run once for "
+                                "both)", shared)
                 if over and settings.keep_workdirs:
                     detach_kept_copies(winner.workdir, updated)
                 # Said once the inputs carry it (a failed rename above restores them all).

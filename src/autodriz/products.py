@@ -268,6 +268,64 @@ def wcs_update_job(
     return job, temps
 
 
+#: Item keys that name one file of a twin pair; everything else in the two items must agree.
+_PER_FILE_KEYS = frozenset({"original", "solved", "tmp", "hdrname", "start"})
+
+
+def _twin_signature(item: Mapping[str, Any]) -> str:
+    same = {k: v for k, v in item.items() if k not in _PER_FILE_KEYS and k != "others"}
+    same["others"] = [{k: v for k, v in o.items() if k != "solved"} for o in item.get("others", ())]
+    same["has_start"] = "start" in item
+    return json.dumps(same, sort_keys=True, default=str)
+
+
+def _exposure(path: str) -> tuple[str, str]:
+    """``(ib6o23rtq, flt)`` for ``…/ib6o23rtq_flt.fits``."""
+    stem = Path(path).name.rsplit(".", 1)[0]
+    root, _, suffix = stem.rpartition("_")
+    return root, suffix
+
+
+def pair_twins(flt_job: dict[str, Any] | None, flc_job: dict[str, Any] | None, folder: Path) -> int:
+    """Let the FLT and FLC jobs of one visit share the stwcs work of each exposure's update.
+
+    Marks each FLT item and the FLC item of the same exposure as twins, when the two would be
+    prepared alike (same WCS, solutions, keywords; both from the pipeline default's copies):
+    the first child to reach an exposure prepares its file, the other makes its own from it
+    (:mod:`autodriz.twinprep`). ``folder``, new and empty, is where the two children say which
+    exposures they took and finished. The FLT job goes through its items in order, the FLC job
+    from the end. Returns the number of pairs (0: the jobs are left as they were).
+    """
+    if not flt_job or not flc_job:
+        return 0
+    job_level = ("task", "wcsname", "descrip", "fit_keywords", "primary_keywords")
+    if any(flt_job.get(k) != flc_job.get(k) for k in job_level):
+        return 0
+    flcs = {}
+    for item in flc_job["items"]:
+        root, suffix = _exposure(item["original"])
+        if suffix.lower() == "flc":
+            flcs[root] = item
+    pairs = 0
+    for item in flt_job["items"]:
+        root, suffix = _exposure(item["original"])
+        twin = flcs.get(root)
+        if suffix.lower() != "flt" or twin is None or "start" not in item:
+            continue
+        if _twin_signature(item) != _twin_signature(twin):
+            continue
+        for a, b in ((item, twin), (twin, item)):
+            a["twin"] = {
+                "key": root, "original": b["original"], "tmp": b["tmp"], "start": b["start"],
+                "solved": b["solved"], "others_solved": [o["solved"] for o in b.get("others", ())],
+            }
+        pairs += 1
+    if pairs:
+        flt_job["share"] = {"dir": str(folder), "order": 1}
+        flc_job["share"] = {"dir": str(folder), "order": -1}
+    return pairs
+
+
 def detach_kept_copies(folder: Path, originals: Sequence[Path]) -> int:
     """Give each working file under ``folder`` that is one of ``originals`` (a hard link) its own copy.
 
