@@ -361,6 +361,8 @@ def _prepare_from_twin(item: dict, published: dict, job: dict, final: dict | Non
     """
     from autodriz import twinprep
 
+    # Names the file in the parent's message should anything below fail.
+    print(f"AUTODRIZ-CHILD-FILE {item['original']}", flush=True)
     twin = item["twin"]
     mapper = twinprep.name_mapper(twin["original"], item["original"])
     if mapper is None or not final or not item.get("start") or not twin.get("start"):

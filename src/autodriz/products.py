@@ -312,6 +312,9 @@ def pair_twins(flt_job: dict[str, Any] | None, flc_job: dict[str, Any] | None, f
         twin = flcs.get(root)
         if suffix.lower() != "flt" or twin is None or "start" not in item:
             continue
+        if item["solved"] == item["start"]:
+            # The default won: its copies are the drizzled files, which each child writes over.
+            continue
         if _twin_signature(item) != _twin_signature(twin):
             continue
         for a, b in ((item, twin), (twin, item)):
