@@ -8,8 +8,10 @@ dataset's run rather than a campaign of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,21 @@ def test_fingerprint_explains_a_pixel_and_a_keyword_change_and_is_cached_by_stat
     assert changes(old, new, ["newer-autodriz"])[-1] == "newer autodriz: 0.1 → 0.2"
     assert changes(new, replace_versions(new, {"autodriz": "0.1"}), ["newer-autodriz"]) == []
     assert changes(new, replace_versions(new, {"autodriz": "0.1"}), ["any-version"]) == ["autodriz version 0.2 → 0.1"]
+
+
+def test_a_record_from_before_crc32_data_digests_is_not_said_to_differ_in_every_part(tmp_path):
+    path = tmp_path / "x_flt.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((8, 8), np.float32), name="SCI")]).writeto(path)
+    now = fingerprint_file(path)
+    assert all(h[2].startswith("crc32:") and len(h[2]) == 14 for h in now.hdus)
+    stored = np.ones((8, 8), ">f4").tobytes().ljust(2880, bytes(1))  # the data block, padding included
+    assert now.hdus[1][2] == f"crc32:{zlib.crc32(stored):08x}"
+    # The same file recorded by an older autodriz (SHA-256 data digests), the header edited since.
+    older = dataclasses.replace(now, sha256="0" * 64, hdus=[[e, "0" * 16, "f" * 16] for e, _, _ in now.hdus])
+    old = Provenance((older,), {"sha256": "s"}, {"sha256": "c"}, {"autodriz": "0.1"})
+    new = Provenance((now,), {"sha256": "s"}, {"sha256": "c"}, {"autodriz": "0.1"})
+    (reason,) = changes(old, new)
+    assert "data of" not in reason and reason == "input changed: x_flt.fits: header of PRIMARY, SCI,1 changed"
 
 
 def test_fingerprints_in_threads_are_the_serial_ones_in_order(tmp_path):

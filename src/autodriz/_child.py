@@ -375,7 +375,8 @@ def _prepare_from_twin(item: dict, published: dict, job: dict, final: dict | Non
     # The twin's solved copy may be its prepared file by now: it said what it was before.
     if published.get("solved_digest") != _solved_digest(item, None):
         return "the two solved copies differ"
-    pairs = [(twin["start"], item["start"]), *zip(twin["others_solved"], others)]
+    # Often one pair: the other solutions' headerlets are made from the default's copies too.
+    pairs = list(dict.fromkeys([(twin["start"], item["start"]), *zip(twin["others_solved"], others)]))
     with contextlib.ExitStack() as stack:
         opened = {}
         for a, b in pairs:
