@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from autodriz.cli import main
 from autodriz.exitcodes import ExitCode
 from autodriz.simulate import EXACT_WORLD, SimulationConfig, simulate_visit
 from autodriz.truth import load_truth, visit_error
+from autodriz.weightmap import weight_map_check
 
 INJECTED_MAS = (40.0, -30.0)
 
@@ -100,6 +102,13 @@ def test_demo_command_prints_products_wcs_and_error_vs_truth(tmp_path, capsys):
     assert chosen[0]["verification"]["status"] == "pass"
     assert by_name["default"]["verdict"] == "lost"
     assert not any(check["flagged"] for check in report["qa"].values())
+    # Made by each drizzle child on its product's weight map: what the published file gives.
+    for name, check in report["qa"].items():
+        with fits.open(demo / name) as hdul:
+            assert check == asdict(weight_map_check(hdul["WHT"].data))
+    trailer = (demo / "jsim01010.tra").read_text()
+    assert '"weight_checks": {"jsim01010_drz.fits": {"ratio": ' in trailer  # the DRZ child's result line
+    assert f"weight map of jsim01010_drz.fits: std/mean {report['qa']['jsim01010_drz.fits']['ratio']:.3f}" in trailer
     assert set(report["timings"]) >= {"resolve", "default", "select", "drizzle", "update-inputs"}
     page = (demo / "jsim01010_report.html").read_text()
     # SCI and WHT thumbnails of DRZ and DRC, the chosen fit's matched stars over the DRZ, the

@@ -27,7 +27,7 @@ def test_patchy_weight_map_is_flagged():
 
 def test_weight_map_read_in_blocks_gives_the_whole_map_statistics(monkeypatch):
     """Blocks of a few rows (as a product's map is read) give the std/mean of all good pixels."""
-    import autodriz.report as report
+    import autodriz.weightmap as weightmap
 
     rng = np.random.default_rng(3)
     wht = rng.normal(500.0, 40.0, size=(203, 97)).astype(np.float32)
@@ -38,11 +38,11 @@ def test_weight_map_read_in_blocks_gives_the_whole_map_statistics(monkeypatch):
     good = np.isfinite(wht) & (wht > 0)
     values = wht[good].astype(np.float64)
     expected = values.std() / values.mean()
-    monkeypatch.setattr(report, "WEIGHT_BLOCK_PIXELS", 5 * 97 + 3)  # 5 rows a block, 41 blocks
+    monkeypatch.setattr(weightmap, "WEIGHT_BLOCK_PIXELS", 5 * 97 + 3)  # 5 rows a block, 41 blocks
     check = weight_map_check(wht)
     assert check.footprint_pixels == good.sum()
     assert check.ratio == pytest.approx(expected, rel=1e-12)
-    monkeypatch.setattr(report, "WEIGHT_BLOCK_PIXELS", 10**9)  # one block
+    monkeypatch.setattr(weightmap, "WEIGHT_BLOCK_PIXELS", 10**9)  # one block
     assert weight_map_check(wht).ratio == pytest.approx(expected, rel=1e-12)
 
 

@@ -145,13 +145,21 @@ def _astrodrizzle(job: dict) -> dict:
         **params,
     )
     made = sorted(str(p) for p in Path.cwd().glob(f"{job['output']}_dr?.fits"))
-    sregion, sregion_seconds = {}, 0.0
+    sregion, sregion_seconds, weight_checks = {}, 0.0, {}
     if job.get("sregion"):
-        # Here rather than in the parent: the product is rewritten once, before it goes to disk.
+        # Here rather than in the parent: the product is rewritten once, before it goes to disk,
+        # and its weight map, just read for the footprint, is checked while in memory (the
+        # parent's products stage read it again, ~0.25 s per full-size product).
+        from dataclasses import asdict
+
         from autodriz.delivery import add_sregion
+        from autodriz.weightmap import weight_map_check
 
         t0 = time.perf_counter()
         sregion = {Path(p).name: add_sregion(Path(p)) for p in made}
+        for p in made:
+            with fits.open(p, mode="readonly") as hdul:
+                weight_checks[Path(p).name] = asdict(weight_map_check(hdul["WHT"].data))
         sregion_seconds = time.perf_counter() - t0
     _start_writeback(made)
     # AstroDrizzle's own log (the parameters it actually used, step by step) into this child's
@@ -160,7 +168,7 @@ def _astrodrizzle(job: dict) -> dict:
     if runfile.is_file():
         print(f"--- AstroDrizzle runfile {runfile.name} ---")
         print(runfile.read_text(encoding="utf-8", errors="replace"), flush=True)
-    return {"products": made, "sregion": sregion, "sregion_seconds": sregion_seconds}
+    return {"products": made, "sregion": sregion, "sregion_seconds": sregion_seconds, "weight_checks": weight_checks}
 
 
 def _apply_headerlets(job: dict) -> dict:
@@ -427,6 +435,11 @@ def _prepare_from_twin(item: dict, published: dict, job: dict, final: dict | Non
             hdul[index].header = header
             hdus.append(hdul[index])
         out = _InMemoryHDUList(hdus)
+        # Each file's sky is its own final drizzle's (set below); without one the delivered
+        # value would be the start's, which the twin's headers no longer hold.
+        with fits.open(drizzled_copy, mode="readonly") as own:
+            if any(h.name == "SCI" and "MDRIZSKY" not in h.header for h in own):
+                return "its final drizzle left a SCI header without MDRIZSKY"
         # S_REGION comes with the twin's headers: the same WCS gives the same footprint.
         cr_pixels = _deliver_final_drizzle(out, drizzled_copy, int(final["crbit"]), merge=False, sregion=False)
         in_place = _write_prepared(out, layout, drizzled_copy, Path(item["tmp"]), Path(item["original"]).name)

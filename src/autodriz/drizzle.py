@@ -27,6 +27,7 @@ from autodriz.errors import DrizzleError
 from autodriz.hstio import chip_shape, chip_wcs, sci_extensions
 from autodriz.logs import CONSOLE
 from autodriz.reffiles import names_a_file, resolve_reference
+from autodriz.weightmap import WeightCheck
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class DrizzleRun:
     log: Path | None = None
     #: What the product says it holds: its ``D###DATA`` values (``<file>[sci,<n>]``), in order.
     drizzled: tuple[str, ...] = ()
+    #: The product's weight-map check, made by the child that drizzled it (``sregion`` runs).
+    weight_check: WeightCheck | None = None
 
 
 def choose_parameters(
@@ -196,10 +199,12 @@ def run_astrodrizzle(
     )
     # The list itself goes to the trailer (and the report); the console keeps one line per fact.
     logger.debug("%s D###DATA: %s", product.name, ", ".join(contents.drizzled))
+    checks = dict(result.result.get("weight_checks") or {})
     return DrizzleRun(
         product, tuple(inputs), source, seconds,
         then_result=result.result.get("then"), then_error=_then_error(result), log=result.log_path,
         drizzled=contents.drizzled,
+        weight_check=WeightCheck(**checks[product.name]) if product.name in checks else None,
     )
 
 

@@ -454,9 +454,13 @@ def _process_dataset(
             remover.start()
             background.callback(remover.join)
         qa = {}
+        made = {run.product.name: run.weight_check for run in runs}
         for p in products:
-            with fits.open(p) as hdul:
-                check = weight_map_check(hdul["WHT"].data)
+            # Checked by the drizzle child while the map was in its memory; read here otherwise.
+            check = made.get(p.name)
+            if check is None:
+                with fits.open(p) as hdul:
+                    check = weight_map_check(hdul["WHT"].data)
             qa[p.name] = check
             level = logging.WARNING if check.flagged else logging.INFO
             logger.log(level, "weight map of %s: std/mean %.3f (flagged at ≥ %.2f)%s",

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
@@ -61,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from autodriz.weightmap import WEIGHT_RATIO_LIMIT, WeightCheck, weight_map_check  # noqa: F401 - re-exported
 from autodriz.htmlpage import figures, render_page, table, write_page
 from autodriz.reportfigures import (
     footprint_box,  # noqa: F401  (re-exported: part of this module's interface)
@@ -81,51 +81,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-
-#: std(WHT)/mean(WHT) over the footprint at or above which the weight map is flagged.
-WEIGHT_RATIO_LIMIT = 0.3
-#: Pixels of weight map read at a time by :func:`weight_map_check`.
-WEIGHT_BLOCK_PIXELS = 1 << 20
-
-
-@dataclass(frozen=True)
-class WeightCheck:
-    """Uniformity of a drizzle weight map over its footprint."""
-
-    ratio: float
-    limit: float
-    flagged: bool
-    footprint_pixels: int
-
-
-def weight_map_check(wht: np.ndarray, limit: float = WEIGHT_RATIO_LIMIT) -> WeightCheck:
-    """std/mean of the weight map where it is positive; flagged when ≥ ``limit``.
-
-    A strongly non-uniform weight map over the footprint means uneven coverage or many rejected
-    pixels; NaN-only or empty maps give ``ratio = nan`` and are flagged.
-    """
-    w = np.atleast_1d(np.asarray(wht))
-    # Two passes over blocks of rows (mean, then squared deviations from it, in float64): a
-    # product's map is read from its file as it goes, and no full-size boolean, copy or float64
-    # temporary is made (~200 MB of fresh memory per product otherwise).
-    rows = max(1, WEIGHT_BLOCK_PIXELS // max(w[:1].size, 1))
-    blocks = [w[i:i + rows] for i in range(0, w.shape[0], rows)]
-    n, total = 0, 0.0
-    for block in blocks:
-        good = np.isfinite(block) & (block > 0)
-        n += int(np.count_nonzero(good))
-        total += float(np.sum(block, where=good, dtype=np.float64))
-    if n == 0:
-        return WeightCheck(float("nan"), limit, True, 0)
-    mean = total / n
-    squares = 0.0
-    for block in blocks:
-        good = np.isfinite(block) & (block > 0)
-        deviation = block[good].astype(np.float64) - mean
-        squares += float(np.dot(deviation, deviation))
-    ratio = math.sqrt(squares / n) / mean
-    return WeightCheck(ratio, limit, ratio >= limit, n)
-
 
 def plain(value: Any) -> Any:
     """JSON-friendly copy of dataclasses, paths, numpy scalars and containers (non-finite
