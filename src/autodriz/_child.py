@@ -245,12 +245,11 @@ def _apply_headerlets(job: dict) -> dict:
 
 
 def _solved_digest(item: dict, twin: dict | None) -> str:
-    """:func:`autodriz.twinprep.content_digest` of the item's solved copy, names as the twin's."""
+    """:func:`autodriz.twinprep.file_digest` of the item's solved copy, names as the twin's."""
     from autodriz import twinprep
 
     mapper = twinprep.name_mapper(item["original"], twin["original"]) if twin is not None else None
-    with fits.open(item["solved"], mode="readonly") as hdul:
-        return twinprep.content_digest(hdul, mapper)
+    return twinprep.file_digest(item["solved"], mapper)
 
 
 def _prepare_item(item: dict, job: dict, final: dict | None, drizzled: dict) -> dict:
@@ -386,15 +385,13 @@ def _prepare_from_twin(item: dict, published: dict, job: dict, final: dict | Non
     # Often one pair: the other solutions' headerlets are made from the default's copies too.
     pairs = list(dict.fromkeys([(twin["start"], item["start"]), *zip(twin["others_solved"], others)]))
     with contextlib.ExitStack() as stack:
-        opened = {}
         for a, b in pairs:
-            for path in (a, b):
-                if path not in opened:
-                    opened[path] = stack.enter_context(fits.open(path, mode="readonly"))
-            why = twinprep.twin_refusal(opened[a], opened[b], mapper)
-            if why is not None:
+            if twinprep.file_digest(a, mapper) != twinprep.file_digest(b):
+                with fits.open(a, mode="readonly") as ta, fits.open(b, mode="readonly") as tb:
+                    why = twinprep.twin_refusal(ta, tb, mapper) or "their digests differ"
                 return f"{Path(b).name} and {Path(a).name}: {why}"
-        twin_start, own_start = opened[twin["start"]], opened[item["start"]]
+        twin_start = stack.enter_context(fits.open(twin["start"], mode="readonly"))
+        own_start = stack.enter_context(fits.open(item["start"], mode="readonly"))
         prepared = stack.enter_context(fits.open(twin["tmp"], mode="readonly"))
         hdul, layout = stack.enter_context(_delivery_base(item, drizzled_copy))
         if layout is None:

@@ -165,34 +165,58 @@ def undated(raw: bytes) -> bytes:
     return bytes(out)
 
 
-def content_digest(hdul: fits.HDUList, mapper: Callable[[str], str] | None = None) -> str:
-    """A digest of what a headerlet made from ``hdul`` can depend on, its file names mapped.
+def file_digest(path: str | os.PathLike[str], mapper: Callable[[str], str] | None = None) -> str:
+    """A digest of what a headerlet made from the file can depend on, its file names mapped.
 
     Two files with the same digest (one computed with the ``mapper`` to the other's names)
-    pass :func:`twin_refusal`: the same extensions; image headers with the same keywords and
-    the same values but for :data:`~autodriz.wcstransfer.IGNORED_DIFFERENCES`; other
-    extensions the same bytes (the DATE of embedded headerlets aside). Lets the process that
-    prepared a twin say what it started from before it wrote over that file.
+    pass :func:`twin_refusal`; lets the process that prepared a twin say what it started from
+    before it wrote over that file. Read from the raw bytes, without astropy's header parsing
+    (~0.02 s instead of ~0.06 s for a full-size file): the image headers of the pixel
+    extensions and the primary card by card, the values of
+    :data:`~autodriz.wcstransfer.IGNORED_DIFFERENCES` left out and HDRNAMEs mapped; every
+    other extension whole, mapped, headerlet DATEs aside. Blank cards (room a header keeps for
+    later) are skipped.
     """
     import hashlib
 
-    mapped = mapper or (lambda value: value)
+    from autodriz.fitslayout import read_layout
+
+    layout = read_layout(Path(path))
     h = hashlib.sha256()
-    for hdu in hdul:
-        h.update(f"{hdu.name},{hdu.ver},{type(hdu).__name__}|".encode())
-        if isinstance(hdu, _IMAGE_HDUS) and (hdu.name in PIXEL_EXTNAMES or hdu.name == "PRIMARY"):
-            for card in hdu.header.cards:
-                h.update(card.keyword.encode() + b"=")
-                if IGNORED_DIFFERENCES.match(card.keyword):
-                    continue
-                value = card.value
-                if card.keyword == "HDRNAME" and isinstance(value, str):
-                    h.update(repr((mapped(value), card.comment)).encode())
-                else:
-                    h.update(card.image.encode())
-        else:
-            raw = hdu_bytes(hdu)
-            h.update(undated(map_hdu_bytes(raw, mapper) if mapper else raw))
+    with open(path, "rb") as fh:
+        for index, (start, data, nbytes) in enumerate(layout.hdus):
+            fh.seek(start)
+            header = bytearray(fh.read(data - start))
+            name, xtension = "PRIMARY" if index == 0 else "", ""
+            for offset in range(0, len(header), CARD):
+                key = bytes(header[offset:offset + 8]).decode("ascii", "replace").strip()
+                if key == "END":
+                    break
+                if key in ("EXTNAME", "XTENSION") and header[offset + 8:offset + 10] == b"= ":
+                    value = bytes(header[offset + 10:offset + CARD]).decode("ascii", "replace")
+                    value = value.split("/")[0].strip().strip("'").strip()
+                    if key == "EXTNAME":
+                        name = value
+                    else:
+                        xtension = value
+            h.update(f"{index}|{name}|{xtension}|".encode())
+            if index == 0 or (xtension == "IMAGE" and name in PIXEL_EXTNAMES):
+                if mapper is not None:
+                    _map_card_values(header, 0, len(header), "HDRNAME", mapper)
+                for offset in range(0, len(header), CARD):
+                    card = bytes(header[offset:offset + CARD])
+                    key = card[:8].decode("ascii", "replace").strip()
+                    if key == "END":
+                        break
+                    if not card.strip():
+                        continue
+                    h.update(key.encode() + b"=")
+                    if not IGNORED_DIFFERENCES.match(key):
+                        h.update(card)
+            else:
+                fh.seek(start)
+                raw = fh.read(data - start + -(-nbytes // BLOCK) * BLOCK)
+                h.update(undated(map_hdu_bytes(raw, mapper) if mapper else raw))
     return h.hexdigest()
 
 
