@@ -366,11 +366,30 @@ def _number(value: Any, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def write_html(report: RunRecord | Mapping[str, Any], path: Path) -> Path:
+def report_pictures(report: Mapping[str, Any]) -> tuple[list, list]:
+    """The page's images (product thumbnails, the chosen fit's matches) and its fit charts.
+
+    From the products and candidates of ``report`` (JSON form) only: a run renders them while
+    it fingerprints its inputs, and passes them to :func:`write_html`.
+    """
+    images = []
+    for product in report["products"]:
+        p = Path(product)
+        if p.is_file():
+            images.extend(thumbnails(p))
+    chosen_entry = next((c for c in report["candidates"] if c.get("verdict") == "chosen"), None)
+    if chosen_entry is not None and report["products"]:
+        images.extend(matched_sources_plot(Path(report["products"][0]), chosen_entry))
+    return images, residual_plots(report["candidates"]) + registration_chart(report["candidates"])
+
+
+def write_html(report: RunRecord | Mapping[str, Any], path: Path, *,
+               pictures: tuple[list, list] | None = None) -> Path:
     """Write a self-contained HTML page for ``report`` (images embedded); return ``path``.
 
     ``report`` is the run record or its JSON form (a saved ``<root>_report.json`` renders the
-    same page): the page shows what the JSON says.
+    same page): the page shows what the JSON says. ``pictures``: :func:`report_pictures` of
+    the same report, made already.
     """
     if isinstance(report, RunRecord):
         report = report.as_dict()
@@ -393,15 +412,7 @@ def write_html(report: RunRecord | Mapping[str, Any], path: Path) -> Path:
                 moved=_number(fig["moved_mas"]), v=vtext, verdict=esc(c["verdict"]), reason=esc(c["reason"]),
             )
         )
-    images = []
-    for product in report["products"]:
-        p = Path(product)
-        if p.is_file():
-            images.extend(thumbnails(p))
-    chosen_entry = next((c for c in report["candidates"] if c.get("verdict") == "chosen"), None)
-    if chosen_entry is not None and report["products"]:
-        images.extend(matched_sources_plot(Path(report["products"][0]), chosen_entry))
-    residuals = residual_plots(report["candidates"]) + registration_chart(report["candidates"])
+    images, residuals = pictures if pictures is not None else report_pictures(report)
     qa_rows = (
         f"<tr><td>{esc(Path(name).name)}</td><td>{chk['ratio'] if chk['ratio'] is None else round(chk['ratio'], 3)}</td>"
         f"<td>{chk['limit']}</td><td>{'FLAGGED' if chk['flagged'] else 'ok'}</td></tr>"
