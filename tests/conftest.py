@@ -61,6 +61,22 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def apriori_twin_visit(tmp_path_factory):
+    """A small simulated FLT+FLC visit whose files carry an a priori GSC240 headerlet.
+
+    Its HDRNAME names the file, so an exposure's FLT and FLC differ there (the twin checks of
+    ``autodriz.wcstransfer`` and ``autodriz.twinprep``). Read only: tests copy it.
+    """
+    from autodriz import simulate as S
+
+    return S.simulate_visit(
+        tmp_path_factory.mktemp("twins"),
+        S.SimulationConfig(seed=5, apriori_errors_mas=(("GSC240", 20.0, -10.0),),
+                           chip_shape=(128, 256), n_stars=60, cosmic_ray_fraction=0.0),
+    )
+
+
+@pytest.fixture(scope="session")
 def goodss_pair_catalog(shared_data, tmp_path_factory) -> Path:
     """A reference catalog of the real F140W field from ib6o23rtq + ib6o23rwq placed at grizli's
     WCS (``realdata.reference_pair_catalog``), built once per session: four real-data tests read

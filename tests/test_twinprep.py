@@ -21,15 +21,10 @@ from autodriz import simulate as S
 from autodriz import twinprep
 from autodriz.cli import main
 
-SMALL = dict(chip_shape=(128, 256), n_stars=60, cosmic_ray_fraction=0.0)
-
-
-@pytest.fixture(scope="module")
-def visit(tmp_path_factory) -> S.SimulatedVisit:
-    return S.simulate_visit(
-        tmp_path_factory.mktemp("twinprep"),
-        S.SimulationConfig(seed=5, apriori_errors_mas=(("GSC240", 20.0, -10.0),), **SMALL),
-    )
+@pytest.fixture
+def visit(apriori_twin_visit) -> S.SimulatedVisit:
+    # With an a priori headerlet in each file: its HDRNAME names the file, so FLT and FLC differ there.
+    return apriori_twin_visit
 
 
 def _copy(visit: S.SimulatedVisit, dest: Path) -> Path:

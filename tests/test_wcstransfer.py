@@ -21,16 +21,10 @@ from autodriz.inputs import resolve_input
 from autodriz.solutions.default import exposure_twins, make_default_candidate
 from autodriz.wcstransfer import transfer_refusal
 
-SMALL = dict(chip_shape=(128, 256), n_stars=60, cosmic_ray_fraction=0.0)
-
-
-@pytest.fixture(scope="module")
-def visit(tmp_path_factory) -> S.SimulatedVisit:
+@pytest.fixture
+def visit(apriori_twin_visit) -> S.SimulatedVisit:
     # With an a priori headerlet in each file: its HDRNAME names the file, so FLT and FLC differ there.
-    return S.simulate_visit(
-        tmp_path_factory.mktemp("twins"),
-        S.SimulationConfig(seed=5, apriori_errors_mas=(("GSC240", 20.0, -10.0),), **SMALL),
-    )
+    return apriori_twin_visit
 
 
 def _default(originals: list[Path], workdir: Path, jref: Path, twins=None):

@@ -70,7 +70,7 @@ from autodriz.select import is_default_only, rejected_candidates
 from autodriz.solutions.aposteriori import AposterioriStrategy
 from autodriz.solutions.apriori import AprioriStrategy
 from autodriz.solutions.base import Candidate, RunContext, Strategy, pending_copies, remove_workdir
-from autodriz.solutions.default import DefaultStrategy, reference_folders
+from autodriz.solutions.default import DefaultStrategy, exposure_twins, reference_folders
 from autodriz.verify import VerificationResult
 
 logger = logging.getLogger(__name__)
@@ -375,7 +375,7 @@ def _process_dataset(
         # The stwcs work of an exposure's update is done once for its FLT and FLC: whichever
         # drizzle child gets there first prepares it, the other maps the file names.
         share = Path(tempfile.mkdtemp(prefix="twins-", dir=winner.workdir))
-        pairs = pair_twins(updates[0][0], updates[1][0], share)
+        pairs = pair_twins(updates[0][0], updates[1][0], exposure_twins(dataset), share)
         logger.info("%d exposure(s) whose FLT and FLC updates share one preparation", pairs)
     try:
         with stage(logger, "drizzle", timings):

@@ -279,17 +279,12 @@ def _twin_signature(item: Mapping[str, Any]) -> str:
     return json.dumps(same, sort_keys=True, default=str)
 
 
-def _exposure(path: str) -> tuple[str, str]:
-    """``(ib6o23rtq, flt)`` for ``…/ib6o23rtq_flt.fits``."""
-    stem = Path(path).name.rsplit(".", 1)[0]
-    root, _, suffix = stem.rpartition("_")
-    return root, suffix
-
-
-def pair_twins(flt_job: dict[str, Any] | None, flc_job: dict[str, Any] | None, folder: Path) -> int:
+def pair_twins(flt_job: dict[str, Any] | None, flc_job: dict[str, Any] | None, twins: Mapping[Path, Path],
+               folder: Path) -> int:
     """Let the FLT and FLC jobs of one visit share the stwcs work of each exposure's update.
 
-    Marks each FLT item and the FLC item of the same exposure as twins, when the two would be
+    Marks each FLT item and the FLC item of the same exposure (``twins``: FLC → FLT, as
+    :func:`autodriz.solutions.default.exposure_twins` gives them) as twins, when the two would be
     prepared alike (same WCS, solutions, keywords; both from the pipeline default's copies):
     the first child to reach an exposure prepares its file, the other makes its own from it
     (:mod:`autodriz.twinprep`). ``folder``, new and empty, is where the two children say which
@@ -301,25 +296,21 @@ def pair_twins(flt_job: dict[str, Any] | None, flc_job: dict[str, Any] | None, f
     job_level = ("task", "wcsname", "descrip", "fit_keywords", "primary_keywords")
     if any(flt_job.get(k) != flc_job.get(k) for k in job_level):
         return 0
-    flcs = {}
-    for item in flc_job["items"]:
-        root, suffix = _exposure(item["original"])
-        if suffix.lower() == "flc":
-            flcs[root] = item
+    flcs = {str(twins[Path(item["original"])]): item for item in flc_job["items"] if Path(item["original"]) in twins}
     pairs = 0
     for item in flt_job["items"]:
-        root, suffix = _exposure(item["original"])
-        twin = flcs.get(root)
-        if suffix.lower() != "flt" or twin is None or "start" not in item:
+        twin = flcs.get(item["original"])
+        if twin is None or "start" not in item:
             continue
         if item["solved"] == item["start"]:
             # The default won: its copies are the drizzled files, which each child writes over.
             continue
         if _twin_signature(item) != _twin_signature(twin):
             continue
+        key = Path(item["original"]).stem
         for a, b in ((item, twin), (twin, item)):
             a["twin"] = {
-                "key": root, "original": b["original"], "tmp": b["tmp"], "start": b["start"],
+                "key": key, "original": b["original"], "tmp": b["tmp"], "start": b["start"],
                 "solved": b["solved"], "others_solved": [o["solved"] for o in b.get("others", ())],
             }
         pairs += 1

@@ -34,11 +34,10 @@ from typing import Any
 from astropy.io import fits
 
 from autodriz.hstio import PIXEL_EXTNAMES
-from autodriz.wcstransfer import IGNORED_DIFFERENCES
+from autodriz.wcstransfer import IGNORED_DIFFERENCES, IMAGE_HDUS, card_differences
 
 CARD = 80
 BLOCK = 2880
-_IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU)
 
 
 def file_stem(path: str | os.PathLike[str]) -> str:
@@ -139,13 +138,6 @@ def hdu_bytes(hdu: fits.hdu.base._BaseHDU) -> bytes:
     return fh.read(info["datLoc"] + info["datSpan"] - info["hdrLoc"])
 
 
-def _card_differences(a: fits.Header, b: fits.Header) -> tuple[list[str], list[str]]:
-    """Keywords whose cards differ between two headers, and those only one of them has."""
-    changed = [c.keyword for c in a.cards if c.keyword in b and b.cards[c.keyword].image != c.image]
-    only = [c.keyword for c in a.cards if c.keyword not in b] + [c.keyword for c in b.cards if c.keyword not in a]
-    return list(dict.fromkeys(changed)), list(dict.fromkeys(only))
-
-
 def undated(raw: bytes) -> bytes:
     """An HDU's bytes with the DATE values of a headerlet extension's headers blanked (its own, the embedded file's).
 
@@ -233,8 +225,10 @@ def twin_refusal(twin: fits.HDUList, own: fits.HDUList, mapper: Callable[[str], 
     if [(h.name, h.ver, type(h)) for h in twin] != [(h.name, h.ver, type(h)) for h in own]:
         return "the extensions differ"
     for a, b in zip(twin, own, strict=True):
-        if isinstance(a, _IMAGE_HDUS) and (a.name in PIXEL_EXTNAMES or a.name == "PRIMARY"):
-            changed, only = _card_differences(a.header, b.header)
+        if isinstance(a, IMAGE_HDUS) and (a.name in PIXEL_EXTNAMES or a.name == "PRIMARY"):
+            differences = card_differences(a.header, b.header)
+            only = [k for k in differences if (k in a.header) != (k in b.header)]
+            changed = [k for k in differences if k not in only]
             if only:
                 return f"{a.name},{a.ver}: keywords only one has: {', '.join(only[:5])}"
             other = [k for k in changed if not IGNORED_DIFFERENCES.match(k) and not _same_name(a.header, b.header, k, mapper)]
@@ -253,7 +247,7 @@ def _same_name(twin: fits.Header, own: fits.Header, key: str, mapper: Callable[[
 
 def start_differences(twin: fits.Header, own: fits.Header) -> list[str]:
     """Keywords whose values the own file keeps where the twin's start and its own differ."""
-    return _card_differences(twin, own)[0]
+    return [k for k in card_differences(twin, own) if k in twin and k in own]
 
 
 # ------------------------------------------------------------------------------------------

@@ -36,10 +36,11 @@ IGNORED_DIFFERENCES = re.compile(
     r"GOOD(MIN|MAX|MEAN)|SNR(MIN|MAX|MEAN)|NGOODPIX|MEAN(DARK|BLEV|FLSH)|SOFTERRS|MDRIZSKY)$"
 )
 
-_IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU)
+#: The HDU kinds whose headers are compared card by card (:func:`card_differences`).
+IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU)
 
 
-def _card_differences(a: fits.Header, b: fits.Header) -> list[str]:
+def card_differences(a: fits.Header, b: fits.Header) -> list[str]:
     """Keywords whose cards differ (value, comment or presence) between two headers, in order."""
     out = [c.keyword for c in a.cards if c.keyword not in b or b.cards[c.keyword].image != c.image]
     out += [c.keyword for c in b.cards if c.keyword not in a]
@@ -76,8 +77,8 @@ def transfer_refusal(flt: fits.HDUList, flc: fits.HDUList) -> str | None:
     for a, b in zip(flt, flc, strict=True):
         if type(a) is not type(b):
             return f"extension {a.name},{a.ver} is of another kind"
-        if isinstance(a, _IMAGE_HDUS):
-            other = [k for k in _card_differences(a.header, b.header) if not IGNORED_DIFFERENCES.match(k)]
+        if isinstance(a, IMAGE_HDUS):
+            other = [k for k in card_differences(a.header, b.header) if not IGNORED_DIFFERENCES.match(k)]
             if other:
                 return f"{a.name},{a.ver} headers differ in {', '.join(other[:5])}"
             if (a.data is None) != (b.data is None) or (a.data is not None and a.data.shape != b.data.shape):
@@ -121,15 +122,15 @@ def write_transferred(flt_original: Path, flt_updated: Path, flc_original: Path,
             if index >= len(flc):
                 out.append(hdu.copy())  # added by updatewcs (WCSDVARR, D2IMARR)
                 continue
-            if not isinstance(hdu, _IMAGE_HDUS):
+            if not isinstance(hdu, IMAGE_HDUS):
                 # A table or headerlet (its HDRNAME names the file): the FLC's own, as long as
                 # updatewcs left the FLT's untouched.
-                if _card_differences(before[index].header, hdu.header) or _data_bytes(before[index]) != _data_bytes(hdu):
+                if card_differences(before[index].header, hdu.header) or _data_bytes(before[index]) != _data_bytes(hdu):
                     return f"updatewcs changed {hdu.name},{hdu.ver}"
                 out.append(flc[index])
                 continue
             header = hdu.header.copy()
-            for key in _card_differences(before[index].header, flc[index].header):
+            for key in card_differences(before[index].header, flc[index].header):
                 if _image(after[index].header, key) != _image(before[index].header, key):
                     return f"updatewcs changed {key}, in which FLT and FLC differ"
                 if key in flc[index].header:
